@@ -1,0 +1,130 @@
+"""Every error the scheduler raises on purpose derives from :class:`SchedulerError`.
+
+Errors carry the data that caused them; ``str(error)`` is one line a user can act on. The CLI maps the classes to
+exit codes through :attr:`SchedulerError.exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class SchedulerError(Exception):
+    """The scheduler could not do what was asked."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+
+
+class InvalidInput(SchedulerError, ValueError):
+    """The input is not valid."""
+
+    exit_code = 2
+
+
+class InvalidSchedule(InvalidInput):
+    """The schedule is not valid."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        self.expression = expression
+        self.reason = reason
+        super().__init__(f"invalid schedule {expression!r}: {reason}")
+
+
+class InvalidTimezone(InvalidInput):
+    """The time zone is not a known IANA zone."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin' or 'UTC')")
+
+
+class InvalidField(InvalidInput):
+    """A task field is not valid."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {field}: {reason}")
+
+
+class UnknownCommand(InvalidInput):
+    """The command is not registered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown command {name!r} (see 'systemprompt scheduler:commands')")
+
+
+class NameTaken(InvalidInput):
+    """A task with this name exists already."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a task named {name!r} exists already")
+
+
+class ConfigError(InvalidInput):
+    """The configuration is not valid."""
+
+
+class NotFound(SchedulerError, LookupError):
+    """The object was not found."""
+
+    exit_code = 3
+
+
+class TaskNotFound(NotFound):
+    """No task has this id or name."""
+
+    def __init__(self, ref: str | int) -> None:
+        self.ref = ref
+        super().__init__(f"no task with id or name {str(ref)!r}")
+
+
+class ExecutionNotFound(NotFound):
+    """No execution has this id."""
+
+    def __init__(self, execution_id: int) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"no execution with id {execution_id}")
+
+
+class Unavailable(SchedulerError):
+    """A service the scheduler needs is unreachable."""
+
+    exit_code = 69
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database is unreachable."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("database unreachable" + (f": {detail}" if detail else ""))
+
+
+class BrokerUnavailable(Unavailable):
+    """The broker is unreachable."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("broker unreachable" + (f": {detail}" if detail else ""))
+
+
+class SchemaOutdated(SchedulerError):
+    """The database schema is older than this code."""
+
+    exit_code = 69
+
+    def __init__(self, current: str | None, expected: str) -> None:
+        self.current = current
+        self.expected = expected
+        super().__init__(
+            f"database schema is at {current or 'nothing'}, this code needs {expected}: "
+            "run 'systemprompt scheduler:migrate'"
+        )
+
+
+class PermissionDenied(SchedulerError, PermissionError):
+    """The database refused this operation for the connected role."""
+
+    exit_code = 77

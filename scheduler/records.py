@@ -1,0 +1,169 @@
+"""Frozen domain records returned by the repository and the service, and their stable JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+TaskStatus = Literal["active", "paused", "completed"]
+ExecutionStatus = Literal[
+    "pending",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "timed_out",
+    "retrying",
+    "cancelled",
+    "lost",
+    "skipped",
+]
+TASK_STATUSES: tuple[str, ...] = ("active", "paused", "completed")
+EXECUTION_STATUSES: tuple[str, ...] = (
+    "pending",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "timed_out",
+    "retrying",
+    "cancelled",
+    "lost",
+    "skipped",
+)
+FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost", "skipped")
+SUCCESS_STATUSES: tuple[str, ...] = ("completed",)
+FAILURE_STATUSES: tuple[str, ...] = ("failed", "timed_out", "lost")
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a trailing ``Z``: the one time format of the JSON output."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive values; everything is stored in UTC.
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """The same instant, aware and in UTC (SQLite returns naive UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class _JsonRecord:
+    def to_json(self) -> dict[str, Any]:
+        """Field name -> value, datetimes as ISO-8601 UTC strings."""
+        out: dict[str, Any] = {}
+        for field in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            out[field.name] = iso_utc(value) if isinstance(value, datetime) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task(_JsonRecord):
+    id: int
+    name: str
+    command: str
+    schedule: str
+    schedule_kind: str
+    timezone: str
+    data: dict[str, Any]
+    status: str
+    status_reason: str | None
+    queue: str
+    retries: int
+    retry_delay_ms: int
+    retry_backoff: float
+    timeout_ms: int
+    overlap_policy: str
+    misfire_policy: str
+    misfire_grace_ms: int | None
+    auto_pause_after: int | None
+    start_at: datetime | None
+    end_at: datetime | None
+    max_runs: int | None
+    anchor_at: datetime
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    run_count: int
+    consecutive_failures: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execution(_JsonRecord):
+    id: int
+    task_id: int | None
+    task_name: str
+    command: str
+    scheduled_for: datetime
+    trigger: str
+    status: str
+    reason: str | None
+    attempt: int
+    max_attempts: int
+    queue: str
+    worker: str | None
+    created_at: datetime
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    result: Any
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogLine(_JsonRecord):
+    execution_id: int
+    attempt: int
+    at: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry(_JsonRecord):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    task_id: int | None
+    task_name: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStats(_JsonRecord):
+    """Execution statistics of one task (``task_id`` set) or of all tasks."""
+
+    task_id: int | None
+    total: int
+    completed: int
+    failed: int
+    timed_out: int
+    skipped: int
+    running: int
+    success_rate: (
+        float | None
+    )  # completed / (completed + failed + timed_out + lost); None when nothing finished
+    avg_duration_ms: float | None
+    p95_duration_ms: float | None
+    runs_today: int
+    runs_this_week: int
+    runs_this_month: int
+    last_run_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextRun(_JsonRecord):
+    task_id: int
+    task_name: str
+    at: datetime

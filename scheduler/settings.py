@@ -1,0 +1,192 @@
+"""The one typed settings object, and the only place that reads the environment.
+
+Precedence, highest first: ``SCHEDULER_*`` environment variables, the ``config:`` mapping of ``module.yaml``
+(``$SCHEDULER_CONFIG_FILE``, else ``./module.yaml`` when present), then the defaults below (the spec's). YAML keys
+are the spec's camelCase names (``maxConcurrentTasks``); environment variables are the snake-case names with the
+prefix (``SCHEDULER_MAX_CONCURRENT_TASKS``). Durations named in the spec keep its unit: milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from scheduler.errors import ConfigError
+
+ENV_PREFIX = "SCHEDULER_"
+CONFIG_FILE_ENV = "SCHEDULER_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = Path("module.yaml")
+
+OverlapPolicy = Literal["allow", "forbid", "replace"]
+MisfirePolicy = Literal["skip", "run_once", "run_all"]
+
+
+class Settings(BaseSettings):
+    """Effective configuration of planners, workers and the CLI."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    # The spec's keys.
+    max_concurrent_tasks: int = Field(100, ge=1, description="Executions queued+running at once, fleet-wide.")
+    default_retries: int = Field(3, ge=0, le=100, description="Retry attempts after a failed first attempt.")
+    retry_delay: int = Field(5000, ge=0, description="Delay before the first retry (ms).")
+    tick_interval: int = Field(1000, ge=10, description="Planner tick interval (ms).")
+    task_timeout: int = Field(3_600_000, ge=1, description="Default task time limit (ms).")
+    cleanup_interval: int = Field(3_600_000, ge=1000, description="Interval between history clean-ups (ms).")
+    history_retention_days: int = Field(30, ge=0, description="Days finished executions are kept.")
+
+    # Where things live. Unset URLs mean the embedded default under `home`.
+    home: Path = Field(Path(".scheduler"), description="Directory of the embedded database and broker.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset: SQLite under `home`.")
+    broker_url: str | None = Field(
+        None, description="Celery broker URL; unset: a filesystem transport under `home`."
+    )
+
+    # Task defaults beyond the spec's.
+    retry_backoff: float = Field(
+        2.0, ge=1.0, le=10.0, description="Multiplier applied to each further retry delay."
+    )
+    overlap_policy: OverlapPolicy = Field("allow", description="Default overlap policy of new tasks.")
+    misfire_policy: MisfirePolicy = Field("run_once", description="Default misfire policy of new tasks.")
+    default_queue: str = Field("default", min_length=1, description="Celery queue of tasks that name none.")
+
+    # Planner and worker behaviour.
+    lease_ttl: int = Field(
+        10_000, ge=1000, description="Planner leadership lease (ms); standbys take over after it."
+    )
+    planner_batch_size: int = Field(1000, ge=1, description="Due tasks claimed per planner batch.")
+    recovery_after: int = Field(
+        60_000, ge=1000, description="Unclaimed queued executions are republished after (ms)."
+    )
+    heartbeat_interval: int = Field(5000, ge=100, description="Worker heartbeat on a running execution (ms).")
+    max_log_bytes: int = Field(65_536, ge=1024, description="Log bytes kept per execution.")
+
+    # Operations.
+    actor: str | None = Field(None, description="Actor recorded in the audit log; unset: the OS user.")
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: str = Field("INFO", description="Log level of planner, worker and CLI.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset: off.")
+    flower_basic_auth: str | None = Field(None, description="user:password for Flower.")
+
+    # External commands: name -> argv list with {placeholders} filled from the task's data.
+    commands: dict[str, list[str]] = Field(
+        default_factory=dict, description="External commands (argv lists)."
+    )
+
+    @field_validator("commands")
+    @classmethod
+    def _argv_lists_are_not_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, argv in value.items():
+            if not argv:
+                raise ValueError(f"command {name!r} has an empty argv list")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() reads the environment itself so it can tell where each value came from.
+        return (init_settings,)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'scheduler.db').as_posix()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings plus, per field, where its value came from (``default``, ``module.yaml``, or the env var)."""
+
+    settings: Settings
+    sources: dict[str, str]
+    config_file: Path | None
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _config_file(env: Mapping[str, str], explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env.get(CONFIG_FILE_ENV):
+        return Path(env[CONFIG_FILE_ENV])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from error
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: 'config' must be a mapping")
+    values = {key: value for key, value in config.items() if value is not None}
+    if document.get("commands"):
+        values["commands"] = document["commands"]
+    return values
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None = None) -> LoadedSettings:
+    """Read ``module.yaml`` and ``SCHEDULER_*`` variables; raise :class:`ConfigError` naming the bad key."""
+    env = os.environ if env is None else env
+    path = _config_file(env, config_file)
+    file_values = _read_yaml(path) if path is not None else {}
+    by_alias = {info.alias or name: name for name, info in Settings.model_fields.items()}
+    unknown = sorted(key for key in file_values if key not in by_alias and key not in Settings.model_fields)
+    if unknown:
+        raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
+    env_values: dict[str, Any] = {
+        name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env
+    }
+    if "commands" in env_values:
+        try:
+            env_values["commands"] = json.loads(env_values["commands"])
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"invalid setting {env_name('commands')}: not JSON ({error.msg})") from None
+    try:
+        settings = Settings.model_validate({**file_values, **env_values})
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"invalid setting {key}: {first['msg']}") from None
+    sources: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        if name in env_values:
+            sources[name] = f"env {env_name(name)}"
+        elif (info.alias or name) in file_values or name in file_values:
+            sources[name] = str(path)
+        else:
+            sources[name] = "default"
+    return LoadedSettings(settings=settings, sources=sources, config_file=path)
