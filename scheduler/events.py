@@ -1,8 +1,8 @@
 """The spec's events, in process through blinker.
 
 Handlers get one argument: a JSON-able payload dict (``{"task": {...}}`` for task events;
-``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). Data values whose keys look
-like secrets are redacted before a payload is emitted.
+``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). Data values whose keys
+look like secrets are redacted before a payload is emitted.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class EventBus:
         self._receivers: list[Callable[..., None]] = []
 
     def on(self, event: str, handler: Handler) -> None:
-        """Call ``handler(payload)`` whenever ``event`` is emitted; raise ValueError for an unknown event name."""
+        """Call ``handler(payload)`` on every ``event``; raise ValueError for an unknown event name."""
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENT_NAMES)}")
 

@@ -17,6 +17,7 @@ class Dispatch:
     command: str
     task_name: str
     countdown_s: float = 0.0
+    timeout_s: float | None = None  # the task's time limit: soft limit inside the command, hard limit kills it
 
 
 class Publisher(Protocol):

@@ -1,9 +1,10 @@
 """The one typed settings object, and the only place that reads the environment.
 
-Precedence, highest first: ``SCHEDULER_*`` environment variables, the ``config:`` mapping of ``module.yaml``
-(``$SCHEDULER_CONFIG_FILE``, else ``./module.yaml`` when present), then the defaults below (the spec's). YAML keys
-are the spec's camelCase names (``maxConcurrentTasks``); environment variables are the snake-case names with the
-prefix (``SCHEDULER_MAX_CONCURRENT_TASKS``). Durations named in the spec keep its unit: milliseconds.
+Precedence, highest first: ``SCHEDULER_*`` environment variables, the ``config:`` mapping of
+``module.yaml`` (``$SCHEDULER_CONFIG_FILE``, else ``./module.yaml`` when present), then the defaults below
+(the spec's). YAML keys are the spec's camelCase names (``maxConcurrentTasks``); environment variables are the
+snake-case names with the prefix (``SCHEDULER_MAX_CONCURRENT_TASKS``). Durations named in the spec keep its
+unit: milliseconds.
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     unknown = sorted(key for key in file_values if key not in by_alias and key not in Settings.model_fields)
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
+    file_values = {by_alias.get(key, key): value for key, value in file_values.items()}
     env_values: dict[str, Any] = {
         name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env
     }
@@ -182,10 +184,10 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
         key = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"invalid setting {key}: {first['msg']}") from None
     sources: dict[str, str] = {}
-    for name, info in Settings.model_fields.items():
+    for name in Settings.model_fields:
         if name in env_values:
             sources[name] = f"env {env_name(name)}"
-        elif (info.alias or name) in file_values or name in file_values:
+        elif name in file_values:
             sources[name] = str(path)
         else:
             sources[name] = "default"

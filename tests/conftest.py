@@ -15,7 +15,9 @@ from sqlalchemy.engine import make_url
 from scheduler.db import make_engine
 from scheduler.schema import upgrade
 
-PG_ADMIN_URL = os.environ.get("SCHEDULER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "SCHEDULER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
