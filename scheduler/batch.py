@@ -1,0 +1,152 @@
+"""One planning batch: due tasks in, execution rows and task advances out, inside the caller's transaction.
+
+The decisions are :func:`scheduler.policies.plan_task`'s; this module turns them into SQL through
+:mod:`scheduler.repository.dispatch` and counts what happened. Slots go in with ``ON CONFLICT DO NOTHING``,
+and ``run_count`` grows by the rows actually inserted, so a replayed batch changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from scheduler.errors import SchedulerError
+from scheduler.policies import PlannedSlot, TaskPlan, plan_task
+from scheduler.records import Task
+from scheduler.repository.dispatch import TaskAdvance, active_executions, advance_tasks, insert_executions
+from scheduler.schedules import Schedule, parse_schedule
+
+logger = logging.getLogger("scheduler.planner")
+
+SCHEDULE_CACHE_SIZE = 4096
+
+
+class ScheduleCache:
+    """Parsed schedules by (text, time zone, anchor), least recently used out (parsing costs most)."""
+
+    def __init__(self, size: int = SCHEDULE_CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str, datetime | None], Schedule] = OrderedDict()
+
+    def get(self, task: Task) -> Schedule:
+        """The task's schedule; raises what :func:`parse_schedule` raises for text that no longer parses."""
+        # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
+        anchored = task.schedule_kind == "interval" or task.schedule.strip().lower() == "now"
+        key = (task.schedule, task.timezone, task.anchor_at if anchored else None)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        schedule = parse_schedule(task.schedule, timezone=task.timezone, anchor=task.anchor_at)
+        self._entries[key] = schedule
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return schedule
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """One planning transaction: ``fenced`` True when the lease check refused it (nothing was written)."""
+
+    due: int = 0
+    created: int = 0
+    skipped: int = 0
+    misfired: int = 0
+    fenced: bool = False
+    replaced: tuple[int, ...] = ()  # active executions to cancel: their task's new run replaces them
+
+
+def execution_row(task: Task, slot: PlannedSlot, now: datetime) -> dict[str, Any]:
+    """The ``task_executions`` values of one planned slot (unset columns left out, so they stay NULL)."""
+    row: dict[str, Any] = {
+        "task_id": task.id,
+        "task_name": task.name,
+        "command": task.command,
+        "scheduled_for": slot.scheduled_for,
+        "trigger": slot.trigger,
+        "status": slot.status,
+        "reason": slot.reason,
+        "attempt": 1,
+        "max_attempts": task.retries + 1,
+        "queue": task.queue,
+        "created_at": now,
+    }
+    if slot.status != "pending":
+        row["finished_at"] = now  # a decision, final at once (and visible to retention)
+    if slot.result is not None:
+        row["result"] = slot.result
+    if slot.error is not None:
+        row["error"] = slot.error
+    return row
+
+
+def _insert_grouped(connection: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """Insert rows grouped by their key set (an executemany needs one), so unset columns keep SQL NULL."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    inserted: list[tuple[int, int, str]] = []
+    for group in groups.values():
+        inserted.extend(insert_executions(connection, group))
+    return inserted
+
+
+def plan_tasks(
+    connection: Connection, tasks: list[Task], now: datetime, schedules: ScheduleCache
+) -> BatchReport:
+    """Plan the locked due ``tasks`` at ``now``: insert their executions and advance them (one transaction).
+
+    A task whose stored schedule no longer parses is paused with the reason instead of failing the batch.
+    Cancelling the executions that ``replace`` supersedes is left to the caller (``BatchReport.replaced``),
+    after this transaction: see :meth:`scheduler.planner.Planner.plan_batch`.
+    """
+    watched = [task.id for task in tasks if task.overlap_policy != "allow"]
+    active = active_executions(connection, watched)
+    plans: dict[int, TaskPlan] = {}
+    by_id = {task.id: task for task in tasks}
+    advances: list[TaskAdvance] = []
+    rows: list[dict[str, Any]] = []
+    for task in tasks:
+        try:
+            schedule = schedules.get(task)
+        except (SchedulerError, ValueError) as error:
+            # Stored text that no longer parses (say a zone dropped from tzdata): park the task, loudly.
+            logger.error("task %s (%s): bad schedule, pausing it: %s", task.id, task.name, error)
+            reason = f"schedule does not parse: {error}"
+            advances.append(TaskAdvance(task.id, None, task.run_count, task.last_run_at, "paused", reason))
+            continue
+        plans[task.id] = plan = plan_task(task, schedule, now, has_active=task.id in active)
+        rows.extend(execution_row(task, slot, now) for slot in plan.slots)
+    inserted = _insert_grouped(connection, rows)
+    runs = Counter(task_id for _, task_id, status in inserted if status == "pending")
+    for task_id, plan in plans.items():
+        task, ran = by_id[task_id], runs[task_id]
+        advances.append(
+            TaskAdvance(
+                task_id=task_id,
+                next_run_at=plan.next_run_at,
+                run_count=task.run_count + ran,
+                last_run_at=now if ran else task.last_run_at,
+                status="completed" if plan.completed_reason else "active",
+                status_reason=plan.completed_reason or task.status_reason,
+            )
+        )
+    advance_tasks(connection, advances)
+    replaced = [
+        execution_id
+        for task in tasks
+        if task.overlap_policy == "replace" and runs[task.id]
+        for execution_id in active.get(task.id, [])
+    ]
+    return BatchReport(
+        due=len(tasks),
+        created=sum(runs.values()),
+        skipped=sum(1 for _, _, status in inserted if status != "pending"),
+        misfired=sum(plan.misfired for plan in plans.values()),
+        replaced=tuple(replaced),
+    )

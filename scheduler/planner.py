@@ -1,0 +1,224 @@
+"""The planner: the leader turns due slots into executions and hands their ids to the broker.
+
+One :meth:`Planner.tick` (DESIGN §1, §2):
+
+1. take or renew the leader lease (a standby stops here);
+2. in batches of ``planner_batch_size``, each one transaction fenced by the lease: select due tasks by index,
+   decide each one's slots (:func:`scheduler.policies.plan_task`), insert the executions with ``ON CONFLICT DO
+   NOTHING`` and advance the tasks; until nothing is due or the time budget is spent;
+3. the recovery sweep (:mod:`scheduler.recovery`): republish unclaimed ids, reap executions of dead workers;
+4. the relay: publish ``pending`` executions oldest first, at most ``max_concurrent_tasks`` minus those
+   queued, running or retrying, and mark them ``queued``. A publish failure leaves them ``pending`` for the
+   next tick;
+5. every ``cleanup_interval``, :func:`scheduler.cleanup.run_cleanup`.
+
+Due-ness uses the database clock; the only host clock read is the monotonic one, for the lease and budgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from scheduler.batch import BatchReport, ScheduleCache, plan_tasks
+from scheduler.cleanup import run_cleanup
+from scheduler.errors import SchedulerError
+from scheduler.events import EventBus
+from scheduler.lease import PLANNER_LEASE, Lease
+from scheduler.publisher import Publisher
+from scheduler.recovery import Recovery
+from scheduler.relay import Relay
+from scheduler.repository.clock import db_now
+from scheduler.repository.dispatch import cancel_executions, due_tasks, write_transaction
+from scheduler.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one tick did. ``leader`` False: a standby (or fenced) tick that did nothing else.
+
+    ``due`` tasks handled; ``created`` executions to run; ``dispatched`` ids published (new, relayed and
+    republished); ``skipped`` rows recorded skipped or cancelled; ``misfired`` slots missed beyond grace;
+    ``more`` True when the time budget ended the tick with due tasks left; ``broker_error`` why a publish
+    failed.
+    """
+
+    leader: bool
+    due: int = 0
+    dispatched: int = 0
+    skipped: int = 0
+    misfired: int = 0
+    duration_s: float = 0.0
+    created: int = 0
+    requeued: int = 0
+    lost: int = 0
+    cleaned: int = 0
+    more: bool = False
+    broker_error: str | None = None
+
+
+class Planner:
+    """The planner loop (see the module docstring). One thread drives one instance.
+
+    ``require_lease=False`` plans without leadership (tests of invariant 2: the unique slot constraint alone
+    keeps concurrent planners correct); ``lease_name`` partitions leadership; ``time_budget_s`` bounds a
+    tick's batch loop (default: half the lease's trusted span).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        publisher: Publisher,
+        *,
+        holder: str | None = None,
+        events: EventBus | None = None,
+        require_lease: bool = True,
+        lease_name: str = PLANNER_LEASE,
+        time_budget_s: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.publisher = publisher
+        self.events = events
+        self.require_lease = require_lease
+        self.lease = Lease(
+            engine, ttl=timedelta(milliseconds=settings.lease_ttl), name=lease_name, holder=holder
+        )
+        self.holder = self.lease.holder
+        trusted = (self.lease.ttl - self.lease.margin).total_seconds()
+        self.time_budget_s = time_budget_s if time_budget_s is not None else max(0.5, trusted / 2)
+        self.recovery = Recovery(engine, settings, self.lease if require_lease else None, events)
+        self.relay = Relay(engine, settings, publisher)
+        self._schedules = ScheduleCache()
+        self._next_cleanup: float | None = None
+        self._was_leader: bool | None = None
+        self._last_failure: tuple[str, float] | None = None
+
+    # ------------------------------------------------------------------------------------------ the tick
+
+    def tick(self) -> TickReport:
+        """Run one tick; database errors propagate (``run_forever`` logs them and backs off)."""
+        started = time.monotonic()
+        if self.require_lease and not self.lease.acquire_or_renew():
+            return TickReport(leader=False, duration_s=time.monotonic() - started)
+        report = TickReport(leader=True)
+        more = True
+        while more and time.monotonic() - started < self.time_budget_s:
+            if not self._still_leader():
+                return replace(report, leader=False, duration_s=time.monotonic() - started)
+            batch = self.plan_batch()
+            if batch.fenced:
+                return replace(report, leader=False, duration_s=time.monotonic() - started)
+            report = replace(
+                report,
+                due=report.due + batch.due,
+                created=report.created + batch.created,
+                skipped=report.skipped + batch.skipped,
+                misfired=report.misfired + batch.misfired,
+            )
+            more = batch.due >= self.settings.planner_batch_size
+        if self._still_leader():
+            swept = self.recovery.sweep(self.relay.publish)
+            report = replace(report, requeued=swept.requeued, lost=swept.lost, dispatched=swept.republished)
+            published, error = self.relay.relay_pending()
+            report = replace(report, dispatched=report.dispatched + published, broker_error=error)
+            report = replace(report, cleaned=self._maybe_cleanup())
+        return replace(report, more=more, duration_s=time.monotonic() - started)
+
+    def _still_leader(self) -> bool:
+        """Renew mid-tick when a third of the TTL passed; False when leadership is (or may be) gone."""
+        if not self.require_lease:
+            return True
+        if self.lease.seconds_since_renewal() * 3 >= self.lease.ttl.total_seconds():
+            self.lease.acquire_or_renew()
+        return self.lease.locally_valid()
+
+    def plan_batch(self) -> BatchReport:
+        """Plan one batch of due tasks in one transaction, fenced by the lease (when one is required)."""
+        with write_transaction(self.engine) as connection:
+            now = db_now(connection)
+            if self.require_lease and not self.lease.holds(connection, now):
+                return BatchReport(fenced=True)
+            tasks = due_tasks(connection, now, self.settings.planner_batch_size)
+            if not tasks:
+                return BatchReport()
+            batch = plan_tasks(connection, tasks, now, self._schedules)
+        if batch.replaced:
+            # A separate transaction, after the task rows are unlocked: a worker finishing one of these holds
+            # its execution row and then wants the task row, the reverse order of a planning transaction.
+            with write_transaction(self.engine) as connection:
+                cancel_executions(connection, batch.replaced, now=db_now(connection), reason="replaced")
+        return batch
+
+    def _maybe_cleanup(self) -> int:
+        """Run the retention clean-up on the first leader tick, then every ``cleanup_interval``."""
+        now = time.monotonic()
+        if self._next_cleanup is not None and now < self._next_cleanup:
+            return 0
+        self._next_cleanup = now + self.settings.cleanup_interval / 1000
+        return run_cleanup(self.engine, self.settings)
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Tick every ``tick_interval`` until ``stop`` is set; never exits because a tick failed.
+
+        A failing tick (database unreachable, or anything unexpected) logs one line, repeated at most once a
+        minute while the same failure lasts, and the loop retries with a doubling backoff (at most 10 s). On
+        stop, the lease is released so a standby takes over at once.
+        """
+        interval = self.settings.tick_interval / 1000
+        backoff = 0.0
+        while not stop.is_set():
+            wait = interval
+            try:
+                report = self.tick()
+            except Exception as error:  # the loop must outlive any failure: log, back off, try again
+                backoff = min(MAX_BACKOFF_S, max(interval, backoff * 2))
+                self._log_failure(error, backoff)
+                wait = backoff
+            else:
+                if backoff:
+                    logger.info("planner: ticking again after a failure")
+                backoff, self._last_failure = 0.0, None
+                self._log_leadership(report.leader)
+                if report.more:
+                    wait = 0.0
+            stop.wait(wait)
+        try:
+            self.lease.release()
+        except Exception as error:  # shutting down anyway; the lease then simply expires
+            logger.warning("planner: could not release the lease: %s", _one_line(error))
+
+    def _log_failure(self, error: Exception, backoff: float) -> None:
+        text, now = _one_line(error), time.monotonic()
+        last = self._last_failure
+        if last is not None and last[0] == text and now - last[1] < 60:
+            logger.debug("planner: tick failed again (%s)", text)
+            return
+        self._last_failure = (text, now)
+        expected = isinstance(error, SQLAlchemyError | SchedulerError | OSError)
+        log = logger.error if expected else logger.exception  # a bug deserves its traceback
+        log("planner: tick failed (%s); retrying every %.2f s up to %.0f s", text, backoff, MAX_BACKOFF_S)
+
+    def _log_leadership(self, leader: bool) -> None:
+        if leader != self._was_leader and self.require_lease:
+            term = self.lease.term
+            logger.info("planner %s: %s", self.holder, f"leader (term {term})" if leader else "standby")
+        self._was_leader = leader
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]

@@ -1,0 +1,135 @@
+"""The recovery sweep the leader runs every tick (invariant 1: losing the broker or a worker loses nothing).
+
+- ``queued`` executions no worker claimed within ``recovery_after`` ms of their publish are published again
+  (same id; claims are conditional, so if the first message was only slow, the second is a no-op);
+- ``retrying`` executions whose retry message should have arrived long ago (``recovery_after`` after twice
+  their retry delay) are published again; the claim then starts their next attempt;
+- ``running`` executions whose worker went silent are reaped: no heartbeat for 3 x ``heartbeat_interval``, or
+  still running ``max(60 s, 3 x heartbeat_interval)`` past their time limit. With attempts left the row goes
+  back to ``pending`` as the next attempt (the relay publishes it within the concurrency cap); on its last
+  attempt it becomes ``lost`` and a ``task-event`` ``failed`` is emitted.
+- Stale ``pending`` rows need nothing here: the planner's relay publishes every pending row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine
+
+from scheduler.events import TASK_EVENT, EventBus
+from scheduler.lease import Lease
+from scheduler.publisher import Dispatch
+from scheduler.repository.clock import db_now
+from scheduler.repository.dispatch import write_transaction
+from scheduler.repository.recovery import (
+    OpenExecution,
+    dispatches_by_id,
+    executions_by_id,
+    mark_lost,
+    open_executions,
+    refresh_enqueued,
+    requeue_lost,
+    unclaimed_dispatches,
+)
+from scheduler.settings import Settings
+
+OPEN_LIMIT = 10_000  # running/retrying rows read per sweep; bounded by the concurrency cap in practice
+OVERRUN_MARGIN = timedelta(seconds=60)
+
+Publish = Callable[[list[Dispatch]], str | None]  # returns the error text, or None when published
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    republished: int = 0
+    requeued: int = 0
+    lost: int = 0
+
+
+def silent_reason(execution: OpenExecution, now: datetime, settings: Settings) -> str | None:
+    """Why a ``running`` execution counts as lost at ``now``, or None while it looks alive."""
+    stale_after = timedelta(milliseconds=3 * settings.heartbeat_interval)
+    attempt = f"attempt {execution.attempt} lost"
+    last_sign = execution.heartbeat_at or execution.started_at
+    if last_sign is None or now - last_sign > stale_after:
+        seconds = "ever" if last_sign is None else f"{(now - last_sign).total_seconds():.0f} s"
+        return f"{attempt}: no heartbeat from worker {execution.worker or '?'} for {seconds}"
+    limit = timedelta(milliseconds=execution.timeout_ms or settings.task_timeout)
+    started = execution.started_at
+    if started is not None and now - started > limit + max(OVERRUN_MARGIN, stale_after):
+        return f"{attempt}: still running {(now - started).total_seconds():.0f} s, its time limit is {limit}"
+    return None
+
+
+def retry_overdue(execution: OpenExecution, now: datetime, settings: Settings) -> bool:
+    """True when a ``retrying`` execution's retry message is overdue (probably lost with the broker)."""
+    since = execution.enqueued_at or execution.heartbeat_at or execution.started_at
+    if since is None:
+        return True
+    base_ms = settings.retry_delay if execution.retry_delay_ms is None else execution.retry_delay_ms
+    backoff = execution.retry_backoff or settings.retry_backoff
+    delay = timedelta(milliseconds=base_ms * backoff ** max(0, execution.attempt - 1))
+    return now - since > 2 * delay + timedelta(milliseconds=settings.recovery_after)
+
+
+class Recovery:
+    """Runs the sweep; ``lease`` (None: no leadership) fences its transaction like a dispatch."""
+
+    def __init__(
+        self, engine: Engine, settings: Settings, lease: Lease | None, events: EventBus | None
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.lease = lease
+        self.events = events
+
+    def sweep(self, publish: Publish) -> SweepReport:
+        """One sweep (see the module docstring). Database errors propagate; a failed publish leaves the rows
+        as they are for the next sweep."""
+        timeout = self.settings.task_timeout
+        with write_transaction(self.engine) as connection:
+            now = db_now(connection)
+            if self.lease is not None and not self.lease.holds(connection, now):
+                return SweepReport()
+            before = now - timedelta(milliseconds=self.settings.recovery_after)
+            batch = self.settings.planner_batch_size
+            queued = unclaimed_dispatches(connection, "queued", before, batch, default_timeout_ms=timeout)
+            overdue = [
+                e.id
+                for e in open_executions(connection, "retrying", OPEN_LIMIT)
+                if retry_overdue(e, now, self.settings)
+            ]
+            retrying = dispatches_by_id(connection, overdue, default_timeout_ms=timeout)
+            requeued, lost = self._reap(connection, now)
+        republished = 0
+        for status, dispatches in (("queued", queued), ("retrying", retrying)):
+            if dispatches and publish(dispatches) is None:
+                with write_transaction(self.engine) as connection:
+                    ids = [d.execution_id for d in dispatches]
+                    refresh_enqueued(connection, ids, status, now=db_now(connection))
+                republished += len(dispatches)
+        self._emit_lost(lost)
+        return SweepReport(republished=republished, requeued=requeued, lost=len(lost))
+
+    def _reap(self, connection: Connection, now: datetime) -> tuple[int, list[int]]:
+        requeued, lost = 0, []
+        for execution in open_executions(connection, "running", OPEN_LIMIT):
+            reason = silent_reason(execution, now, self.settings)
+            if reason is None:
+                continue
+            if execution.attempt < execution.max_attempts:
+                requeued += requeue_lost(connection, execution, now=now, error=reason)
+            elif mark_lost(connection, execution, now=now, error=reason):
+                lost.append(execution.id)
+        return requeued, lost
+
+    def _emit_lost(self, ids: list[int]) -> None:
+        if self.events is None or not ids:
+            return
+        with self.engine.connect() as connection:
+            records = executions_by_id(connection, ids)
+        for execution in records:
+            self.events.emit(TASK_EVENT, {"type": "failed", "execution": execution.to_json()})

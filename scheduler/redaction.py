@@ -1,0 +1,43 @@
+"""Hide secret-looking values before data leaves the process in audit rows, events or CLI output.
+
+The command itself always receives the data intact; redaction is for what people and logs see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler.records import Task
+
+REDACTED = "***"
+# "apikey" and "api_key" are covered by "key"; "auth" also covers "authorization".
+SECRET_MARKERS = ("password", "passwd", "token", "secret", "key", "credential", "auth")
+
+
+def is_secret_key(key: object) -> bool:
+    """True when ``key`` contains (any case) password, passwd, token, secret, key, credential or auth."""
+    if not isinstance(key, str):
+        return False
+    lowered = key.lower()
+    return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def redact(data: Any) -> Any:
+    """A copy of ``data`` with the values of secret-looking keys replaced by ``"***"``, at any depth.
+
+    Mappings are copied to dicts and lists/tuples to lists; the input is never modified. A secret key's value
+    is replaced whole, whatever its type.
+    """
+    if isinstance(data, Mapping):
+        return {key: REDACTED if is_secret_key(key) else redact(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact(item) for item in data]
+    return data
+
+
+def public_task(task: Task) -> dict[str, Any]:
+    """The task's JSON with its data redacted: what audit rows and events carry."""
+    out = task.to_json()
+    out["data"] = redact(task.data)
+    return out

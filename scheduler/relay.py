@@ -1,0 +1,67 @@
+"""The outbox relay: ``pending`` executions go to the broker, oldest first, within the concurrency cap.
+
+``pending`` rows come from the planner's batches, from ``run_task_now`` without a publisher (or whose publish
+failed), and from the recovery sweep (a lost attempt's retry). :meth:`Relay.relay_pending` publishes up to
+``max_concurrent_tasks`` minus the executions queued, running or retrying, then marks them ``queued``. A
+publish failure leaves the rows ``pending``: nothing is lost, the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+
+from scheduler.publisher import Dispatch, Publisher
+from scheduler.repository.clock import db_now
+from scheduler.repository.dispatch import in_flight_count, mark_queued, pending_dispatches, write_transaction
+from scheduler.settings import Settings
+
+logger = logging.getLogger("scheduler.planner")
+
+
+class Relay:
+    """Publishes for one planner; remembers whether the broker is down so an outage is logged once."""
+
+    def __init__(self, engine: Engine, settings: Settings, publisher: Publisher) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.publisher = publisher
+        self._broker_down = False
+
+    def publish(self, dispatches: list[Dispatch]) -> str | None:
+        """Publish ``dispatches``; return None, or the error text (logged once per outage, not per tick)."""
+        try:
+            self.publisher.publish(dispatches)
+        except Exception as error:  # whatever the publisher raises, rows stay as they are: nothing is lost
+            if not self._broker_down:
+                logger.error("planner: publishing failed, executions stay pending until it works: %s", error)
+            self._broker_down = True
+            return str(error) or type(error).__name__
+        if self._broker_down:
+            logger.info("planner: publishing works again")
+        self._broker_down = False
+        return None
+
+    def relay_pending(self) -> tuple[int, str | None]:
+        """Publish pending executions within the cap, oldest first, and mark them queued.
+
+        Returns (how many were published, the publish error or None). Database errors propagate.
+        """
+        published = 0
+        while True:  # until the cap is reached or no pending row is left
+            with self.engine.connect() as connection:
+                room = self.settings.max_concurrent_tasks - in_flight_count(connection)
+                limit = min(room, self.settings.planner_batch_size)
+                timeout = self.settings.task_timeout
+                dispatches = pending_dispatches(connection, limit, default_timeout_ms=timeout)
+            if not dispatches:
+                return published, None
+            error = self.publish(dispatches)
+            if error is not None:
+                return published, error
+            with write_transaction(self.engine) as connection:
+                mark_queued(connection, [d.execution_id for d in dispatches], now=db_now(connection))
+            published += len(dispatches)
+            if len(dispatches) < limit:
+                return published, None

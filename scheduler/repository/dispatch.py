@@ -1,0 +1,194 @@
+"""The planner's SQL: due tasks, slot inserts, task advances, the pending relay. Callers own the transaction.
+
+Every write here runs inside :func:`write_transaction`. The contracts that make planning safe:
+
+- :func:`due_tasks` takes only tasks that are ``active`` with ``next_run_at <= now``, oldest first, through
+  the ``(status, next_run_at)`` index; on PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED`` so
+  concurrent planners split the work; on SQLite the ``BEGIN IMMEDIATE`` of :func:`write_transaction`
+  serialises them.
+- :func:`insert_executions` inserts with ``ON CONFLICT (task_id, scheduled_for) DO NOTHING`` and returns only
+  the rows it inserted: a slot that exists already (a replayed tick, a second planner) is never doubled.
+- The relay reads ``pending`` rows oldest first; :func:`mark_queued` moves only rows still ``pending`` (a
+  worker may claim a row between the publish and the mark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from scheduler.publisher import Dispatch
+from scheduler.records import Task
+from scheduler.repository.mapping import task_from_row
+from scheduler.repository.tables import executions, tasks
+
+ACTIVE_STATUSES = ("pending", "queued", "running", "retrying")  # an execution that has not finished
+IN_FLIGHT_STATUSES = ("queued", "running", "retrying")  # what the concurrency cap counts
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write: commit on success, roll back on any exception.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front, so reads inside it see the state the writes
+    apply to (a deferred transaction could read, then fail to upgrade its lock) and writers queue on the busy
+    timeout. PostgreSQL: an ordinary transaction; row locks are taken by the statements.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+
+def due_tasks(connection: Connection, now: datetime, limit: int) -> list[Task]:
+    """Up to ``limit`` active tasks with ``next_run_at <= now``, oldest slot first (see the module doc)."""
+    query = (
+        select(tasks)
+        .where(tasks.c.status == "active", tasks.c.next_run_at <= now)
+        .order_by(tasks.c.next_run_at, tasks.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    return [task_from_row(row) for row in connection.execute(query)]
+
+
+def active_executions(connection: Connection, task_ids: Sequence[int]) -> dict[int, list[int]]:
+    """task id -> ids of its pending, queued, running or retrying executions (for overlap policies)."""
+    if not task_ids:
+        return {}
+    query = select(executions.c.task_id, executions.c.id).where(
+        executions.c.status.in_(ACTIVE_STATUSES), executions.c.task_id.in_(task_ids)
+    )
+    found: dict[int, list[int]] = {}
+    for task_id, execution_id in connection.execute(query):
+        found.setdefault(int(task_id), []).append(int(execution_id))
+    return found
+
+
+def _insert(connection: Connection) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(executions)
+
+
+def insert_executions(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """Insert execution rows, skipping slots that exist; return (id, task_id, status) of the inserted ones.
+
+    Each row maps column names of ``task_executions`` to values (``task_id`` and ``scheduled_for`` required).
+    """
+    if not rows:
+        return []
+    statement = (
+        _insert(connection)
+        .on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
+        .returning(executions.c.id, executions.c.task_id, executions.c.status)
+    )
+    inserted = connection.execute(statement, list(rows)).all()
+    return [(int(r.id), int(r.task_id), str(r.status)) for r in inserted]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAdvance:
+    """The new planning state of one task after a tick (``status`` ``completed`` ends it)."""
+
+    task_id: int
+    next_run_at: datetime | None
+    run_count: int
+    last_run_at: datetime | None
+    status: str
+    status_reason: str | None
+
+
+def advance_tasks(connection: Connection, advances: Sequence[TaskAdvance]) -> None:
+    """Write each task's ``next_run_at``, ``run_count``, ``last_run_at``, ``status`` in one executemany."""
+    if not advances:
+        return
+    statement = (
+        update(tasks)
+        .where(tasks.c.id == bindparam("b_id"))
+        .values(
+            next_run_at=bindparam("b_next"),
+            run_count=bindparam("b_runs"),
+            last_run_at=bindparam("b_last"),
+            status=bindparam("b_status"),
+            status_reason=bindparam("b_reason"),
+        )
+    )
+    connection.execute(
+        statement,
+        [
+            {
+                "b_id": a.task_id,
+                "b_next": a.next_run_at,
+                "b_runs": a.run_count,
+                "b_last": a.last_run_at,
+                "b_status": a.status,
+                "b_reason": a.status_reason,
+            }
+            for a in advances
+        ],
+    )
+
+
+def cancel_executions(connection: Connection, ids: Sequence[int], *, now: datetime, reason: str) -> int:
+    """Cancel those of ``ids`` that have not finished; a worker running one sees it on its next heartbeat."""
+    if not ids:
+        return 0
+    statement = (
+        update(executions)
+        .where(executions.c.id.in_(ids), executions.c.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", reason=reason, finished_at=now, error=f"cancelled: {reason}")
+    )
+    return int(connection.execute(statement).rowcount)
+
+
+def in_flight_count(connection: Connection) -> int:
+    """Executions counted against the concurrency cap: queued, running and retrying (status index)."""
+    query = select(func.count()).select_from(executions).where(executions.c.status.in_(IN_FLIGHT_STATUSES))
+    return int(connection.execute(query).scalar_one())
+
+
+def dispatch_query(default_timeout_ms: int) -> Any:
+    """SELECT of what a :class:`Dispatch` needs, executions left-joined to their task (add WHERE/ORDER)."""
+    timeout = func.coalesce(tasks.c.timeout_ms, default_timeout_ms)
+    return select(
+        executions.c.id, executions.c.queue, executions.c.command, executions.c.task_name, timeout.label("ms")
+    ).select_from(executions.outerjoin(tasks, tasks.c.id == executions.c.task_id))
+
+
+def read_dispatches(connection: Connection, query: Any) -> list[Dispatch]:
+    """Run a :func:`dispatch_query` and build the dispatches."""
+    return [
+        Dispatch(int(r.id), r.queue, r.command, r.task_name, timeout_s=int(r.ms) / 1000)
+        for r in connection.execute(query)
+    ]
+
+
+def pending_dispatches(connection: Connection, limit: int, *, default_timeout_ms: int) -> list[Dispatch]:
+    """Up to ``limit`` ``pending`` executions, oldest first, as dispatches (with the task's time limit)."""
+    if limit <= 0:
+        return []
+    query = dispatch_query(default_timeout_ms).where(executions.c.status == "pending")
+    return read_dispatches(connection, query.order_by(executions.c.created_at, executions.c.id).limit(limit))
+
+
+def mark_queued(connection: Connection, ids: Sequence[int], *, now: datetime) -> int:
+    """``pending`` -> ``queued`` with ``enqueued_at = now`` for those of ``ids`` still pending."""
+    if not ids:
+        return 0
+    statement = (
+        update(executions)
+        .where(executions.c.id.in_(ids), executions.c.status == "pending")
+        .values(status="queued", enqueued_at=now)
+    )
+    return int(connection.execute(statement).rowcount)

@@ -1,0 +1,411 @@
+"""The worker's SQL: claim an execution, heartbeat it, store its logs, record its outcome.
+
+The hot path of one attempt is one claim statement, one completion statement, and one logs insert when the
+command logged anything (PostgreSQL; SQLite, being in-process, takes a cheap extra read or two).
+
+Claim contract (invariant 3): an execution moves to ``running`` only through :func:`claim_execution`, a
+conditional ``UPDATE ... RETURNING``. It takes a row that is ``pending``, ``queued`` or ``retrying``
+(``retrying`` starts the next attempt: ``attempt + 1``), or a ``running`` row whose heartbeat is older than
+``stale_after`` and which has attempts left (its silent attempt counts as lost: ``attempt + 1``). Anything
+else, a duplicate or redelivered message included, yields ``None`` and the caller does nothing. Completion is
+fenced the same way: only the worker that holds the claim can record the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection, LargeBinary, String, case, cast, func, insert, literal, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from scheduler.models import Timestamp
+from scheduler.records import Task, as_utc
+from scheduler.repository.audit import AuditRecord, insert_audit
+from scheduler.repository.clock import db_now
+from scheduler.repository.mapping import task_from_row
+from scheduler.repository.tables import executions, logs, tasks
+
+CLAIMABLE = ("pending", "queued", "retrying")
+FinalStatus = Literal["completed", "failed", "timed_out", "cancelled"]
+OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled", "retrying"]
+
+_EXECUTION_COLUMNS = (
+    executions.c.id,
+    executions.c.task_id,
+    executions.c.task_name,
+    executions.c.command,
+    executions.c.attempt,
+    executions.c.max_attempts,
+    executions.c.queue,
+    executions.c.trigger,
+    executions.c.scheduled_for,
+    executions.c.worker,
+    executions.c.started_at,
+)
+_TASK_COLUMNS = (
+    tasks.c.status,
+    tasks.c.data,
+    tasks.c.timeout_ms,
+    tasks.c.retry_delay_ms,
+    tasks.c.retry_backoff,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedExecution:
+    """An execution this worker now runs. ``task_found`` is False when the task was deleted meanwhile;
+    ``log_bytes`` is what earlier attempts logged (the per-execution log budget is shared by all attempts)."""
+
+    id: int
+    task_id: int | None
+    task_name: str
+    command: str
+    attempt: int
+    max_attempts: int
+    queue: str
+    trigger: str
+    scheduled_for: datetime
+    worker: str
+    started_at: datetime | None
+    task_found: bool
+    task_status: str | None
+    data: dict[str, Any]
+    timeout_ms: int | None
+    retry_delay_ms: int
+    retry_backoff: float
+    log_bytes: int
+    took_over_from: str | None = None  # the worker whose stale claim this one replaced
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLog:
+    """A log line captured by the worker, not yet stored."""
+
+    at: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishedExecution:
+    """What :func:`finish_execution` recorded; ``task_paused``: this failure auto-paused the task."""
+
+    status: str
+    consecutive_failures: int | None
+    task_paused: bool
+
+
+# ------------------------------------------------------------------------------------------------ clock
+
+
+def _is_postgres(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _now(connection: Connection) -> ColumnElement[Any]:
+    """The database clock as an SQL expression (PostgreSQL ``now()``; SQLite: its clock, read and bound)."""
+    if _is_postgres(connection):
+        return func.now()
+    return literal(db_now(connection), Timestamp)
+
+
+def _ago(connection: Connection, delta: timedelta) -> ColumnElement[Any]:
+    if _is_postgres(connection):
+        return func.now() - literal(delta)
+    return literal(db_now(connection) - delta, Timestamp)
+
+
+def _log_bytes(execution_id: Any, *, postgres: bool) -> Any:
+    length = func.octet_length(logs.c.message) if postgres else func.length(cast(logs.c.message, LargeBinary))
+    return (
+        select(func.coalesce(func.sum(length), 0))
+        .where(logs.c.execution_id == execution_id)
+        .scalar_subquery()
+    )
+
+
+# ------------------------------------------------------------------------------------------------ claim
+
+
+def _claimed(
+    c: Mapping[Any, Any], t: Mapping[Any, Any] | None, log_bytes: int, took_over: str | None
+) -> ClaimedExecution:
+    found = t is not None and t["status"] is not None
+    return ClaimedExecution(
+        id=int(c["id"]),
+        task_id=c["task_id"],
+        task_name=c["task_name"],
+        command=c["command"],
+        attempt=int(c["attempt"]),
+        max_attempts=int(c["max_attempts"]),
+        queue=c["queue"],
+        trigger=c["trigger"],
+        scheduled_for=c["scheduled_for"],
+        worker=c["worker"],
+        started_at=as_utc(c["started_at"]),
+        task_found=found,
+        task_status=t["status"] if t is not None and found else None,
+        data=dict(t["data"] or {}) if t is not None and found else {},
+        timeout_ms=int(t["timeout_ms"]) if t is not None and found else None,
+        retry_delay_ms=int(t["retry_delay_ms"]) if t is not None and found else 0,
+        retry_backoff=float(t["retry_backoff"]) if t is not None and found else 1.0,
+        log_bytes=int(log_bytes or 0),
+        took_over_from=took_over,
+    )
+
+
+def _task_fields(connection: Connection, task_id: int | None) -> Mapping[Any, Any] | None:
+    if task_id is None:
+        return None
+    row = connection.execute(select(*_TASK_COLUMNS).where(tasks.c.id == task_id)).first()
+    return None if row is None else row._mapping
+
+
+def _claim(
+    connection: Connection, execution_id: int, worker: str, condition: Any, took_over: str | None
+) -> ClaimedExecution | None:
+    now = _now(connection)
+    statement = (
+        update(executions)
+        .where(executions.c.id == execution_id, condition)
+        .values(
+            status="running",
+            # SET expressions read the old row: 'retrying' and a taken-over 'running' start the next attempt.
+            attempt=case(
+                (executions.c.status.in_(("retrying", "running")), executions.c.attempt + 1),
+                else_=executions.c.attempt,
+            ),
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+            finished_at=None,
+        )
+    )
+    if _is_postgres(connection):
+        # One statement: the task's fields and the log budget come back as correlated subqueries.
+        extra = [
+            select(column)
+            .where(tasks.c.id == executions.c.task_id)
+            .scalar_subquery()
+            .label(f"t_{column.name}")
+            for column in _TASK_COLUMNS
+        ]
+        log_bytes = _log_bytes(executions.c.id, postgres=True).label("log_bytes")
+        row = connection.execute(statement.returning(*_EXECUTION_COLUMNS, *extra, log_bytes)).first()
+        if row is None:
+            return None
+        c = row._mapping
+        task = {column.name: c[f"t_{column.name}"] for column in _TASK_COLUMNS}
+        return _claimed(c, task, c["log_bytes"], took_over)
+    # SQLite renders RETURNING without table qualifiers, which breaks correlated subqueries: read separately.
+    row = connection.execute(statement.returning(*_EXECUTION_COLUMNS)).first()
+    if row is None:
+        return None
+    used = connection.execute(select(_log_bytes(execution_id, postgres=False))).scalar_one()
+    return _claimed(row._mapping, _task_fields(connection, row.task_id), used, took_over)
+
+
+def claim_execution(
+    connection: Connection, execution_id: int, worker: str, *, stale_after: timedelta
+) -> ClaimedExecution | None:
+    """Claim the execution for ``worker`` (see the module docstring); ``None``: not claimable, do nothing."""
+    claimed = _claim(connection, execution_id, worker, executions.c.status.in_(CLAIMABLE), None)
+    if claimed is not None:
+        return claimed
+    current = connection.execute(
+        select(executions.c.status, executions.c.worker).where(executions.c.id == execution_id)
+    ).first()
+    if current is None or current.status != "running" or current.worker == worker:
+        return None
+    takeover = (
+        (executions.c.status == "running")
+        & (executions.c.worker == current.worker)
+        & (executions.c.heartbeat_at < _ago(connection, stale_after))
+        & (executions.c.attempt < executions.c.max_attempts)
+    )
+    return _claim(connection, execution_id, worker, takeover, current.worker)
+
+
+def execution_status(connection: Connection, execution_id: int) -> str | None:
+    """The execution's status, or None when it does not exist."""
+    return connection.execute(
+        select(executions.c.status).where(executions.c.id == execution_id)
+    ).scalar_one_or_none()
+
+
+def running_claim(connection: Connection, execution_id: int) -> ClaimedExecution | None:
+    """The current claim of a ``running`` execution, for recording an outcome its worker could not write
+    (the hard time limit killed it); None when it is not running."""
+    row = connection.execute(
+        select(*_EXECUTION_COLUMNS).where(executions.c.id == execution_id, executions.c.status == "running")
+    ).first()
+    if row is None:
+        return None
+    return _claimed(row._mapping, _task_fields(connection, row.task_id), 0, None)
+
+
+# ------------------------------------------------------------------------------------------- heartbeat
+
+
+def heartbeat(connection: Connection, execution_id: int, worker: str) -> bool:
+    """Stamp ``heartbeat_at``; False when the execution is no longer this worker's ``running`` claim
+    (cancelled, marked lost, or taken over): the caller should stop the command."""
+    statement = (
+        update(executions)
+        .where(
+            executions.c.id == execution_id,
+            executions.c.status == "running",
+            executions.c.worker == worker,
+        )
+        .values(heartbeat_at=_now(connection))
+    )
+    return connection.execute(statement).rowcount == 1
+
+
+def append_logs(connection: Connection, execution_id: int, attempt: int, lines: Sequence[PendingLog]) -> None:
+    """Insert captured log lines of one attempt (the caller bounds their size)."""
+    if not lines:
+        return
+    connection.execute(
+        insert(logs),
+        [
+            {
+                "execution_id": execution_id,
+                "attempt": attempt,
+                "at": line.at,
+                "level": line.level,
+                "message": line.message,
+            }
+            for line in lines
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------------------ completion
+
+
+def _task_values(status: OutcomeStatus, now: ColumnElement[Any]) -> dict[str, Any] | None:
+    """How a final outcome changes the task: failures count up and may auto-pause it; success resets them."""
+    if status == "completed":
+        return {"consecutive_failures": 0, "last_run_at": now}
+    if status not in ("failed", "timed_out"):
+        return None
+    failures = tasks.c.consecutive_failures + 1
+    pauses = (
+        tasks.c.auto_pause_after.is_not(None)
+        & (failures >= tasks.c.auto_pause_after)
+        & (tasks.c.status == "active")
+    )
+    reason = (
+        literal("auto-paused after ", String)
+        + cast(failures, String)
+        + literal(" consecutive failures", String)
+    )
+    return {
+        "consecutive_failures": failures,
+        "last_run_at": now,
+        "status": case((pauses, "paused"), else_=tasks.c.status),
+        "status_reason": case((pauses, reason), else_=tasks.c.status_reason),
+        "updated_at": case((pauses, now), else_=tasks.c.updated_at),
+    }
+
+
+def auto_pause_reason(failures: int) -> str:
+    return f"auto-paused after {failures} consecutive failures"
+
+
+def _finished(status: str, task: Any) -> FinishedExecution:
+    if task is None or task.consecutive_failures is None:
+        return FinishedExecution(status=status, consecutive_failures=None, task_paused=False)
+    failures = int(task.consecutive_failures)
+    paused = task.status == "paused" and task.status_reason == auto_pause_reason(failures)
+    return FinishedExecution(status=status, consecutive_failures=failures, task_paused=paused)
+
+
+def finish_execution(
+    connection: Connection,
+    claim: ClaimedExecution,
+    *,
+    status: OutcomeStatus,
+    duration_ms: int,
+    result: Any = None,
+    error: str | None = None,
+    reason: str | None = None,
+) -> FinishedExecution | None:
+    """Record the outcome of ``claim``'s attempt; None when the claim is no longer this worker's.
+
+    ``retrying`` leaves the execution open for its next attempt (``enqueued_at`` = now, the retry's publish
+    time); the final statuses stamp ``finished_at``. A final outcome also updates the task: ``last_run_at``,
+    ``consecutive_failures`` (reset by ``completed``, +1 by ``failed``/``timed_out``) and the auto-pause
+    (``status`` ``paused`` with a reason once ``consecutive_failures`` reaches ``auto_pause_after``).
+    On PostgreSQL this is one statement.
+    """
+    now = _now(connection)
+    values: dict[str, Any] = {"status": status, "duration_ms": duration_ms, "reason": reason}
+    if status == "retrying":
+        values.update(enqueued_at=now, error=error)
+    else:
+        values.update(finished_at=now, result=result, error=None if status == "completed" else error)
+    execution_update = (
+        update(executions)
+        .where(
+            executions.c.id == claim.id,
+            executions.c.status == "running",
+            executions.c.worker == claim.worker,
+        )
+        .values(values)
+    )
+    task_values = _task_values(status, now) if claim.task_id is not None else None
+    task_columns = (tasks.c.id, tasks.c.status, tasks.c.status_reason, tasks.c.consecutive_failures)
+    if _is_postgres(connection) and task_values is not None:
+        finished = execution_update.returning(executions.c.id, executions.c.task_id).cte("finished")
+        task_update = (
+            update(tasks)
+            .where(tasks.c.id == finished.c.task_id)
+            .values(task_values)
+            .returning(*task_columns)
+            .cte("task_update")
+        )
+        row = connection.execute(
+            select(
+                finished.c.id,
+                task_update.c.status,
+                task_update.c.status_reason,
+                task_update.c.consecutive_failures,
+            ).select_from(finished.outerjoin(task_update, task_update.c.id == finished.c.task_id))
+        ).first()
+        return None if row is None else _finished(status, row)
+    if connection.execute(execution_update).rowcount != 1:
+        return None
+    if task_values is None:
+        return _finished(status, None)
+    task = connection.execute(
+        update(tasks).where(tasks.c.id == claim.task_id).values(task_values).returning(*task_columns)
+    ).first()
+    return _finished(status, task)
+
+
+def load_task(connection: Connection, task_id: int) -> Task | None:
+    row = connection.execute(select(tasks).where(tasks.c.id == task_id)).first()
+    return None if row is None else task_from_row(row)
+
+
+def record_auto_pause(connection: Connection, task: Task, *, actor: str) -> None:
+    """Audit an auto-pause (written by the worker that recorded the failure which caused it)."""
+    insert_audit(
+        connection,
+        [
+            AuditRecord(
+                action="pause",
+                task_id=task.id,
+                task_name=task.name,
+                before={"status": "active"},
+                after={"status": task.status, "status_reason": task.status_reason},
+            )
+        ],
+        actor=actor,
+        at=db_now(connection),
+    )

@@ -1,0 +1,113 @@
+"""SQL of task definitions (``scheduled_tasks``). Callers own the transaction.
+
+A task reference is an ``int`` (its id) or a ``str``: its name (stripped), else, when all digits, its id
+(names cannot be all digits, see :mod:`scheduler.validation`).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, delete, insert, select, update
+
+from scheduler.errors import TaskNotFound
+from scheduler.records import Task
+from scheduler.repository.mapping import task_from_row
+from scheduler.repository.tables import tasks
+
+TaskRef = int | str
+
+
+def _lookup(ref: TaskRef) -> Select[Any] | None:
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, int):
+        return select(tasks).where(tasks.c.id == ref)
+    if isinstance(ref, str):  # names are stored stripped and NFC-normalised
+        return select(tasks).where(tasks.c.name == unicodedata.normalize("NFC", ref.strip()))
+    return None
+
+
+def find_task(connection: Connection, ref: TaskRef, *, lock: bool = False) -> Task | None:
+    """The task ``ref`` names, or None; ``lock`` takes a row lock (``FOR UPDATE`` on PostgreSQL)."""
+    query = _lookup(ref)
+    if query is None:
+        return None
+    row = connection.execute(query.with_for_update() if lock else query).first()
+    if row is None and isinstance(ref, str) and ref.strip().isascii() and ref.strip().isdigit():
+        return find_task(connection, int(ref.strip()), lock=lock)
+    return None if row is None else task_from_row(row)
+
+
+def get_task(connection: Connection, ref: TaskRef, *, lock: bool = False) -> Task:
+    """The task ``ref`` names; :class:`TaskNotFound` if there is none."""
+    task = find_task(connection, ref, lock=lock)
+    if task is None:
+        raise TaskNotFound(ref if isinstance(ref, int | str) else repr(ref))
+    return task
+
+
+def name_taken(connection: Connection, name: str, *, except_id: int | None = None) -> bool:
+    """True when another task (not ``except_id``) has exactly this name."""
+    query = select(tasks.c.id).where(tasks.c.name == name)
+    if except_id is not None:
+        query = query.where(tasks.c.id != except_id)
+    return connection.execute(query.limit(1)).first() is not None
+
+
+def insert_task(connection: Connection, columns: Mapping[str, Any], *, now: datetime) -> Task:
+    """Insert a validated definition (see ``TaskDefinition.columns``); created/updated at ``now``."""
+    values = {**columns, "run_count": 0, "consecutive_failures": 0, "created_at": now, "updated_at": now}
+    row = connection.execute(insert(tasks).values(values).returning(*tasks.c)).one()
+    return task_from_row(row)
+
+
+def update_task(connection: Connection, task_id: int, columns: Mapping[str, Any], *, now: datetime) -> Task:
+    """Set ``columns`` (only those) and ``updated_at``; :class:`TaskNotFound` if the row is gone."""
+    statement = update(tasks).where(tasks.c.id == task_id).values({**columns, "updated_at": now})
+    row = connection.execute(statement.returning(*tasks.c)).first()
+    if row is None:
+        raise TaskNotFound(task_id)
+    return task_from_row(row)
+
+
+def delete_task(connection: Connection, task_id: int) -> None:
+    """Delete the row; its executions keep their history with ``task_id`` set to NULL (foreign key)."""
+    connection.execute(delete(tasks).where(tasks.c.id == task_id))
+
+
+def list_tasks(connection: Connection, *, status: str | None = None, limit: int | None = None) -> list[Task]:
+    """Tasks ordered by id, optionally of one status and at most ``limit``."""
+    query = select(tasks).order_by(tasks.c.id)
+    if status is not None:
+        query = query.where(tasks.c.status == status)
+    if limit is not None:
+        query = query.limit(limit)
+    return [task_from_row(row) for row in connection.execute(query)]
+
+
+def tasks_with_status(connection: Connection, status: str, *, lock: bool = False) -> list[Task]:
+    """Every task of ``status`` by id (for pause/resume of all), row-locked when ``lock``."""
+    query = select(tasks).where(tasks.c.status == status).order_by(tasks.c.id)
+    return [task_from_row(row) for row in connection.execute(query.with_for_update() if lock else query)]
+
+
+def soonest_tasks(connection: Connection, limit: int, *, after: datetime | None = None) -> list[Task]:
+    """The ``limit`` active tasks with the smallest ``next_run_at`` (strictly after ``after`` when given).
+
+    A range scan of the ``(status, next_run_at)`` index: cost O(limit), not O(tasks).
+    """
+    query = select(tasks).where(tasks.c.status == "active", tasks.c.next_run_at.is_not(None))
+    if after is not None:
+        query = query.where(tasks.c.next_run_at > after)
+    query = query.order_by(tasks.c.next_run_at, tasks.c.id).limit(limit)
+    return [task_from_row(row) for row in connection.execute(query)]
+
+
+def tasks_due_by(connection: Connection, moment: datetime) -> list[Task]:
+    """Active tasks whose ``next_run_at`` is at or before ``moment`` (index range; only overdue ones)."""
+    query = select(tasks).where(tasks.c.status == "active", tasks.c.next_run_at <= moment)
+    return [task_from_row(row) for row in connection.execute(query.order_by(tasks.c.next_run_at, tasks.c.id))]

@@ -1,0 +1,289 @@
+"""``SchedulerService``: the Python API. It orchestrates: validation decides, the repository talks SQL.
+
+Every mutation validates first (a typed :class:`~scheduler.errors.InvalidInput`: nothing stored, no event),
+then writes the change and its ``task_audit`` row in one transaction, then emits one event per changed task
+with the task's JSON (secret-looking data redacted). Times come from the database clock.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exc
+
+from scheduler import events as ev
+from scheduler import timing
+from scheduler.db import engine_from_settings
+from scheduler.errors import BrokerUnavailable, InvalidField, NameTaken
+from scheduler.events import EventBus, Handler
+from scheduler.fields import check_reason
+from scheduler.publisher import Dispatch, Publisher
+from scheduler.records import FINISHED_STATUSES, Execution, Task
+from scheduler.redaction import public_task
+from scheduler.repository import audit as audit_sql
+from scheduler.repository import executions as runs_sql
+from scheduler.repository import tasks as tasks_sql
+from scheduler.repository.audit import AuditRecord
+from scheduler.repository.clock import db_now
+from scheduler.repository.dispatch import write_transaction
+from scheduler.repository.errors import translate_db_errors
+from scheduler.schema import ensure_schema
+from scheduler.service_reads import ServiceReads, TaskRef
+from scheduler.settings import Settings, load_settings
+from scheduler.validation import validate_changes, validate_new_task
+from workers.commands import CommandRegistry, load_registry
+
+logger = logging.getLogger(__name__)
+
+WAIT_POLL_S = 0.1
+MANUAL_SLOT_ATTEMPTS = 5
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (a container without a passwd entry)
+        return "unknown"
+
+
+class SchedulerService(ServiceReads):
+    """Create, change and inspect tasks; run one now. Thread-safe as far as the engine is."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        commands: CommandRegistry,
+        publisher: Publisher | None = None,
+        actor: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.commands = commands
+        self.publisher = publisher
+        self.actor = actor or settings.actor or _os_user()
+        self.events = EventBus()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        publisher: Publisher | None = None,
+        actor: str | None = None,
+        commands: CommandRegistry | None = None,
+    ) -> SchedulerService:
+        """Engine and registry from settings; upgrade an embedded schema, refuse an outdated server one."""
+        settings = settings or load_settings().settings
+        engine = engine_from_settings(settings)
+        with translate_db_errors():
+            ensure_schema(engine, auto_upgrade=settings.is_embedded)
+        registry = commands if commands is not None else load_registry(settings)
+        return cls(engine, settings, commands=registry, publisher=publisher, actor=actor)
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.events`)."""
+        self.events.on(event, handler)
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _write(self, *, task_name: str | None = None) -> Iterator[Connection]:
+        # SQLite: BEGIN IMMEDIATE, so what a mutation reads is what its writes apply to.
+        with translate_db_errors(task_name=task_name), write_transaction(self.engine) as connection:
+            yield connection
+
+    def _audit(self, connection: Connection, records: list[AuditRecord], now: datetime) -> None:
+        audit_sql.insert_audit(connection, records, actor=self.actor, at=now)
+
+    def _emit(self, event: str, tasks: list[Task]) -> None:
+        # The change is committed by now: a failing listener is logged, it does not fail the call.
+        for task in tasks:
+            try:
+                self.events.emit(event, {"task": public_task(task)})
+            except Exception:
+                logger.exception("a %s listener failed for task %s", event, task.id)
+
+    # ----------------------------------------------------------------------------------------- mutations
+
+    def create_task(self, spec: Mapping[str, Any] | None = None, /, **fields: Any) -> Task:
+        """Validate and store a new task (``spec`` and keywords merged, keywords win); emit task-created."""
+        if spec is not None and not isinstance(spec, Mapping):
+            raise InvalidField("spec", f"must be a mapping of fields, not {type(spec).__name__}")
+        merged = {**(spec or {}), **fields}
+        raw_name = merged.get("name")
+        with self._write(task_name=raw_name.strip() if isinstance(raw_name, str) else None) as connection:
+            now = db_now(connection)
+            definition = validate_new_task(merged, settings=self.settings, commands=self.commands, now=now)
+            if tasks_sql.name_taken(connection, definition.name):
+                raise NameTaken(definition.name)
+            task = tasks_sql.insert_task(connection, definition.columns(), now=now)
+            self._audit(connection, [AuditRecord("create", task.id, task.name, None, public_task(task))], now)
+        self._emit(ev.TASK_CREATED, [task])
+        return task
+
+    def update_task(self, ref: TaskRef, **changes: Any) -> Task:
+        """Change fields of a task (not ``once``); a no-op change returns the task without audit or event.
+
+        Changing schedule, timezone, start_at, end_at or max_runs recomputes the next run from now.
+        """
+        new_name = changes.get("name")
+        with self._write(task_name=new_name.strip() if isinstance(new_name, str) else None) as connection:
+            task = tasks_sql.get_task(connection, ref, lock=True)
+            now = db_now(connection)
+            columns = validate_changes(task, changes, settings=self.settings, commands=self.commands, now=now)
+            if not columns:
+                return task
+            if "name" in columns and tasks_sql.name_taken(connection, columns["name"], except_id=task.id):
+                raise NameTaken(columns["name"])
+            updated = tasks_sql.update_task(connection, task.id, columns, now=now)
+            record = AuditRecord("update", task.id, updated.name, public_task(task), public_task(updated))
+            self._audit(connection, [record], now)
+        self._emit(ev.TASK_UPDATED, [updated])
+        return updated
+
+    def delete_task(self, ref: TaskRef) -> Task:
+        """Delete a task and cancel its executions that have not started; return the task as it was."""
+        with self._write() as connection:
+            task = tasks_sql.get_task(connection, ref, lock=True)
+            now = db_now(connection)
+            runs_sql.cancel_open_executions(connection, task.id, now=now, reason="task deleted")
+            tasks_sql.delete_task(connection, task.id)
+            self._audit(connection, [AuditRecord("delete", task.id, task.name, public_task(task), None)], now)
+        self._emit(ev.TASK_DELETED, [task])
+        return task
+
+    def pause(self, ref: TaskRef | None = None, *, reason: str | None = None) -> list[Task]:
+        """Pause one task, or every active task (``ref=None``); return the tasks that changed.
+
+        Only active tasks pause: pausing a paused or completed task is a no-op that returns ``[]`` (no audit,
+        no event). A paused task keeps its ``next_run_at`` but is never due; it accrues no misses.
+        """
+        status_reason = check_reason(reason)
+        with self._write() as connection:
+            now = db_now(connection)
+            if ref is None:
+                targets = tasks_sql.tasks_with_status(connection, "active", lock=True)
+            else:
+                targets = [tasks_sql.get_task(connection, ref, lock=True)]
+            changes = {"status": "paused", "status_reason": status_reason}
+            pairs = [
+                (task, tasks_sql.update_task(connection, task.id, changes, now=now))
+                for task in targets
+                if task.status == "active"
+            ]
+            self._audit(connection, [_change("pause", before, after) for before, after in pairs], now)
+        changed = [after for _, after in pairs]
+        self._emit(ev.TASK_PAUSED, changed)
+        return changed
+
+    def resume(self, ref: TaskRef | None = None) -> list[Task]:
+        """Resume one paused task, or every paused task (``ref=None``); return the tasks that changed.
+
+        The next run is recomputed from now, so the paused period is never replayed; the consecutive-failure
+        count restarts at zero. A task with no fire time left (a once instant that passed while paused, end_at
+        passed) becomes ``completed``. Resuming a task that is not paused is a no-op returning ``[]``.
+        """
+        with self._write() as connection:
+            now = db_now(connection)
+            if ref is None:
+                targets = tasks_sql.tasks_with_status(connection, "paused", lock=True)
+            else:
+                targets = [tasks_sql.get_task(connection, ref, lock=True)]
+            pairs = [
+                (task, tasks_sql.update_task(connection, task.id, _resumed(task, now), now=now))
+                for task in targets
+                if task.status == "paused"
+            ]
+            self._audit(connection, [_change("resume", before, after) for before, after in pairs], now)
+        changed = [after for _, after in pairs]
+        self._emit(ev.TASK_RESUMED, changed)
+        return changed
+
+    def run_task_now(
+        self,
+        ref: TaskRef,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Execution:
+        """Insert a manual execution (slot = database now) with an audit row ``run``; publish it if there is a
+        publisher (then it is ``queued``), else leave it ``pending`` for the planner's relay. A broker failure
+        is logged and leaves it ``pending`` too. With ``wait``, poll until it finishes or ``timeout_s`` passes
+        (None: no limit) and return its state then. Works on paused and completed tasks too.
+
+        Per-run ``data`` is not supported yet (executions have no data column): anything but None is rejected.
+        """
+        if data is not None:
+            raise InvalidField("data", "per-run data is not supported; update the task's data instead")
+        execution = self._insert_manual_run(ref)
+        if self.publisher is not None:
+            dispatch = Dispatch(execution.id, execution.queue, execution.command, execution.task_name)
+            try:
+                self.publisher.publish([dispatch])
+            except BrokerUnavailable as error:
+                logger.warning(
+                    "execution %s stays pending for the planner to publish: %s", execution.id, error
+                )
+            else:
+                with self._write() as connection:
+                    runs_sql.mark_queued(connection, execution.id, now=db_now(connection))
+        if wait:
+            return self._wait_until_finished(execution.id, timeout_s)
+        return self.get_execution(execution.id)
+
+    def _insert_manual_run(self, ref: TaskRef) -> Execution:
+        for attempt in range(MANUAL_SLOT_ATTEMPTS):
+            try:
+                with self._write() as connection:
+                    task = tasks_sql.get_task(connection, ref)
+                    now = db_now(connection)
+                    execution = runs_sql.insert_manual_execution(connection, task, scheduled_for=now)
+                    after = {
+                        "execution_id": execution.id,
+                        "scheduled_for": execution.to_json()["scheduled_for"],
+                    }
+                    self._audit(connection, [AuditRecord("run", task.id, task.name, None, after)], now)
+                return execution
+            except exc.IntegrityError:  # the same (task, slot) within one clock tick: take the next tick
+                if attempt == MANUAL_SLOT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.002)
+        raise AssertionError("unreachable")
+
+    def _wait_until_finished(self, execution_id: int, timeout_s: float | None) -> Execution:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            execution = self.get_execution(execution_id)
+            if execution.status in FINISHED_STATUSES:
+                return execution
+            if deadline is not None and time.monotonic() >= deadline:
+                return execution
+            time.sleep(WAIT_POLL_S)
+
+
+def _change(action: str, before: Task, after: Task) -> AuditRecord:
+    return AuditRecord(action, after.id, after.name, public_task(before), public_task(after))
+
+
+def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+    schedule = timing.task_schedule(task)
+    fire = timing.first_fire(
+        schedule, now=now, start_at=task.start_at, end_at=task.end_at, max_runs=task.max_runs,
+        run_count=task.run_count,
+    )  # fmt: skip
+    done = fire is None and schedule.kind != "manual"
+    return {
+        "status": "completed" if done else "active",
+        "status_reason": "no further fire time" if done else None,
+        "next_run_at": fire,
+        "consecutive_failures": 0,
+    }

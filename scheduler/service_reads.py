@@ -1,0 +1,132 @@
+"""The read side of :class:`scheduler.service.SchedulerService`: tasks, history, logs, audit, runs, stats.
+
+Reads never write and emit nothing. A task reference is its id or its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine
+
+from scheduler import timing
+from scheduler.errors import ExecutionNotFound
+from scheduler.fields import check_count, check_limit, check_status, validate_instant, validate_timezone_name
+from scheduler.records import AuditEntry, Execution, LogLine, NextRun, Task, TaskStats
+from scheduler.repository import audit as audit_sql
+from scheduler.repository import history as history_sql
+from scheduler.repository import stats as stats_sql
+from scheduler.repository import tasks as tasks_sql
+from scheduler.repository.clock import db_now
+from scheduler.repository.errors import translate_db_errors
+from scheduler.schedules import fire_times
+
+TaskRef = int | str
+
+
+class ServiceReads:
+    """Queries over an engine; :class:`~scheduler.service.SchedulerService` adds the mutations."""
+
+    engine: Engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with translate_db_errors(), self.engine.connect() as connection:
+            yield connection
+
+    def get_task(self, ref: TaskRef) -> Task:
+        """The task with this id or name; :class:`~scheduler.errors.TaskNotFound` otherwise."""
+        with self._read() as connection:
+            return tasks_sql.get_task(connection, ref)
+
+    def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[Task]:
+        """Tasks by id, optionally of one status (active, paused, completed), at most ``limit``."""
+        status = check_status("status", status, task=True)
+        limit = None if limit is None else check_limit(limit)
+        with self._read() as connection:
+            return tasks_sql.list_tasks(connection, status=status, limit=limit)
+
+    def get_execution(self, execution_id: int) -> Execution:
+        """One execution; :class:`~scheduler.errors.ExecutionNotFound` otherwise."""
+        with self._read() as connection:
+            execution = history_sql.find_execution(connection, execution_id)
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        return execution
+
+    def history(
+        self, *, task: TaskRef | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Execution]:
+        """Executions newest first, optionally of one (existing) task and/or one status."""
+        status = check_status("status", status, task=False)
+        limit = check_limit(limit)
+        with self._read() as connection:
+            task_id = None if task is None else tasks_sql.get_task(connection, task).id
+            return history_sql.list_executions(connection, task_id=task_id, status=status, limit=limit)
+
+    def logs(self, execution_id: int) -> list[LogLine]:
+        """The execution's log lines in order; :class:`~scheduler.errors.ExecutionNotFound` if unknown."""
+        with self._read() as connection:
+            if history_sql.find_execution(connection, execution_id) is None:
+                raise ExecutionNotFound(execution_id)
+            return history_sql.list_logs(connection, execution_id)
+
+    def audit(self, *, task: TaskRef | None = None, limit: int = 50) -> list[AuditEntry]:
+        """Audit entries newest first; ``task`` may name a deleted task (by its id or last name)."""
+        limit = check_limit(limit)
+        with self._read() as connection:
+            if task is None:
+                return audit_sql.list_audit(connection, limit=limit)
+            found = tasks_sql.find_task(connection, task)
+            if found is not None:
+                return audit_sql.list_audit(connection, task_id=found.id, limit=limit)
+            if isinstance(task, int):
+                return audit_sql.list_audit(connection, task_id=task, limit=limit)
+            return audit_sql.list_audit(connection, task_name=task.strip(), limit=limit)
+
+    def next_runs(
+        self, *, task: TaskRef | None = None, count: int = 5, after: datetime | None = None
+    ) -> list[NextRun]:
+        """The next ``count`` fire times of one task, or the ``count`` soonest over all active tasks.
+
+        Without ``after`` the list starts at each task's ``next_run_at`` (an overdue slot included); with it,
+        only fire times strictly after ``after``. Paused, completed and manual tasks have none.
+        """
+        count = check_count(count)
+        after = validate_instant("after", after)  # aware, in UTC (SQLite compares UTC text)
+        with self._read() as connection:
+            if task is not None:
+                candidates = [tasks_sql.get_task(connection, task)]
+            else:
+                candidates = tasks_sql.soonest_tasks(connection, count, after=after)
+                if after is not None:  # tasks whose next run is before `after` may still fire after it
+                    candidates += tasks_sql.tasks_due_by(connection, after)
+        runs = [
+            NextRun(task_id=item.id, task_name=item.name, at=at)
+            for item in candidates
+            for at in timing.upcoming_runs(item, count, after=after)
+        ]
+        return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
+
+    def get_task_stats(self, task: TaskRef | None = None) -> TaskStats:
+        """Statistics of one task's executions or of all (see :mod:`scheduler.repository.stats`)."""
+        with self._read() as connection:
+            task_id = None if task is None else tasks_sql.get_task(connection, task).id
+            return stats_sql.task_stats(connection, task_id=task_id, now=db_now(connection))
+
+    def validate_schedule(
+        self, schedule: str, *, timezone: str = "UTC", count: int = 5, after: datetime | None = None
+    ) -> list[datetime]:
+        """The first ``count`` fire times of ``schedule`` after ``after`` (default: now, host clock).
+
+        Raises :class:`~scheduler.errors.InvalidSchedule` or :class:`~scheduler.errors.InvalidTimezone`; needs
+        no database.
+        """
+        count = check_count(count)
+        start = validate_instant("after", after) or datetime.now(UTC)
+        _, parsed = timing.parse_task_schedule(
+            schedule, timezone=validate_timezone_name(timezone), anchor=start
+        )
+        return fire_times(parsed, start, count, inclusive=parsed.kind == "once")
