@@ -306,7 +306,10 @@ class CronSchedule:
         """The first fire time after ``t`` (or at it when ``inclusive``) in UTC; None if none by 9999."""
         if t.tzinfo is not UTC:
             t = _aware_utc(t, "t")
-        return self._spec.next_after(t - _TICK if inclusive else t, self._zone)
+        try:
+            return self._spec.next_after(t - _TICK if inclusive else t, self._zone)
+        except OverflowError:  # the local or UTC form of a time in year 9999 (or 1) is out of range
+            return None
 
 
 @dataclass(frozen=True, slots=True)
