@@ -1,7 +1,324 @@
-"""Engine verbs (run, planner, worker, serve, cleanup, events); filled in by the execution engine."""
+"""Engine verbs: run, planner, worker, serve, cleanup, events.
+
+Heavy imports (Celery, SQLAlchemy, redis) happen inside the verbs. An unreachable broker is
+``error: broker unreachable: ...`` with exit 69, like an unreachable database.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
 import click
 
-ENGINE_COMMANDS: list[click.Command] = []
+from cli.context import get_service, get_settings
+from cli.options import format_option, task_ref
+from cli.render import human_time, print_json, print_note, render_one
+
+if TYPE_CHECKING:
+    from scheduler.records import Execution, LogLine
+    from scheduler.service import SchedulerService
+    from scheduler.settings import Settings
+
+POLL_S = 0.25
+
+
+def _publisher(settings: Settings, *, check: bool) -> Any:
+    """A Celery publisher; with ``check``, one whose broker answered (else BrokerUnavailable, exit 69)."""
+    from workers.app import create_app
+    from workers.publisher import CeleryPublisher
+
+    publisher = CeleryPublisher(create_app(settings))
+    if check:
+        publisher.check()
+    return publisher
+
+
+def _engine(settings: Settings) -> Any:
+    """An engine on a usable schema: the embedded one is upgraded; an outdated server one is refused (69)."""
+    from scheduler.db import engine_from_settings
+    from scheduler.repository.errors import translate_db_errors
+    from scheduler.schema import ensure_schema
+
+    engine = engine_from_settings(settings)
+    with translate_db_errors():
+        ensure_schema(engine, auto_upgrade=settings.is_embedded)
+    return engine
+
+
+def _event_bus(settings: Settings) -> Any:
+    from scheduler.events import EventBus
+    from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
+
+    bus = EventBus()
+    if is_redis_url(settings.effective_broker_url):
+        forward(bus, RedisEventPublisher(settings.effective_broker_url))
+    return bus
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+    )
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (the previous handlers come back after)."""
+    stop = threading.Event()
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def _print_log_line(line: LogLine, output_format: str) -> None:
+    if output_format == "json":
+        click.echo(json.dumps(line.to_json(), ensure_ascii=False))
+    else:
+        click.echo(f"{human_time(line.at)} [attempt {line.attempt}] {line.level:<7} {line.message}")
+
+
+def _wait(
+    service: SchedulerService, execution_id: int, timeout_s: float | None, follow: str | None
+) -> Execution:
+    """Poll until the execution finished (or ``timeout_s`` passed); print new log lines when following."""
+    from scheduler.records import FINISHED_STATUSES
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    shown = 0
+    while True:
+        execution = service.get_execution(execution_id)  # status first: its logs are committed with it
+        if follow is not None:
+            lines = service.logs(execution_id)
+            for line in lines[shown:]:
+                _print_log_line(line, follow)
+            shown = len(lines)
+        if execution.status in FINISHED_STATUSES:
+            return execution
+        if deadline is not None and time.monotonic() >= deadline:
+            return execution
+        time.sleep(POLL_S)
+
+
+@click.command("run")
+@click.option("--id", "ref", required=True, metavar="ID|NAME", help="The task to run now.")
+@click.option(
+    "--wait", is_flag=True, help="Wait until the execution finishes; exit 1 if it did not complete."
+)
+@click.option("--follow", is_flag=True, help="Print its log lines while it runs (implies --wait).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Stop waiting after S seconds (exit 1; the execution goes on).",
+)
+@format_option
+@click.pass_context
+def run(
+    ctx: click.Context, ref: str, wait: bool, follow: bool, timeout_s: float | None, output_format: str
+) -> int:
+    """Run a task now, outside its schedule.
+
+    Publishes a manual execution to the task's queue. Without --wait, prints it (status queued) and exits 0.
+    With --wait, exit 0 when it completed, 1 when it failed, timed out or was cancelled; prints its result or
+    error. JSON: the execution object (with --follow, log line objects first, one per line).
+    """
+    from scheduler.records import FINISHED_STATUSES
+
+    service = get_service(ctx)  # the database first: unreachable is exit 69
+    service.publisher = _publisher(get_settings(ctx), check=True)
+    execution = service.run_task_now(task_ref(ref))
+    if not (wait or follow):
+        render_one(execution, output_format)
+        return 0
+    final = _wait(service, execution.id, timeout_s, output_format if follow else None)
+    render_one(final, output_format)
+    if final.status not in FINISHED_STATUSES:
+        click.echo(f"error: execution {final.id} is still {final.status} after {timeout_s:g} s", err=True)
+        return 1
+    if final.status != "completed":
+        first_line = (final.error or final.status).splitlines()[0]
+        click.echo(f"error: execution {final.id} {final.status}: {first_line}", err=True)
+        return 1
+    return 0
+
+
+# -------------------------------------------------------------------------------- planner, worker, serve
+
+
+@click.command("planner")
+@click.option("--once", is_flag=True, help="Run one tick, print what it did, and exit.")
+@format_option
+@click.pass_context
+def planner(ctx: click.Context, once: bool, output_format: str) -> int:
+    """Run the planner: due slots become executions on the broker.
+
+    Planners elect one leader by lease; start several for a standby. Stops cleanly on Ctrl-C or SIGTERM
+    (the lease is released so a standby takes over at once). JSON (--once): the tick report.
+    """
+    from dataclasses import asdict
+
+    from scheduler.planner import Planner
+
+    settings = get_settings(ctx)
+    engine = _engine(settings)
+    _configure_logging(settings)  # after the schema check: Alembic's own INFO lines are noise here
+    try:
+        loop = Planner(engine, settings, _publisher(settings, check=False), events=_event_bus(settings))
+        if once:
+            report = loop.tick()
+            loop.lease.release()
+            if output_format == "json":
+                print_json(asdict(report))
+            else:
+                print_note(", ".join(f"{key}: {value}" for key, value in asdict(report).items()))
+            return 0
+        with _stop_on_signals() as stop:
+            logging.getLogger("scheduler.planner").info("planner %s started; Ctrl-C stops it", loop.holder)
+            loop.run_forever(stop)
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _has_option(args: Sequence[str], *names: str) -> bool:
+    return any(arg in names or arg.startswith(tuple(f"{name}=" for name in names)) for arg in args)
+
+
+@click.command("worker", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
+    """Run a Celery worker; arguments go to 'celery worker' as they are.
+
+    Example: systemprompt scheduler:worker -P prefork -c 4 -Q default,reports. Without -Q it consumes the
+    default queue (SCHEDULER_DEFAULT_QUEUE). Time limits are enforced by the prefork pool (the default).
+    """
+    from workers.app import create_app
+
+    settings = get_settings(ctx)
+    _engine(settings).dispose()  # schema check with a one-line error before Celery starts
+    argv = ["worker", *celery_args]
+    if not _has_option(celery_args, "-Q", "--queues"):
+        argv += ["-Q", settings.default_queue]
+    if not _has_option(celery_args, "-l", "--loglevel"):
+        argv += ["--loglevel", settings.log_level]
+    try:
+        create_app(settings).worker_main(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0
+    return 0
+
+
+@click.command("serve")
+@click.option("--flower", is_flag=True, help="Also start Flower (the Celery monitor) for the same broker.")
+@click.option("--demo", is_flag=True, help="Create the task 'demo-echo-2s' (test:echo every 2 s) if absent.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True, metavar="N")
+@click.option("--queue", "queues", multiple=True, metavar="Q", help="Also consume Q (repeatable).")
+@click.pass_context
+def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues: tuple[str, ...]) -> int:
+    """Run planner and worker in one foreground process.
+
+    Made for the embedded default (SQLite and a local broker under ./.scheduler, no servers). The worker
+    uses the prefork pool with N processes, so time limits are enforced. Ctrl-C stops it: running executions
+    finish first (a second Ctrl-C kills them; the planner's recovery sweep then retries them).
+    """
+    from scheduler.repository.errors import translate_db_errors
+    from workers.serve import serve as serve_forever
+
+    settings = get_settings(ctx)
+    with translate_db_errors():
+        return serve_forever(
+            settings,
+            flower=flower,
+            demo=demo,
+            concurrency=concurrency,
+            queues=queues,
+            loglevel=settings.log_level,
+        )
+
+
+# ----------------------------------------------------------------------------------------- cleanup, events
+
+
+@click.command("cleanup")
+@format_option
+@click.pass_context
+def cleanup(ctx: click.Context, output_format: str) -> int:
+    """Delete finished executions older than historyRetentionDays, with their logs.
+
+    In bounded batches; running and pending executions are never deleted. JSON: {deleted, retention_days}.
+    """
+    from scheduler.cleanup import run_cleanup
+    from scheduler.repository.errors import translate_db_errors
+
+    settings = get_settings(ctx)
+    engine = _engine(settings)
+    try:
+        with translate_db_errors():
+            deleted = run_cleanup(engine, settings)
+    finally:
+        engine.dispose()
+    days = settings.history_retention_days
+    if output_format == "json":
+        print_json({"deleted": deleted, "retention_days": days})
+    else:
+        print_note(f"deleted {deleted} finished executions older than {days} days")
+    return 0
+
+
+@click.command("events")
+@click.option("--follow", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option(
+    "--recent",
+    type=click.IntRange(0, 1000),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="Print the N latest events first.",
+)
+@click.pass_context
+def events(ctx: click.Context, follow: bool, recent: int) -> int:
+    """Print task events, one JSON object per line.
+
+    Events of every process (service, planner, workers) travel on the Redis pub/sub channel
+    'systemprompt:events'; this needs a Redis broker. Each line: {"event", "at", ...payload}.
+    """
+    import redis
+
+    from scheduler.errors import BrokerUnavailable, ConfigError
+    from scheduler.remote_events import is_redis_url, listen
+
+    url = get_settings(ctx).effective_broker_url
+    if not is_redis_url(url):
+        raise ConfigError("events travel on Redis pub/sub: set SCHEDULER_BROKER_URL to a redis:// URL")
+    try:
+        with _stop_on_signals() as stop:
+            for event in listen(url, recent=recent, follow=follow, stop=stop):
+                click.echo(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+                sys.stdout.flush()
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise BrokerUnavailable(str(error).splitlines()[0]) from None
+    return 0
+
+
+ENGINE_COMMANDS: list[click.Command] = [run, planner, worker, serve, cleanup, events]

@@ -23,15 +23,20 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``; SQLite files get their directory created and WAL mode."""
+    """Create an engine for ``url``; SQLite files get their directory created and WAL mode.
+
+    A bare ``postgresql://`` URL means psycopg2 (the driver we install), whatever SQLAlchemy's default is.
+    """
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_pre_ping=True, future=True)
+    return create_engine(parsed, pool_pre_ping=True)
 
 
 def engine_from_settings(settings: Settings) -> Engine:

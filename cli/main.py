@@ -1,0 +1,70 @@
+"""The ``systemprompt`` entry point: every verb as ``scheduler:<verb>`` and as ``scheduler <verb>``.
+
+Importing this module imports click and the verb definitions only; each verb imports what it needs
+(SQLAlchemy, Celery, rich) when it runs, so ``systemprompt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import click
+
+from cli.admin import ADMIN_COMMANDS
+from cli.context import PROG_NAME, RootGroup
+from cli.engine import ENGINE_COMMANDS
+from cli.reports import REPORT_COMMANDS
+from cli.tasks import TASK_COMMANDS
+
+PREFIX = "scheduler:"
+
+EPILOG = """\b
+Configuration: module.yaml (or $SCHEDULER_CONFIG_FILE) and SCHEDULER_* variables,
+e.g. SCHEDULER_DATABASE_URL (unset: SQLite under ./.scheduler). See 'scheduler:config'.
+SCHEDULER_DEBUG=1 prints tracebacks of unexpected errors.
+\b
+Exit codes: 0 ok, 1 failed, 2 invalid input or usage, 3 not found,
+69 database or broker unreachable, 77 permission denied."""
+
+
+def verb_name(command: click.Command) -> str:
+    """The bare verb (``list``) of a command, whether or not it was named with the prefix."""
+    name = command.name or ""
+    return name.removeprefix(PREFIX)
+
+
+def build_cli(verbs: Iterable[click.Command]) -> click.Group:
+    """The root group with each verb under both spellings."""
+    root = RootGroup(
+        name=PROG_NAME,
+        help="systemprompt-scheduler: cron, interval, one-time and manual tasks on PostgreSQL and Celery.",
+        epilog=EPILOG,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    )
+    sub = click.Group(
+        name="scheduler",
+        help="The scheduler verbs, also available as 'scheduler:<verb>' (this spelling completes in shells).",
+        epilog=EPILOG,
+    )
+    for command in verbs:
+        name = verb_name(command)
+        root.add_command(command, name=PREFIX + name)
+        sub.add_command(command, name=name)
+    root.add_command(sub)
+    return root
+
+
+def _all_verbs() -> Sequence[click.Command]:
+    return [*TASK_COMMANDS, *REPORT_COMMANDS, *ADMIN_COMMANDS, *ENGINE_COMMANDS]
+
+
+cli = build_cli(_all_verbs())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point; exits with the verb's exit code."""
+    cli.main(args=argv, prog_name=PROG_NAME)
+
+
+if __name__ == "__main__":
+    main()

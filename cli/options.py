@@ -1,0 +1,242 @@
+"""Option types and shared option decorators of the verbs.
+
+Values are only parsed here (JSON, ISO-8601 times, task references); whether they are acceptable for a task is
+the service's decision, so the CLI and the Python API reject the same inputs with the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from cli.context import remember_actor
+from scheduler.errors import InvalidField
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FORMATS = ("table", "json")
+OVERLAP_POLICIES = ("allow", "forbid", "replace")
+# update --clear NAME: option name -> the service field set to None.
+CLEARABLE = {
+    "start": "start_at",
+    "end": "end_at",
+    "max-runs": "max_runs",
+    "auto-pause": "auto_pause_after",
+    "misfire-grace": "misfire_grace_ms",
+}
+MISFIRE_POLICIES = ("skip", "run_once", "run_all")
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def parse_time(text: str, field: str) -> datetime:
+    """An ISO-8601 instant (or ``now``) as an aware UTC datetime; without an offset it means UTC.
+
+    Raises :class:`InvalidField` (exit 2) naming ``field``.
+    """
+    value = text.strip()
+    if value.lower() == "now":
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidField(
+            field,
+            f"{text!r} is not an ISO-8601 time (e.g. 2026-03-28T02:00:00Z or 2026-03-28T02:00:00+01:00)",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_data(text: str) -> dict[str, Any]:
+    """The ``--data`` JSON object; raises :class:`InvalidField` (``invalid data: ...``, exit 2)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidField(
+            "data", f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(value), "a number"
+        )
+        raise InvalidField("data", f"must be a JSON object ({{...}}), not {kind}")
+    return value
+
+
+def task_ref(text: str) -> int | str:
+    """A task reference as the service takes it: digits are an id, anything else a name."""
+    stripped = text.strip()
+    return int(stripped) if stripped.isdigit() else text
+
+
+# --------------------------------------------------------------------------------------------- options
+
+
+def format_option(func: F) -> F:
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output: a table for people, or JSON (stable field names, ISO-8601 UTC times) for scripts.",
+    )(func)
+
+
+def actor_option(func: F) -> F:
+    """``--actor``: who is recorded in the audit log; read by :func:`cli.context.get_service`."""
+    return click.option(
+        "--actor",
+        envvar="SCHEDULER_ACTOR",
+        show_envvar=True,
+        expose_value=False,
+        is_eager=True,
+        callback=remember_actor,
+        help="Actor recorded in the audit log [default: the OS user].",
+    )(func)
+
+
+def task_definition_options(*, creating: bool) -> Callable[[F], F]:
+    """The options of ``create`` and ``update``; unset ones are not sent to the service (defaults apply)."""
+
+    def settings_default(env: str) -> str:
+        return f" [default: {env}]" if creating else ""
+
+    options: list[Callable[[F], F]] = [
+        click.option("--name", required=creating, help="Unique task name (at most 200 characters)."),
+        click.option(
+            "--command",
+            "command_name",
+            required=creating,
+            help="Registered command name, e.g. 'backup:run' (see scheduler:commands). Never a shell line.",
+        ),
+        click.option(
+            "--schedule",
+            help="Cron ('0 2 * * *', '@daily'), interval ('5m', '1h30m'), 'now' or an ISO-8601 instant, or "
+            "'manual'." + (" Omitted: manual." if creating else ""),
+        ),
+        click.option("--data", "data_json", metavar="JSON", help="JSON object passed to the command."),
+        click.option(
+            "--timezone",
+            metavar="TZ",
+            help="IANA time zone the cron schedule is evaluated in."
+            + (" [default: UTC]" if creating else ""),
+        ),
+        click.option(
+            "--retries",
+            type=int,
+            metavar="N",
+            help="Retry attempts after a failure." + settings_default("SCHEDULER_DEFAULT_RETRIES"),
+        ),
+        click.option(
+            "--retry-delay",
+            type=int,
+            metavar="MS",
+            help="Delay before the first retry (ms)." + settings_default("SCHEDULER_RETRY_DELAY"),
+        ),
+        click.option(
+            "--retry-backoff",
+            type=float,
+            metavar="X",
+            help="Multiplier of each further retry delay." + settings_default("SCHEDULER_RETRY_BACKOFF"),
+        ),
+        click.option(
+            "--timeout",
+            type=int,
+            metavar="MS",
+            help="Time limit of one attempt (ms)." + settings_default("SCHEDULER_TASK_TIMEOUT"),
+        ),
+        click.option(
+            "--overlap",
+            type=click.Choice(OVERLAP_POLICIES),
+            help="When the previous run is still running." + settings_default("SCHEDULER_OVERLAP_POLICY"),
+        ),
+        click.option(
+            "--misfire",
+            type=click.Choice(MISFIRE_POLICIES),
+            help="Slots missed while no planner ran." + settings_default("SCHEDULER_MISFIRE_POLICY"),
+        ),
+        click.option(
+            "--misfire-grace",
+            type=int,
+            metavar="MS",
+            help="How late a missed slot may still run (ms)."
+            + (" [default: one interval, at most 1 h]" if creating else ""),
+        ),
+        click.option(
+            "--auto-pause",
+            type=int,
+            metavar="N",
+            help="Pause the task after N consecutive failed executions.",
+        ),
+        click.option(
+            "--queue",
+            metavar="Q",
+            help="Celery queue of its executions." + settings_default("SCHEDULER_DEFAULT_QUEUE"),
+        ),
+        click.option("--start", metavar="T", help="Not before this ISO-8601 time (no offset: UTC)."),
+        click.option("--end", metavar="T", help="Not after this ISO-8601 time (no offset: UTC)."),
+        click.option("--max-runs", type=int, metavar="N", help="Complete the task after N runs."),
+    ]
+    if creating:
+        options.append(
+            click.option("--once", is_flag=True, help="Run only at the schedule's first fire time.")
+        )
+    else:
+        options.append(
+            click.option(
+                "--clear",
+                type=click.Choice(tuple(CLEARABLE)),
+                multiple=True,
+                help="Unset an optional field (repeatable), e.g. --clear end.",
+            )
+        )
+
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def task_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """The given ``create``/``update`` options under the service's field names; unset ones are left out."""
+    renames = {
+        "name": "name",
+        "command_name": "command",
+        "schedule": "schedule",
+        "timezone": "timezone",
+        "retries": "retries",
+        "retry_delay": "retry_delay_ms",
+        "retry_backoff": "retry_backoff",
+        "timeout": "timeout_ms",
+        "overlap": "overlap_policy",
+        "misfire": "misfire_policy",
+        "misfire_grace": "misfire_grace_ms",
+        "auto_pause": "auto_pause_after",
+        "queue": "queue",
+        "max_runs": "max_runs",
+    }
+    fields = {renames[key]: value for key, value in options.items() if key in renames and value is not None}
+    if options.get("data_json") is not None:
+        fields["data"] = parse_data(options["data_json"])
+    if options.get("start") is not None:
+        fields["start_at"] = parse_time(options["start"], "start")
+    if options.get("end") is not None:
+        fields["end_at"] = parse_time(options["end"], "end")
+    if options.get("once"):
+        fields["once"] = True
+    for name in options.get("clear") or ():
+        field = CLEARABLE[name]
+        if field in fields:
+            raise InvalidField(field, f"both set and cleared (--{name} and --clear {name})")
+        fields[field] = None
+    return fields

@@ -1,0 +1,196 @@
+"""Output: rich tables for people, JSON for scripts.
+
+JSON is the records' own ``to_json()`` form (field names = the record's field names, times ISO-8601 UTC with
+``Z``), with secret-looking keys of a ``data`` field redacted. Tables show times as
+``YYYY-MM-DD HH:MM:SS UTC``.
+rich is imported only when a table is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Wide enough for a task table when the output is a pipe; rich would otherwise assume 80 columns.
+PIPE_WIDTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One table column: the row's ``field``, a header, and optionally how to show its value."""
+
+    field: str
+    header: str | None = None
+    show: Callable[[Any], str] | None = None
+    max_width: int | None = None
+    get: Callable[[Any], Any] | None = None  # computes the value from the whole row instead of ``field``
+
+    def text(self, row: Any) -> str:
+        value = self.get(row) if self.get is not None else field_of(row, self.field)
+        return show_value(value) if self.show is None else self.show(value)
+
+
+ColumnSpec = Column | str
+
+
+# ------------------------------------------------------------------------------------------------ values
+
+
+def human_time(value: datetime | None) -> str:
+    """``2026-03-28 01:00:00 UTC``; naive values are UTC (SQLite returns them)."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def human_ms(value: float | None) -> str:
+    """A duration in milliseconds as ``850 ms``, ``12.5 s``, ``3 min 20 s`` or ``2 h 5 min``."""
+    if value is None:
+        return "-"
+    if value < 1000:
+        return f"{value:.0f} ms"
+    seconds = value / 1000
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def show_value(value: Any) -> str:
+    """Default cell text of any value."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return human_time(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def field_of(row: Any, field: str) -> Any:
+    return row.get(field) if isinstance(row, Mapping) else getattr(row, field, None)
+
+
+# -------------------------------------------------------------------------------------------------- JSON
+
+
+def _redacted(data: Any) -> Any:
+    if not isinstance(data, Mapping):
+        return data
+    from scheduler.redaction import redact
+
+    return redact(data)
+
+
+def json_form(row: Any) -> Any:
+    """A record's stable JSON form (``to_json()``), with its ``data`` redacted; mappings are copied."""
+    if hasattr(row, "to_json"):
+        value: dict[str, Any] = row.to_json()
+    elif isinstance(row, Mapping):
+        value = dict(row)
+    else:
+        return row
+    if "data" in value:
+        value["data"] = _redacted(value["data"])
+    return value
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    return Console(file=sys.stdout, width=width, soft_wrap=False, highlight=False)
+
+
+def _column(spec: ColumnSpec) -> Column:
+    return spec if isinstance(spec, Column) else Column(spec)
+
+
+def print_table(rows: Sequence[Any], columns: Sequence[ColumnSpec], *, title: str | None = None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    specs = [_column(spec) for spec in columns]
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for spec in specs:
+        table.add_column(
+            spec.header or spec.field.replace("_", " "), max_width=spec.max_width, overflow="fold"
+        )
+    for row in rows:
+        # Text(), not str: a task name like "[red]x" must print as written, not as rich markup.
+        table.add_row(*(Text(spec.text(row)) for spec in specs))
+    console().print(table)
+
+
+def print_fields(pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
+    """A key/value panel: one record shown field by field."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in pairs:
+        table.add_row(Text(key), Text(value))
+    console().print(table)
+
+
+def print_note(message: str) -> None:
+    """A line for people (table output only); scripts use JSON."""
+    click.echo(message)
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def render(
+    rows: Sequence[Any],
+    columns: Sequence[ColumnSpec],
+    output_format: str,
+    *,
+    title: str | None = None,
+    empty: str = "nothing to show",
+) -> None:
+    """JSON: an array of each row's :func:`json_form`. Table: one line per row, ``columns`` of it."""
+    if output_format == "json":
+        print_json([json_form(row) for row in rows])
+    elif not rows:
+        print_note(empty)
+    else:
+        print_table(rows, columns, title=title)
+
+
+def render_one(row: Any, output_format: str, *, title: str | None = None) -> None:
+    """JSON: the row's :func:`json_form` object. Table: every field on its own line."""
+    value = json_form(row)
+    if output_format == "json":
+        print_json(value)
+        return
+    shown = value if isinstance(value, Mapping) else {"value": value}
+    pairs = [(key, show_value(field_of(row, key) if key != "data" else item)) for key, item in shown.items()]
+    print_fields(pairs, title=title)

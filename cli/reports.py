@@ -1,0 +1,206 @@
+"""Verbs that read what happened and what will: history, logs, stats, audit, next, validate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cli.context import get_service
+from cli.options import format_option, parse_time, task_ref
+from cli.render import Column, human_ms, print_fields, print_json, print_note, print_table, render, show_value
+from scheduler.records import EXECUTION_STATUSES, iso_utc
+
+if TYPE_CHECKING:
+    from scheduler.records import AuditEntry, Execution, TaskStats
+
+TASK_OPTION_HELP = "Only this task (id or name)."
+
+
+def _status_text(execution: Execution) -> str:
+    return f"{execution.status} ({execution.reason})" if execution.reason else execution.status
+
+
+EXECUTION_COLUMNS = (
+    Column("id"),
+    Column("task_name", "task"),
+    Column("status", get=_status_text),
+    Column("trigger"),
+    Column("attempt", get=lambda e: f"{e.attempt}/{e.max_attempts}"),
+    Column("scheduled_for", "scheduled for"),
+    Column("started_at", "started"),
+    Column("duration_ms", "duration", show=human_ms),
+    Column("error", max_width=60),
+)
+
+
+@click.command("history")
+@click.option("--task", "ref", metavar="ID|NAME", help=TASK_OPTION_HELP)
+@click.option("--status", type=click.Choice(EXECUTION_STATUSES), help="Only executions with this status.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N")
+@format_option
+@click.pass_context
+def history(ctx: click.Context, ref: str | None, status: str | None, limit: int, output_format: str) -> None:
+    """Show executions, newest first.
+
+    JSON: an array of execution objects.
+    """
+    executions = get_service(ctx).history(
+        task=None if ref is None else task_ref(ref), status=status, limit=limit
+    )
+    render(executions, EXECUTION_COLUMNS, output_format, empty="no executions")
+
+
+@click.command("logs")
+@click.option(
+    "--execution", "execution_id", type=int, required=True, metavar="ID", help="The execution's id."
+)
+@format_option
+@click.pass_context
+def logs(ctx: click.Context, execution_id: int, output_format: str) -> None:
+    """Show the log lines of an execution.
+
+    Every attempt's lines, oldest first. JSON: an array of log line objects.
+    """
+    service = get_service(ctx)
+    service.get_execution(execution_id)  # an unknown id is "not found" (3), not an empty list
+    lines = service.logs(execution_id)
+    columns = (Column("at"), Column("attempt"), Column("level"), Column("message"))
+    render(lines, columns, output_format, empty=f"execution {execution_id} has no log lines")
+
+
+def _stats_pairs(stats: TaskStats) -> list[tuple[str, str]]:
+    rate = "-" if stats.success_rate is None else f"{stats.success_rate:.1%}"
+    shown: dict[str, str] = {"success_rate": rate}
+    for key in ("avg_duration_ms", "p95_duration_ms"):
+        shown[key] = human_ms(getattr(stats, key))
+    return [(key, shown.get(key, show_value(value))) for key, value in _record_items(stats)]
+
+
+def _record_items(record: Any) -> list[tuple[str, Any]]:
+    return [(key, getattr(record, key)) for key in record.to_json()]
+
+
+@click.command("stats")
+@click.option("--task", "ref", metavar="ID|NAME", help="Only this task [default: all tasks].")
+@format_option
+@click.pass_context
+def stats(ctx: click.Context, ref: str | None, output_format: str) -> None:
+    """Show execution statistics.
+
+    Counts, success rate and durations of one task or all. JSON: a stats object.
+    """
+    result = get_service(ctx).get_task_stats(None if ref is None else task_ref(ref))
+    if output_format == "json":
+        print_json(result.to_json())
+    else:
+        title = "all tasks" if result.task_id is None else f"task {result.task_id}"
+        print_fields(_stats_pairs(result), title=f"statistics of {title}")
+
+
+def _changes(entry: AuditEntry) -> str:
+    before, after = entry.before or {}, entry.after or {}
+    if entry.action in ("create", "delete"):
+        return ""
+    changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+    ignored = {"updated_at"}
+    return ", ".join(
+        f"{key}: {show_value(before.get(key))} -> {show_value(after.get(key))}"
+        for key in changed
+        if key not in ignored
+    )
+
+
+AUDIT_COLUMNS = (
+    Column("id"),
+    Column("at"),
+    Column("actor"),
+    Column("action"),
+    Column("task_id", "task id"),
+    Column("task_name", "task"),
+    Column("changes", get=_changes, max_width=80),
+)
+
+
+@click.command("audit")
+@click.option("--task", "ref", metavar="ID|NAME", help=TASK_OPTION_HELP)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N")
+@format_option
+@click.pass_context
+def audit(ctx: click.Context, ref: str | None, limit: int, output_format: str) -> None:
+    """Show who changed which task.
+
+    Newest first. JSON: an array of audit entry objects.
+    """
+    entries = get_service(ctx).audit(task=None if ref is None else task_ref(ref), limit=limit)
+    render(entries, AUDIT_COLUMNS, output_format, empty="no audit entries")
+
+
+@click.command("next")
+@click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N")
+@click.option("--task", "ref", metavar="ID|NAME", help=TASK_OPTION_HELP)
+@click.option("--from", "start", metavar="T", help="Fire times after this ISO-8601 time [default: now].")
+@format_option
+@click.pass_context
+def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None, output_format: str) -> None:
+    """Show the next fire times of tasks.
+
+    Soonest first. JSON: an array of {task_id, task_name, at}.
+    """
+    after = None if start is None else parse_time(start, "from")
+    runs = get_service(ctx).next_runs(task=None if ref is None else task_ref(ref), count=count, after=after)
+    columns = (Column("at"), Column("task_id", "task id"), Column("task_name", "task"))
+    render(runs, columns, output_format, empty="no upcoming runs")
+
+
+@click.command("validate")
+@click.option("--schedule", required=True, help="The schedule to check, as --schedule of scheduler:create.")
+@click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA time zone.")
+@click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N")
+@click.option("--from", "start", metavar="T", help="Fire times after this ISO-8601 time [default: now].")
+@format_option
+def validate(schedule: str, timezone: str, count: int, start: str | None, output_format: str) -> None:
+    """Check a schedule and show its fire times.
+
+    Needs no database.
+
+    JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
+    """
+    from scheduler.schedules import fire_times, validate_timezone
+    from scheduler.timing import parse_task_schedule
+
+    # What SchedulerService.validate_schedule does, without building a service (it would open the database):
+    # the parser create uses, so whatever validate accepts, create accepts.
+    after = datetime.now(UTC) if start is None else parse_time(start, "from")
+    timezone = validate_timezone(timezone.strip()).key
+    _text, parsed = parse_task_schedule(schedule, timezone=timezone, anchor=after)
+    times = fire_times(parsed, after, count, inclusive=parsed.kind == "once")
+    if output_format == "json":
+        print_json(
+            {
+                "schedule": schedule,
+                "kind": parsed.kind,
+                "timezone": timezone,
+                "from": iso_utc(after),
+                "fire_times": [iso_utc(t) for t in times],
+            }
+        )
+        return
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    if not times:
+        print_note(f"{schedule!r} is valid ({parsed.kind}) and never fires after {show_value(after)}")
+        return
+    print_note(
+        f"{schedule!r} is valid ({parsed.kind}, {timezone}); next fire times after {show_value(after)}:"
+    )
+    rows = [
+        {"n": n, "utc": t, "local": t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")}
+        for n, t in enumerate(times, 1)
+    ]
+    print_table(rows, (Column("n", "#"), Column("utc", "UTC"), Column("local", f"local ({timezone})")))
+
+
+REPORT_COMMANDS: tuple[click.Command, ...] = (history, logs, stats, audit, next_runs, validate)

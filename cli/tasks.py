@@ -1,0 +1,157 @@
+"""Verbs that define tasks: list, create, update, delete, pause, resume.
+
+Input is parsed before the service is built, so a bad option never opens the database; the service validates
+every field and raises a typed error the root group turns into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cli.context import get_service
+from cli.options import actor_option, format_option, task_definition_options, task_fields, task_ref
+from cli.render import Column, render, render_one
+from scheduler.errors import InvalidInput, SchedulerError
+from scheduler.records import TASK_STATUSES
+
+if TYPE_CHECKING:
+    from scheduler.records import Task
+
+
+def _schedule_text(task: Task) -> str:
+    return task.schedule if task.timezone == "UTC" else f"{task.schedule} ({task.timezone})"
+
+
+def _status_text(task: Task) -> str:
+    return f"{task.status} ({task.status_reason})" if task.status_reason else task.status
+
+
+TASK_COLUMNS = (
+    Column("id"),
+    Column("name"),
+    Column("command"),
+    Column("schedule", get=_schedule_text),
+    Column("status", get=_status_text, max_width=40),
+    Column("next_run_at", "next run"),
+    Column("last_run_at", "last run"),
+    Column("run_count", "runs"),
+)
+
+
+def render_tasks(tasks: list[Task], output_format: str, *, title: str | None = None, empty: str) -> None:
+    render(tasks, TASK_COLUMNS, output_format, title=title, empty=empty)
+
+
+def _task_title(verb: str, task: Task) -> str:
+    return f"{verb} task {task.id} ({task.name})"
+
+
+@click.command("list")
+@click.option("--status", type=click.Choice(TASK_STATUSES), help="Only tasks with this status.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks (by id).")
+@format_option
+@click.pass_context
+def list_tasks(ctx: click.Context, status: str | None, limit: int | None, output_format: str) -> None:
+    """List tasks.
+
+    JSON: an array of task objects.
+    """
+    tasks = get_service(ctx).list_tasks(status=status, limit=limit)
+    render_tasks(tasks, output_format, empty="no tasks" + (f" with status {status}" if status else ""))
+
+
+@click.command("create")
+@task_definition_options(creating=True)
+@actor_option
+@format_option
+@click.pass_context
+def create(ctx: click.Context, /, output_format: str, **options: Any) -> None:
+    """Create a task.
+
+    Prints the task (JSON: the task object).
+    """
+    fields = task_fields(options)
+    task = get_service(ctx).create_task(**fields)
+    render_one(task, output_format, title=_task_title("created", task))
+
+
+@click.command("update")
+@click.option("--id", "ref", required=True, metavar="ID|NAME", help="The task's id or name.")
+@task_definition_options(creating=False)
+@actor_option
+@format_option
+@click.pass_context
+def update(ctx: click.Context, /, ref: str, output_format: str, **options: Any) -> None:
+    """Change a task.
+
+    Options not given stay as they are; --clear unsets optional fields. Prints the task (JSON: the task
+    object).
+    """
+    changes = task_fields(options)
+    if not changes:
+        raise InvalidInput("nothing to update: give at least one option to change (see --help)")
+    task = get_service(ctx).update_task(task_ref(ref), **changes)
+    render_one(task, output_format, title=_task_title("updated", task))
+
+
+@click.command("delete")
+@click.option("--id", "ref", required=True, metavar="ID|NAME", help="The task's id or name.")
+@click.option(
+    "--confirm", is_flag=True, help="Delete without asking (required when stdin is not a terminal)."
+)
+@actor_option
+@format_option
+@click.pass_context
+def delete(ctx: click.Context, ref: str, confirm: bool, output_format: str) -> None:
+    """Delete a task (asks unless --confirm).
+
+    Its pending and queued executions are cancelled; its history is kept. Prints the deleted task (JSON: the
+    task object).
+    """
+    service = get_service(ctx)
+    task = service.get_task(task_ref(ref))
+    if not confirm:
+        if not sys.stdin.isatty():
+            raise InvalidInput(
+                f"refusing to delete task {task.id} ({task.name}) without --confirm: stdin is not a terminal"
+            )
+        if not click.confirm(f"Delete task {task.id} ({task.name})?", default=False, err=True):
+            raise SchedulerError(f"task {task.id} ({task.name}) not deleted")
+    deleted = service.delete_task(task.id)
+    render_one(deleted, output_format, title=_task_title("deleted", deleted))
+
+
+@click.command("pause")
+@click.option("--id", "ref", metavar="ID|NAME", help="The task's id or name [default: every active task].")
+@click.option("--reason", help="Why, shown in the task's status and the audit log.")
+@actor_option
+@format_option
+@click.pass_context
+def pause(ctx: click.Context, ref: str | None, reason: str | None, output_format: str) -> None:
+    """Pause one task, or every active task.
+
+    A paused task accrues no missed runs. Prints the paused tasks (JSON: an array of task objects).
+    """
+    tasks = get_service(ctx).pause(None if ref is None else task_ref(ref), reason=reason)
+    render_tasks(tasks, output_format, title=f"paused {len(tasks)} task(s)", empty="no task to pause")
+
+
+@click.command("resume")
+@click.option("--id", "ref", metavar="ID|NAME", help="The task's id or name [default: every paused task].")
+@actor_option
+@format_option
+@click.pass_context
+def resume(ctx: click.Context, ref: str | None, output_format: str) -> None:
+    """Resume one task, or every paused task.
+
+    The next run is computed from now: the paused period is not replayed. Prints the resumed tasks (JSON: an
+    array of task objects).
+    """
+    tasks = get_service(ctx).resume(None if ref is None else task_ref(ref))
+    render_tasks(tasks, output_format, title=f"resumed {len(tasks)} task(s)", empty="no task to resume")
+
+
+TASK_COMMANDS: tuple[click.Command, ...] = (list_tasks, create, update, delete, pause, resume)
