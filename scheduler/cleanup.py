@@ -12,6 +12,8 @@ Contract of :func:`run_cleanup`:
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, select
@@ -26,13 +28,35 @@ BATCH_SIZE = 5000
 SLOT_WINDOW = timedelta(hours=1)  # the longest default misfire grace
 
 
+@dataclass(frozen=True, slots=True)
+class CleanupResult:
+    """``deleted`` executions; ``done`` False when the time budget ran out with expired rows left."""
+
+    deleted: int
+    done: bool
+
+
 def run_cleanup(
     engine: Engine, settings: Settings, *, now: datetime | None = None, batch_size: int = BATCH_SIZE
 ) -> int:
-    """Delete expired history (see the module docstring); return how many executions were deleted.
+    """Delete all expired history (see the module docstring); return how many executions were deleted.
 
     ``now`` defaults to the database clock (tests pass one to age rows without waiting).
     """
+    return cleanup_step(engine, settings, now=now, batch_size=batch_size).deleted
+
+
+def cleanup_step(
+    engine: Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+    time_budget_s: float | None = None,
+) -> CleanupResult:
+    """Like :func:`run_cleanup`, but stop starting batches after ``time_budget_s`` (the planner's way: a large
+    backlog is worked off over several ticks instead of stalling one)."""
+    started = time.monotonic()
     if now is None:
         with engine.connect() as connection:
             now = db_now(connection)
@@ -58,4 +82,6 @@ def run_cleanup(
                 connection.execute(delete(executions).where(executions.c.id.in_(ids)))
         deleted += len(ids)
         if len(ids) < batch_size:
-            return deleted
+            return CleanupResult(deleted, True)
+        if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
+            return CleanupResult(deleted, False)

@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.batch import BatchReport, ScheduleCache, plan_tasks
-from scheduler.cleanup import run_cleanup
+from scheduler.cleanup import cleanup_step
 from scheduler.errors import SchedulerError
 from scheduler.events import EventBus
 from scheduler.lease import PLANNER_LEASE, Lease
@@ -162,12 +162,14 @@ class Planner:
         return batch
 
     def _maybe_cleanup(self) -> int:
-        """Run the retention clean-up on the first leader tick, then every ``cleanup_interval``."""
+        """Retention clean-up on the first leader tick, then every ``cleanup_interval``; a large backlog is
+        worked off a time budget per tick."""
         now = time.monotonic()
         if self._next_cleanup is not None and now < self._next_cleanup:
             return 0
-        self._next_cleanup = now + self.settings.cleanup_interval / 1000
-        return run_cleanup(self.engine, self.settings)
+        result = cleanup_step(self.engine, self.settings, time_budget_s=self.time_budget_s / 2)
+        self._next_cleanup = now + (self.settings.cleanup_interval / 1000 if result.done else 0.0)
+        return result.deleted
 
     # ------------------------------------------------------------------------------------------ the loop
 

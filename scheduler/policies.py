@@ -165,7 +165,7 @@ def _split(schedule: Schedule, task: Task, now: datetime, enum_limit: int) -> _S
         following = schedule.next_after(latest)
         boundary = latest if default_grace_on_time(now, latest, following) else following
     else:
-        boundary = schedule.next_after(now - grace, inclusive=True)
+        boundary = schedule.next_after(max(now - grace, first), inclusive=True)
     missed = [slot for slot in due if boundary is None or slot < boundary]
     after_prefix = schedule.next_after(due[-1])
     missed_more = (
@@ -188,8 +188,11 @@ def _skipped_rows(
     The first :data:`MAX_SKIPPED_ROWS` slots get a row each; one summary row at the next slot stands for the
     rest.
     """
-    rows = [PlannedSlot(s, status="skipped", reason="misfired") for s in slots[:MAX_SKIPPED_ROWS]]
-    rest = slots[MAX_SKIPPED_ROWS:]
+    # A summary standing for one slot would only hide it: one more individual row instead.
+    single = more_before is None and len(slots) == MAX_SKIPPED_ROWS + 1
+    individual = MAX_SKIPPED_ROWS + 1 if single else MAX_SKIPPED_ROWS
+    rows = [PlannedSlot(s, status="skipped", reason="misfired") for s in slots[:individual]]
+    rest = slots[individual:]
     if not rest:
         return rows, len(rows)
     if more_before is None:
@@ -283,7 +286,9 @@ def plan_task(task: Task, schedule: Schedule, now: datetime, *, has_active: bool
     elif following is None:
         ran = any(r.status == "pending" for r in runs)
         completed = (
-            ("ran once" if ran else "once slot skipped") if schedule.kind == "once" else "schedule ended"
+            ("ran once" if ran else "its only slot was skipped")
+            if schedule.kind == "once"
+            else "schedule ended"
         )
     elif task.end_at is not None and following > task.end_at:
         following, completed = None, "end_at passed"

@@ -37,7 +37,8 @@ from scheduler.repository.recovery import (
 from scheduler.settings import Settings
 
 OPEN_LIMIT = 10_000  # running/retrying rows read per sweep; bounded by the concurrency cap in practice
-OVERRUN_MARGIN = timedelta(seconds=60)
+OVERRUN_MARGIN = timedelta(seconds=60)  # beyond the worker's hard limit (timeout + at most 30 s of grace)
+RETRY_DELAY_CAP = timedelta(minutes=15)  # the worker caps retry countdowns there (celeryconfig)
 
 Publish = Callable[[list[Dispatch]], str | None]  # returns the error text, or None when published
 
@@ -71,7 +72,7 @@ def retry_overdue(execution: OpenExecution, now: datetime, settings: Settings) -
         return True
     base_ms = settings.retry_delay if execution.retry_delay_ms is None else execution.retry_delay_ms
     backoff = execution.retry_backoff or settings.retry_backoff
-    delay = timedelta(milliseconds=base_ms * backoff ** max(0, execution.attempt - 1))
+    delay = min(timedelta(milliseconds=base_ms * backoff ** max(0, execution.attempt - 1)), RETRY_DELAY_CAP)
     return now - since > 2 * delay + timedelta(milliseconds=settings.recovery_after)
 
 
@@ -111,25 +112,33 @@ class Recovery:
                     ids = [d.execution_id for d in dispatches]
                     refresh_enqueued(connection, ids, status, now=db_now(connection))
                 republished += len(dispatches)
-        self._emit_lost(lost)
-        return SweepReport(republished=republished, requeued=requeued, lost=len(lost))
+        self._emit_failed(requeued, lost)
+        return SweepReport(republished=republished, requeued=len(requeued), lost=len(lost))
 
-    def _reap(self, connection: Connection, now: datetime) -> tuple[int, list[int]]:
-        requeued, lost = 0, []
+    def _reap(self, connection: Connection, now: datetime) -> tuple[dict[int, int], list[int]]:
+        """Reap silent ``running`` rows: ({requeued id: the lost attempt}, [ids now lost])."""
+        requeued: dict[int, int] = {}
+        lost: list[int] = []
         for execution in open_executions(connection, "running", OPEN_LIMIT):
             reason = silent_reason(execution, now, self.settings)
             if reason is None:
                 continue
             if execution.attempt < execution.max_attempts:
-                requeued += requeue_lost(connection, execution, now=now, error=reason)
+                if requeue_lost(connection, execution, now=now, error=reason):
+                    requeued[execution.id] = execution.attempt
             elif mark_lost(connection, execution, now=now, error=reason):
                 lost.append(execution.id)
         return requeued, lost
 
-    def _emit_lost(self, ids: list[int]) -> None:
-        if self.events is None or not ids:
+    def _emit_failed(self, requeued: dict[int, int], lost: list[int]) -> None:
+        """``task-event`` ``failed`` per lost attempt, shaped like the worker's (``final`` False: retried)."""
+        if self.events is None or not (requeued or lost):
             return
         with self.engine.connect() as connection:
-            records = executions_by_id(connection, ids)
+            records = executions_by_id(connection, [*requeued, *lost])
         for execution in records:
-            self.events.emit(TASK_EVENT, {"type": "failed", "execution": execution.to_json()})
+            payload = execution.to_json()
+            if execution.id in requeued:  # the row already shows its next attempt: report the lost one
+                payload.update(status="lost", attempt=requeued[execution.id])
+            final = execution.id not in requeued
+            self.events.emit(TASK_EVENT, {"type": "failed", "final": final, "execution": payload})

@@ -7,13 +7,17 @@ Used when the broker is Redis. Each message is one JSON object:
 
 Pub/sub keeps nothing, so every message is also pushed onto the capped list ``systemprompt:events:recent``
 (the last :data:`RECENT_MAX`) in the same round trip; ``systemprompt scheduler:events`` prints those before it
-follows the channel. Publishing never fails the caller: a Redis error is logged (once a minute) and dropped.
+follows the channel. Publishing never blocks or fails the caller: messages are sent by a background thread,
+and a Redis error is logged (once a minute) and the messages dropped.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +37,7 @@ RECENT_SUFFIX = ":recent"
 RECENT_MAX = 1000
 _CONNECT_TIMEOUT_S = 2.0
 _WARN_EVERY_S = 60.0
+QUEUE_MAX = 10_000
 
 
 def is_redis_url(url: str) -> bool:
@@ -46,33 +51,80 @@ def encode(event: str, payload: dict[str, Any]) -> str:
 
 
 class RedisEventPublisher:
-    """Publishes events to ``channel`` and keeps the last :data:`RECENT_MAX` in ``channel + ":recent"``."""
+    """Publishes events to ``channel`` and keeps the last :data:`RECENT_MAX` in ``channel + ":recent"``.
+
+    :meth:`publish` only queues the message; a daemon thread sends it (started on first use, again in a forked
+    child), so an execution never waits on Redis. At most :data:`QUEUE_MAX` messages wait; beyond that they
+    are dropped with a warning. :meth:`flush` waits until the queue is empty (also run at interpreter exit).
+    """
 
     def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
         self.channel = channel
-        self._client = redis.Redis.from_url(
-            url, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_timeout=_CONNECT_TIMEOUT_S
-        )
-        self._last_warning = 0.0
+        self._url = url
+        self._client: redis.Redis | None = None
+        self._queue: queue.Queue[str] = queue.Queue(maxsize=QUEUE_MAX)
+        self._thread: threading.Thread | None = None
+        self._pid = -1
         self._lock = threading.Lock()
+        self._last_warning = 0.0
+        atexit.register(self.flush)
 
     def publish(self, event: str, payload: dict[str, Any]) -> None:
-        text = encode(event, payload)
+        self._ensure_thread()
         try:
-            with self._lock:  # one client, used from the command thread and the watchdog
-                pipe = self._client.pipeline(transaction=False)
-                pipe.publish(self.channel, text)
-                pipe.lpush(self.channel + RECENT_SUFFIX, text)
+            self._queue.put_nowait(encode(event, payload))
+        except queue.Full:
+            self._warn(f"more than {QUEUE_MAX} events wait for Redis; dropping {event}")
+
+    def flush(self, timeout_s: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._thread is not None and self._pid == os.getpid() and time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return
+            time.sleep(0.01)
+
+    def _ensure_thread(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = queue.Queue(maxsize=QUEUE_MAX)  # a forked child does not inherit the sender
+            self._client = redis.Redis.from_url(
+                self._url, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_timeout=_CONNECT_TIMEOUT_S
+            )
+            self._thread = threading.Thread(target=self._send_forever, name="event-publisher", daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+
+    def _send_forever(self) -> None:
+        events, client = self._queue, self._client
+        assert client is not None
+        while True:
+            batch = [events.get()]
+            while len(batch) < 100:
+                try:
+                    batch.append(events.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                pipe = client.pipeline(transaction=False)
+                for text in batch:
+                    pipe.publish(self.channel, text)
+                    pipe.lpush(self.channel + RECENT_SUFFIX, text)
                 pipe.ltrim(self.channel + RECENT_SUFFIX, 0, RECENT_MAX - 1)
                 pipe.execute()
-        except (redis.RedisError, OSError) as error:
-            now = time.monotonic()
-            if now - self._last_warning > _WARN_EVERY_S:
-                self._last_warning = now
-                logger.warning("cannot publish %s events to Redis: %s", event, error)
+            except (redis.RedisError, OSError) as error:
+                self._warn(f"cannot publish {len(batch)} events to Redis: {error}")
+            finally:
+                for _ in batch:
+                    events.task_done()
 
-    def close(self) -> None:
-        self._client.close()
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > _WARN_EVERY_S:
+            self._last_warning = now
+            logger.warning("%s", message)
 
 
 def forward(bus: EventBus, publisher: RedisEventPublisher) -> None:

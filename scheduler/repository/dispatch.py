@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from scheduler.publisher import Dispatch
@@ -110,8 +110,15 @@ class TaskAdvance:
 
 
 def advance_tasks(connection: Connection, advances: Sequence[TaskAdvance]) -> None:
-    """Write each task's ``next_run_at``, ``run_count``, ``last_run_at``, ``status`` in one executemany."""
+    """Write each task's ``next_run_at``, ``run_count``, ``last_run_at``, ``status`` and ``status_reason``.
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` (an executemany would cost a round trip per row);
+    SQLite, in process: an executemany.
+    """
     if not advances:
+        return
+    if connection.dialect.name == "postgresql":
+        _advance_unnest(connection, advances)
         return
     statement = (
         update(tasks)
@@ -124,19 +131,46 @@ def advance_tasks(connection: Connection, advances: Sequence[TaskAdvance]) -> No
             status_reason=bindparam("b_reason"),
         )
     )
+    rows = [
+        {
+            "b_id": a.task_id,
+            "b_next": a.next_run_at,
+            "b_runs": a.run_count,
+            "b_last": a.last_run_at,
+            "b_status": a.status,
+            "b_reason": a.status_reason,
+        }
+        for a in advances
+    ]
+    connection.execute(statement, rows)
+
+
+# One statement whatever the batch size, compiled once: the values travel as arrays.
+_ADVANCE_UNNEST = text(
+    """
+    UPDATE scheduled_tasks AS t
+    SET next_run_at = v.next_run_at, run_count = v.run_count, last_run_at = v.last_run_at,
+        status = v.status, status_reason = v.status_reason
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:next_run_at AS timestamptz[]), CAST(:run_count AS integer[]),
+        CAST(:last_run_at AS timestamptz[]), CAST(:status AS varchar[]), CAST(:status_reason AS text[])
+    ) AS v(id, next_run_at, run_count, last_run_at, status, status_reason)
+    WHERE t.id = v.id
+    """
+)
+
+
+def _advance_unnest(connection: Connection, advances: Sequence[TaskAdvance]) -> None:
     connection.execute(
-        statement,
-        [
-            {
-                "b_id": a.task_id,
-                "b_next": a.next_run_at,
-                "b_runs": a.run_count,
-                "b_last": a.last_run_at,
-                "b_status": a.status,
-                "b_reason": a.status_reason,
-            }
-            for a in advances
-        ],
+        _ADVANCE_UNNEST,
+        {
+            "ids": [a.task_id for a in advances],
+            "next_run_at": [a.next_run_at for a in advances],
+            "run_count": [a.run_count for a in advances],
+            "last_run_at": [a.last_run_at for a in advances],
+            "status": [a.status for a in advances],
+            "status_reason": [a.status_reason for a in advances],
+        },
     )
 
 

@@ -118,7 +118,7 @@ def _running(execution: OpenExecution) -> Any:
 
 
 def _log(connection: Connection, execution: OpenExecution, now: datetime, message: str) -> None:
-    values = {"execution_id": execution.id, "attempt": execution.attempt, "at": now, "level": "error"}
+    values = {"execution_id": execution.id, "attempt": execution.attempt, "at": now, "level": "ERROR"}
     connection.execute(insert(logs).values(message=message, **values))
 
 

@@ -13,12 +13,26 @@ fenced the same way: only the worker that holds the claim can record the outcome
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, LargeBinary, String, case, cast, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    String,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.models import Timestamp
@@ -101,6 +115,28 @@ class FinishedExecution:
 # ------------------------------------------------------------------------------------------------ clock
 
 
+@contextmanager
+def transaction(connection: Connection, *, durable: bool = True) -> Iterator[Connection]:
+    """One write transaction on an open connection (commit on success, roll back on any exception).
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front (as ``dispatch.write_transaction`` does), so
+    the transaction never fails to upgrade a read lock. PostgreSQL with ``durable=False``:
+    ``synchronous_commit`` is off for this transaction only, so the commit does not wait for the WAL flush.
+    Used for claims and heartbeats: if the database crashed in that window, the execution would be ``queued``
+    again and run again, which at-least-once delivery allows anyway. Outcomes are always committed durably.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif not durable:
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+    try:
+        yield connection
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
+
+
 def _is_postgres(connection: Connection) -> bool:
     return connection.dialect.name == "postgresql"
 
@@ -164,13 +200,10 @@ def _task_fields(connection: Connection, task_id: int | None) -> Mapping[Any, An
     return None if row is None else row._mapping
 
 
-def _claim(
-    connection: Connection, execution_id: int, worker: str, condition: Any, took_over: str | None
-) -> ClaimedExecution | None:
-    now = _now(connection)
-    statement = (
+def _claim_statement(now: Any, condition: Any) -> Any:
+    return (
         update(executions)
-        .where(executions.c.id == execution_id, condition)
+        .where(executions.c.id == bindparam("p_id"), condition)
         .values(
             status="running",
             # SET expressions read the old row: 'retrying' and a taken-over 'running' start the next attempt.
@@ -178,30 +211,49 @@ def _claim(
                 (executions.c.status.in_(("retrying", "running")), executions.c.attempt + 1),
                 else_=executions.c.attempt,
             ),
-            worker=worker,
+            worker=bindparam("p_worker"),
             started_at=now,
             heartbeat_at=now,
             finished_at=None,
         )
     )
+
+
+def _pg_claim_returning(statement: Any) -> Any:
+    """One statement: the task's fields and the log budget come back as correlated subqueries."""
+    extra = [
+        select(column).where(tasks.c.id == executions.c.task_id).scalar_subquery().label(f"t_{column.name}")
+        for column in _TASK_COLUMNS
+    ]
+    log_bytes = _log_bytes(executions.c.id, postgres=True).label("log_bytes")
+    return statement.returning(*_EXECUTION_COLUMNS, *extra, log_bytes)
+
+
+@functools.cache
+def _pg_claim() -> Any:
+    # Built once: constructing the statement costs more than running it (hot path).
+    return _pg_claim_returning(_claim_statement(func.now(), executions.c.status.in_(CLAIMABLE)))
+
+
+def _claim(
+    connection: Connection, execution_id: int, worker: str, condition: Any, took_over: str | None
+) -> ClaimedExecution | None:
+    """Run a claim; ``condition`` None is the ordinary claim (status pending, queued or retrying)."""
+    params = {"p_id": execution_id, "p_worker": worker}
     if _is_postgres(connection):
-        # One statement: the task's fields and the log budget come back as correlated subqueries.
-        extra = [
-            select(column)
-            .where(tasks.c.id == executions.c.task_id)
-            .scalar_subquery()
-            .label(f"t_{column.name}")
-            for column in _TASK_COLUMNS
-        ]
-        log_bytes = _log_bytes(executions.c.id, postgres=True).label("log_bytes")
-        row = connection.execute(statement.returning(*_EXECUTION_COLUMNS, *extra, log_bytes)).first()
+        statement = (
+            _pg_claim() if condition is None else _pg_claim_returning(_claim_statement(func.now(), condition))
+        )
+        row = connection.execute(statement, params).first()
         if row is None:
             return None
         c = row._mapping
         task = {column.name: c[f"t_{column.name}"] for column in _TASK_COLUMNS}
         return _claimed(c, task, c["log_bytes"], took_over)
     # SQLite renders RETURNING without table qualifiers, which breaks correlated subqueries: read separately.
-    row = connection.execute(statement.returning(*_EXECUTION_COLUMNS)).first()
+    condition = executions.c.status.in_(CLAIMABLE) if condition is None else condition
+    statement = _claim_statement(_now(connection), condition).returning(*_EXECUTION_COLUMNS)
+    row = connection.execute(statement, params).first()
     if row is None:
         return None
     used = connection.execute(select(_log_bytes(execution_id, postgres=False))).scalar_one()
@@ -212,7 +264,7 @@ def claim_execution(
     connection: Connection, execution_id: int, worker: str, *, stale_after: timedelta
 ) -> ClaimedExecution | None:
     """Claim the execution for ``worker`` (see the module docstring); ``None``: not claimable, do nothing."""
-    claimed = _claim(connection, execution_id, worker, executions.c.status.in_(CLAIMABLE), None)
+    claimed = _claim(connection, execution_id, worker, None, None)
     if claimed is not None:
         return claimed
     current = connection.execute(
@@ -287,11 +339,11 @@ def append_logs(connection: Connection, execution_id: int, attempt: int, lines: 
 # ------------------------------------------------------------------------------------------ completion
 
 
-def _task_values(status: OutcomeStatus, now: ColumnElement[Any]) -> dict[str, Any] | None:
+def _task_values(kind: str, now: Any) -> dict[str, Any] | None:
     """How a final outcome changes the task: failures count up and may auto-pause it; success resets them."""
-    if status == "completed":
+    if kind == "completed":
         return {"consecutive_failures": 0, "last_run_at": now}
-    if status not in ("failed", "timed_out"):
+    if kind != "failure":
         return None
     failures = tasks.c.consecutive_failures + 1
     pauses = (
@@ -325,6 +377,66 @@ def _finished(status: str, task: Any) -> FinishedExecution:
     return FinishedExecution(status=status, consecutive_failures=failures, task_paused=paused)
 
 
+def _outcome_kind(status: OutcomeStatus) -> str:
+    return "failure" if status in ("failed", "timed_out") else status
+
+
+def _finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any:
+    """The completion statement of one kind of outcome, with bind parameters ``p_*``."""
+    values: dict[str, Any] = {
+        "status": bindparam("p_status"),
+        "duration_ms": bindparam("p_duration"),
+        "reason": bindparam("p_reason"),
+        "error": bindparam("p_error"),
+    }
+    if kind == "retrying":
+        values["enqueued_at"] = now
+    else:
+        values.update(finished_at=now, result=bindparam("p_result", type_=executions.c.result.type))
+    execution_update = (
+        update(executions)
+        .where(
+            executions.c.id == bindparam("p_id"),
+            executions.c.status == "running",
+            executions.c.worker == bindparam("p_worker"),
+        )
+        .values(values)
+    )
+    task_values = _task_values(kind, now) if has_task else None
+    if task_values is None:
+        return execution_update, None
+    task_columns = (tasks.c.id, tasks.c.status, tasks.c.status_reason, tasks.c.consecutive_failures)
+    if not postgres:
+        task_update = (
+            update(tasks)
+            .where(tasks.c.id == bindparam("p_task"))
+            .values(task_values)
+            .returning(*task_columns)
+        )
+        return execution_update, task_update
+    # PostgreSQL: one statement, the task update fed by the execution update's RETURNING.
+    finished = execution_update.returning(executions.c.id, executions.c.task_id).cte("finished")
+    task_update_cte = (
+        update(tasks)
+        .where(tasks.c.id == finished.c.task_id)
+        .values(task_values)
+        .returning(*task_columns)
+        .cte("task_update")
+    )
+    combined = select(
+        finished.c.id,
+        task_update_cte.c.status,
+        task_update_cte.c.status_reason,
+        task_update_cte.c.consecutive_failures,
+    ).select_from(finished.outerjoin(task_update_cte, task_update_cte.c.id == finished.c.task_id))
+    return combined, None
+
+
+_pg_finish_statement = functools.cache(
+    lambda kind, has_task: _finish_statement(func.now(), kind, has_task, True)
+)
+
+
 def finish_execution(
     connection: Connection,
     claim: ClaimedExecution,
@@ -343,49 +455,31 @@ def finish_execution(
     (``status`` ``paused`` with a reason once ``consecutive_failures`` reaches ``auto_pause_after``).
     On PostgreSQL this is one statement.
     """
-    now = _now(connection)
-    values: dict[str, Any] = {"status": status, "duration_ms": duration_ms, "reason": reason}
-    if status == "retrying":
-        values.update(enqueued_at=now, error=error)
-    else:
-        values.update(finished_at=now, result=result, error=None if status == "completed" else error)
-    execution_update = (
-        update(executions)
-        .where(
-            executions.c.id == claim.id,
-            executions.c.status == "running",
-            executions.c.worker == claim.worker,
-        )
-        .values(values)
-    )
-    task_values = _task_values(status, now) if claim.task_id is not None else None
-    task_columns = (tasks.c.id, tasks.c.status, tasks.c.status_reason, tasks.c.consecutive_failures)
-    if _is_postgres(connection) and task_values is not None:
-        finished = execution_update.returning(executions.c.id, executions.c.task_id).cte("finished")
-        task_update = (
-            update(tasks)
-            .where(tasks.c.id == finished.c.task_id)
-            .values(task_values)
-            .returning(*task_columns)
-            .cte("task_update")
-        )
-        row = connection.execute(
-            select(
-                finished.c.id,
-                task_update.c.status,
-                task_update.c.status_reason,
-                task_update.c.consecutive_failures,
-            ).select_from(finished.outerjoin(task_update, task_update.c.id == finished.c.task_id))
-        ).first()
+    kind = _outcome_kind(status)
+    has_task = claim.task_id is not None and kind in ("completed", "failure")
+    params: dict[str, Any] = {
+        "p_id": claim.id,
+        "p_worker": claim.worker,
+        "p_status": status,
+        "p_duration": duration_ms,
+        "p_reason": reason,
+        "p_error": None if status == "completed" else error,
+        "p_task": claim.task_id,
+    }
+    if kind != "retrying":
+        params["p_result"] = result
+    if _is_postgres(connection):
+        statement, _ = _pg_finish_statement(kind, has_task)
+        if not has_task:
+            return _finished(status, None) if connection.execute(statement, params).rowcount == 1 else None
+        row = connection.execute(statement, params).first()
         return None if row is None else _finished(status, row)
-    if connection.execute(execution_update).rowcount != 1:
+    execution_update, task_update = _finish_statement(_now(connection), kind, has_task, False)
+    if connection.execute(execution_update, params).rowcount != 1:
         return None
-    if task_values is None:
+    if task_update is None:
         return _finished(status, None)
-    task = connection.execute(
-        update(tasks).where(tasks.c.id == claim.task_id).values(task_values).returning(*task_columns)
-    ).first()
-    return _finished(status, task)
+    return _finished(status, connection.execute(task_update, params).first())
 
 
 def load_task(connection: Connection, task_id: int) -> Task | None:

@@ -1,0 +1,237 @@
+"""Health of the fleet, for ``systemprompt scheduler:health`` and container probes.
+
+Four checks, each a :class:`CheckResult` ``(name, ok, detail)``:
+
+- ``database``: the database answers ``SELECT 1`` and its schema is this version's (else: run
+  ``scheduler:migrate``);
+- ``broker``: a kombu connection to the broker opens within :data:`BROKER_TIMEOUT_S`;
+- ``planner``: some planner holds an unexpired lease (a ``scheduler_leases`` row with ``expires_at`` after the
+  database's ``now()``), whoever it is: a standby is healthy when *a* leader exists;
+- ``workers``: at least one Celery worker answers a remote-control ping within :data:`PING_TIMEOUT_S`.
+
+Every check is bounded in time (connect timeouts, a 1 s ping), so a probe with a 10 s timeout gets an answer.
+A check never raises: what went wrong is its ``detail``. Nothing here writes anything. Celery and kombu are
+imported inside the checks that need them, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from scheduler.db import make_engine
+from scheduler.models import LeaseRow
+from scheduler.records import as_utc
+from scheduler.settings import Settings
+
+CHECKS = ("database", "broker", "planner", "workers")
+DATABASE_TIMEOUT_S = 3
+BROKER_TIMEOUT_S = 2.0
+PING_TIMEOUT_S = 1.0
+
+
+class CheckResult(NamedTuple):
+    """One check's answer: ``name`` (one of :data:`CHECKS`), ``ok``, and a one-line ``detail``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _one_line(error: BaseException) -> str:
+    # A SQLAlchemy error's driver error says it without the class prefix and the link to the docs.
+    error = getattr(error, "orig", None) or error
+    text_ = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text_ or type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------- database
+
+
+def probe_engine(settings: Settings) -> Engine:
+    """An engine on the configured database whose connection attempts give up after a few seconds.
+
+    (libpq waits forever for an unanswering host by default; a probe must answer before its own timeout.)
+    """
+    url = make_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite":
+        return create_engine(url)  # not make_engine: a probe must not create folders or switch journal modes
+    if "connect_timeout" not in url.query:
+        url = url.update_query_dict({"connect_timeout": str(DATABASE_TIMEOUT_S)})
+    return make_engine(url.render_as_string(hide_password=False))
+
+
+def check_database(engine: Engine) -> CheckResult:
+    """The database answers and its schema revision is the code's head revision."""
+    from scheduler.schema import current_revision, head_revision
+
+    database = engine.url.database
+    is_file = engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+    if is_file and not Path(str(database)).is_file():
+        return CheckResult("database", False, f"no database file at {database} (nothing ran here yet)")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        current, head = current_revision(engine), head_revision()
+    except Exception as error:
+        return CheckResult("database", False, f"unreachable: {_one_line(error)}")
+    if current != head:
+        found = "no schema" if current is None else f"schema {current}"
+        return CheckResult(
+            "database", False, f"{found}, this version needs {head}: run 'systemprompt scheduler:migrate'"
+        )
+    return CheckResult("database", True, f"reachable, schema {head}")
+
+
+def check_planner(engine: Engine) -> CheckResult:
+    """Some planner holds an unexpired lease by the database clock (a standby is not required)."""
+    from scheduler.repository.clock import db_now
+
+    leases = LeaseRow.__table__
+    try:
+        with engine.connect() as connection:
+            now = db_now(connection)
+            rows = connection.execute(
+                select(leases.c.name, leases.c.holder, leases.c.term, leases.c.expires_at).order_by(
+                    leases.c.expires_at.desc()
+                )
+            ).all()
+    except Exception as error:
+        return CheckResult("planner", False, f"cannot read the lease: {_one_line(error)}")
+    live = [row for row in rows if _after(row.expires_at, now)]
+    if live:
+        shown = ", ".join(
+            f"{row.name}: {row.holder} (term {row.term}, {_seconds(row.expires_at, now):.1f} s left)"
+            for row in live
+        )
+        return CheckResult("planner", True, f"leading: {shown}")
+    if not rows:
+        return CheckResult("planner", False, "no planner has ever held the lease: start 'scheduler:planner'")
+    latest = rows[0]
+    ago = -_seconds(latest.expires_at, now)
+    return CheckResult(
+        "planner", False, f"no planner holds the lease (last: {latest.holder}, expired {ago:.0f} s ago)"
+    )
+
+
+def _after(value: datetime, now: datetime) -> bool:
+    aware = as_utc(value)
+    return aware is not None and aware > now
+
+
+def _seconds(value: datetime, now: datetime) -> float:
+    aware = as_utc(value)
+    assert aware is not None
+    return (aware - now).total_seconds()
+
+
+# ----------------------------------------------------------------------------------------------- broker
+
+
+def check_broker(settings: Settings, *, timeout_s: float = BROKER_TIMEOUT_S) -> CheckResult:
+    """A kombu connection to the configured broker opens (one attempt, ``timeout_s`` to connect)."""
+    from kombu.connection import Connection
+
+    from celeryconfig import build_config
+
+    config = build_config(settings)
+    options = dict(config["broker_transport_options"])
+    if "socket_connect_timeout" in options:
+        options["socket_connect_timeout"] = timeout_s
+        options["socket_timeout"] = timeout_s
+    try:
+        with Connection(  # type: ignore[no-untyped-call]
+            config["broker_url"], transport_options=options, connect_timeout=timeout_s
+        ) as conn:
+            conn.ensure_connection(max_retries=0, timeout=timeout_s)
+            transport = conn.transport_cls
+    except Exception as error:
+        return CheckResult("broker", False, f"unreachable: {_one_line(error)}")
+    return CheckResult("broker", True, f"reachable ({transport})")
+
+
+# ---------------------------------------------------------------------------------------------- workers
+
+
+def check_workers(
+    settings: Settings, *, timeout_s: float = PING_TIMEOUT_S, app: Any = None, broker_checked: bool = False
+) -> CheckResult:
+    """At least one Celery worker of this app answers ``app.control.ping(timeout=timeout_s)``.
+
+    Checks the broker first (a ping through a dead broker would retry instead of answering), unless
+    ``broker_checked`` says the caller just did. ``app``: a Celery app (default
+    ``workers.app.create_app(settings)``).
+    """
+    if not broker_checked:
+        broker = check_broker(settings)
+        if not broker.ok:
+            return CheckResult("workers", False, f"cannot ping: broker {broker.detail}")
+    if app is None:
+        from workers.app import create_app
+
+        app = create_app(settings)
+    try:
+        replies = app.control.ping(timeout=timeout_s) or []
+    except Exception as error:
+        return CheckResult("workers", False, f"ping failed: {_one_line(error)}")
+    nodes = sorted(name for reply in replies for name in reply)
+    if not nodes:
+        return CheckResult("workers", False, f"no worker answered a ping within {timeout_s:g} s")
+    shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+    return CheckResult("workers", True, f"{len(nodes)} answered: {shown}")
+
+
+# ------------------------------------------------------------------------------------------------ all
+
+
+def parse_checks(text_: str | Iterable[str]) -> tuple[str, ...]:
+    """``"database,broker"`` (or names) as check names in :data:`CHECKS` order; ValueError for an unknown."""
+    parts = text_.split(",") if isinstance(text_, str) else list(text_)
+    names = {part.strip().lower() for part in parts if part.strip()}
+    unknown = sorted(names - set(CHECKS))
+    if unknown:
+        raise ValueError(f"unknown check(s): {', '.join(unknown)} (choose from {', '.join(CHECKS)})")
+    if not names:
+        raise ValueError(f"no check named (choose from {', '.join(CHECKS)})")
+    return tuple(name for name in CHECKS if name in names)
+
+
+def run_checks(settings: Settings, names: Sequence[str] = CHECKS) -> list[CheckResult]:
+    """Run the checks ``names`` (in :data:`CHECKS` order) against ``settings``' database and broker.
+
+    A check that depends on another which just failed is reported failed without trying (``planner`` after
+    ``database``, ``workers`` after ``broker``), so a probe names every failure yet stays fast.
+    """
+    wanted = [name for name in CHECKS if name in names]
+    results: dict[str, CheckResult] = {}
+    engine: Engine | None = None
+
+    def database_engine() -> Engine:
+        nonlocal engine
+        if engine is None:
+            engine = probe_engine(settings)
+        return engine
+
+    runners: dict[str, Callable[[], CheckResult]] = {
+        "database": lambda: check_database(database_engine()),
+        "broker": lambda: check_broker(settings),
+        "planner": lambda: check_planner(database_engine()),
+        "workers": lambda: check_workers(settings, broker_checked="broker" in results),
+    }
+    depends_on = {"planner": "database", "workers": "broker"}
+    try:
+        for name in wanted:
+            before = results.get(depends_on.get(name, ""))
+            if before is not None and not before.ok:
+                results[name] = CheckResult(name, False, f"not checked: the {before.name} check failed")
+                continue
+            results[name] = runners[name]()
+    finally:
+        if engine is not None:
+            engine.dispose()
+    return [results[name] for name in wanted]

@@ -1,0 +1,95 @@
+"""``Planner.run_forever``: ticks until stopped, outlives database and broker outages, releases the lease."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from planner_support import (
+    RecordingPublisher,
+    ago,
+    executions_of,
+    make_service,
+    make_settings,
+    now_of,
+    set_task,
+)
+from sqlalchemy import Engine
+
+from scheduler.db import make_engine
+from scheduler.lease import read_lease
+from scheduler.planner import Planner
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_the_loop_dispatches_due_work_and_releases_the_lease_when_stopped(engine: Engine) -> None:
+    settings = make_settings(tick_interval=50)
+    task = make_service(engine, settings).create_task(name="looped", command="test:echo", schedule="1h")
+    slot = ago(engine, seconds=1)
+    set_task(engine, task.id, next_run_at=slot, anchor_at=slot)
+    publisher = RecordingPublisher()
+    planner = Planner(engine, settings, publisher, holder="looper")
+    stop = threading.Event()
+    thread = threading.Thread(target=planner.run_forever, args=(stop,))
+    thread.start()
+    try:
+        assert _wait_for(lambda: len(publisher.ids) == 1)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert [r.status for r in executions_of(engine, task.id)] == ["queued"]
+    with engine.connect() as connection:
+        lease = read_lease(connection)
+    assert lease is not None and lease.holder == "looper" and lease.expires_at <= now_of(engine)
+
+
+def test_the_loop_keeps_running_while_the_database_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
+    unreachable = make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/nothing")
+    planner = Planner(unreachable, make_settings(tick_interval=50), RecordingPublisher())
+    stop = threading.Event()
+    thread = threading.Thread(target=planner.run_forever, args=(stop,))
+    with caplog.at_level(logging.ERROR, logger="scheduler.planner"):
+        thread.start()
+        time.sleep(1.5)
+        assert thread.is_alive()
+        stop.set()
+        thread.join(timeout=15)
+    assert not thread.is_alive()
+    failures = [r.getMessage() for r in caplog.records if "tick failed" in r.getMessage()]
+    assert len(failures) == 1  # one line for the outage, not one per retry
+    assert all("\n" not in line for line in failures)
+    unreachable.dispose()
+
+
+def test_a_broker_outage_is_logged_once_and_nothing_is_lost(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tick_interval=50)
+    task = make_service(engine, settings).create_task(name="outage", command="test:echo", schedule="1h")
+    slot = ago(engine, seconds=1)
+    set_task(engine, task.id, next_run_at=slot, anchor_at=slot)
+    publisher = RecordingPublisher()
+    publisher.fail = True
+    planner = Planner(engine, settings, publisher)
+
+    with caplog.at_level(logging.ERROR, logger="scheduler.planner"):
+        for _ in range(5):
+            planner.tick()
+    assert sum("publishing failed" in r.getMessage() for r in caplog.records) == 1
+    assert [r.status for r in executions_of(engine, task.id)] == ["pending"]
+
+    publisher.fail = False
+    planner.tick()
+    assert [r.status for r in executions_of(engine, task.id)] == ["queued"]
