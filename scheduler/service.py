@@ -224,9 +224,15 @@ class SchedulerService(ServiceReads):
         """
         if data is not None:
             raise InvalidField("data", "per-run data is not supported; update the task's data instead")
-        execution = self._insert_manual_run(ref)
+        task, execution = self._insert_manual_run(ref)
         if self.publisher is not None:
-            dispatch = Dispatch(execution.id, execution.queue, execution.command, execution.task_name)
+            dispatch = Dispatch(
+                execution.id,
+                execution.queue,
+                execution.command,
+                execution.task_name,
+                timeout_s=task.timeout_ms / 1000,
+            )
             try:
                 self.publisher.publish([dispatch])
             except BrokerUnavailable as error:
@@ -240,7 +246,7 @@ class SchedulerService(ServiceReads):
             return self._wait_until_finished(execution.id, timeout_s)
         return self.get_execution(execution.id)
 
-    def _insert_manual_run(self, ref: TaskRef) -> Execution:
+    def _insert_manual_run(self, ref: TaskRef) -> tuple[Task, Execution]:
         for attempt in range(MANUAL_SLOT_ATTEMPTS):
             try:
                 with self._write() as connection:
@@ -252,7 +258,7 @@ class SchedulerService(ServiceReads):
                         "scheduled_for": execution.to_json()["scheduled_for"],
                     }
                     self._audit(connection, [AuditRecord("run", task.id, task.name, None, after)], now)
-                return execution
+                return task, execution
             except exc.IntegrityError:  # the same (task, slot) within one clock tick: take the next tick
                 if attempt == MANUAL_SLOT_ATTEMPTS - 1:
                     raise

@@ -313,7 +313,9 @@ def test_validate_schedule_lists_fire_times_without_storing_anything(
 def test_run_now_publishes_and_marks_the_execution_queued(engine: Engine) -> None:
     publisher = RecordingPublisher()
     service = make_service(engine, publisher)
-    task = service.create_task(name="job", command="test:echo", retries=2, queue="batch", data={"token": "t"})
+    task = service.create_task(
+        name="job", command="test:echo", retries=2, queue="batch", data={"token": "t"}, timeout_ms=90_000
+    )
     before = now_of(engine)
     execution = service.run_task_now("job")
     assert (execution.status, execution.trigger, execution.attempt, execution.max_attempts) == (
@@ -324,7 +326,7 @@ def test_run_now_publishes_and_marks_the_execution_queued(engine: Engine) -> Non
     )  # fmt: skip
     assert before <= execution.scheduled_for <= now_of(engine)
     assert execution.enqueued_at is not None and execution.enqueued_at >= execution.scheduled_for
-    assert publisher.published == [Dispatch(execution.id, "batch", "test:echo", "job")]
+    assert publisher.published == [Dispatch(execution.id, "batch", "test:echo", "job", timeout_s=90.0)]
     with engine.connect() as connection:
         row = connection.execute(select(audit).order_by(audit.c.id.desc()).limit(1)).one()
     assert (row.action, row.actor, row.task_id, row.before) == ("run", "ops", task.id, None)
