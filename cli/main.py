@@ -6,17 +6,22 @@ Importing this module imports click and the verb definitions only; each verb imp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import click
 
 from cli.admin import ADMIN_COMMANDS
-from cli.context import PROG_NAME, RootGroup
+from cli.context import PROG_NAME, RootGroup, get_settings
 from cli.engine import ENGINE_COMMANDS
+from cli.operations import OPERATIONS_COMMANDS
 from cli.reports import REPORT_COMMANDS
 from cli.tasks import TASK_COMMANDS
 
 PREFIX = "scheduler:"
+# Verbs that run until stopped: their logs go through scheduler.log_setup (SCHEDULER_LOG_FORMAT, _LEVEL).
+LONG_RUNNING = frozenset({"planner", "worker", "serve", "flower"})
 
 EPILOG = """\b
 Configuration: module.yaml (or $SCHEDULER_CONFIG_FILE) and SCHEDULER_* variables,
@@ -31,6 +36,24 @@ def verb_name(command: click.Command) -> str:
     """The bare verb (``list``) of a command, whether or not it was named with the prefix."""
     name = command.name or ""
     return name.removeprefix(PREFIX)
+
+
+def with_log_setup(command: click.Command) -> click.Command:
+    """Make ``command`` call :func:`scheduler.log_setup.configure_logging` first (idempotent)."""
+    callback = command.callback
+    if callback is None or getattr(callback, "_configures_logging", False):
+        return command
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from scheduler.log_setup import configure_logging
+
+        configure_logging(get_settings(click.get_current_context()))
+        return callback(*args, **kwargs)
+
+    run._configures_logging = True  # type: ignore[attr-defined]
+    command.callback = run
+    return command
 
 
 def build_cli(verbs: Iterable[click.Command]) -> click.Group:
@@ -48,6 +71,8 @@ def build_cli(verbs: Iterable[click.Command]) -> click.Group:
     )
     for command in verbs:
         name = verb_name(command)
+        if name in LONG_RUNNING:
+            with_log_setup(command)
         root.add_command(command, name=PREFIX + name)
         sub.add_command(command, name=name)
     root.add_command(sub)
@@ -55,7 +80,7 @@ def build_cli(verbs: Iterable[click.Command]) -> click.Group:
 
 
 def _all_verbs() -> Sequence[click.Command]:
-    return [*TASK_COMMANDS, *REPORT_COMMANDS, *ADMIN_COMMANDS, *ENGINE_COMMANDS]
+    return [*TASK_COMMANDS, *REPORT_COMMANDS, *ADMIN_COMMANDS, *ENGINE_COMMANDS, *OPERATIONS_COMMANDS]
 
 
 cli = build_cli(_all_verbs())

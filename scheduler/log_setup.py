@@ -136,6 +136,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = f"{iso_time(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         fields = record_fields(record)
+        if record.name.startswith("celery."):
+            fields.pop("data", None)  # Celery's message is already formatted from it (JSON lines keep it)
         if fields:
             shown = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
             line = f"{line} [{shown}]"

@@ -1,0 +1,199 @@
+"""Verbs for operators: health (a probe that answers with its exit code) and flower (the Celery monitor)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from cli.context import get_settings
+from cli.options import format_option
+from cli.render import Column, print_json, print_table
+from scheduler.errors import ConfigError
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from scheduler.health import CheckResult
+    from scheduler.settings import Settings
+
+CHECK_NAMES = ("database", "broker", "planner", "workers")  # scheduler.health.CHECKS, without importing it
+DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
+DEFAULT_FLOWER_PORT = 5555
+
+
+# ------------------------------------------------------------------------------------------------ health
+
+
+def _parse_check_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    from scheduler.health import parse_checks
+
+    if value is None:
+        return CHECK_NAMES
+    try:
+        return parse_checks(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _complete_checks(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of ``--check a,b,<TAB>``: the names not given yet."""
+    from click.shell_completion import CompletionItem
+
+    done, _, last = incomplete.rpartition(",")
+    given = {name.strip() for name in done.split(",")}
+    prefix = f"{done}," if done else ""
+    return [
+        CompletionItem(prefix + name) for name in CHECK_NAMES if name.startswith(last) and name not in given
+    ]
+
+
+@click.command("health")
+@click.option(
+    "--check",
+    "checks",
+    metavar="NAMES",
+    callback=_parse_check_option,
+    shell_complete=_complete_checks,
+    help=f"Comma-separated subset of: {', '.join(CHECK_NAMES)} [default: all].",
+)
+@format_option
+@click.pass_context
+def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> int:
+    """Check the database, the broker, a leading planner and a worker; exit 0 if all answer, 1 if not.
+
+    For container and Kubernetes probes: each check is bounded (a few seconds to connect, a 1 s worker
+    ping), and a failure is named on stderr ('error: unhealthy: broker (...)'). 'planner' passes when any
+    planner holds an unexpired lease, so a standby planner is healthy too. A process that needs only some
+    services checks those: --check database,broker.
+
+    JSON: {ok, checks: [{name, ok, detail}]}.
+    """
+    from scheduler.health import run_checks
+
+    results = run_checks(get_settings(ctx), checks)
+    healthy = all(result.ok for result in results)
+    if output_format == "json":
+        print_json(
+            {"ok": healthy, "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results]}
+        )
+    else:
+        columns = (Column("name", "check"), Column("ok", "status", show=_status), Column("detail"))
+        print_table(results, columns)
+    if healthy:
+        return 0
+    click.echo(f"error: unhealthy: {_failures(results)}", err=True)
+    return 1
+
+
+def _status(ok: bool) -> str:
+    return "ok" if ok else "FAILED"
+
+
+def _failures(results: Sequence[CheckResult]) -> str:
+    return "; ".join(f"{result.name} ({result.detail})" for result in results if not result.ok)
+
+
+# ------------------------------------------------------------------------------------------------ flower
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``); '' (every interface) is not."""
+    host = address.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name might resolve anywhere: treat it as public
+
+
+def basic_auth_value(settings: Settings) -> str | None:
+    """``settings.flower_basic_auth`` checked as ``user:password[,user:password...]``; ConfigError if not."""
+    value = settings.flower_basic_auth
+    if value is None or not value.strip():
+        return None
+    for entry in value.split(","):
+        user, colon, password = entry.partition(":")
+        if not (colon and user.strip() and password):
+            raise ConfigError(
+                "invalid setting flower_basic_auth (SCHEDULER_FLOWER_BASIC_AUTH): expected user:password "
+                "(several separated by commas)"
+            )
+    return value
+
+
+def _option_name(arg: str) -> str:
+    return arg.lstrip("-").partition("=")[0].replace("-", "_")
+
+
+def _check_flower_args(args: Sequence[str]) -> None:
+    """Unknown Flower options are an error here (Flower itself would drop them silently)."""
+    from flower.command import is_flower_option
+
+    for arg in args:
+        if not arg.startswith("--"):
+            raise click.UsageError(f"Flower options take the form --name=value; got {arg!r}")
+        if not is_flower_option(arg):
+            raise click.UsageError(f"unknown Flower option {arg.partition('=')[0]}")
+
+
+def flower_argv(settings: Settings, address: str, port: int, flower_args: Sequence[str]) -> list[str]:
+    """The ``celery`` command line (without the program) that runs Flower with these options.
+
+    Raises :class:`ConfigError` (exit 2) when ``address`` is not loopback and no authentication is set.
+    """
+    auth = basic_auth_value(settings)
+    passed = {_option_name(arg) for arg in flower_args}
+    authenticated = auth is not None or bool(passed & {"basic_auth", "auth"})
+    if not is_loopback(address) and not authenticated:
+        shown = address or "every interface"
+        raise ConfigError(
+            f"refusing to serve Flower on {shown} without authentication: set "
+            "SCHEDULER_FLOWER_BASIC_AUTH=user:password, or listen on --address=127.0.0.1"
+        )
+    argv = ["flower", f"--address={address}", f"--port={port}"]
+    if auth is not None and "basic_auth" not in passed:
+        argv.append(f"--basic-auth={auth}")
+    if "logging" not in passed:
+        argv.append(f"--logging={settings.log_level.strip().lower()}")
+    return [*argv, *flower_args]
+
+
+@click.command("flower", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--address",
+    default=DEFAULT_FLOWER_ADDRESS,
+    show_default=True,
+    help="Interface to listen on. Anything but loopback requires SCHEDULER_FLOWER_BASIC_AUTH.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=DEFAULT_FLOWER_PORT, show_default=True, metavar="PORT"
+)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def flower(ctx: click.Context, address: str, port: int, flower_args: tuple[str, ...]) -> int:
+    """Run Flower, the Celery monitor, on this scheduler's broker.
+
+    Flower shows each execution as '<command> [<task name>]' with the execution id as its argument. Basic
+    auth comes from SCHEDULER_FLOWER_BASIC_AUTH (user:password); without it Flower may listen on loopback
+    only. Further arguments go to Flower as --name=value (e.g. --max-tasks=50000 --url-prefix=flower; see
+    'celery flower --help'). Stops on Ctrl-C or SIGTERM.
+    """
+    settings = get_settings(ctx)
+    argv = flower_argv(settings, address, port, flower_args)
+    _check_flower_args(flower_args)
+    from workers.app import create_app
+
+    app = create_app(settings)
+    try:
+        code = app.start(argv)
+    except OSError as error:  # the port is taken, the address is not ours, ...
+        detail = error.strerror or str(error)
+        raise click.ClickException(f"Flower cannot listen on {address}:{port}: {detail}") from None
+    return code if isinstance(code, int) else 0
+
+
+OPERATIONS_COMMANDS: tuple[click.Command, ...] = (health, flower)
