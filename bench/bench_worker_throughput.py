@@ -1,0 +1,263 @@
+"""No-op executions per second through one worker (prefork, 2 processes), beside raw Celery, same settings.
+
+    .venv/bin/python bench/bench_worker_throughput.py [--count 1000] [--runs 3]
+
+Needs PostgreSQL and Redis (``SCHEDULER_TEST_PG_URL``, ``SCHEDULER_TEST_REDIS_URL``; default: local ones).
+
+- **scheduler**: ``count`` queued executions of a ``bench:noop`` task are inserted (not timed), then
+  published through :class:`workers.publisher.CeleryPublisher` in batches of 500 as the planner's relay
+  does; the clock stops when the last one is ``completed`` in PostgreSQL. Each one costs the worker a claim,
+  a completion and two task events on Redis pub/sub, plus Celery's own work.
+- **raw Celery**: ``count`` messages of a task whose body is one Redis ``INCR`` (how the bench sees it
+  finish), on a worker with the same Celery settings (``celeryconfig.build_config``: acks late, prefetch 1,
+  events on); the clock stops when the counter reaches ``count``.
+
+Both workers are started and warmed up before timing; each run uses a fresh queue. Prints the median of
+``runs`` for both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(HERE)]
+
+PG_ADMIN_URL = os.environ.get(
+    "SCHEDULER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MODE_ENV = "BENCH_WORKER_MODE"
+COUNTER_ENV = "BENCH_COUNTER_KEY"
+BATCH = 500
+
+
+# ----------------------------------------------------------------------------- the workers' -A module
+
+
+def _raw_app() -> Any:
+    import redis
+    from celery import Celery
+
+    from celeryconfig import build_config
+    from scheduler.settings import load_settings
+
+    raw = Celery("raw-bench", set_as_current=False)
+    raw.config_from_object(build_config(load_settings().settings))
+    client = redis.Redis.from_url(REDIS_URL)
+    key = os.environ.get(COUNTER_ENV, "bench:unused")
+
+    @raw.task(name="bench.noop")  # type: ignore[untyped-decorator]
+    def noop() -> None:
+        client.incr(key)
+
+    return raw
+
+
+def _register_noop() -> None:
+    from workers.commands import CommandContext, command
+
+    @command("bench:noop", "Do nothing (benchmark).")
+    def noop(ctx: CommandContext) -> None:
+        return None
+
+
+def __getattr__(name: str) -> Any:
+    if name != "app":
+        raise AttributeError(name)
+    if os.environ.get(MODE_ENV) == "raw":
+        return _raw_app()
+    _register_noop()
+    from workers import app as app_module
+
+    return app_module.app
+
+
+# ---------------------------------------------------------------------------------------------- bench
+
+
+def start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        str(Path(sys.executable).with_name("celery")), "-A", Path(__file__).stem, "worker", "-P", "prefork",
+        "-c", "2", "-Q", queue, "-n", f"{queue}@%h", "--without-mingle", "--without-gossip", "-l", "WARNING",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=HERE, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return process
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {what} did not happen within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def bench_raw(count: int, runs: int, workdir: Path) -> list[float]:
+    import redis
+    from celery import Celery
+
+    from celeryconfig import build_config
+    from scheduler.settings import Settings
+
+    client = redis.Redis.from_url(REDIS_URL)
+    results = []
+    for run in range(runs + 1):  # run 0 warms up
+        queue, key = f"bench-raw-{uuid.uuid4().hex[:8]}", f"bench:{uuid.uuid4().hex}"
+        env = dict(os.environ, **{MODE_ENV: "raw", COUNTER_ENV: key, "SCHEDULER_BROKER_URL": REDIS_URL})
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)])
+        worker = start_worker(env, queue, workdir / f"raw-{run}.log")
+        try:
+            sender = Celery("raw-sender", set_as_current=False)
+            sender.config_from_object(build_config(Settings(broker_url=REDIS_URL, default_queue=queue)))
+            sender.send_task("bench.noop", queue=queue)
+            wait_until(lambda key=key: int(client.get(key) or 0) >= 1, 60, "the raw worker start")
+            client.set(key, 0)
+            n = count if run else min(count, 200)
+            started = time.monotonic()
+            with sender.producer_or_acquire() as producer:
+                for _ in range(n):
+                    sender.send_task("bench.noop", queue=queue, producer=producer)
+            wait_until(lambda key=key, n=n: int(client.get(key) or 0) >= n, 600, "the raw run")
+            elapsed = time.monotonic() - started
+        finally:
+            stop_worker(worker)
+            client.delete(key)
+        if run:
+            results.append(n / elapsed)
+            print(f"raw celery run {run}: {n} tasks in {elapsed:.2f} s = {n / elapsed:.0f}/s", flush=True)
+    return results
+
+
+def bench_scheduler(count: int, runs: int, workdir: Path) -> list[float]:
+    from sqlalchemy import func, insert, select, text
+
+    from scheduler.db import make_engine
+    from scheduler.publisher import Dispatch
+    from scheduler.repository.tables import executions
+    from scheduler.schema import upgrade
+    from scheduler.service import SchedulerService
+    from scheduler.settings import Settings
+    from workers.app import create_app
+    from workers.publisher import CeleryPublisher
+
+    _register_noop()
+    admin = make_engine(PG_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
+    database = f"bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
+    url = admin.url.set(database=database).render_as_string(hide_password=False)
+    results = []
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+        for run in range(runs + 1):
+            queue = f"bench-sched-{uuid.uuid4().hex[:8]}"
+            settings = Settings(database_url=url, broker_url=REDIS_URL, default_queue=queue)
+            service = SchedulerService.from_settings(settings, actor="bench")
+            task = service.create_task(name=queue, command="bench:noop", queue=queue, retries=0)
+            env = dict(os.environ, SCHEDULER_DATABASE_URL=url, SCHEDULER_BROKER_URL=REDIS_URL)
+            env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)])
+            env.pop(MODE_ENV, None)
+            worker = start_worker(env, queue, workdir / f"sched-{run}.log")
+            publisher = CeleryPublisher(create_app(settings))
+            n = count if run else min(count, 200)
+            try:
+                warm = service.run_task_now(task.id)
+                publisher.publish([Dispatch(warm.id, queue, "bench:noop", task.name)])
+                wait_until(
+                    lambda warm=warm, service=service: service.get_execution(warm.id).status == "completed",
+                    60,
+                    "start",
+                )
+                with engine.begin() as connection:
+                    rows = [
+                        {
+                            "task_id": task.id,
+                            "task_name": task.name,
+                            "command": "bench:noop",
+                            "scheduled_for": func.now() + text(f"interval '{i + 1} microseconds'"),
+                            "trigger": "manual",
+                            "status": "queued",
+                            "attempt": 1,
+                            "max_attempts": 1,
+                            "queue": queue,
+                        }
+                        for i in range(n)
+                    ]
+                    ids = [
+                        row.id
+                        for row in connection.execute(
+                            insert(executions).values(rows).returning(executions.c.id)
+                        )
+                    ]
+                done = select(func.count()).where(
+                    executions.c.queue == queue, executions.c.status == "completed"
+                )
+
+                def finished(n: int = n, done: Any = done) -> bool:
+                    with engine.connect() as connection:
+                        return int(connection.execute(done).scalar_one()) >= n + 1
+
+                started = time.monotonic()
+                for first in range(0, n, BATCH):
+                    batch = ids[first : first + BATCH]
+                    publisher.publish([Dispatch(i, queue, "bench:noop", task.name, 0.0, 60.0) for i in batch])
+                wait_until(finished, 600, "the scheduler run")
+                elapsed = time.monotonic() - started
+            finally:
+                stop_worker(worker)
+                service.engine.dispose()
+            if run:
+                results.append(n / elapsed)
+                print(
+                    f"scheduler run {run}: {n} executions in {elapsed:.2f} s = {n / elapsed:.0f}/s",
+                    flush=True,
+                )
+        engine.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000, help="tasks per run (default 1000)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each (default 3)")
+    args = parser.parse_args()
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-worker-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir(parents=True)
+    raw = bench_raw(args.count, args.runs, workdir)
+    ours = bench_scheduler(args.count, args.runs, workdir)
+    raw_median, ours_median = statistics.median(raw), statistics.median(ours)
+    print(f"raw celery no-op tasks: median {raw_median:.0f}/s over {args.runs} runs of {args.count}")
+    print(f"scheduler executions:   median {ours_median:.0f}/s over {args.runs} runs of {args.count}")
+    print(f"ratio scheduler/raw:    {ours_median / raw_median:.2f}")
+
+
+if __name__ == "__main__":
+    main()
