@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format test-faults clean
+.PHONY: run test lint format test-faults docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m cli.demo
+	$(BIN)/systemprompt scheduler:serve --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check scheduler workers cli tests bench
@@ -29,6 +29,9 @@ test: $(STAMP) lint
 
 test-faults: $(STAMP)
 	$(BIN)/pytest -q tests/faults
+
+docs: $(STAMP)
+	$(BIN)/python -m cli.docgen
 
 clean:
 	rm -rf $(VENV) .scheduler .mypy_cache .ruff_cache .pytest_cache

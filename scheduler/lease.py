@@ -45,6 +45,17 @@ def default_margin(ttl: timedelta) -> timedelta:
     return ttl / 5
 
 
+def idle_timeout_ms(ttl: timedelta) -> int:
+    """How long a planner transaction may sit idle before the server ends its session: half the TTL.
+
+    A leader frozen inside a transaction (SIGSTOP, swapped out, a VM pause) holds the lease row ``FOR SHARE``
+    and its due tasks ``FOR UPDATE``: without this bound a standby's takeover would wait for the frozen
+    process, however long it sleeps. Half the TTL ends a freeze that began in the first half of a grant before
+    the grant expires; planning a batch never leaves the database waiting that long.
+    """
+    return max(1, round(ttl.total_seconds() * 500))
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseState:
     """A lease row as stored (times aware, UTC)."""
@@ -117,6 +128,7 @@ class Lease:
         if not timedelta(0) <= self.margin < ttl:
             raise ValueError(f"lease margin must be in [0, ttl), got {self.margin}")
         self._monotonic = monotonic
+        self.idle_timeout_ms = idle_timeout_ms(ttl)
         self._term: int | None = None
         self._valid_until = 0.0
         self._renewed_at = 0.0
@@ -131,7 +143,7 @@ class Lease:
         sent = self._monotonic()
         self._term = None  # until the grant is confirmed, act as a standby
         self._valid_until = 0.0
-        with write_transaction(self.engine) as connection:
+        with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
             now = db_now(connection)
             term = acquire_or_renew_sql(connection, name=self.name, holder=self.holder, now=now, ttl=self.ttl)
         if term is None:
@@ -173,7 +185,7 @@ class Lease:
         if self._term is None:
             return
         term, self._term, self._valid_until = self._term, None, 0.0
-        with write_transaction(self.engine) as connection:
+        with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
             now = db_now(connection)
             connection.execute(
                 update(leases)

@@ -30,6 +30,7 @@ from scheduler.batch import BatchReport, ScheduleCache, plan_tasks
 from scheduler.cleanup import cleanup_step
 from scheduler.errors import SchedulerError
 from scheduler.events import EventBus
+from scheduler.fault_injection import fault_point
 from scheduler.lease import PLANNER_LEASE, Lease
 from scheduler.publisher import Publisher
 from scheduler.recovery import Recovery
@@ -98,8 +99,13 @@ class Planner:
         self.holder = self.lease.holder
         trusted = (self.lease.ttl - self.lease.margin).total_seconds()
         self.time_budget_s = time_budget_s if time_budget_s is not None else max(0.5, trusted / 2)
-        self.recovery = Recovery(engine, settings, self.lease if require_lease else None, events)
-        self.relay = Relay(engine, settings, publisher)
+        idle_ms = self.lease.idle_timeout_ms
+        self.recovery = Recovery(
+            engine, settings, self.lease if require_lease else None, events, idle_timeout_ms=idle_ms
+        )
+        self.relay = Relay(
+            engine, settings, publisher, may_publish=self._may_dispatch, idle_timeout_ms=idle_ms
+        )
         self._schedules = ScheduleCache()
         self._next_cleanup: float | None = None
         self._was_leader: bool | None = None
@@ -136,6 +142,14 @@ class Planner:
             report = replace(report, cleaned=self._maybe_cleanup())
         return replace(report, more=more, duration_s=time.monotonic() - started)
 
+    def _may_dispatch(self) -> bool:
+        """Whether this process may still hand executions to the broker: no lease needed, or a trusted one.
+
+        Checked right before every publish: a leader frozen after reading pending rows must not publish them
+        when it wakes up on a lost term (the new leader has published them already).
+        """
+        return not self.require_lease or self.lease.locally_valid()
+
     def _still_leader(self) -> bool:
         """Renew mid-tick when a third of the TTL passed; False when leadership is (or may be) gone."""
         if not self.require_lease:
@@ -146,7 +160,7 @@ class Planner:
 
     def plan_batch(self) -> BatchReport:
         """Plan one batch of due tasks in one transaction, fenced by the lease (when one is required)."""
-        with write_transaction(self.engine) as connection:
+        with write_transaction(self.engine, idle_timeout_ms=self.lease.idle_timeout_ms) as connection:
             now = db_now(connection)
             if self.require_lease and not self.lease.holds(connection, now):
                 return BatchReport(fenced=True)
@@ -154,10 +168,12 @@ class Planner:
             if not tasks:
                 return BatchReport()
             batch = plan_tasks(connection, tasks, now, self._schedules)
+            fault_point("before_commit")
+        fault_point("after_commit")
         if batch.replaced:
             # A separate transaction, after the task rows are unlocked: a worker finishing one of these holds
             # its execution row and then wants the task row, the reverse order of a planning transaction.
-            with write_transaction(self.engine) as connection:
+            with write_transaction(self.engine, idle_timeout_ms=self.lease.idle_timeout_ms) as connection:
                 cancel_executions(connection, batch.replaced, now=db_now(connection), reason="replaced")
         return batch
 

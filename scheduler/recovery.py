@@ -77,21 +77,29 @@ def retry_overdue(execution: OpenExecution, now: datetime, settings: Settings) -
 
 
 class Recovery:
-    """Runs the sweep; ``lease`` (None: no leadership) fences its transaction like a dispatch."""
+    """Runs the sweep; ``lease`` (None: no leadership) fences its transaction like a dispatch, and its
+    publishing: a sweep whose lease is no longer trusted publishes nothing."""
 
     def __init__(
-        self, engine: Engine, settings: Settings, lease: Lease | None, events: EventBus | None
+        self,
+        engine: Engine,
+        settings: Settings,
+        lease: Lease | None,
+        events: EventBus | None,
+        *,
+        idle_timeout_ms: int | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.lease = lease
         self.events = events
+        self.idle_timeout_ms = idle_timeout_ms
 
     def sweep(self, publish: Publish) -> SweepReport:
         """One sweep (see the module docstring). Database errors propagate; a failed publish leaves the rows
         as they are for the next sweep."""
         timeout = self.settings.task_timeout
-        with write_transaction(self.engine) as connection:
+        with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
             now = db_now(connection)
             if self.lease is not None and not self.lease.holds(connection, now):
                 return SweepReport()
@@ -107,8 +115,10 @@ class Recovery:
             requeued, lost = self._reap(connection, now)
         republished = 0
         for status, dispatches in (("queued", queued), ("retrying", retrying)):
+            if self.lease is not None and not self.lease.locally_valid():
+                break  # leadership lost since the transaction: the new leader's sweep republishes them
             if dispatches and publish(dispatches) is None:
-                with write_transaction(self.engine) as connection:
+                with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
                     ids = [d.execution_id for d in dispatches]
                     refresh_enqueued(connection, ids, status, now=db_now(connection))
                 republished += len(dispatches)

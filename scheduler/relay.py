@@ -9,9 +9,11 @@ publish failure leaves the rows ``pending``: nothing is lost, the next tick trie
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from scheduler.fault_injection import fault_point
 from scheduler.publisher import Dispatch, Publisher
 from scheduler.repository.clock import db_now
 from scheduler.repository.dispatch import in_flight_count, mark_queued, pending_dispatches, write_transaction
@@ -21,12 +23,26 @@ logger = logging.getLogger("scheduler.planner")
 
 
 class Relay:
-    """Publishes for one planner; remembers whether the broker is down so an outage is logged once."""
+    """Publishes for one planner; remembers whether the broker is down so an outage is logged once.
 
-    def __init__(self, engine: Engine, settings: Settings, publisher: Publisher) -> None:
+    ``may_publish`` is asked right before each publish (a leader that lost its lease meanwhile stops there);
+    ``idle_timeout_ms`` bounds how long its transactions may sit idle (see :func:`write_transaction`).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        publisher: Publisher,
+        *,
+        may_publish: Callable[[], bool] | None = None,
+        idle_timeout_ms: int | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.publisher = publisher
+        self.may_publish = may_publish or (lambda: True)
+        self.idle_timeout_ms = idle_timeout_ms
         self._broker_down = False
 
     def publish(self, dispatches: list[Dispatch]) -> str | None:
@@ -57,10 +73,13 @@ class Relay:
                 dispatches = pending_dispatches(connection, limit, default_timeout_ms=timeout)
             if not dispatches:
                 return published, None
+            fault_point("before_publish")
+            if not self.may_publish():  # leadership lost since the rows were read: the new leader sends them
+                return published, None
             error = self.publish(dispatches)
             if error is not None:
                 return published, error
-            with write_transaction(self.engine) as connection:
+            with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
                 mark_queued(connection, [d.execution_id for d in dispatches], now=db_now(connection))
             published += len(dispatches)
             if len(dispatches) < limit:

@@ -28,21 +28,27 @@ from scheduler.records import Task
 from scheduler.repository.mapping import task_from_row
 from scheduler.repository.tables import executions, tasks
 
+_IDLE_TIMEOUT = text("SELECT set_config('idle_in_transaction_session_timeout', :value, true)")
 ACTIVE_STATUSES = ("pending", "queued", "running", "retrying")  # an execution that has not finished
 IN_FLIGHT_STATUSES = ("queued", "running", "retrying")  # what the concurrency cap counts
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
+def write_transaction(engine: Engine, *, idle_timeout_ms: int | None = None) -> Iterator[Connection]:
     """A transaction that will write: commit on success, roll back on any exception.
 
     SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front, so reads inside it see the state the writes
     apply to (a deferred transaction could read, then fail to upgrade its lock) and writers queue on the busy
-    timeout. PostgreSQL: an ordinary transaction; row locks are taken by the statements.
+    timeout. PostgreSQL: an ordinary transaction; row locks are taken by the statements. ``idle_timeout_ms``
+    (PostgreSQL): the server ends the session when the client stays silent that long inside this transaction
+    (``SET LOCAL idle_in_transaction_session_timeout``, so it works behind PgBouncer in transaction mode): a
+    frozen or partitioned client cannot hold its row locks for ever.
     """
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif idle_timeout_ms is not None:
+            connection.execute(_IDLE_TIMEOUT, {"value": f"{int(idle_timeout_ms)}ms"})
         try:
             yield connection
         except BaseException:

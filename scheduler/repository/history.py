@@ -6,11 +6,13 @@ from sqlalchemy import Connection, select
 
 from scheduler.records import Execution, LogLine
 from scheduler.repository.mapping import execution_from_row, log_from_row
-from scheduler.repository.tables import executions, logs
+from scheduler.repository.tables import executions, logs, storable_id
 
 
 def find_execution(connection: Connection, execution_id: int) -> Execution | None:
-    """The execution with this id, or None."""
+    """The execution with this id, or None (also for a value no id can have)."""
+    if not storable_id(execution_id):
+        return None
     row = connection.execute(select(executions).where(executions.c.id == execution_id)).first()
     return None if row is None else execution_from_row(row)
 

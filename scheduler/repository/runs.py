@@ -13,20 +13,14 @@ fenced the same way: only the worker that holds the claim can record the outcome
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     Connection,
-    LargeBinary,
-    String,
-    bindparam,
-    case,
-    cast,
     func,
     insert,
     literal,
@@ -40,32 +34,20 @@ from scheduler.records import Task, as_utc
 from scheduler.repository.audit import AuditRecord, insert_audit
 from scheduler.repository.clock import db_now
 from scheduler.repository.mapping import task_from_row
+from scheduler.repository.run_statements import (
+    CLAIMABLE,
+    EXECUTION_COLUMNS,
+    TASK_COLUMNS,
+    OutcomeStatus,
+    claim_statement,
+    finish_statement,
+    log_bytes,
+    outcome_kind,
+    pg_claim,
+    pg_claim_returning,
+    pg_finish_statement,
+)
 from scheduler.repository.tables import executions, logs, tasks
-
-CLAIMABLE = ("pending", "queued", "retrying")
-FinalStatus = Literal["completed", "failed", "timed_out", "cancelled"]
-OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled", "retrying"]
-
-_EXECUTION_COLUMNS = (
-    executions.c.id,
-    executions.c.task_id,
-    executions.c.task_name,
-    executions.c.command,
-    executions.c.attempt,
-    executions.c.max_attempts,
-    executions.c.queue,
-    executions.c.trigger,
-    executions.c.scheduled_for,
-    executions.c.worker,
-    executions.c.started_at,
-)
-_TASK_COLUMNS = (
-    tasks.c.status,
-    tasks.c.data,
-    tasks.c.timeout_ms,
-    tasks.c.retry_delay_ms,
-    tasks.c.retry_backoff,
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,15 +136,6 @@ def _ago(connection: Connection, delta: timedelta) -> ColumnElement[Any]:
     return literal(db_now(connection) - delta, Timestamp)
 
 
-def _log_bytes(execution_id: Any, *, postgres: bool) -> Any:
-    length = func.octet_length(logs.c.message) if postgres else func.length(cast(logs.c.message, LargeBinary))
-    return (
-        select(func.coalesce(func.sum(length), 0))
-        .where(logs.c.execution_id == execution_id)
-        .scalar_subquery()
-    )
-
-
 # ------------------------------------------------------------------------------------------------ claim
 
 
@@ -196,43 +169,8 @@ def _claimed(
 def _task_fields(connection: Connection, task_id: int | None) -> Mapping[Any, Any] | None:
     if task_id is None:
         return None
-    row = connection.execute(select(*_TASK_COLUMNS).where(tasks.c.id == task_id)).first()
+    row = connection.execute(select(*TASK_COLUMNS).where(tasks.c.id == task_id)).first()
     return None if row is None else row._mapping
-
-
-def _claim_statement(now: Any, condition: Any) -> Any:
-    return (
-        update(executions)
-        .where(executions.c.id == bindparam("p_id"), condition)
-        .values(
-            status="running",
-            # SET expressions read the old row: 'retrying' and a taken-over 'running' start the next attempt.
-            attempt=case(
-                (executions.c.status.in_(("retrying", "running")), executions.c.attempt + 1),
-                else_=executions.c.attempt,
-            ),
-            worker=bindparam("p_worker"),
-            started_at=now,
-            heartbeat_at=now,
-            finished_at=None,
-        )
-    )
-
-
-def _pg_claim_returning(statement: Any) -> Any:
-    """One statement: the task's fields and the log budget come back as correlated subqueries."""
-    extra = [
-        select(column).where(tasks.c.id == executions.c.task_id).scalar_subquery().label(f"t_{column.name}")
-        for column in _TASK_COLUMNS
-    ]
-    log_bytes = _log_bytes(executions.c.id, postgres=True).label("log_bytes")
-    return statement.returning(*_EXECUTION_COLUMNS, *extra, log_bytes)
-
-
-@functools.cache
-def _pg_claim() -> Any:
-    # Built once: constructing the statement costs more than running it (hot path).
-    return _pg_claim_returning(_claim_statement(func.now(), executions.c.status.in_(CLAIMABLE)))
 
 
 def _claim(
@@ -242,21 +180,21 @@ def _claim(
     params = {"p_id": execution_id, "p_worker": worker}
     if _is_postgres(connection):
         statement = (
-            _pg_claim() if condition is None else _pg_claim_returning(_claim_statement(func.now(), condition))
+            pg_claim() if condition is None else pg_claim_returning(claim_statement(func.now(), condition))
         )
         row = connection.execute(statement, params).first()
         if row is None:
             return None
         c = row._mapping
-        task = {column.name: c[f"t_{column.name}"] for column in _TASK_COLUMNS}
+        task = {column.name: c[f"t_{column.name}"] for column in TASK_COLUMNS}
         return _claimed(c, task, c["log_bytes"], took_over)
     # SQLite renders RETURNING without table qualifiers, which breaks correlated subqueries: read separately.
     condition = executions.c.status.in_(CLAIMABLE) if condition is None else condition
-    statement = _claim_statement(_now(connection), condition).returning(*_EXECUTION_COLUMNS)
+    statement = claim_statement(_now(connection), condition).returning(*EXECUTION_COLUMNS)
     row = connection.execute(statement, params).first()
     if row is None:
         return None
-    used = connection.execute(select(_log_bytes(execution_id, postgres=False))).scalar_one()
+    used = connection.execute(select(log_bytes(execution_id, postgres=False))).scalar_one()
     return _claimed(row._mapping, _task_fields(connection, row.task_id), used, took_over)
 
 
@@ -292,7 +230,7 @@ def running_claim(connection: Connection, execution_id: int) -> ClaimedExecution
     """The current claim of a ``running`` execution, for recording an outcome its worker could not write
     (the hard time limit killed it); None when it is not running."""
     row = connection.execute(
-        select(*_EXECUTION_COLUMNS).where(executions.c.id == execution_id, executions.c.status == "running")
+        select(*EXECUTION_COLUMNS).where(executions.c.id == execution_id, executions.c.status == "running")
     ).first()
     if row is None:
         return None
@@ -339,32 +277,6 @@ def append_logs(connection: Connection, execution_id: int, attempt: int, lines: 
 # ------------------------------------------------------------------------------------------ completion
 
 
-def _task_values(kind: str, now: Any) -> dict[str, Any] | None:
-    """How a final outcome changes the task: failures count up and may auto-pause it; success resets them."""
-    if kind == "completed":
-        return {"consecutive_failures": 0, "last_run_at": now}
-    if kind != "failure":
-        return None
-    failures = tasks.c.consecutive_failures + 1
-    pauses = (
-        tasks.c.auto_pause_after.is_not(None)
-        & (failures >= tasks.c.auto_pause_after)
-        & (tasks.c.status == "active")
-    )
-    reason = (
-        literal("auto-paused after ", String)
-        + cast(failures, String)
-        + literal(" consecutive failures", String)
-    )
-    return {
-        "consecutive_failures": failures,
-        "last_run_at": now,
-        "status": case((pauses, "paused"), else_=tasks.c.status),
-        "status_reason": case((pauses, reason), else_=tasks.c.status_reason),
-        "updated_at": case((pauses, now), else_=tasks.c.updated_at),
-    }
-
-
 def auto_pause_reason(failures: int) -> str:
     return f"auto-paused after {failures} consecutive failures"
 
@@ -375,66 +287,6 @@ def _finished(status: str, task: Any) -> FinishedExecution:
     failures = int(task.consecutive_failures)
     paused = task.status == "paused" and task.status_reason == auto_pause_reason(failures)
     return FinishedExecution(status=status, consecutive_failures=failures, task_paused=paused)
-
-
-def _outcome_kind(status: OutcomeStatus) -> str:
-    return "failure" if status in ("failed", "timed_out") else status
-
-
-def _finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any:
-    """The completion statement of one kind of outcome, with bind parameters ``p_*``."""
-    values: dict[str, Any] = {
-        "status": bindparam("p_status"),
-        "duration_ms": bindparam("p_duration"),
-        "reason": bindparam("p_reason"),
-        "error": bindparam("p_error"),
-    }
-    if kind == "retrying":
-        values["enqueued_at"] = now
-    else:
-        values.update(finished_at=now, result=bindparam("p_result", type_=executions.c.result.type))
-    execution_update = (
-        update(executions)
-        .where(
-            executions.c.id == bindparam("p_id"),
-            executions.c.status == "running",
-            executions.c.worker == bindparam("p_worker"),
-        )
-        .values(values)
-    )
-    task_values = _task_values(kind, now) if has_task else None
-    if task_values is None:
-        return execution_update, None
-    task_columns = (tasks.c.id, tasks.c.status, tasks.c.status_reason, tasks.c.consecutive_failures)
-    if not postgres:
-        task_update = (
-            update(tasks)
-            .where(tasks.c.id == bindparam("p_task"))
-            .values(task_values)
-            .returning(*task_columns)
-        )
-        return execution_update, task_update
-    # PostgreSQL: one statement, the task update fed by the execution update's RETURNING.
-    finished = execution_update.returning(executions.c.id, executions.c.task_id).cte("finished")
-    task_update_cte = (
-        update(tasks)
-        .where(tasks.c.id == finished.c.task_id)
-        .values(task_values)
-        .returning(*task_columns)
-        .cte("task_update")
-    )
-    combined = select(
-        finished.c.id,
-        task_update_cte.c.status,
-        task_update_cte.c.status_reason,
-        task_update_cte.c.consecutive_failures,
-    ).select_from(finished.outerjoin(task_update_cte, task_update_cte.c.id == finished.c.task_id))
-    return combined, None
-
-
-_pg_finish_statement = functools.cache(
-    lambda kind, has_task: _finish_statement(func.now(), kind, has_task, True)
-)
 
 
 def finish_execution(
@@ -455,7 +307,7 @@ def finish_execution(
     (``status`` ``paused`` with a reason once ``consecutive_failures`` reaches ``auto_pause_after``).
     On PostgreSQL this is one statement.
     """
-    kind = _outcome_kind(status)
+    kind = outcome_kind(status)
     has_task = claim.task_id is not None and kind in ("completed", "failure")
     params: dict[str, Any] = {
         "p_id": claim.id,
@@ -469,12 +321,12 @@ def finish_execution(
     if kind != "retrying":
         params["p_result"] = result
     if _is_postgres(connection):
-        statement, _ = _pg_finish_statement(kind, has_task)
+        statement, _ = pg_finish_statement(kind, has_task)
         if not has_task:
             return _finished(status, None) if connection.execute(statement, params).rowcount == 1 else None
         row = connection.execute(statement, params).first()
         return None if row is None else _finished(status, row)
-    execution_update, task_update = _finish_statement(_now(connection), kind, has_task, False)
+    execution_update, task_update = finish_statement(_now(connection), kind, has_task, False)
     if connection.execute(execution_update, params).rowcount != 1:
         return None
     if task_update is None:

@@ -16,29 +16,42 @@ from sqlalchemy import Connection, Select, delete, insert, select, update
 from scheduler.errors import TaskNotFound
 from scheduler.records import Task
 from scheduler.repository.mapping import task_from_row
-from scheduler.repository.tables import tasks
+from scheduler.repository.tables import MAX_ID, storable_id, tasks
 
 TaskRef = int | str
+MAX_NAME_CHARS = 200  # the column's length, and what validation allows
+MAX_ID_DIGITS = len(str(MAX_ID))
 
 
 def _lookup(ref: TaskRef) -> Select[Any] | None:
     if isinstance(ref, bool):
         return None
     if isinstance(ref, int):
-        return select(tasks).where(tasks.c.id == ref)
-    if isinstance(ref, str):  # names are stored stripped and NFC-normalised
-        return select(tasks).where(tasks.c.name == unicodedata.normalize("NFC", ref.strip()))
+        return select(tasks).where(tasks.c.id == ref) if storable_id(ref) else None
+    if isinstance(ref, str):
+        name = _stored_form(ref)
+        return None if name is None else select(tasks).where(tasks.c.name == name)
     return None
+
+
+def _stored_form(ref: str) -> str | None:
+    """The name as stored (stripped, NFC), or None when no stored name can look like ``ref``: names are
+    validated when stored (1..200 characters, no NUL or lone surrogate, which drivers could not even send)."""
+    name = unicodedata.normalize("NFC", ref.strip())
+    if not 0 < len(name) <= MAX_NAME_CHARS or any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in name):
+        return None
+    return name
 
 
 def find_task(connection: Connection, ref: TaskRef, *, lock: bool = False) -> Task | None:
     """The task ``ref`` names, or None; ``lock`` takes a row lock (``FOR UPDATE`` on PostgreSQL)."""
     query = _lookup(ref)
-    if query is None:
-        return None
-    row = connection.execute(query.with_for_update() if lock else query).first()
-    if row is None and isinstance(ref, str) and ref.strip().isascii() and ref.strip().isdigit():
-        return find_task(connection, int(ref.strip()), lock=lock)
+    row = None
+    if query is not None:
+        row = connection.execute(query.with_for_update() if lock else query).first()
+    digits = ref.strip() if isinstance(ref, str) else ""
+    if row is None and digits.isascii() and digits.isdigit() and len(digits) <= MAX_ID_DIGITS:
+        return find_task(connection, int(digits), lock=lock)
     return None if row is None else task_from_row(row)
 
 

@@ -88,9 +88,13 @@ def test_serve_runs_tasks_end_to_end_on_the_embedded_default(
     runs = wait_for(lambda: len(demo_runs()) >= 2 and demo_runs(), 60, "the demo task did not run twice")
     assert runs[0]["result"] == {"message": "hello from systemprompt scheduler:serve --demo"}
 
-    created = cli(workdir, "scheduler:create", "--name", "manual-echo", "--command", "test:echo", "--data", '{"a": 1}')
+    created = cli(
+        workdir, "scheduler:create", "--name", "manual-echo", "--command", "test:echo", "--data", '{"a": 1}'
+    )
     assert created.returncode == 0, created.stderr
-    run = cli(workdir, "scheduler:run", "--id", "manual-echo", "--wait", "--timeout", "30", "--format", "json")
+    run = cli(
+        workdir, "scheduler:run", "--id", "manual-echo", "--wait", "--timeout", "30", "--format", "json"
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["result"] == {"a": 1}
 
@@ -100,18 +104,27 @@ def test_serve_runs_tasks_end_to_end_on_the_embedded_default(
     assert (workdir / ".scheduler" / "broker" / "queue").is_dir()
 
 
+@pytest.fixture
+def empty_pg_url(pg_url: str) -> str:
+    """A fresh PostgreSQL database with no schema at all (the migrated test database, downgraded)."""
+    from sqlalchemy import text
+
+    from scheduler.db import make_engine
+
+    engine = make_engine(pg_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return pg_url
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("verb", [["scheduler:serve"], ["scheduler:worker"], ["scheduler:planner", "--once"]])
-def test_an_outdated_postgres_schema_is_refused_naming_migrate(tmp_path: Path, verb: list[str]) -> None:
-    from conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
-
-    require("PostgreSQL", PG_ADMIN_URL, 5432)
-    name, url = create_pg_database(None)  # empty: no schema at all
-    try:
-        env = clean_env() | {"SCHEDULER_DATABASE_URL": url, "SCHEDULER_BROKER_URL": "filesystem://"}
-        result = cli(tmp_path, *verb, env=env)
-    finally:
-        drop_pg_database(name)
+def test_an_outdated_postgres_schema_is_refused_naming_migrate(
+    tmp_path: Path, empty_pg_url: str, verb: list[str]
+) -> None:
+    env = clean_env() | {"SCHEDULER_DATABASE_URL": empty_pg_url, "SCHEDULER_BROKER_URL": "filesystem://"}
+    result = cli(tmp_path, *verb, env=env)
     assert result.returncode == 69, result.stderr
     assert "systemprompt scheduler:migrate" in result.stderr
     assert result.stderr.startswith("error: ")

@@ -1,0 +1,109 @@
+"""Celery settings derived from the one typed settings object (``scheduler.settings``).
+
+:func:`build_config` maps :class:`~scheduler.settings.Settings` to Celery's setting names; ``workers.app``
+uses it so tests and tools can pass their own settings. Read as a module (``celery --config celeryconfig`` or
+``app.config_from_object("celeryconfig")``), its attributes are the same values for the settings of the
+environment, computed on first access.
+
+What the values guarantee, and why:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged after its execution ran, and
+  requeued when the process running it died, so a crash never silently drops an attempt. Redelivery is safe:
+  the worker's claim is conditional (invariant 3), so a duplicate does nothing.
+- ``worker_prefetch_multiplier = 1``: a worker reserves one message per process, so a long task does not hold
+  others hostage in its prefetch buffer.
+- no result backend: outcomes live in ``task_executions``, not in Celery's results.
+- events on (``worker_send_task_events``, ``task_send_sent_event``) for Flower.
+- ``visibility_timeout`` (Redis): an unacknowledged message is handed to another worker after this long, so it
+  must exceed the longest attempt plus its retry countdown: ``max(2 h, taskTimeout + hard-limit grace +
+  retry countdown cap + 15 min)``. A task with a longer timeout of its own may see its message redelivered
+  while it still runs; the redelivery finds the execution ``running`` with a fresh heartbeat and does nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scheduler.settings import Settings, load_settings
+from workers.embedded import EMBEDDED_BROKER_URL, is_embedded_broker, transport_options
+
+TASK_NAME = "scheduler.execute"
+
+MIN_VISIBILITY_TIMEOUT_S = 2 * 3600
+VISIBILITY_MARGIN_S = 15 * 60
+# Retries wait in the worker (an ETA message) for at most this long: well under the visibility timeout.
+RETRY_COUNTDOWN_CAP_S = 15 * 60
+# The hard limit kills the process this long after the soft limit was raised inside the command.
+HARD_LIMIT_GRACE_MIN_S = 2.0
+HARD_LIMIT_GRACE_MAX_S = 30.0
+BROKER_CONNECT_TIMEOUT_S = 3.0
+# Publishing gives up quickly: the caller records BrokerUnavailable and the recovery sweep republishes later.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+
+
+def hard_limit_grace_s(timeout_s: float) -> float:
+    """Seconds between the soft limit (raised in the command) and the hard limit (the process is killed)."""
+    return min(max(timeout_s * 0.1, HARD_LIMIT_GRACE_MIN_S), HARD_LIMIT_GRACE_MAX_S)
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    timeout_s = settings.task_timeout / 1000
+    longest = timeout_s + hard_limit_grace_s(timeout_s) + RETRY_COUNTDOWN_CAP_S + VISIBILITY_MARGIN_S
+    return max(MIN_VISIBILITY_TIMEOUT_S, math.ceil(longest))
+
+
+def build_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings (lower-case names) for ``settings``; creates the embedded broker's folders if used."""
+    broker_url = settings.effective_broker_url
+    options: dict[str, Any] = {"visibility_timeout": visibility_timeout_s(settings)}
+    if is_embedded_broker(broker_url):
+        options.update(transport_options(settings.home))
+        broker_url = EMBEDDED_BROKER_URL  # with a host: kombu warns about a missing one on every connection
+    elif broker_url.startswith(("redis://", "rediss://", "unix://")):
+        options.update(socket_connect_timeout=BROKER_CONNECT_TIMEOUT_S)
+    return {
+        "broker_url": broker_url,
+        "broker_transport_options": options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": BROKER_CONNECT_TIMEOUT_S,
+        "task_default_queue": settings.default_queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_store_errors_even_if_ignored": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
+        # A running execution keeps going when the broker connection drops; its outcome goes to the database.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+_config: dict[str, Any] | None = None
+
+
+def _module_config() -> dict[str, Any]:
+    global _config
+    if _config is None:
+        _config = build_config(load_settings().settings)
+    return _config
+
+
+def __getattr__(name: str) -> Any:
+    # Computed on first access, so importing this module never reads the environment by itself.
+    config = _module_config() if not name.startswith("__") else {}
+    if name in config:
+        return config[name]
+    raise AttributeError(name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_module_config()])

@@ -1,0 +1,350 @@
+"""Real Celery workers (and the ``systemprompt`` CLI) as subprocesses for the worker tests.
+
+This module is also the ``-A`` module of those workers (``celery -A workerproc worker``): importing it
+registers the misbehaving commands below, and ``app`` is :mod:`workers.app`'s app built from the worker's
+environment. Each worker gets its own queue, database and process group; :meth:`WorkerProcess.stop` ends the
+whole group. :class:`EngineSetup` is what the ``engine_setup`` fixture (exported by this directory's
+``conftest.py``) hands to a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.publisher import Dispatch
+from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from workers.commands import CommandContext, command, load_registry
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BIN = Path(sys.executable).parent
+CELERY = BIN / "celery"
+SYSTEMPROMPT = BIN / "systemprompt"
+READY_TIMEOUT_S = 45.0
+
+
+# ------------------------------------------------------------------------------ misbehaving commands
+
+
+def hang(ctx: CommandContext) -> None:
+    ctx.log("INFO", f"hanging in pid {os.getpid()}")
+    Path(str(ctx.data["pidfile"])).write_text(str(os.getpid()))
+    while True:
+        with contextlib.suppress(BaseException):  # swallowing even the time limit is the point of it
+            time.sleep(3600)
+
+
+def spew(ctx: CommandContext) -> str:
+    line = "x" * 1023
+    for _ in range(int(ctx.data.get("megabytes", 5)) * 1024):
+        print(line)
+    return "spewed"
+
+
+def raise_value_error(ctx: CommandContext) -> None:
+    def nested() -> None:
+        raise ValueError(f"bad value in execution {ctx.execution_id}")
+
+    nested()
+
+
+def write_pid(ctx: CommandContext) -> int:
+    Path(str(ctx.data["pidfile"])).write_text(str(os.getpid()))
+    deadline = time.monotonic() + float(ctx.data.get("seconds", 0))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os.getpid()
+
+
+TEST_COMMANDS: dict[str, tuple[Callable[[CommandContext], Any], str]] = {
+    "test:hang": (hang, "Ignore every interruption and sleep forever (only the hard time limit ends it)."),
+    "test:spew": (spew, "Print data.megabytes of output (default 5)."),
+    "test:raise": (raise_value_error, "Raise ValueError from a nested call."),
+    "test:pid": (write_pid, "Sleep data.seconds and write the pool process id to data.pidfile."),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Only the worker subprocess asks for `app`: the test commands are registered there, not in the test
+    # process (where a global registration would leak into every other test's registry).
+    if name == "app":
+        from workers import app as app_module
+
+        for command_name, (func, description) in TEST_COMMANDS.items():
+            command(command_name, description)(func)
+        return app_module.app
+    raise AttributeError(name)
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment without SCHEDULER_* variables, plus ``overrides``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCHEDULER_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)])
+    env["NO_COLOR"] = "1"
+    env["COLUMNS"] = "200"
+    env.update(overrides)
+    return env
+
+
+def scheduler_env(database_url: str, broker_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    """Environment of a worker/CLI bound to one database and broker, with fast heartbeats."""
+    empty = workdir / "module.yaml"
+    if not empty.exists():
+        empty.write_text("config: {}\n")
+    return clean_env(
+        SCHEDULER_DATABASE_URL=database_url,
+        SCHEDULER_BROKER_URL=broker_url,
+        SCHEDULER_CONFIG_FILE=str(empty),
+        SCHEDULER_HOME=str(workdir / ".scheduler"),
+        SCHEDULER_HEARTBEAT_INTERVAL="500",
+        **overrides,
+    )
+
+
+def unique_queue(prefix: str = "wt") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    queue: str
+    name: str
+    stopped: bool = field(default=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if " ready." in self.log():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (warm shutdown), then SIGKILL the whole process group if it lingers."""
+        if self.stopped:
+            return self.process.returncode
+        self.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        return self.process.returncode
+
+
+def start_worker(
+    env: Mapping[str, str],
+    queue: str,
+    log_dir: Path,
+    *,
+    pool: str = "prefork",
+    concurrency: int = 2,
+    app: str = "workerproc",
+    extra: Sequence[str] = (),
+    wait: bool = True,
+) -> WorkerProcess:
+    """``celery -A <app> worker`` on ``queue`` in its own process group; waits until it is ready."""
+    name = f"{queue}@%h"
+    log_path = log_dir / f"worker-{queue}-{uuid.uuid4().hex[:6]}.log"
+    argv = [
+        str(CELERY), "-A", app, "worker", "-P", pool, "-c", str(concurrency), "-Q", queue, "-n", name,
+        "--without-mingle", "--without-gossip", "--loglevel", "INFO", *extra,
+    ]  # fmt: skip
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            argv,
+            cwd=str(HERE),
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(process=process, log_path=log_path, queue=queue, name=name)
+    if wait:
+        try:
+            worker.wait_ready()
+        except BaseException:
+            worker.stop()
+            raise
+    return worker
+
+
+@contextlib.contextmanager
+def running_worker(
+    env: Mapping[str, str], queue: str, log_dir: Path, **options: Any
+) -> Iterator[WorkerProcess]:
+    worker = start_worker(env, queue, log_dir, **options)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        assert self.code == 0, f"exit {self.code}: {self.stderr}"
+        return json.loads(self.stdout)
+
+
+def run_cli(env: Mapping[str, str], *args: str, cwd: Path, timeout_s: float = 90) -> CliResult:
+    """``systemprompt <args>`` as a subprocess."""
+    completed = subprocess.run(
+        [str(SYSTEMPROMPT), *args],
+        cwd=str(cwd),
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, *, interval_s: float = 0.1, message: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return False
+
+
+# ------------------------------------------------------------------------------------- test set-up
+
+
+@dataclass
+class EngineSetup:
+    """One test's engine: database, broker, queue, environment for subprocesses, and an in-process service."""
+
+    database_url: str
+    broker_url: str
+    queue: str
+    workdir: Path
+    env: dict[str, str]
+    settings: Settings
+    service: SchedulerService
+    app: Any
+
+    def start_worker(self, **options: Any) -> WorkerProcess:
+        worker = start_worker(self.env, self.queue, self.workdir, **options)
+        self._workers.append(worker)
+        return worker
+
+    def create(self, name: str, command: str, **fields: Any) -> Any:
+        fields.setdefault("schedule", "manual")
+        return self.service.create_task(name=name, command=command, queue=self.queue, **fields)
+
+    def cli(self, *args: str, timeout_s: float = 90) -> CliResult:
+        return run_cli(self.env, *args, cwd=self.workdir, timeout_s=timeout_s)
+
+    def __post_init__(self) -> None:
+        self._workers: list[WorkerProcess] = []
+        # The same service without a publisher: its manual runs stay pending, for tests that publish by hand.
+        self.offline = SchedulerService(
+            self.service.engine, self.settings, commands=self.service.commands, actor="test"
+        )
+
+    def pending_run(self, task: Any) -> Execution:
+        return self.offline.run_task_now(task.id)
+
+    def publish(
+        self, execution: Execution, *, timeout_s: float | None = None, countdown_s: float = 0.0
+    ) -> None:
+        from workers.publisher import CeleryPublisher
+
+        dispatch = Dispatch(
+            execution.id, execution.queue, execution.command, execution.task_name, countdown_s, timeout_s
+        )
+        CeleryPublisher(self.app).publish([dispatch])
+
+    def wait_finished(self, execution_id: int, timeout_s: float = 30) -> Execution:
+        def finished() -> Execution | None:
+            execution = self.service.get_execution(execution_id)
+            return execution if execution.status in FINISHED_STATUSES else None
+
+        result: Execution = wait_for(
+            finished, timeout_s, message=f"execution {execution_id} did not finish within {timeout_s} s"
+        )
+        return result
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self.service.engine.dispose()
+
+
+@pytest.fixture
+def engine_setup(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[EngineSetup]:
+    """PostgreSQL + Redis + a unique queue; workers started through it are stopped after the test."""
+    from workers.app import create_app
+    from workers.publisher import CeleryPublisher
+
+    queue = unique_queue()
+    env = scheduler_env(pg_url, redis_url, tmp_path, SCHEDULER_DEFAULT_QUEUE=queue)
+    settings = Settings(
+        database_url=pg_url,
+        broker_url=redis_url,
+        home=tmp_path / ".scheduler",
+        heartbeat_interval=500,
+        default_queue=queue,
+    )
+    app = create_app(settings)
+    registry = load_registry(settings, extra=TEST_COMMANDS)
+    service = SchedulerService.from_settings(
+        settings, publisher=CeleryPublisher(app), actor="test", commands=registry
+    )
+    setup = EngineSetup(pg_url, redis_url, queue, tmp_path, env, settings, service, app)
+    try:
+        yield setup
+    finally:
+        setup.close()  # not the app's kombu pools: they are process-wide per broker URL, later tests use them

@@ -1,0 +1,80 @@
+"""The Celery app: ``create_app(settings)``; the module-level ``app`` for ``celery -A workers.app worker``.
+
+The module-level ``app`` is built from the environment's settings on first access, so importing this module
+reads nothing by itself; tests and tools call :func:`create_app` with their own settings.
+
+On worker start (``worker_init``, in the main process) the app checks the database schema: on the embedded
+default it is created or upgraded; on PostgreSQL an outdated schema stops the worker with the message naming
+``systemprompt scheduler:migrate`` (exit 69). With the embedded broker, a background thread prunes delivered
+message files.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from celery import Celery, signals
+
+from celeryconfig import build_config
+from scheduler.errors import SchedulerError
+from scheduler.schema import ensure_schema
+from scheduler.settings import Settings, load_settings
+from workers.embedded import is_embedded_broker, start_pruner
+from workers.runtime import WorkerRuntime
+from workers.tasks import register_tasks
+
+APP_NAME = "systemprompt"
+
+
+def check_schema(runtime: WorkerRuntime) -> None:
+    """Upgrade the embedded database, or raise :class:`~scheduler.errors.SchemaOutdated` on PostgreSQL."""
+    ensure_schema(runtime.engine, auto_upgrade=runtime.settings.is_embedded)
+
+
+def create_app(settings: Settings | None = None) -> Any:
+    """A Celery app configured from ``settings`` (default: the environment's), with the execution task."""
+    settings = settings if settings is not None else load_settings().settings
+    app = Celery(APP_NAME, set_as_current=False)
+    app.config_from_object(build_config(settings))
+    app.scheduler_settings = settings
+    app.scheduler_runtime = runtime = WorkerRuntime(settings)
+    register_tasks(app)
+    stop_pruner = threading.Event()
+
+    def on_worker_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        runtime.nodename = sender.hostname
+        try:
+            check_schema(runtime)
+        except SchedulerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(error.exit_code) from None
+
+    def on_worker_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app and is_embedded_broker(settings.effective_broker_url):
+            start_pruner(settings.home, stop_pruner)
+
+    def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            stop_pruner.set()
+
+    signals.worker_init.connect(on_worker_init, weak=False)
+    signals.worker_ready.connect(on_worker_ready, weak=False)
+    signals.worker_shutdown.connect(on_worker_shutdown, weak=False)
+    return app
+
+
+_app: Any = None
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A workers.app` reads `workers.app.app`: built from the environment on first access.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)

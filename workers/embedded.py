@@ -1,0 +1,112 @@
+"""The embedded broker: kombu's filesystem transport under ``<home>/broker`` (no server, many processes).
+
+Why the filesystem transport and not ``sqla+sqlite://``: it supports fanout, so Celery's remote control and
+Flower work; a message is taken by an atomic ``rename`` into the processed folder (on the same file system, so
+two workers can never both take it); nothing piles up in a table (kombu's SQLAlchemy transport keeps every
+delivered row); and it does not contend for SQLite's single writer lock with the scheduler's own database.
+
+Like every virtual transport it has no visibility timeout: a message is gone from the folder once a worker
+took it, and a worker killed with ``kill -9`` loses what it held. The database is the truth (invariant 1): the
+planner's recovery sweep republishes executions nobody claimed, so nothing is lost, only delayed.
+
+kombu keeps delivered messages in ``processed/`` (that is what makes the take atomic) and leaves messages
+of broadcast queues whose consumer died (Flower, remote control replies) in ``queue/``; :func:`prune` deletes
+both after :data:`PRUNE_AFTER_S`, and serve and the worker run it in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_BROKER_URL = "filesystem://localhost/"
+POLLING_INTERVAL_S = 0.1  # how often an idle worker looks for new message files
+PRUNE_AFTER_S = 600.0
+PRUNE_EVERY_S = 60.0
+# Queues whose messages nobody may consume once their consumer is gone: Celery events and remote control.
+_BROADCAST_MARKERS = ("celeryev.", ".pidbox", "celery.pidbox")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFolders:
+    queue: Path
+    processed: Path
+    control: Path
+
+    def create(self) -> None:
+        for folder in (self.queue, self.processed, self.control):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def broker_folders(home: Path) -> BrokerFolders:
+    base = home.resolve() / "broker"
+    return BrokerFolders(queue=base / "queue", processed=base / "processed", control=base / "control")
+
+
+def is_embedded_broker(url: str) -> bool:
+    return url.startswith("filesystem:")
+
+
+def transport_options(home: Path) -> dict[str, Any]:
+    """kombu transport options of the embedded broker; creates its folders."""
+    folders = broker_folders(home)
+    folders.create()
+    return {
+        # Producers write where consumers read: one folder.
+        "data_folder_in": str(folders.queue),
+        "data_folder_out": str(folders.queue),
+        # store_processed=True makes kombu *rename* a taken message into our folder (atomic on one file
+        # system); without it kombu moves it to the system temp dir, a copy that two workers can both make.
+        "store_processed": True,
+        "processed_folder": str(folders.processed),
+        "control_folder": str(folders.control),
+        "polling_interval": POLLING_INTERVAL_S,
+    }
+
+
+def _is_broadcast(filename: str) -> bool:
+    queue = filename.partition(".")[2].removesuffix(".msg")
+    return any(marker in queue for marker in _BROADCAST_MARKERS)
+
+
+def prune(home: Path, *, older_than_s: float = PRUNE_AFTER_S, now: float | None = None) -> int:
+    """Delete processed and orphaned broadcast messages older than ``older_than_s``; return how many."""
+    folders = broker_folders(home)
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = 0
+    for folder, only_broadcast in ((folders.processed, False), (folders.queue, True)):
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if only_broadcast and not _is_broadcast(entry.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+def start_pruner(home: Path, stop: threading.Event, *, every_s: float = PRUNE_EVERY_S) -> threading.Thread:
+    """Run :func:`prune` every ``every_s`` seconds in a daemon thread until ``stop`` is set."""
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                prune(home)
+            except OSError as error:  # a full or read-only disk must not stop the worker
+                logger.warning("pruning the embedded broker failed: %s", error)
+
+    thread = threading.Thread(target=loop, name="embedded-broker-pruner", daemon=True)
+    thread.start()
+    return thread

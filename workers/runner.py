@@ -1,0 +1,304 @@
+"""One attempt of one execution: claim it, run its command under the watchdog, record the outcome, emit.
+
+:func:`execute` returns a :class:`Decision` for the Celery task: ``done`` / ``noop``, ``retry`` (the
+attempt failed and attempts remain: the row is already ``retrying``, the task publishes the retry), or
+``recheck`` (the execution is ``running`` on another worker with a fresh heartbeat: look again once it could
+be stale, so an execution whose process died is taken over without waiting for the planner's sweep).
+
+Outcomes: the command's return value (as JSON; anything else as ``str``) -> ``completed``; an exception ->
+``failed`` with the traceback; the soft time limit -> ``timed_out``; invalid input (a missing data key, an
+unknown command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
+attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
+:data:`celeryconfig.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import Connection
+
+from celeryconfig import RETRY_COUNTDOWN_CAP_S
+from scheduler.errors import InvalidInput
+from scheduler.events import TASK_EVENT, TASK_PAUSED
+from scheduler.publisher import Dispatch
+from scheduler.repository.clock import db_now
+from scheduler.repository.run_statements import OutcomeStatus
+from scheduler.repository.runs import (
+    ClaimedExecution,
+    PendingLog,
+    append_logs,
+    claim_execution,
+    execution_status,
+    finish_execution,
+    heartbeat,
+    load_task,
+    record_auto_pause,
+    running_claim,
+    transaction,
+)
+from workers.capture import LogBuffer, LogWriter
+from workers.commands import CommandContext
+from workers.runtime import WorkerRuntime
+from workers.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
+from workers.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
+
+MAX_RECHECKS = 3
+MAX_RESULT_BYTES = 1 << 20
+JITTER = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: Literal["done", "noop", "retry", "recheck"]
+    countdown_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: OutcomeStatus
+    result: Any = None
+    error: str | None = None
+    retryable: bool = True
+
+
+def retry_delay_s(delay_ms: int, backoff: float, attempt: int, *, rng: random.Random | None = None) -> float:
+    """Seconds before the attempt after ``attempt``: exponential backoff with jitter, capped."""
+    base = delay_ms / 1000 * backoff ** max(attempt - 1, 0)
+    jitter = 1 + (rng or random).uniform(-JITTER, JITTER)
+    return float(min(base * jitter, RETRY_COUNTDOWN_CAP_S))
+
+
+def json_result(value: Any) -> Any:
+    """The value if it is JSON (and at most 1 MiB as text), else its ``str`` (cut to 1 MiB)."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        text = None
+        value = str(value)
+    if text is None:
+        return value[:MAX_RESULT_BYTES]
+    if len(text) > MAX_RESULT_BYTES:
+        return text[:MAX_RESULT_BYTES] + f"... [result cut: {len(text)} characters]"
+    return value
+
+
+def _error_text(error: BaseException) -> str:
+    summary = f"{type(error).__name__}: {error}".strip()
+    trace = "".join(traceback.format_exception(error)).rstrip()
+    return f"{summary}\n{trace}"
+
+
+def execution_json(claim: ClaimedExecution, status: str, **extra: Any) -> dict[str, Any]:
+    """The ``execution`` of a task-event payload."""
+    return {
+        "id": claim.id,
+        "task_id": claim.task_id,
+        "task_name": claim.task_name,
+        "command": claim.command,
+        "trigger": claim.trigger,
+        "queue": claim.queue,
+        "worker": claim.worker,
+        "attempt": claim.attempt,
+        "max_attempts": claim.max_attempts,
+        "status": status,
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _run_command(
+    runtime: WorkerRuntime, claim: ClaimedExecution, buffer: LogBuffer, deadline: float | None
+) -> Any:
+    spec = runtime.registry.get(claim.command)
+    context = CommandContext(
+        execution_id=claim.id,
+        task_id=claim.task_id,
+        task_name=claim.task_name,
+        attempt=claim.attempt,
+        data=MappingProxyType(dict(claim.data)),
+        log=buffer.log,
+        deadline=deadline,
+    )
+    if spec.kind == "external":
+        timeout_s = (claim.timeout_ms or runtime.settings.task_timeout) / 1000
+        # A little under the deadline, so the sandbox ends the program and keeps its output before the limit.
+        remaining = max((deadline - time.monotonic()) - 0.5, 0.1) if deadline is not None else timeout_s
+        limits = ResourceLimits(cpu_seconds=max(3600, int(timeout_s) + 5))
+        return run_external_command(spec, context, remaining, limits, runtime.settings.max_log_bytes)
+    assert spec.func is not None
+    if threading.current_thread() is not threading.main_thread():
+        return spec.func(context)  # stdout is process-wide: capture it only where one command runs at a time
+    out, err = LogWriter(buffer, "INFO"), LogWriter(buffer, "WARNING")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return spec.func(context)
+    finally:
+        out.flush()
+        err.flush()
+
+
+def _attempt(runtime: WorkerRuntime, claim: ClaimedExecution, buffer: LogBuffer) -> Outcome:
+    timeout_s = (claim.timeout_ms or runtime.settings.task_timeout) / 1000
+    deadline = time.monotonic() + timeout_s
+
+    def beat(lines: list[PendingLog]) -> bool:
+        with runtime.engine.connect() as connection, transaction(connection, durable=False):
+            append_logs(connection, claim.id, claim.attempt, lines)
+            return heartbeat(connection, claim.id, claim.worker)
+
+    interval_s = runtime.settings.heartbeat_interval / 1000
+    try:
+        with Watchdog(beat=beat, buffer=buffer, interval_s=interval_s, deadline=deadline):
+            result = _run_command(runtime, claim, buffer, deadline)
+        return Outcome("completed", result=json_result(result))
+    except (SoftTimeLimitExceeded, ExecutionTimedOut):
+        return Outcome("timed_out", error=f"timed out: the time limit of {timeout_s:g} s passed")
+    except ExecutionCancelled:
+        return Outcome("cancelled", error="the execution was cancelled or taken over while it ran")
+    except ExternalCommandFailed as error:
+        return Outcome("timed_out" if error.timed_out else "failed", error=str(error))
+    except TimeoutError as error:
+        if time.monotonic() >= deadline - 0.05:
+            return Outcome("timed_out", error=f"timed out: {error}")
+        return Outcome("failed", error=_error_text(error))
+    except InvalidInput as error:
+        return Outcome("failed", error=str(error), retryable=False)
+    except Exception as error:
+        return Outcome("failed", error=_error_text(error))
+
+
+def _next_status(claim: ClaimedExecution, outcome: Outcome) -> tuple[OutcomeStatus, float | None]:
+    """The status to record for this attempt's outcome, and the retry countdown (None: no retry)."""
+    if outcome.status in ("failed", "timed_out") and outcome.retryable and claim.attempt < claim.max_attempts:
+        return "retrying", retry_delay_s(claim.retry_delay_ms, claim.retry_backoff, claim.attempt)
+    return outcome.status, None
+
+
+def _record(
+    runtime: WorkerRuntime,
+    connection: Connection,
+    claim: ClaimedExecution,
+    outcome: Outcome,
+    buffer: LogBuffer,
+    duration_ms: int,
+) -> Decision:
+    status, countdown = _next_status(claim, outcome)
+    if outcome.status in ("failed", "timed_out"):
+        first_line = (outcome.error or outcome.status).splitlines()[0]
+        tail = f"; retrying in {countdown:.3g} s" if countdown is not None else ""
+        attempt = f"attempt {claim.attempt} of {claim.max_attempts}"
+        buffer.log("ERROR", f"{attempt} {outcome.status}: {first_line}{tail}")
+        if outcome.error and "\n" in outcome.error:
+            buffer.log("DEBUG", outcome.error)  # the traceback
+    paused_task = None
+    with transaction(connection):
+        append_logs(connection, claim.id, claim.attempt, buffer.drain(final=True))
+        finished = finish_execution(
+            connection,
+            claim,
+            status=status,
+            duration_ms=duration_ms,
+            result=outcome.result,
+            error=outcome.error,
+            reason="task_deleted" if status == "cancelled" and not claim.task_found else None,
+        )
+        if finished is not None and finished.task_paused and claim.task_id is not None:
+            paused_task = load_task(connection, claim.task_id)
+            if paused_task is not None:
+                record_auto_pause(connection, paused_task, actor=f"worker:{claim.worker}")
+    if finished is None:
+        return Decision("noop")  # the claim was taken from us (cancelled, lost): its new owner decides
+    _emit_outcome(runtime, claim, outcome, status, duration_ms)
+    if paused_task is not None:
+        runtime.emit(TASK_PAUSED, {"task": paused_task.to_json()})
+    if countdown is not None:
+        return Decision("retry", countdown)
+    return Decision("done")
+
+
+def _emit_outcome(
+    runtime: WorkerRuntime, claim: ClaimedExecution, outcome: Outcome, status: str, duration_ms: int
+) -> None:
+    """``completed``, or ``failed`` for every failed attempt (``final`` False when it will be retried)."""
+    if outcome.status == "completed":
+        execution = execution_json(claim, "completed", duration_ms=duration_ms, result=outcome.result)
+        runtime.emit(TASK_EVENT, {"type": "completed", "execution": execution})
+    elif outcome.status in ("failed", "timed_out"):
+        error = (outcome.error or "").splitlines()[0] if outcome.error else None
+        execution = execution_json(claim, status, duration_ms=duration_ms, error=error)
+        runtime.emit(TASK_EVENT, {"type": "failed", "final": status != "retrying", "execution": execution})
+
+
+def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks: int = 0) -> Decision:
+    """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
+
+    One connection serves the attempt (claim, then outcome), so the pool's pre-ping runs once.
+    """
+    with runtime.engine.connect() as connection:
+        with transaction(connection, durable=False):
+            claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
+            status = None if claim is not None else execution_status(connection, execution_id)
+        if claim is None:
+            if status == "running" and rechecks < MAX_RECHECKS:
+                return Decision("recheck", runtime.stale_after.total_seconds())
+            return Decision("noop")
+        started = time.monotonic()
+        buffer = LogBuffer(limit_bytes=runtime.settings.max_log_bytes, used_bytes=claim.log_bytes)
+        if claim.took_over_from is not None:
+            buffer.log(
+                "WARNING",
+                f"worker {claim.took_over_from} stopped heart-beating; attempt {claim.attempt} takes over",
+            )
+        if not claim.task_found:
+            buffer.log("WARNING", "the task was deleted before this execution ran; cancelled")
+            cancelled = Outcome("cancelled", error="cancelled: the task was deleted")
+            return _record(runtime, connection, claim, cancelled, buffer, 0)
+        runtime.emit(TASK_EVENT, {"type": "executed", "execution": execution_json(claim, "running")})
+        outcome = _attempt(runtime, claim, buffer)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return _record(runtime, connection, claim, outcome, buffer, duration_ms)
+
+
+def record_hard_timeout(
+    runtime: WorkerRuntime, execution_id: int, *, nodename: str, limit_s: float | None
+) -> Dispatch | None:
+    """Record an attempt whose process the hard time limit killed (called in the worker's main process).
+
+    Only an execution this worker node holds is touched. Returns the dispatch to publish when the execution
+    retries, else None.
+    """
+    with runtime.engine.connect() as connection:
+        with transaction(connection):
+            claim = running_claim(connection, execution_id)
+            if claim is None or not claim.worker.startswith(nodename + ":"):
+                return None
+            now = db_now(connection)
+        started = claim.started_at
+        duration_ms = 0 if started is None else max(int((now - started).total_seconds() * 1000), 0)
+        limit = f" ({limit_s:g} s)" if limit_s else ""
+        outcome = Outcome("timed_out", error=f"timed out: killed at the hard time limit{limit}")
+        buffer = LogBuffer(limit_bytes=runtime.settings.max_log_bytes)
+        decision = _record(runtime, connection, claim, outcome, buffer, duration_ms)
+    if decision.kind != "retry":
+        return None
+    timeout_s = (claim.timeout_ms or runtime.settings.task_timeout) / 1000
+    return Dispatch(
+        execution_id=claim.id,
+        queue=claim.queue,
+        command=claim.command,
+        task_name=claim.task_name,
+        countdown_s=decision.countdown_s,
+        timeout_s=timeout_s,
+    )

@@ -1,0 +1,152 @@
+"""Per-process state of a worker: database engine, command registry, event bus; and the runtime commands.
+
+Everything is created on first use and again in a forked child (a prefork pool process must not share its
+parent's database connections), keyed by process id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+
+from scheduler.db import engine_from_settings
+from scheduler.events import EventBus
+from scheduler.redaction import redact
+from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
+from scheduler.repository.clock import db_now
+from scheduler.settings import Settings
+from workers.builtins import runtime_commands
+from workers.commands import CommandContext, CommandRegistry, load_registry
+
+logger = logging.getLogger(__name__)
+
+# A running execution whose heartbeat is this many intervals old is presumed dead (the planner's recovery
+# sweep uses the same rule: scheduler.recovery.silent_reason).
+STALE_AFTER_BEATS = 3
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.nodename: str | None = None  # the Celery node (name@host) of this worker, set when it starts
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._registry: CommandRegistry | None = None
+        self._events: EventBus | None = None
+
+    def _ensure_process(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            if self._engine is not None:
+                self._engine.dispose(close=False)  # the parent's connections stay the parent's
+            self._engine = None
+            self._registry = None
+            self._events = None
+            self._pid = os.getpid()
+
+    @property
+    def engine(self) -> Engine:
+        self._ensure_process()
+        if self._engine is None:
+            self._engine = engine_from_settings(self.settings)
+        return self._engine
+
+    @property
+    def registry(self) -> CommandRegistry:
+        """Built on first use, so commands that the ``-A`` module or plugins register are all known."""
+        self._ensure_process()
+        if self._registry is None:
+            extra = runtime_commands(health=self.check_health, cleanup=self.run_cleanup)
+            self._registry = load_registry(self.settings, extra=extra)
+        return self._registry
+
+    @property
+    def events(self) -> EventBus:
+        """The in-process bus; forwarded to Redis pub/sub when the broker is Redis."""
+        self._ensure_process()
+        if self._events is None:
+            bus = EventBus()
+            if is_redis_url(self.settings.effective_broker_url):
+                forward(bus, RedisEventPublisher(self.settings.effective_broker_url))
+            self._events = bus
+        return self._events
+
+    @property
+    def stale_after(self) -> timedelta:
+        return timedelta(milliseconds=self.settings.heartbeat_interval * STALE_AFTER_BEATS)
+
+    def emit(self, event: str, payload: dict[str, Any]) -> None:
+        """Emit with secrets redacted; a failing handler is logged, never fails the execution."""
+        try:
+            self.events.emit(event, redact(payload))
+        except Exception:
+            logger.exception("an event handler of %s failed", event)
+
+    # ----------------------------------------------------------------------------------- runtime commands
+
+    def check_health(self, ctx: CommandContext) -> dict[str, Any]:
+        """system:health: the database answers, the broker accepts a connection, a planner holds the lease."""
+        report: dict[str, Any] = {}
+        problems: list[str] = []
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+                report["database"] = "ok"
+                report["planner"] = _planner_lease(connection)
+        except Exception as error:
+            report["database"] = f"unreachable: {error}".splitlines()[0]
+            problems.append("database")
+        if report.get("planner") is None and "database" not in problems:
+            problems.append("planner")
+        report["broker"] = _broker_status(self.settings)
+        if report["broker"] != "ok":
+            problems.append("broker")
+        for name, value in report.items():
+            ctx.log("INFO" if name not in problems else "ERROR", f"{name}: {value}")
+        if problems:
+            raise RuntimeError(f"unhealthy: {', '.join(problems)}")
+        return report
+
+    def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]:
+        """scheduler:cleanup: delete finished executions older than historyRetentionDays."""
+        from scheduler.cleanup import run_cleanup
+
+        deleted = run_cleanup(self.engine, self.settings)
+        ctx.log("INFO", f"deleted {deleted} finished executions and their logs")
+        return {"deleted": deleted}
+
+
+def _planner_lease(connection: Any) -> dict[str, Any] | None:
+    from scheduler.models import LeaseRow
+
+    now = db_now(connection)
+    leases = LeaseRow.__table__
+    row = connection.execute(
+        select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.expires_at > now)
+    ).first()
+    return None if row is None else {"lease": row.name, "holder": row.holder}
+
+
+def _broker_status(settings: Settings) -> str:
+    from kombu.connection import Connection
+
+    from celeryconfig import build_config
+
+    config = build_config(settings)
+    try:
+        with Connection(  # type: ignore[no-untyped-call]
+            config["broker_url"], transport_options=config["broker_transport_options"], connect_timeout=3
+        ) as connection:
+            connection.ensure_connection(max_retries=1)
+        return "ok"
+    except Exception as error:
+        return f"unreachable: {error}".splitlines()[0]

@@ -1,0 +1,147 @@
+"""``systemprompt scheduler:serve``: planner and worker in one foreground process (the embedded default).
+
+- The schema is checked first: created or upgraded on SQLite, an outdated PostgreSQL schema stops serve with
+  the message naming ``systemprompt scheduler:migrate``.
+- The Celery worker runs in the foreground with the **prefork** pool (default 2 processes): that is the only
+  pool where Celery enforces the hard time limit, so serve behaves like a production worker. The planner runs
+  in a thread of the main process, started once the worker is ready, i.e. after the pool processes were
+  forked (a replacement process forked later gets fresh database connections of its own).
+- It consumes the default queue plus the queues of the tasks that exist when it starts (and ``queues``).
+- Ctrl-C or SIGTERM: Celery's warm shutdown lets running executions finish and record their outcome; then the
+  planner stops and releases its lease. A second Ctrl-C is Celery's cold shutdown: running executions are
+  killed and keep status ``running`` until a planner's recovery sweep sees their heartbeat is stale and
+  retries them or marks them ``lost``; nothing stays ``running`` for ever.
+- ``flower=True`` starts Flower (``celery flower``) as a child process for the same broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from celery import signals
+from sqlalchemy import Engine, select
+
+from scheduler.db import engine_from_settings
+from scheduler.errors import TaskNotFound
+from scheduler.events import EventBus
+from scheduler.planner import Planner
+from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
+from scheduler.repository.tables import tasks
+from scheduler.schema import ensure_schema
+from scheduler.settings import Settings
+from workers.app import create_app
+from workers.publisher import CeleryPublisher
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 2
+DEMO_TASK = {
+    "name": "demo-echo-2s",
+    "command": "test:echo",
+    "schedule": "2s",
+    "data": {"message": "hello from systemprompt scheduler:serve --demo"},
+    "retries": 0,
+}
+PLANNER_JOIN_S = 15.0
+
+
+def task_queues(engine: Engine) -> list[str]:
+    """The distinct queues of existing tasks."""
+    with engine.connect() as connection:
+        return sorted(str(q) for q in connection.execute(select(tasks.c.queue).distinct()).scalars())
+
+
+def ensure_demo_task(settings: Settings) -> None:
+    """Create the demo task (``test:echo`` every 2 s) unless a task of that name exists."""
+    from scheduler.service import SchedulerService
+
+    service = SchedulerService.from_settings(settings, actor="serve --demo")
+    try:
+        try:
+            service.get_task(str(DEMO_TASK["name"]))
+        except TaskNotFound:
+            task = service.create_task(DEMO_TASK)
+            print(f"serve: created the demo task {task.name!r} (test:echo every 2 s)", file=sys.stderr)
+    finally:
+        service.engine.dispose()
+
+
+def start_flower(settings: Settings) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    if settings.flower_basic_auth:
+        argv.append(f"--basic-auth={settings.flower_basic_auth}")
+    return subprocess.Popen(argv, env=dict(os.environ))
+
+
+def serve(
+    settings: Settings,
+    *,
+    flower: bool = False,
+    demo: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    queues: Sequence[str] = (),
+    loglevel: str = "INFO",
+) -> int:
+    """Run planner + worker until Ctrl-C/SIGTERM; return the exit code. Raises SchemaOutdated (exit 69)."""
+    engine = engine_from_settings(settings)
+    ensure_schema(engine, auto_upgrade=settings.is_embedded)
+    if demo:
+        ensure_demo_task(settings)
+    consumed = sorted({settings.default_queue, *task_queues(engine), *queues})
+
+    app = create_app(settings)
+    events = EventBus()
+    if is_redis_url(settings.effective_broker_url):
+        forward(events, RedisEventPublisher(settings.effective_broker_url))
+    planner = Planner(engine, settings, CeleryPublisher(app), events=events)
+    stop = threading.Event()
+    planner_thread = threading.Thread(target=planner.run_forever, args=(stop,), name="planner", daemon=True)
+
+    def start_planner(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app and not planner_thread.is_alive():
+            logger.info("serve: planner %s starting", planner.holder)
+            planner_thread.start()
+
+    nodename = f"serve-{os.getpid()}@{socket.gethostname()}"
+    shutdown: dict[str, str] = {}
+
+    def stop_planner(sender: Any = None, sig: str = "", how: str = "", **_: Any) -> None:
+        # The worker is shutting down: publish nothing more, so its consumer drains quickly.
+        if sender == nodename:
+            shutdown.update(sig=sig, how=how)
+            stop.set()
+
+    signals.worker_ready.connect(start_planner, weak=False)
+    signals.worker_shutting_down.connect(stop_planner, weak=False)
+    flower_process = start_flower(settings) if flower else None
+    worker = app.Worker(
+        pool="prefork",
+        concurrency=concurrency,
+        queues=consumed,
+        hostname=nodename,
+        loglevel=loglevel,
+        without_mingle=True,
+        without_gossip=True,
+    )
+    try:
+        worker.start()  # returns after Ctrl-C/SIGTERM (warm shutdown: running executions finish first)
+    finally:
+        signals.worker_ready.disconnect(start_planner)
+        signals.worker_shutting_down.disconnect(stop_planner)
+        stop.set()
+        if planner_thread.is_alive():
+            planner_thread.join(PLANNER_JOIN_S)
+        if flower_process is not None:
+            flower_process.terminate()
+            flower_process.wait(10)
+        engine.dispose()
+    if shutdown.get("how") == "Warm" and shutdown.get("sig") in ("SIGINT", "SIGTERM"):
+        return 0  # Ctrl-C or SIGTERM is how serve is meant to stop (Celery reports SIGINT as a failure)
+    return int(worker.exitcode or 0)
