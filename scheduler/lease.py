@@ -3,7 +3,7 @@
 No session-level advisory locks (they break behind PgBouncer in transaction mode): the lease is a row.
 
 - :meth:`Lease.acquire_or_renew` is one ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE holder = me OR
-  expires_at < now RETURNING term``: it creates the lease, renews our own, or takes over an expired one. The
+  expires_at <= now RETURNING term``: it creates the lease, renews our own, or takes over an expired one. The
   ``term`` goes up by one whenever the holder changes, so terms order leaders.
 - Fencing, two layers: every dispatch transaction calls :meth:`Lease.holds` first, which re-reads
   ``(name, holder, term)`` with ``expires_at > now`` (``FOR SHARE`` on PostgreSQL, so a takeover waits for the
@@ -95,7 +95,7 @@ def acquire_or_renew_sql(
             "expires_at": excluded.expires_at,
             "renewed_at": excluded.renewed_at,
         },
-        where=(leases.c.holder == excluded.holder) | (leases.c.expires_at < excluded.renewed_at),
+        where=(leases.c.holder == excluded.holder) | (leases.c.expires_at <= excluded.renewed_at),
     ).returning(leases.c.term)
     term = connection.execute(statement).scalar_one_or_none()
     return None if term is None else int(term)
