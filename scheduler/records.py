@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 TaskStatus = Literal["active", "paused", "completed"]
 ExecutionStatus = Literal[
@@ -19,19 +19,8 @@ ExecutionStatus = Literal[
     "lost",
     "skipped",
 ]
-TASK_STATUSES: tuple[str, ...] = ("active", "paused", "completed")
-EXECUTION_STATUSES: tuple[str, ...] = (
-    "pending",
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "timed_out",
-    "retrying",
-    "cancelled",
-    "lost",
-    "skipped",
-)
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
 FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost", "skipped")
 SUCCESS_STATUSES: tuple[str, ...] = ("completed",)
 FAILURE_STATUSES: tuple[str, ...] = ("failed", "timed_out", "lost")
