@@ -177,6 +177,7 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     """
     from dataclasses import asdict
 
+    from scheduler.metrics import start_metrics_server
     from scheduler.planner import Planner
 
     settings = get_settings(ctx)
@@ -192,6 +193,7 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
             else:
                 print_note(", ".join(f"{key}: {value}" for key, value in asdict(report).items()))
             return 0
+        start_metrics_server(settings)  # on SCHEDULER_METRICS_PORT when set; a daemon thread
         with _stop_on_signals() as stop:
             logging.getLogger("scheduler.planner").info("planner %s started; Ctrl-C stops it", loop.holder)
             loop.run_forever(stop)

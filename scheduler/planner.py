@@ -2,14 +2,16 @@
 
 One :meth:`Planner.tick` (DESIGN §1, §2):
 
-1. take or renew the leader lease (a standby stops here);
+1. take the leader lease, or renew it once a third of its TTL has passed (a standby stops here);
 2. in batches of ``planner_batch_size``, each one transaction fenced by the lease: select due tasks by index,
    decide each one's slots (:func:`scheduler.policies.plan_task`), insert the executions with ``ON CONFLICT DO
-   NOTHING`` and advance the tasks; until nothing is due or the time budget is spent;
-3. the recovery sweep (:mod:`scheduler.recovery`): republish unclaimed ids, reap executions of dead workers;
-4. the relay: publish ``pending`` executions oldest first, at most ``max_concurrent_tasks`` minus those
-   queued, running or retrying, and mark them ``queued``. A publish failure leaves them ``pending`` for the
-   next tick;
+   NOTHING`` and advance the tasks; until nothing is due or the time budget is spent. Right after each
+   batch's commit, the relay publishes: ``pending`` executions oldest first, at most
+   ``max_concurrent_tasks`` minus those queued, running or retrying, then marks them ``queued``. A publish
+   failure leaves them ``pending`` for the next tick;
+3. every few seconds (:data:`SWEEP_INTERVAL_S`, less with short heartbeats) the recovery sweep
+   (:mod:`scheduler.recovery`): republish unclaimed ids, reap executions of dead workers;
+4. the relay again when no batch relayed (pending rows of manual runs, of the sweep's requeues);
 5. every ``cleanup_interval``, :func:`scheduler.cleanup.run_cleanup`.
 
 Due-ness uses the database clock; the only host clock read is the monotonic one, for the lease and budgets.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -32,8 +35,9 @@ from scheduler.errors import SchedulerError
 from scheduler.events import EventBus
 from scheduler.fault_injection import fault_point
 from scheduler.lease import PLANNER_LEASE, Lease
-from scheduler.publisher import Publisher
-from scheduler.recovery import Recovery
+from scheduler.metrics import observe_tick
+from scheduler.publisher import Dispatch, Publisher
+from scheduler.recovery import Recovery, SweepReport
 from scheduler.relay import Relay
 from scheduler.repository.clock import db_now
 from scheduler.repository.dispatch import cancel_executions, due_tasks, write_transaction
@@ -42,6 +46,7 @@ from scheduler.settings import Settings
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
+SWEEP_INTERVAL_S = 5.0  # at most this long between recovery sweeps (less with short heartbeat intervals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,11 @@ class Planner:
             engine, settings, publisher, may_publish=self._may_dispatch, idle_timeout_ms=idle_ms
         )
         self._schedules = ScheduleCache()
+        # Often enough that stale heartbeats (3 intervals) and unclaimed messages are found in time.
+        self.sweep_interval_s = min(
+            SWEEP_INTERVAL_S, settings.heartbeat_interval / 1000, settings.recovery_after / 4000
+        )
+        self._next_sweep: float | None = None
         self._next_cleanup: float | None = None
         self._was_leader: bool | None = None
         self._last_failure: tuple[str, float] | None = None
@@ -114,17 +124,26 @@ class Planner:
     # ------------------------------------------------------------------------------------------ the tick
 
     def tick(self) -> TickReport:
-        """Run one tick; database errors propagate (``run_forever`` logs them and backs off)."""
+        """Run one tick; database errors propagate (``run_forever`` logs them and backs off).
+
+        The lease is renewed only when a third of its TTL has passed (:meth:`Lease.needs_renewal`); each
+        planning transaction still checks it (fencing). Each batch is published right after its commit, so
+        the first slots of a burst are on the broker while later batches are planned; after a publish failure
+        the rest of the tick only plans (the rows stay ``pending``). The recovery sweep runs every
+        :attr:`sweep_interval_s`, not every tick.
+        """
         started = time.monotonic()
-        if self.require_lease and not self.lease.acquire_or_renew():
+        if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():
             return TickReport(leader=False, duration_s=time.monotonic() - started)
         report = TickReport(leader=True)
         more = True
+        relayed = False
         while more and time.monotonic() - started < self.time_budget_s:
             if not self._still_leader():
                 return replace(report, leader=False, duration_s=time.monotonic() - started)
             batch = self.plan_batch()
             if batch.fenced:
+                self.lease.forget()  # deposed: the next tick asks for the lease again
                 return replace(report, leader=False, duration_s=time.monotonic() - started)
             report = replace(
                 report,
@@ -134,13 +153,35 @@ class Planner:
                 misfired=report.misfired + batch.misfired,
             )
             more = batch.due >= self.settings.planner_batch_size
+            if batch.dispatches and report.broker_error is None and self._still_leader():
+                report = self._relay(report, batch.dispatches)
+                relayed = True
         if self._still_leader():
-            swept = self.recovery.sweep(self.relay.publish)
-            report = replace(report, requeued=swept.requeued, lost=swept.lost, dispatched=swept.republished)
-            published, error = self.relay.relay_pending()
-            report = replace(report, dispatched=report.dispatched + published, broker_error=error)
+            swept = self._maybe_sweep()
+            report = replace(
+                report,
+                requeued=swept.requeued,
+                lost=swept.lost,
+                dispatched=report.dispatched + swept.republished,
+            )
+            if not relayed or swept.requeued:  # pending rows the batches' relays did not see
+                report = self._relay(report)
             report = replace(report, cleaned=self._maybe_cleanup())
         return replace(report, more=more, duration_s=time.monotonic() - started)
+
+    def _relay(self, report: TickReport, created: Sequence[Dispatch] = ()) -> TickReport:
+        """Relay ``created`` (a batch's new executions) if given, else every pending execution."""
+        published, error = self.relay.relay_created(created) if created else self.relay.relay_pending()
+        return replace(report, dispatched=report.dispatched + published, broker_error=error)
+
+    def _maybe_sweep(self) -> SweepReport:
+        """The recovery sweep on the first leader tick, then every :attr:`sweep_interval_s`."""
+        now = time.monotonic()
+        if self._next_sweep is not None and now < self._next_sweep:
+            return SweepReport()
+        swept = self.recovery.sweep(self.relay.publish)
+        self._next_sweep = now + self.sweep_interval_s
+        return swept
 
     def _may_dispatch(self) -> bool:
         """Whether this process may still hand executions to the broker: no lease needed, or a trusted one.
@@ -161,9 +202,10 @@ class Planner:
     def plan_batch(self) -> BatchReport:
         """Plan one batch of due tasks in one transaction, fenced by the lease (when one is required)."""
         with write_transaction(self.engine, idle_timeout_ms=self.lease.idle_timeout_ms) as connection:
-            now = db_now(connection)
-            if self.require_lease and not self.lease.holds(connection, now):
+            fenced_now = self.lease.fence(connection) if self.require_lease else db_now(connection)
+            if fenced_now is None:
                 return BatchReport(fenced=True)
+            now = fenced_now
             tasks = due_tasks(connection, now, self.settings.planner_batch_size)
             if not tasks:
                 return BatchReport()
@@ -205,12 +247,14 @@ class Planner:
             except Exception as error:  # the loop must outlive any failure: log, back off, try again
                 backoff = min(MAX_BACKOFF_S, max(interval, backoff * 2))
                 self._log_failure(error, backoff)
+                observe_tick(self, None)
                 wait = backoff
             else:
                 if backoff:
                     logger.info("planner: ticking again after a failure")
                 backoff, self._last_failure = 0.0, None
                 self._log_leadership(report.leader)
+                observe_tick(self, report)
                 if report.more:
                     wait = 0.0
             stop.wait(wait)

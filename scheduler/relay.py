@@ -4,19 +4,27 @@
 failed), and from the recovery sweep (a lost attempt's retry). :meth:`Relay.relay_pending` publishes up to
 ``max_concurrent_tasks`` minus the executions queued, running or retrying, then marks them ``queued``. A
 publish failure leaves the rows ``pending``: nothing is lost, the next tick tries again.
+:meth:`Relay.relay_created` is the planner's shortcut right after a batch commits: when the batch's rows are
+all the pending rows there are and fit under the cap, it publishes them without reading them back.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
 from scheduler.fault_injection import fault_point
+from scheduler.metrics import observe_queued
 from scheduler.publisher import Dispatch, Publisher
-from scheduler.repository.clock import db_now
-from scheduler.repository.dispatch import in_flight_count, mark_queued, pending_dispatches, write_transaction
+from scheduler.repository.dispatch import (
+    in_flight_count,
+    mark_queued,
+    pending_dispatches,
+    relay_counts,
+    write_transaction,
+)
 from scheduler.settings import Settings
 
 logger = logging.getLogger("scheduler.planner")
@@ -59,6 +67,30 @@ class Relay:
         self._broker_down = False
         return None
 
+    def relay_created(self, dispatches: Sequence[Dispatch]) -> tuple[int, str | None]:
+        """Publish the pending executions a planning batch just committed and mark them queued.
+
+        When they are all the pending rows there are (so none older waits) and they fit under the cap, they
+        go out as given, without reading them back; otherwise this is :meth:`relay_pending`. Returns what
+        :meth:`relay_pending` returns.
+        """
+        if not dispatches:
+            return 0, None
+        with self.engine.connect() as connection:
+            in_flight, pending = relay_counts(connection)
+        if pending != len(dispatches) or in_flight + pending > self.settings.max_concurrent_tasks:
+            return self.relay_pending()
+        fault_point("before_publish")
+        if not self.may_publish():  # leadership lost since the commit: the new leader sends them
+            return 0, None
+        error = self.publish(list(dispatches))
+        if error is not None:
+            return 0, error
+        with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
+            mark_queued(connection, [d.execution_id for d in dispatches])  # the database clock
+        observe_queued(self.engine, dispatches)
+        return len(dispatches), None
+
     def relay_pending(self) -> tuple[int, str | None]:
         """Publish pending executions within the cap, oldest first, and mark them queued.
 
@@ -80,7 +112,8 @@ class Relay:
             if error is not None:
                 return published, error
             with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
-                mark_queued(connection, [d.execution_id for d in dispatches], now=db_now(connection))
+                mark_queued(connection, [d.execution_id for d in dispatches])  # the database clock
+            observe_queued(self.engine, dispatches)
             published += len(dispatches)
             if len(dispatches) < limit:
                 return published, None

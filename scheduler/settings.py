@@ -81,7 +81,12 @@ class Settings(BaseSettings):
     actor: str | None = Field(None, description="Actor recorded in the audit log; unset: the OS user.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: str = Field("INFO", description="Log level of planner, worker and CLI.")
-    metrics_port: int | None = Field(None, ge=1, le=65535, description="Prometheus metrics port; unset: off.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Prometheus /metrics port of a planner, a worker or serve (one for both); unset: off.",
+    )
     flower_basic_auth: str | None = Field(None, description="user:password for Flower.")
 
     # External commands: name -> argv list with {placeholders} filled from the task's data.

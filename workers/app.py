@@ -22,6 +22,8 @@ from scheduler.errors import SchedulerError
 from scheduler.schema import ensure_schema
 from scheduler.settings import Settings, load_settings
 from workers.embedded import is_embedded_broker, start_pruner
+from workers.metrics import install as install_metrics
+from workers.process_group import lead_own_process_group
 from workers.runtime import WorkerRuntime
 from workers.tasks import register_tasks
 
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Any:
     app.scheduler_settings = settings
     app.scheduler_runtime = runtime = WorkerRuntime(settings)
     register_tasks(app)
+    install_metrics(app, settings)
     stop_pruner = threading.Event()
 
     def on_worker_init(sender: Any = None, **_: Any) -> None:
@@ -64,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Any:
     signals.worker_init.connect(on_worker_init, weak=False)
     signals.worker_ready.connect(on_worker_ready, weak=False)
     signals.worker_shutdown.connect(on_worker_shutdown, weak=False)
+    # The hard time limit must end a command's children too (see workers.process_group).
+    signals.worker_process_init.connect(lead_own_process_group, weak=False, dispatch_uid="own-process-group")
     return app
 
 

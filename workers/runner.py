@@ -16,25 +16,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
 
 from celeryconfig import RETRY_COUNTDOWN_CAP_S
 from scheduler.errors import InvalidInput
 from scheduler.events import TASK_EVENT, TASK_PAUSED
 from scheduler.publisher import Dispatch
+from scheduler.records import Task
 from scheduler.repository.clock import db_now
 from scheduler.repository.run_statements import OutcomeStatus
 from scheduler.repository.runs import (
     ClaimedExecution,
+    FinishedExecution,
     PendingLog,
     append_logs,
     claim_execution,
@@ -48,11 +53,18 @@ from scheduler.repository.runs import (
 )
 from workers.capture import LogBuffer, LogWriter
 from workers.commands import CommandContext
+from workers.metrics import record_execution
 from workers.runtime import WorkerRuntime
 from workers.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
 from workers.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 
+logger = logging.getLogger(__name__)
+
 MAX_RECHECKS = 3
+# How long a finished attempt keeps trying to store its outcome while the database is unreachable.
+OUTCOME_RETRY_S = 300.0
+DISCONNECTED = (sa_exc.OperationalError, sa_exc.InterfaceError)
+_T = TypeVar("_T")
 MAX_RESULT_BYTES = 1 << 20
 JITTER = 0.15
 
@@ -193,6 +205,8 @@ def _record(
     outcome: Outcome,
     buffer: LogBuffer,
     duration_ms: int,
+    *,
+    retry_s: float = OUTCOME_RETRY_S,
 ) -> Decision:
     status, countdown = _next_status(claim, outcome)
     if outcome.status in ("failed", "timed_out"):
@@ -202,30 +216,71 @@ def _record(
         buffer.log("ERROR", f"{attempt} {outcome.status}: {first_line}{tail}")
         if outcome.error and "\n" in outcome.error:
             buffer.log("DEBUG", outcome.error)  # the traceback
-    paused_task = None
-    with transaction(connection):
-        append_logs(connection, claim.id, claim.attempt, buffer.drain(final=True))
-        finished = finish_execution(
-            connection,
-            claim,
-            status=status,
-            duration_ms=duration_ms,
-            result=outcome.result,
-            error=outcome.error,
-            reason="task_deleted" if status == "cancelled" and not claim.task_found else None,
-        )
-        if finished is not None and finished.task_paused and claim.task_id is not None:
-            paused_task = load_task(connection, claim.task_id)
-            if paused_task is not None:
-                record_auto_pause(connection, paused_task, actor=f"worker:{claim.worker}")
+    lines = buffer.drain(final=True)
+
+    def write(connection: Connection, retried: bool) -> tuple[FinishedExecution | None, Task | None]:
+        paused_task = None
+        with transaction(connection):
+            finished = finish_execution(
+                connection,
+                claim,
+                status=status,
+                duration_ms=duration_ms,
+                result=outcome.result,
+                error=outcome.error,
+                reason="task_deleted" if status == "cancelled" and not claim.task_found else None,
+            )
+            if finished is not None or not retried:  # a retry after a lost commit must not log twice
+                append_logs(connection, claim.id, claim.attempt, lines)
+            if finished is not None and finished.task_paused and claim.task_id is not None:
+                paused_task = load_task(connection, claim.task_id)
+                if paused_task is not None:
+                    record_auto_pause(connection, paused_task, actor=f"worker:{claim.worker}")
+        return finished, paused_task
+
+    finished, paused_task = _write_outcome(runtime, connection, write, claim.id, retry_s)
     if finished is None:
         return Decision("noop")  # the claim was taken from us (cancelled, lost): its new owner decides
+    record_execution(claim.command, outcome.status, duration_ms)
     _emit_outcome(runtime, claim, outcome, status, duration_ms)
     if paused_task is not None:
         runtime.emit(TASK_PAUSED, {"task": paused_task.to_json()})
     if countdown is not None:
         return Decision("retry", countdown)
     return Decision("done")
+
+
+def _write_outcome(
+    runtime: WorkerRuntime,
+    connection: Connection,
+    write: Callable[[Connection, bool], _T],
+    execution_id: int,
+    retry_s: float,
+) -> _T:
+    """``write(connection, False)``; while the database is unreachable, ``write(fresh, True)`` on new
+    connections, pausing at most a heartbeat interval, for up to ``retry_s`` seconds.
+
+    The attempt ran: a database restart meanwhile must not lose its outcome (the execution would be reaped
+    and run again). The pause stays under the heartbeat interval, so the outcome lands before the planner's
+    sweep, which waits that long after its own reconnection, could take the execution for dead.
+    """
+    try:
+        return write(connection, False)
+    except DISCONNECTED as error:
+        if retry_s <= 0:
+            raise
+        logger.warning("execution %s: cannot store the outcome yet, retrying: %s", execution_id, error)
+    deadline = time.monotonic() + retry_s
+    pause, longest = 0.1, max(runtime.settings.heartbeat_interval / 1000, 0.1)
+    while True:
+        time.sleep(pause)
+        pause = min(pause * 2, longest)
+        try:
+            with runtime.engine.connect() as fresh:
+                return write(fresh, True)
+        except DISCONNECTED:
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _emit_outcome(
@@ -290,7 +345,8 @@ def record_hard_timeout(
         limit = f" ({limit_s:g} s)" if limit_s else ""
         outcome = Outcome("timed_out", error=f"timed out: killed at the hard time limit{limit}")
         buffer = LogBuffer(limit_bytes=runtime.settings.max_log_bytes)
-        decision = _record(runtime, connection, claim, outcome, buffer, duration_ms)
+        # In the worker's main process: never block it on the database (the sweep reaps the row instead).
+        decision = _record(runtime, connection, claim, outcome, buffer, duration_ms, retry_s=0)
     if decision.kind != "retry":
         return None
     timeout_s = (claim.timeout_ms or runtime.settings.task_timeout) / 1000

@@ -31,6 +31,7 @@ from sqlalchemy import Engine, select
 from scheduler.db import engine_from_settings
 from scheduler.errors import TaskNotFound
 from scheduler.events import EventBus
+from scheduler.metrics import enable as enable_planner_metrics
 from scheduler.planner import Planner
 from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
 from scheduler.repository.tables import tasks
@@ -101,6 +102,7 @@ def serve(
     if is_redis_url(settings.effective_broker_url):
         forward(events, RedisEventPublisher(settings.effective_broker_url))
     planner = Planner(engine, settings, CeleryPublisher(app), events=events)
+    enable_planner_metrics(settings)  # served with the worker's on SCHEDULER_METRICS_PORT (workers.metrics)
     stop = threading.Event()
     planner_thread = threading.Thread(target=planner.run_forever, args=(stop,), name="planner", daemon=True)
 
