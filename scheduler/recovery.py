@@ -7,21 +7,27 @@
 - ``running`` executions whose worker went silent are reaped: no heartbeat for 3 x ``heartbeat_interval``, or
   still running ``max(60 s, 3 x heartbeat_interval)`` past their time limit. With attempts left the row goes
   back to ``pending`` as the next attempt (the relay publishes it within the concurrency cap); on its last
-  attempt it becomes ``lost`` and a ``task-event`` ``failed`` is emitted.
+  attempt it becomes ``lost`` and a ``task-event`` ``failed`` is emitted. ``lost`` counts as a failure of the
+  task: at ``auto_pause_after`` consecutive failures the task is paused (audited, ``task-paused``).
+- right after the sweeps were interrupted for longer than the heartbeat bound (the database was down, or
+  this planner frozen or not leading) nothing is reaped for one more bound: heartbeats could not be written.
 - Stale ``pending`` rows need nothing here: the planner's relay publishes every pending row.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from scheduler.events import TASK_EVENT, EventBus
+from scheduler.events import TASK_EVENT, TASK_PAUSED, EventBus
 from scheduler.lease import Lease
 from scheduler.publisher import Dispatch
+from scheduler.records import Task
 from scheduler.repository.clock import db_now
 from scheduler.repository.dispatch import write_transaction
 from scheduler.repository.recovery import (
@@ -34,6 +40,7 @@ from scheduler.repository.recovery import (
     requeue_lost,
     unclaimed_dispatches,
 )
+from scheduler.repository.task_outcomes import load_task, record_auto_pause
 from scheduler.settings import Settings
 
 OPEN_LIMIT = 10_000  # running/retrying rows read per sweep; bounded by the concurrency cap in practice
@@ -94,6 +101,23 @@ class Recovery:
         self.lease = lease
         self.events = events
         self.idle_timeout_ms = idle_timeout_ms
+        self._last_sweep: float | None = None  # monotonic time of the last sweep that reached the database
+        self._watching_since = -math.inf
+
+    def _heartbeats_trusted(self) -> bool:
+        """Whether a stale heartbeat now means a dead worker; called once per sweep that reached the database.
+
+        False for one heartbeat bound after the sweeps were interrupted for longer than that bound (the
+        database was unreachable, or this planner frozen or not leading): during a database outage no worker
+        could write its heartbeat, so right after it every live execution would look dead. The workers get
+        the bound to beat (or record their outcome) again before anything is reaped.
+        """
+        bound_s = 3 * self.settings.heartbeat_interval / 1000
+        now = time.monotonic()
+        if self._last_sweep is not None and now - self._last_sweep > bound_s:
+            self._watching_since = now
+        self._last_sweep = now
+        return now - self._watching_since >= bound_s
 
     def sweep(self, publish: Publish) -> SweepReport:
         """One sweep (see the module docstring). Database errors propagate; a failed publish leaves the rows
@@ -112,7 +136,8 @@ class Recovery:
                 if retry_overdue(e, now, self.settings)
             ]
             retrying = dispatches_by_id(connection, overdue, default_timeout_ms=timeout)
-            requeued, lost = self._reap(connection, now)
+            trusted = self._heartbeats_trusted()
+            requeued, lost, paused = self._reap(connection, now) if trusted else ({}, [], [])
         republished = 0
         for status, dispatches in (("queued", queued), ("retrying", retrying)):
             if self.lease is not None and not self.lease.locally_valid():
@@ -123,12 +148,17 @@ class Recovery:
                     refresh_enqueued(connection, ids, status, now=db_now(connection))
                 republished += len(dispatches)
         self._emit_failed(requeued, lost)
+        if self.events is not None:
+            for task in paused:
+                self.events.emit(TASK_PAUSED, {"task": task.to_json()})
         return SweepReport(republished=republished, requeued=len(requeued), lost=len(lost))
 
-    def _reap(self, connection: Connection, now: datetime) -> tuple[dict[int, int], list[int]]:
-        """Reap silent ``running`` rows: ({requeued id: the lost attempt}, [ids now lost])."""
+    def _reap(self, connection: Connection, now: datetime) -> tuple[dict[int, int], list[int], list[Task]]:
+        """Reap silent ``running`` rows: ({requeued id: the lost attempt}, [ids now lost], [tasks that the
+        lost executions auto-paused, audited here])."""
         requeued: dict[int, int] = {}
         lost: list[int] = []
+        paused: list[Task] = []
         for execution in open_executions(connection, "running", OPEN_LIMIT):
             reason = silent_reason(execution, now, self.settings)
             if reason is None:
@@ -136,9 +166,18 @@ class Recovery:
             if execution.attempt < execution.max_attempts:
                 if requeue_lost(connection, execution, now=now, error=reason):
                     requeued[execution.id] = execution.attempt
-            elif mark_lost(connection, execution, now=now, error=reason):
+            elif (marked := mark_lost(connection, execution, now=now, error=reason)) is not None:
                 lost.append(execution.id)
-        return requeued, lost
+                if marked.task is not None and marked.task.task_paused and marked.task_id is not None:
+                    task = load_task(connection, marked.task_id)
+                    if task is not None:
+                        record_auto_pause(connection, task, actor=self._actor, at=now)
+                        paused.append(task)
+        return requeued, lost, paused
+
+    @property
+    def _actor(self) -> str:
+        return f"planner:{self.lease.holder}" if self.lease is not None else "planner"
 
     def _emit_failed(self, requeued: dict[int, int], lost: list[int]) -> None:
         """``task-event`` ``failed`` per lost attempt, shaped like the worker's (``final`` False: retried)."""

@@ -10,6 +10,8 @@ Outcomes: the command's return value (as JSON; anything else as ``str``) -> ``co
 unknown command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
 attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
 :data:`celeryconfig.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility timeout.
+An outcome that cannot be stored because the database is down is retried on fresh connections (up to
+:data:`OUTCOME_RETRY_S`), so a database restart during a run neither loses the outcome nor reruns the command.
 """
 
 from __future__ import annotations
@@ -299,10 +301,11 @@ def _emit_outcome(
 def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks: int = 0) -> Decision:
     """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
 
-    One connection serves the attempt (claim, then outcome), so the pool's pre-ping runs once.
+    One connection serves the attempt (claim, then outcome).
     """
     with runtime.engine.connect() as connection:
-        with transaction(connection, durable=False):
+        # Not durable either: on PostgreSQL the claim statement turns synchronous_commit off itself.
+        with transaction(connection):
             claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
             status = None if claim is not None else execution_status(connection, execution_id)
         if claim is None:

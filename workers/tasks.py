@@ -8,7 +8,8 @@ Everything it does is in :mod:`workers.runner`; this module maps the runner's de
   heartbeat; if that worker died, the row's heartbeat goes stale and the recheck takes it over;
 - an unreachable database -> ``self.retry`` with backoff (the message is not lost meanwhile).
 
-The hard time limit kills the pool process: Celery then calls :meth:`ExecuteTask.on_failure` in the worker's
+The hard time limit kills the pool process with its process group, so the command's children die with it
+(:mod:`workers.process_group`): Celery then calls :meth:`ExecuteTask.on_failure` in the worker's
 main process (Celery >= 5.7), which records ``timed_out`` (or ``retrying`` and republishes). A process that
 dies any other way is requeued by ``reject_on_worker_lost``; its redelivery rechecks until the heartbeat is
 stale and then takes over, and the planner's sweep reaps it if no message is left.

@@ -12,12 +12,18 @@ signal, ``SIGUSR2`` sent with ``pthread_kill``, whose handler raises; a signal a
 effect at its next Python instruction. Celery's own soft limit (prefork only) usually fires first; this is the
 same limit for every pool and the fallback when a message carries no limit. Neither stops a command stuck in
 C code: only Celery's hard limit (prefork) does, by killing the process.
+
+The watchdog threads are reused: a process keeps the threads of finished executions idle and hands the next
+execution one of them, so an execution does not pay for starting and joining a thread (about as much as its
+claim statement). Each running execution still has a thread of its own.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import queue
 import signal
 import threading
 import time
@@ -67,7 +73,8 @@ class Watchdog:
         self._fired: type[ExecutionInterrupted] | None = None
         self._raised = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._runner: _Runner | None = None
         self._target = threading.get_ident()
         self._in_main = threading.current_thread() is threading.main_thread()
 
@@ -83,8 +90,8 @@ class Watchdog:
             _current = self
         with self._lock:
             self._armed = True
-        self._thread = threading.Thread(target=self._loop, name="execution-watchdog", daemon=True)
-        self._thread.start()
+        self._runner = _Runner.take()
+        self._runner.run(self)
         return self
 
     def __exit__(
@@ -98,8 +105,9 @@ class Watchdog:
         elif self._fired is not None:
             _async_raise(self._target, None)  # clear an exception that was sent but not yet raised
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._runner is not None:
+            self._done.wait()  # its loop returned: no beat or interrupt can come any more
+            self._runner = None
 
     def raise_if_fired(self) -> None:
         with self._lock:
@@ -149,6 +157,45 @@ class Watchdog:
                     continue
                 if not still_ours:
                     self._fire(ExecutionCancelled)
+
+
+class _Runner:
+    """A reusable watchdog thread: runs one :class:`Watchdog`'s loop at a time, then waits for the next."""
+
+    _idle: list[_Runner] = []
+    _idle_pid = -1
+    _idle_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Watchdog] = queue.SimpleQueue()
+        thread = threading.Thread(target=self._serve, name="execution-watchdog", daemon=True)
+        thread.start()
+
+    @classmethod
+    def take(cls) -> _Runner:
+        """An idle runner of this process, or a new one (threads do not survive a fork)."""
+        with cls._idle_lock:
+            if cls._idle_pid != os.getpid():
+                cls._idle, cls._idle_pid = [], os.getpid()
+            if cls._idle:
+                return cls._idle.pop()
+        return cls()
+
+    def run(self, watchdog: Watchdog) -> None:
+        self._jobs.put(watchdog)
+
+    def _serve(self) -> None:
+        while True:
+            watchdog = self._jobs.get()
+            try:
+                watchdog._loop()
+            except Exception:  # never: _loop handles its beat's errors; keep the thread usable anyway
+                logger.exception("watchdog loop failed")
+            finally:
+                with _Runner._idle_lock:
+                    if _Runner._idle_pid == os.getpid():
+                        _Runner._idle.append(self)
+                watchdog._done.set()
 
 
 def _async_raise(thread_id: int, kind: type[BaseException] | None) -> None:

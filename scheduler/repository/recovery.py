@@ -5,7 +5,8 @@ Invariant 1: the broker carries only ids, so whatever it loses is found again he
 - ``queued`` (and ``retrying``) rows that no worker claimed in time are published again under the same id
   (claims are conditional, so a duplicate message is a no-op) and their ``enqueued_at`` is refreshed;
 - ``running`` rows whose worker stopped heart-beating are reaped: back to ``pending`` as the next attempt when
-  attempts remain (the relay publishes them under the concurrency cap), else ``lost``.
+  attempts remain (the relay publishes them under the concurrency cap), else ``lost``: a failure of its
+  task, counted toward the auto-pause like ``failed``.
 
 Every update is conditional on the state that was read (status, attempt), so a worker that claims, heartbeats
 or finishes meanwhile wins and the sweep's update is a no-op.
@@ -25,6 +26,7 @@ from scheduler.records import Execution, as_utc
 from scheduler.repository.dispatch import dispatch_query, read_dispatches
 from scheduler.repository.mapping import execution_from_row
 from scheduler.repository.tables import executions, logs, tasks
+from scheduler.repository.task_outcomes import TaskOutcome, count_failure
 
 
 def unclaimed_dispatches(
@@ -65,6 +67,7 @@ class OpenExecution:
     timeout_ms: int | None
     retry_delay_ms: int | None
     retry_backoff: float | None
+    task_id: int | None = None
 
 
 def open_executions(connection: Connection, status: str, limit: int) -> list[OpenExecution]:
@@ -85,6 +88,7 @@ def open_executions(connection: Connection, status: str, limit: int) -> list[Ope
             tasks.c.timeout_ms,
             tasks.c.retry_delay_ms,
             tasks.c.retry_backoff,
+            executions.c.task_id,
         )
         .select_from(executions.outerjoin(tasks, tasks.c.id == executions.c.task_id))
         .where(executions.c.status == status)
@@ -104,9 +108,19 @@ def open_executions(connection: Connection, status: str, limit: int) -> list[Ope
             timeout_ms=None if r.timeout_ms is None else int(r.timeout_ms),
             retry_delay_ms=None if r.retry_delay_ms is None else int(r.retry_delay_ms),
             retry_backoff=None if r.retry_backoff is None else float(r.retry_backoff),
+            task_id=None if r.task_id is None else int(r.task_id),
         )
         for r in connection.execute(query)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class LostExecution:
+    """An execution :func:`mark_lost` marked, and its task after counting the failure (None: no task)."""
+
+    id: int
+    task_id: int | None
+    task: TaskOutcome | None
 
 
 def _running(execution: OpenExecution) -> Any:
@@ -146,8 +160,13 @@ def requeue_lost(connection: Connection, execution: OpenExecution, *, now: datet
     return True
 
 
-def mark_lost(connection: Connection, execution: OpenExecution, *, now: datetime, error: str) -> bool:
-    """A silent ``running`` execution on its last attempt is ``lost`` (finished now); False if it moved on."""
+def mark_lost(
+    connection: Connection, execution: OpenExecution, *, now: datetime, error: str
+) -> LostExecution | None:
+    """A silent ``running`` execution on its last attempt is ``lost`` (finished now); None if it moved on.
+
+    ``lost`` is a failed execution: its task counts it like the worker counts ``failed`` (and may auto-pause).
+    """
     started = execution.started_at
     duration = None if started is None else max(0, int((now - started).total_seconds() * 1000))
     statement = (
@@ -156,9 +175,10 @@ def mark_lost(connection: Connection, execution: OpenExecution, *, now: datetime
         .values(status="lost", finished_at=now, duration_ms=duration, error=error, reason=None)
     )
     if connection.execute(statement).rowcount != 1:
-        return False
+        return None
     _log(connection, execution, now, error)
-    return True
+    task = None if execution.task_id is None else count_failure(connection, execution.task_id, now=now)
+    return LostExecution(id=execution.id, task_id=execution.task_id, task=task)
 
 
 def count_by_status(connection: Connection, status: str) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal
 
-from sqlalchemy import LargeBinary, String, bindparam, case, cast, func, literal, select, update
+from sqlalchemy import LargeBinary, bindparam, case, cast, func, select, update
 
 from scheduler.repository.tables import executions, logs, tasks
+from scheduler.repository.task_outcomes import TASK_OUTCOME_COLUMNS, task_outcome_values
 
 CLAIMABLE = ("pending", "queued", "retrying")
 OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled", "retrying"]
@@ -68,45 +69,25 @@ def claim_statement(now: Any, condition: Any) -> Any:
 
 
 def pg_claim_returning(statement: Any) -> Any:
-    """One statement: the task's fields and the log budget come back as correlated subqueries."""
+    """One statement: the task's fields and the log budget come back as correlated subqueries.
+
+    It also turns ``synchronous_commit`` off for its transaction (``set_config(..., true)`` is ``SET
+    LOCAL``): a claim's commit need not wait for the WAL flush (see ``runs.transaction``), and setting it
+    here spares the claim a round trip. Evaluated for the claimed row only; no row, nothing to commit.
+    """
     extra = [
         select(column).where(tasks.c.id == executions.c.task_id).scalar_subquery().label(f"t_{column.name}")
         for column in TASK_COLUMNS
     ]
     used = log_bytes(executions.c.id, postgres=True).label("log_bytes")
-    return statement.returning(*EXECUTION_COLUMNS, *extra, used)
+    async_commit = func.set_config("synchronous_commit", "off", True).label("async_commit")
+    return statement.returning(*EXECUTION_COLUMNS, *extra, used, async_commit)
 
 
 @functools.cache
 def pg_claim() -> Any:
     # Built once: constructing the statement costs more than running it (hot path).
     return pg_claim_returning(claim_statement(func.now(), executions.c.status.in_(CLAIMABLE)))
-
-
-def _task_values(kind: str, now: Any) -> dict[str, Any] | None:
-    """How a final outcome changes the task: failures count up and may auto-pause it; success resets them."""
-    if kind == "completed":
-        return {"consecutive_failures": 0, "last_run_at": now}
-    if kind != "failure":
-        return None
-    failures = tasks.c.consecutive_failures + 1
-    pauses = (
-        tasks.c.auto_pause_after.is_not(None)
-        & (failures >= tasks.c.auto_pause_after)
-        & (tasks.c.status == "active")
-    )
-    reason = (
-        literal("auto-paused after ", String)
-        + cast(failures, String)
-        + literal(" consecutive failures", String)
-    )
-    return {
-        "consecutive_failures": failures,
-        "last_run_at": now,
-        "status": case((pauses, "paused"), else_=tasks.c.status),
-        "status_reason": case((pauses, reason), else_=tasks.c.status_reason),
-        "updated_at": case((pauses, now), else_=tasks.c.updated_at),
-    }
 
 
 def outcome_kind(status: OutcomeStatus) -> str:
@@ -134,10 +115,10 @@ def finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any
         )
         .values(values)
     )
-    task_values = _task_values(kind, now) if has_task else None
+    task_values = task_outcome_values(kind, now) if has_task else None
     if task_values is None:
         return execution_update, None
-    task_columns = (tasks.c.id, tasks.c.status, tasks.c.status_reason, tasks.c.consecutive_failures)
+    task_columns = TASK_OUTCOME_COLUMNS
     if not postgres:
         task_update = (
             update(tasks)

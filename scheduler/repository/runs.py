@@ -31,9 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.models import Timestamp
 from scheduler.records import Task, as_utc
-from scheduler.repository.audit import AuditRecord, insert_audit
 from scheduler.repository.clock import db_now
-from scheduler.repository.mapping import task_from_row
 from scheduler.repository.run_statements import (
     CLAIMABLE,
     EXECUTION_COLUMNS,
@@ -48,6 +46,10 @@ from scheduler.repository.run_statements import (
     pg_finish_statement,
 )
 from scheduler.repository.tables import executions, logs, tasks
+from scheduler.repository.task_outcomes import auto_pause_reason as auto_pause_reason
+from scheduler.repository.task_outcomes import load_task as load_task
+from scheduler.repository.task_outcomes import record_auto_pause as audit_auto_pause
+from scheduler.repository.task_outcomes import task_outcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,8 +106,9 @@ def transaction(connection: Connection, *, durable: bool = True) -> Iterator[Con
     SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front (as ``dispatch.write_transaction`` does), so
     the transaction never fails to upgrade a read lock. PostgreSQL with ``durable=False``:
     ``synchronous_commit`` is off for this transaction only, so the commit does not wait for the WAL flush.
-    Used for claims and heartbeats: if the database crashed in that window, the execution would be ``queued``
-    again and run again, which at-least-once delivery allows anyway. Outcomes are always committed durably.
+    Used for heartbeats, and by claims, whose statement sets it itself (``run_statements.pg_claim_returning``,
+    no extra round trip): if the database crashed in that window, the execution would be ``queued`` again
+    and run again, which at-least-once delivery allows anyway. Outcomes are always committed durably.
     """
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -277,16 +280,13 @@ def append_logs(connection: Connection, execution_id: int, attempt: int, lines: 
 # ------------------------------------------------------------------------------------------ completion
 
 
-def auto_pause_reason(failures: int) -> str:
-    return f"auto-paused after {failures} consecutive failures"
-
-
 def _finished(status: str, task: Any) -> FinishedExecution:
-    if task is None or task.consecutive_failures is None:
+    outcome = task_outcome(task)
+    if outcome is None:
         return FinishedExecution(status=status, consecutive_failures=None, task_paused=False)
-    failures = int(task.consecutive_failures)
-    paused = task.status == "paused" and task.status_reason == auto_pause_reason(failures)
-    return FinishedExecution(status=status, consecutive_failures=failures, task_paused=paused)
+    return FinishedExecution(
+        status=status, consecutive_failures=outcome.consecutive_failures, task_paused=outcome.task_paused
+    )
 
 
 def finish_execution(
@@ -334,24 +334,6 @@ def finish_execution(
     return _finished(status, connection.execute(task_update, params).first())
 
 
-def load_task(connection: Connection, task_id: int) -> Task | None:
-    row = connection.execute(select(tasks).where(tasks.c.id == task_id)).first()
-    return None if row is None else task_from_row(row)
-
-
 def record_auto_pause(connection: Connection, task: Task, *, actor: str) -> None:
     """Audit an auto-pause (written by the worker that recorded the failure which caused it)."""
-    insert_audit(
-        connection,
-        [
-            AuditRecord(
-                action="pause",
-                task_id=task.id,
-                task_name=task.name,
-                before={"status": "active"},
-                after={"status": task.status, "status_reason": task.status_reason},
-            )
-        ],
-        actor=actor,
-        at=db_now(connection),
-    )
+    audit_auto_pause(connection, task, actor=actor, at=db_now(connection))

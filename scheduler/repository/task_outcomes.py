@@ -1,0 +1,105 @@
+"""How a finished execution changes its task: one rule for the worker's outcomes and the sweep's ``lost``.
+
+A final outcome stamps ``last_run_at``. ``completed`` resets ``consecutive_failures``; a failure (``failed``,
+``timed_out``, or ``lost``: the worker died on the last attempt) adds one, and once the count reaches the
+task's ``auto_pause_after`` an active task is paused with the reason :func:`auto_pause_reason`. Callers own
+the transaction and audit the pause with :func:`record_auto_pause`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, String, case, cast, literal, select, update
+
+from scheduler.models import Timestamp
+from scheduler.records import Task
+from scheduler.repository.audit import AuditRecord, insert_audit
+from scheduler.repository.mapping import task_from_row
+from scheduler.repository.tables import tasks
+
+OutcomeKind = Literal["completed", "failure"]
+
+# What the task update returns (the worker's one-statement completion selects the same columns).
+TASK_OUTCOME_COLUMNS = (tasks.c.id, tasks.c.status, tasks.c.status_reason, tasks.c.consecutive_failures)
+
+
+def auto_pause_reason(failures: int) -> str:
+    return f"auto-paused after {failures} consecutive failures"
+
+
+def task_outcome_values(kind: str, now: Any) -> dict[str, Any] | None:
+    """The task columns a final outcome of ``kind`` sets (None: the task does not change); ``now`` is an SQL
+    expression of the database clock."""
+    if kind == "completed":
+        return {"consecutive_failures": 0, "last_run_at": now}
+    if kind != "failure":
+        return None
+    failures = tasks.c.consecutive_failures + 1
+    pauses = (
+        tasks.c.auto_pause_after.is_not(None)
+        & (failures >= tasks.c.auto_pause_after)
+        & (tasks.c.status == "active")
+    )
+    reason = (
+        literal("auto-paused after ", String)
+        + cast(failures, String)
+        + literal(" consecutive failures", String)
+    )
+    return {
+        "consecutive_failures": failures,
+        "last_run_at": now,
+        "status": case((pauses, "paused"), else_=tasks.c.status),
+        "status_reason": case((pauses, reason), else_=tasks.c.status_reason),
+        "updated_at": case((pauses, now), else_=tasks.c.updated_at),
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOutcome:
+    """The task after an outcome: its failure count, and whether this outcome auto-paused it."""
+
+    consecutive_failures: int
+    task_paused: bool
+
+
+def task_outcome(row: Any) -> TaskOutcome | None:
+    """Read a row of :data:`TASK_OUTCOME_COLUMNS` (None when no task was updated)."""
+    if row is None or row.consecutive_failures is None:
+        return None
+    failures = int(row.consecutive_failures)
+    paused = row.status == "paused" and row.status_reason == auto_pause_reason(failures)
+    return TaskOutcome(consecutive_failures=failures, task_paused=paused)
+
+
+def count_failure(connection: Connection, task_id: int, *, now: datetime) -> TaskOutcome | None:
+    """Count one failed execution of ``task_id`` at ``now`` (may auto-pause it); None if the task is gone."""
+    values = task_outcome_values("failure", literal(now, Timestamp))
+    assert values is not None
+    statement = update(tasks).where(tasks.c.id == task_id).values(values).returning(*TASK_OUTCOME_COLUMNS)
+    return task_outcome(connection.execute(statement).first())
+
+
+def load_task(connection: Connection, task_id: int) -> Task | None:
+    row = connection.execute(select(tasks).where(tasks.c.id == task_id)).first()
+    return None if row is None else task_from_row(row)
+
+
+def record_auto_pause(connection: Connection, task: Task, *, actor: str, at: datetime) -> None:
+    """Audit an auto-pause (written in the transaction of the failure that caused it)."""
+    insert_audit(
+        connection,
+        [
+            AuditRecord(
+                action="pause",
+                task_id=task.id,
+                task_name=task.name,
+                before={"status": "active"},
+                after={"status": task.status, "status_reason": task.status_reason},
+            )
+        ],
+        actor=actor,
+        at=at,
+    )

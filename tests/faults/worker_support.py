@@ -1,0 +1,498 @@
+"""The world of the worker-side fault scenarios: real Celery workers (subprocesses), a planner thread with a
+publisher that counts what it sends, a private ``redis-server`` a test may kill and start again.
+
+This module is also the ``-A`` module of those workers (``celery -A worker_support worker``): asking it for
+``app`` registers the fault commands below in that worker process only. Every fault command first appends
+one line (``attempt pid``) to ``<data.dir>/<execution id>.runs``, so a test counts how often a command really
+started for an execution, whatever the database says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from scheduler.db import make_engine
+from scheduler.errors import SchedulerError
+from scheduler.events import EventBus
+from scheduler.planner import Planner
+from scheduler.publisher import Dispatch
+from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from workers.commands import CommandContext, command, load_registry
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BIN = Path(sys.executable).parent
+CELERY = BIN / "celery"
+
+HEARTBEAT_MS = 500
+TICK_MS = 200
+RECOVERY_AFTER_MS = 1000  # the smallest the settings allow
+LEASE_TTL_MS = 2000
+STALE_S = 3 * HEARTBEAT_MS / 1000  # a silent running execution is presumed dead after this
+READY_TIMEOUT_S = 45.0
+
+
+# ------------------------------------------------------------------------------------------ fault commands
+
+
+def record_run(ctx: CommandContext) -> None:
+    """Append ``attempt pid`` to this execution's runs file (the side effect the tests count)."""
+    with (Path(str(ctx.data["dir"])) / f"{ctx.execution_id}.runs").open("a") as runs:
+        runs.write(f"{ctx.attempt} {os.getpid()}\n")
+
+
+def append_and_sleep(ctx: CommandContext) -> dict[str, Any]:
+    record_run(ctx)
+    deadline = time.monotonic() + float(ctx.data.get("seconds", 0))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"pid": os.getpid()}
+
+
+def poison(ctx: CommandContext) -> None:
+    record_run(ctx)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# The grandchild ignores SIGTERM: only a SIGKILL of its process group ends it.
+GRANDCHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+
+
+def spawn_and_hang(ctx: CommandContext) -> None:
+    """Start a child that ignores SIGTERM, write its pid to ``<id>.<attempt>.child``, then ignore every
+    interruption (only the hard time limit, which kills the process, ends this)."""
+    record_run(ctx)
+    child = subprocess.Popen([sys.executable, "-c", GRANDCHILD])
+    (Path(str(ctx.data["dir"])) / f"{ctx.execution_id}.{ctx.attempt}.child").write_text(str(child.pid))
+    while True:
+        with contextlib.suppress(BaseException):  # swallowing the soft limit is the point of it
+            time.sleep(3600)
+
+
+FAULT_COMMANDS: dict[str, tuple[Callable[[CommandContext], Any], str]] = {
+    "fault:append": (append_and_sleep, "Record the run, then sleep data.seconds."),
+    "fault:poison": (poison, "Record the run, then SIGKILL the process running it."),
+    "fault:tree": (spawn_and_hang, "Record the run, start a SIGTERM-proof child, hang past every limit."),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Only the worker subprocess asks for `app`: the commands are registered there, not in the test process.
+    if name == "app":
+        from workers import app as app_module
+
+        for command_name, (func, description) in FAULT_COMMANDS.items():
+            command(command_name, description)(func)
+        return app_module.app
+    raise AttributeError(name)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str, interval_s: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} (waited {timeout_s} s)")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def worker_pid(execution: Execution) -> int:
+    """The pool process of a running execution (its ``worker`` is ``node:pid``)."""
+    assert execution.worker is not None, execution
+    return int(execution.worker.rsplit(":", 1)[1])
+
+
+class CountingPublisher:
+    """The real Celery publisher, counting the execution ids of every batch it published without error."""
+
+    def __init__(self, app: Any) -> None:
+        from workers.publisher import CeleryPublisher
+
+        self._inner = CeleryPublisher(app)
+        self._lock = threading.Lock()
+        self.sent: Counter[int] = Counter()
+
+    def publish(self, dispatches: Sequence[Dispatch]) -> None:
+        self._inner.publish(dispatches)
+        with self._lock:
+            self.sent.update(dispatch.execution_id for dispatch in dispatches)
+
+
+@dataclass
+class PlannerThread:
+    planner: Planner
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> PlannerThread:
+        self.thread = threading.Thread(
+            target=self.planner.run_forever, args=(self.stop_event,), name="fault-planner", daemon=True
+        )
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(15)
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    stopped: bool = False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while " ready." not in self.log():
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log()[-4000:]}")
+            time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM (warm shutdown) to its group, SIGKILL if it lingers (pool processes die with it)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL at once (after a test: its state is in the database); the pool processes die with it."""
+        self.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+
+# ---------------------------------------------------------------------------------------- private Redis
+
+
+@dataclass
+class PrivateRedis:
+    """A ``redis-server`` on a free port with no persistence: stopping it loses every message."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server is not None
+        argv = [
+            server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--dir", str(self.workdir),
+        ]  # fmt: skip
+        with (self.workdir / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self.answers, 10, f"private redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        """Kill the server (SIGKILL, like a crash); with persistence off it comes back empty."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def answers(self) -> bool:
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def keys(self) -> int:
+        client = redis.Redis(port=self.port)
+        try:
+            return int(client.dbsize())
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("redis-server is not installed (CI=true: a missing service is a failure)")
+        pytest.skip("redis-server is not installed")
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = PrivateRedis(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------------------------- the world
+
+
+@dataclass
+class WorkerWorld:
+    """One scenario: a fresh database, a broker and a unique queue, workers and a planner started here.
+
+    ``service`` has no publisher: its manual runs stay ``pending`` and the planner's relay publishes them, so
+    ``publisher.sent`` counts every message of the scenario (apart from the workers' own retries).
+    """
+
+    database_url: str
+    broker_url: str
+    workdir: Path
+    overrides: dict[str, Any] = field(default_factory=dict)  # settings of the planner and the test process
+    queue: str = field(default_factory=lambda: f"fw-{uuid.uuid4().hex[:10]}")
+    workers: list[WorkerProcess] = field(default_factory=list)
+    planners: list[PlannerThread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from workers.app import create_app
+
+        self.runs_dir = self.workdir / "runs"
+        self.runs_dir.mkdir(exist_ok=True)
+        values: dict[str, Any] = {
+            "database_url": self.database_url,
+            "broker_url": self.broker_url,
+            "home": self.workdir / ".scheduler",
+            "default_queue": self.queue,
+            "heartbeat_interval": HEARTBEAT_MS,
+            "tick_interval": TICK_MS,
+            "recovery_after": RECOVERY_AFTER_MS,
+            "lease_ttl": LEASE_TTL_MS,
+            "retry_delay": 200,
+            "retry_backoff": 1.0,
+            "actor": "faults",
+        }
+        self.settings = Settings(**{**values, **self.overrides})
+        self.engine = make_engine(self.database_url)
+        self.app = create_app(self.settings)
+        self.publisher = CountingPublisher(self.app)
+        self.events = EventBus()
+        registry = load_registry(self.settings, extra=FAULT_COMMANDS)
+        self.service = SchedulerService(self.engine, self.settings, commands=registry, actor="faults")
+
+    # ------------------------------------------------------------------------------------------ processes
+
+    def env(self) -> dict[str, str]:
+        config = self.workdir / "module.yaml"
+        if not config.exists():
+            config.write_text("config: {}\n")
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("SCHEDULER_", "PG"))}
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
+            PYTHONUNBUFFERED="1",
+            NO_COLOR="1",
+            SCHEDULER_DATABASE_URL=self.database_url,
+            SCHEDULER_BROKER_URL=self.broker_url,
+            SCHEDULER_CONFIG_FILE=str(config),
+            SCHEDULER_HOME=str(self.workdir / ".scheduler"),
+            SCHEDULER_DEFAULT_QUEUE=self.queue,
+            SCHEDULER_HEARTBEAT_INTERVAL=str(HEARTBEAT_MS),
+        )
+        return env
+
+    def start_worker(self, *, concurrency: int = 2, wait: bool = True) -> WorkerProcess:
+        """``celery -A worker_support worker`` (prefork) on this queue, in its own process group."""
+        index = len(self.workers)
+        log_path = self.workdir / f"worker-{index}.log"
+        argv = [
+            str(CELERY), "-A", "worker_support", "worker", "-P", "prefork", "-c", str(concurrency),
+            "-Q", self.queue, "-n", f"{self.queue}-{index}@%h", "--without-mingle", "--without-gossip",
+            "--loglevel", "INFO",
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=str(HERE),
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, log_path)
+        self.workers.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    def start_planner(self) -> PlannerThread:
+        """The real planner loop in a thread of the test process, on its own engine, publishing through
+        :attr:`publisher`."""
+        planner = Planner(
+            make_engine(self.database_url),
+            self.settings,
+            self.publisher,
+            holder=f"fault-planner-{len(self.planners)}",
+            events=self.events,
+        )
+        started = PlannerThread(planner).start()
+        self.planners.append(started)
+        return started
+
+    def close(self) -> None:
+        for planner in self.planners:
+            planner.stop()
+            planner.planner.engine.dispose()
+        for worker in self.workers:
+            worker.kill()
+        self.engine.dispose()
+        with contextlib.suppress(redis.RedisError):
+            client = redis.Redis.from_url(self.broker_url, socket_connect_timeout=1)
+            try:
+                keys = list(client.scan_iter(match=f"{self.queue}*", count=1000))
+                keys += list(client.scan_iter(match=f"_kombu.binding.{self.queue}*", count=1000))
+                if keys:
+                    client.delete(*keys)
+            finally:
+                client.close()
+
+    def worker_logs(self) -> str:
+        return "\n".join(worker.log()[-3000:] for worker in self.workers)
+
+    # ------------------------------------------------------------------------------------------ database
+
+    def create(self, name: str, command: str, **fields: Any) -> Any:
+        fields.setdefault("schedule", "manual")
+        data = {"dir": str(self.runs_dir), **fields.pop("data", {})}
+        return self.service.create_task(name=name, command=command, queue=self.queue, data=data, **fields)
+
+    def execution(self, execution_id: int) -> Execution:
+        return self.service.get_execution(execution_id)
+
+    def wait_status(
+        self,
+        execution_id: int,
+        statuses: Sequence[str],
+        timeout_s: float,
+        interval_s: float = 0.05,
+        *,
+        tolerate_errors: bool = False,
+    ) -> Execution:
+        """Poll the row until its status is one of ``statuses``; ``tolerate_errors``: the database may not
+        answer yet (it is restarting)."""
+
+        last: list[Execution] = []
+
+        def reached() -> Execution | None:
+            try:
+                execution = self.execution(execution_id)
+            except (SchedulerError, SQLAlchemyError):
+                if not tolerate_errors:
+                    raise
+                return None
+            last[:] = [execution]
+            return execution if execution.status in statuses else None
+
+        try:
+            found: Execution = wait_for(reached, timeout_s, "", interval_s)
+        except AssertionError:
+            now = last[0].status if last else "unknown"
+            raise AssertionError(
+                f"execution {execution_id} never reached {'/'.join(statuses)} within {timeout_s} s "
+                f"(now {now})\n{self.worker_logs()}"
+            ) from None
+        return found
+
+    def wait_finished(
+        self, execution_id: int, timeout_s: float, *, tolerate_errors: bool = False
+    ) -> Execution:
+        return self.wait_status(execution_id, FINISHED_STATUSES, timeout_s, tolerate_errors=tolerate_errors)
+
+    def runs(self, execution_id: int) -> list[str]:
+        """The runs file of an execution: one ``attempt pid`` line per start of its command."""
+        path = self.runs_dir / f"{execution_id}.runs"
+        return path.read_text().splitlines() if path.exists() else []
+
+
+@contextlib.contextmanager
+def world_on(database_url: str, broker_url: str, workdir: Path, **overrides: Any) -> Iterator[WorkerWorld]:
+    """A :class:`WorkerWorld`, closed afterwards; ``overrides``: settings of the planner, not of workers."""
+    world = WorkerWorld(database_url, broker_url, workdir, overrides)
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+@pytest.fixture
+def world(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[WorkerWorld]:
+    """A fresh PostgreSQL database and the machine's Redis (a unique queue)."""
+    with world_on(pg_url, redis_url, tmp_path) as scenario:
+        yield scenario
+
+
+@pytest.fixture
+def redis_world(pg_url: str, private_redis: PrivateRedis, tmp_path: Path) -> Iterator[WorkerWorld]:
+    """A fresh PostgreSQL database and a private Redis the test may kill and start again."""
+    with world_on(pg_url, private_redis.url, tmp_path) as scenario:
+        yield scenario
+
+
+@pytest.fixture
+def pg_world(private_postgres: Any, redis_url: str, tmp_path: Path) -> Iterator[WorkerWorld]:
+    """A private PostgreSQL server (``private_postgres`` of this directory's conftest) and the machine's
+    Redis."""
+    with world_on(private_postgres.url, redis_url, tmp_path) as scenario:
+        yield scenario
