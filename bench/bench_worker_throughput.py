@@ -244,19 +244,64 @@ def bench_scheduler(count: int, runs: int, workdir: Path) -> list[float]:
     return results
 
 
+TARGET_RATIO = 0.8
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="tasks per run (default 1000)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each (default 3)")
+    parser.add_argument(
+        "--no-interleave",
+        action="store_true",
+        help="all raw runs, then all scheduler runs (default: alternate, so machine load drifts evenly)",
+    )
+    parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     args = parser.parse_args()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-worker-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
-    raw = bench_raw(args.count, args.runs, workdir)
-    ours = bench_scheduler(args.count, args.runs, workdir)
+    if args.no_interleave:
+        raw = bench_raw(args.count, args.runs, workdir)
+        ours = bench_scheduler(args.count, args.runs, workdir)
+    else:
+        raw, ours = [], []
+        for _ in range(args.runs):  # each call starts (and warms up) its own worker
+            raw += bench_raw(args.count, 1, workdir)
+            ours += bench_scheduler(args.count, 1, workdir)
     raw_median, ours_median = statistics.median(raw), statistics.median(ours)
-    print(f"raw celery no-op tasks: median {raw_median:.0f}/s over {args.runs} runs of {args.count}")
-    print(f"scheduler executions:   median {ours_median:.0f}/s over {args.runs} runs of {args.count}")
-    print(f"ratio scheduler/raw:    {ours_median / raw_median:.2f}")
+    ratio = ours_median / raw_median
+    lines = [
+        f"raw celery no-op tasks: median {raw_median:.0f}/s over {args.runs} runs of {args.count}",
+        f"scheduler executions:   median {ours_median:.0f}/s over {args.runs} runs of {args.count}",
+        f"ratio scheduler/raw:    {ratio:.2f}",
+    ]
+    print("\n".join(lines))
+    if args.no_results:
+        return
+    from bench._common import append_results, machine_info, table, verdict
+
+    rows = [
+        (
+            f"raw Celery, task body one Redis INCR ({len(raw)})",
+            f"{raw_median:,.0f}",
+            " ".join(f"{r:.0f}" for r in raw),
+        ),
+        (
+            f"scheduler, bench:noop execution ({len(ours)})",
+            f"{ours_median:,.0f}",
+            " ".join(f"{r:.0f}" for r in ours),
+        ),
+    ]
+    body = [
+        f"{args.count} no-op executions per run through one worker (prefork -c 2), runs "
+        f"{'one after the other' if args.no_interleave else 'alternating'}; each worker warmed up first.",
+        "",
+        *table(["run", "median /s", "runs /s"], rows),
+        "",
+        f"Target: scheduler >= {TARGET_RATIO} x raw Celery: {ratio:.2f} x "
+        f"({verdict(ratio >= TARGET_RATIO)}).",
+    ]
+    append_results("bench_worker_throughput", machine_info(), body, sys.argv[1:])
 
 
 if __name__ == "__main__":

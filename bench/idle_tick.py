@@ -39,6 +39,7 @@ from bench._common import (
     vacuum_analyze,
     verdict,
 )
+from scheduler.db import IDLE_PING_S
 
 TARGET_TICK_MS = 10.0
 TARGET_RSS_MB = 200.0
@@ -215,7 +216,8 @@ def measure_size(url: str, queue: str, args: argparse.Namespace, profile: bool) 
 def _counts(counts: dict[str, float]) -> str:
     return (
         f"{counts['statements']:.1f} statements, {counts['commits']:.1f} commits, "
-        f"{counts['checkouts']:.1f} pool checkouts (each one a pre-ping round trip)"
+        f"{counts['checkouts']:.1f} pool checkouts (no ping: only a connection idle for "
+        f"{IDLE_PING_S:g} s is pinged, see scheduler.db)"
     )
 
 

@@ -51,7 +51,10 @@ def parse_time(text: str, field: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 and 9999-12-31T23:59-14:00 have no UTC instant
+        raise InvalidField(field, f"{text!r} is out of range (years 1 to 9999 in UTC)") from None
 
 
 def parse_data(text: str) -> dict[str, Any]:
@@ -71,9 +74,13 @@ def parse_data(text: str) -> dict[str, Any]:
 
 
 def task_ref(text: str) -> int | str:
-    """A task reference as the service takes it: digits are an id, anything else a name."""
+    """A task reference as the service takes it: digits are an id, anything else a name.
+
+    Only ASCII digits of a size an id can have become an int ("²" is a digit to ``str.isdigit`` but not to
+    ``int``; 5000 digits exceed ``int``'s conversion limit); anything else is looked up as a name.
+    """
     stripped = text.strip()
-    return int(stripped) if stripped.isdigit() else text
+    return int(stripped) if stripped.isascii() and stripped.isdigit() and len(stripped) <= 19 else text
 
 
 # --------------------------------------------------------------------------------------------- options

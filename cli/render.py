@@ -3,12 +3,17 @@
 JSON is the records' own ``to_json()`` form (field names = the record's field names, times ISO-8601 UTC with
 ``Z``), with secret-looking keys of a ``data`` field redacted. Tables show times as
 ``YYYY-MM-DD HH:MM:SS UTC``.
-rich is imported only when a table is printed.
+
+Tables: rich's bordered layout on a terminal for up to :data:`PLAIN_ABOVE` rows; a plain aligned text table
+(one line per row, a header and a rule, columns two spaces apart, cells cut at the column's ``max_width``)
+when stdout is not a terminal or there are more rows: rich measures and wraps every cell, ~1 ms per row.
+``SCHEDULER_TABLES=rich`` or ``plain`` forces one style. rich is imported only when it draws.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +27,10 @@ if TYPE_CHECKING:
 
 # Wide enough for a task table when the output is a pipe; rich would otherwise assume 80 columns.
 PIPE_WIDTH = 200
+# More rows than this are printed as a plain table even on a terminal (rich's layout is ~1 ms per row).
+PLAIN_ABOVE = 200
+# "rich" or "plain" forces a table style (say rich output piped into `less -R`); unset or "auto": see above.
+TABLES_ENV = "SCHEDULER_TABLES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +140,43 @@ def _column(spec: ColumnSpec) -> Column:
     return spec if isinstance(spec, Column) else Column(spec)
 
 
+def use_plain_table(row_count: int) -> bool:
+    """Whether a table of ``row_count`` rows is printed plain: not a terminal, or many rows, unless
+    ``SCHEDULER_TABLES`` says ``rich`` or ``plain``."""
+    style = os.environ.get(TABLES_ENV, "").strip().lower()
+    if style in ("rich", "plain"):
+        return style == "plain"
+    return row_count > PLAIN_ABOVE or not sys.stdout.isatty()
+
+
+def _plain_cell(text: str, max_width: int | None) -> str:
+    text = " ".join(text.split("\n")) if "\n" in text else text
+    if max_width is not None and len(text) > max_width:
+        return text[: max_width - 1] + "…"
+    return text
+
+
+def plain_table_lines(
+    rows: Sequence[Any], columns: Sequence[ColumnSpec], *, title: str | None = None
+) -> list[str]:
+    """The plain table: a title line if given, the header, a rule, one line per row (see the module doc)."""
+    specs = [_column(spec) for spec in columns]
+    headers = [spec.header or spec.field.replace("_", " ") for spec in specs]
+    cells = [[_plain_cell(spec.text(row), spec.max_width) for spec in specs] for row in rows]
+    widths = [max([len(header), *(len(line[i]) for line in cells)]) for i, header in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(value.ljust(width) for value, width in zip(values, widths, strict=True)).rstrip()
+
+    lines = [title] if title else []
+    lines += [line(headers), line(["-" * width for width in widths]), *map(line, cells)]
+    return lines
+
+
 def print_table(rows: Sequence[Any], columns: Sequence[ColumnSpec], *, title: str | None = None) -> None:
+    if use_plain_table(len(rows)):
+        click.echo("\n".join(plain_table_lines(rows, columns, title=title)))
+        return
     from rich.table import Table
     from rich.text import Text
 

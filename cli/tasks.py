@@ -13,7 +13,7 @@ import click
 
 from cli.context import get_service
 from cli.options import actor_option, format_option, task_definition_options, task_fields, task_ref
-from cli.render import Column, render, render_one
+from cli.render import Column, print_note, render, render_one
 from scheduler.errors import InvalidInput, SchedulerError
 from scheduler.records import TASK_STATUSES
 
@@ -28,6 +28,8 @@ def _schedule_text(task: Task) -> str:
 def _status_text(task: Task) -> str:
     return f"{task.status} ({task.status_reason})" if task.status_reason else task.status
 
+
+DEFAULT_LIST_LIMIT = 100  # tasks a `list` table shows unless --limit or --all says otherwise
 
 TASK_COLUMNS = (
     Column("id"),
@@ -51,16 +53,31 @@ def _task_title(verb: str, task: Task) -> str:
 
 @click.command("list")
 @click.option("--status", type=click.Choice(TASK_STATUSES), help="Only tasks with this status.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N tasks (by id).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"At most N tasks (by id). Default: {DEFAULT_LIST_LIMIT} in a table, all in JSON.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Every task, also in a table.")
 @format_option
 @click.pass_context
-def list_tasks(ctx: click.Context, status: str | None, limit: int | None, output_format: str) -> None:
+def list_tasks(
+    ctx: click.Context, status: str | None, limit: int | None, show_all: bool, output_format: str
+) -> None:
     """List tasks.
 
-    JSON: an array of task objects.
+    A table shows the first tasks by id and how many more there are; JSON: an array of task objects.
     """
-    tasks = get_service(ctx).list_tasks(status=status, limit=limit)
+    if limit is None and not show_all and output_format == "table":
+        limit = DEFAULT_LIST_LIMIT
+    service = get_service(ctx)
+    tasks = service.list_tasks(status=status, limit=limit)
     render_tasks(tasks, output_format, empty="no tasks" + (f" with status {status}" if status else ""))
+    if output_format == "table" and limit is not None and len(tasks) == limit:
+        more = service.count_tasks(status=status) - len(tasks)
+        if more > 0:
+            print_note(f"... and {more} more (--limit N or --all to show them, --format json for scripts)")
 
 
 @click.command("create")

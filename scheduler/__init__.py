@@ -1,1 +1,1 @@
-"""systemprompt-scheduler: the core (settings, schedules, storage, service, planner); importable without Celery."""
+"""systemprompt-scheduler: the core (settings, schedules, storage, service, planner); no Celery import."""

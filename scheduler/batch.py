@@ -17,13 +17,18 @@ from sqlalchemy import Connection
 
 from scheduler.errors import SchedulerError
 from scheduler.policies import PlannedSlot, TaskPlan, plan_task
+from scheduler.publisher import Dispatch
 from scheduler.records import Task
+from scheduler.redaction import public_task
+from scheduler.repository import tasks as tasks_sql
+from scheduler.repository.audit import AuditRecord, insert_audit
 from scheduler.repository.dispatch import TaskAdvance, active_executions, advance_tasks, insert_executions
 from scheduler.schedules import Schedule, parse_schedule
 
 logger = logging.getLogger("scheduler.planner")
 
 SCHEDULE_CACHE_SIZE = 4096
+PLANNER_ACTOR = "planner"  # who the audit log names for the planner's own changes to a task
 
 
 class ScheduleCache:
@@ -59,6 +64,7 @@ class BatchReport:
     misfired: int = 0
     fenced: bool = False
     replaced: tuple[int, ...] = ()  # active executions to cancel: their task's new run replaces them
+    dispatches: tuple[Dispatch, ...] = ()  # the pending executions inserted, for the relay (no read back)
 
 
 def execution_row(task: Task, slot: PlannedSlot, now: datetime) -> dict[str, Any]:
@@ -101,7 +107,8 @@ def plan_tasks(
 ) -> BatchReport:
     """Plan the locked due ``tasks`` at ``now``: insert their executions and advance them (one transaction).
 
-    A task whose stored schedule no longer parses is paused with the reason instead of failing the batch.
+    A task whose stored schedule no longer parses is paused with the reason instead of failing the batch;
+    that pause is a change to the task, audited like any other (actor :data:`PLANNER_ACTOR`).
     Cancelling the executions that ``replace`` supersedes is left to the caller (``BatchReport.replaced``),
     after this transaction: see :meth:`scheduler.planner.Planner.plan_batch`.
     """
@@ -111,6 +118,7 @@ def plan_tasks(
     by_id = {task.id: task for task in tasks}
     advances: list[TaskAdvance] = []
     rows: list[dict[str, Any]] = []
+    parked: list[AuditRecord] = []
     for task in tasks:
         try:
             schedule = schedules.get(task)
@@ -118,7 +126,9 @@ def plan_tasks(
             # Stored text that no longer parses (say a zone dropped from tzdata): park the task, loudly.
             logger.error("task %s (%s): bad schedule, pausing it: %s", task.id, task.name, error)
             reason = f"schedule does not parse: {error}"
-            advances.append(TaskAdvance(task.id, None, task.run_count, task.last_run_at, "paused", reason))
+            changes = {"status": "paused", "status_reason": reason, "next_run_at": None}
+            paused = tasks_sql.update_task(connection, task.id, changes, now=now)
+            parked.append(AuditRecord("pause", task.id, task.name, public_task(task), public_task(paused)))
             continue
         plans[task.id] = plan = plan_task(task, schedule, now, has_active=task.id in active)
         rows.extend(execution_row(task, slot, now) for slot in plan.slots)
@@ -137,6 +147,7 @@ def plan_tasks(
             )
         )
     advance_tasks(connection, advances)
+    insert_audit(connection, parked, actor=PLANNER_ACTOR, at=now)
     replaced = [
         execution_id
         for task in tasks
@@ -149,4 +160,15 @@ def plan_tasks(
         skipped=sum(1 for _, _, status in inserted if status != "pending"),
         misfired=sum(plan.misfired for plan in plans.values()),
         replaced=tuple(replaced),
+        dispatches=tuple(
+            Dispatch(
+                execution_id,
+                by_id[task_id].queue,
+                by_id[task_id].command,
+                by_id[task_id].name,
+                timeout_s=by_id[task_id].timeout_ms / 1000,
+            )
+            for execution_id, task_id, status in inserted
+            if status == "pending"
+        ),
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 from scheduler.settings import Settings
+
+# A pooled connection idle at least this long is pinged when checked out (see _ping_if_idle).
+IDLE_PING_S = 10.0
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -20,6 +24,33 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _stamp_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pessimistic disconnect check, only for a connection that sat idle in the pool for ``IDLE_PING_S``.
+
+    ``pool_pre_ping`` would spend a round trip on every checkout: five per planner tick, one per worker
+    execution. Connections in steady use are not pinged; one whose server went away while it was in use
+    fails its statement, which invalidates the pool (SQLAlchemy's disconnect handling), and the caller's
+    retry (the planner's next tick, the worker's database retry) gets a fresh connection. One that idled
+    -- the usual victim of a server restart, a proxy or firewall timeout -- is pinged, and replaced if
+    dead (raising ``DisconnectionError`` here makes the pool reconnect and check out again).
+    """
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as error:
+        raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
 
 
 def make_engine(url: str) -> Engine:
@@ -36,7 +67,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed)
+    event.listen(engine.pool, "checkin", _stamp_checkin)
+    event.listen(engine.pool, "checkout", _ping_if_idle)
+    return engine
 
 
 def engine_from_settings(settings: Settings) -> Engine:

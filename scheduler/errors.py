@@ -1,7 +1,7 @@
 """Every error the scheduler raises on purpose derives from :class:`SchedulerError`.
 
-Errors carry the data that caused them; ``str(error)`` is one line a user can act on. The CLI maps the classes to
-exit codes through :attr:`SchedulerError.exit_code`.
+Errors carry the data that caused them; ``str(error)`` is one line a user can act on. The CLI maps the classes
+to exit codes through :attr:`SchedulerError.exit_code`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from scheduler.schedules import validate_timezone
 from workers.commands import CommandRegistry, render_argv
 
 MAX_NAME = 200
+MAX_ACTOR = 200
 MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 100
 MAX_REASON = 1000
@@ -54,6 +55,22 @@ def validate_name(value: object) -> str:
     if name.isascii() and name.isdigit():
         raise InvalidField("name", "must not be only digits (it would read as a task id)")
     return name
+
+
+def check_actor(value: object) -> str:
+    """Who the audit log records: text, stripped and NFC-normalised, 1..200 characters, no control or format
+    characters (it is stored and printed as it is)."""
+    if not isinstance(value, str):
+        raise InvalidField("actor", "must be text")
+    actor = unicodedata.normalize("NFC", value.strip())
+    if not actor:
+        raise InvalidField("actor", "must not be empty")
+    if len(actor) > MAX_ACTOR:
+        raise InvalidField("actor", f"is {len(actor)} characters long (at most {MAX_ACTOR})")
+    bad = next((ch for ch in actor if unicodedata.category(ch) in NAME_FORBIDDEN_CATEGORIES), None)
+    if bad is not None:
+        raise InvalidField("actor", f"must not contain control or format characters (found U+{ord(bad):04X})")
+    return actor
 
 
 def validate_data(value: object) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from scheduler.db import make_engine
-from scheduler.models import LeaseRow
 from scheduler.records import as_utc
 from scheduler.settings import Settings
+from scheduler.tables import scheduler_leases
 
 CHECKS = ("database", "broker", "planner", "workers")
 DATABASE_TIMEOUT_S = 3
@@ -68,7 +68,7 @@ def probe_engine(settings: Settings) -> Engine:
 
 def check_database(engine: Engine) -> CheckResult:
     """The database answers and its schema revision is the code's head revision."""
-    from scheduler.schema import current_revision, head_revision
+    from scheduler.schema import HEAD_REVISION, current_revision
 
     database = engine.url.database
     is_file = engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
@@ -77,7 +77,7 @@ def check_database(engine: Engine) -> CheckResult:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-        current, head = current_revision(engine), head_revision()
+        current, head = current_revision(engine), HEAD_REVISION
     except Exception as error:
         return CheckResult("database", False, f"unreachable: {_one_line(error)}")
     if current != head:
@@ -92,7 +92,7 @@ def check_planner(engine: Engine) -> CheckResult:
     """Some planner holds an unexpired lease by the database clock (a standby is not required)."""
     from scheduler.repository.clock import db_now
 
-    leases = LeaseRow.__table__
+    leases = scheduler_leases
     try:
         with engine.connect() as connection:
             now = db_now(connection)

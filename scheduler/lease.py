@@ -21,18 +21,39 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, case, select, update
+from sqlalchemy import Connection, Engine, case, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from scheduler.models import LeaseRow
 from scheduler.records import as_utc
 from scheduler.repository.clock import db_now
 from scheduler.repository.dispatch import write_transaction
+from scheduler.tables import scheduler_leases
 
 PLANNER_LEASE = "planner"
-leases = cast(Table, LeaseRow.__table__)
+leases = scheduler_leases
+# Lease.fence on PostgreSQL: the clock and the fencing check (row locked FOR SHARE) in one round trip; the
+# second form also sets the transaction's idle timeout first (what write_transaction would do separately).
+_PG_FENCE = text(
+    """
+    SELECT c.now FROM (SELECT clock_timestamp() AS now) AS c
+    JOIN scheduler_leases AS l ON l.name = :name AND l.holder = :holder AND l.term = :term
+        AND l.expires_at > c.now
+    FOR SHARE OF l
+    """
+)
+_PG_FENCE_IDLE = text(
+    """
+    SELECT c.now FROM (
+        SELECT set_config('idle_in_transaction_session_timeout', :idle, true) AS idle,
+            clock_timestamp() AS now
+    ) AS c
+    JOIN scheduler_leases AS l ON l.name = :name AND l.holder = :holder AND l.term = :term
+        AND l.expires_at > c.now
+    FOR SHARE OF l
+    """
+)
 
 
 def default_holder() -> str:
@@ -159,6 +180,43 @@ class Lease:
 
     def seconds_since_renewal(self) -> float:
         return self._monotonic() - self._renewed_at
+
+    def needs_renewal(self) -> bool:
+        """True unless the last grant is locally valid and younger than a third of the TTL.
+
+        The planner renews only then, not every tick: a grant lasts ``ttl`` on the database clock and is
+        trusted here for ``ttl - margin``, so renewing at a third of the TTL keeps it valid throughout while
+        sparing the idle tick a transaction (the fencing check of each dispatch transaction still runs).
+        """
+        return not self.locally_valid() or self.seconds_since_renewal() * 3 >= self.ttl.total_seconds()
+
+    def forget(self) -> None:
+        """Stop trusting the last grant (a fencing check failed): the next tick asks the database again."""
+        self._term = None
+        self._valid_until = 0.0
+
+    def fence(self, connection: Connection, *, idle_timeout_ms: int | None = None) -> datetime | None:
+        """:meth:`holds` and the database clock together: the clock if we hold the lease, else None.
+
+        PostgreSQL: one statement, ``clock_timestamp()`` joined to our lease row ``FOR SHARE`` (the row lock
+        of :meth:`holds`, taken with the same instant it is checked against); with ``idle_timeout_ms`` it
+        also sets the transaction's ``idle_in_transaction_session_timeout`` before taking that lock (see
+        :func:`~scheduler.repository.dispatch.write_transaction`), so it must be the transaction's first
+        statement. SQLite: the two statements (``idle_timeout_ms`` means nothing there).
+        """
+        if self._term is None or not self.locally_valid():
+            return None
+        if connection.dialect.name != "postgresql":
+            now = db_now(connection)
+            return now if self.holds(connection, now) else None
+        params: dict[str, object] = {"name": self.name, "holder": self.holder, "term": self._term}
+        statement = _PG_FENCE
+        if idle_timeout_ms is not None:
+            statement, params["idle"] = _PG_FENCE_IDLE, f"{int(idle_timeout_ms)}ms"
+        row = connection.execute(statement, params).first()
+        if row is None:
+            return None
+        return as_utc(row.now)
 
     def holds(self, connection: Connection, now: datetime) -> bool:
         """Fencing check inside a dispatch transaction: our (name, holder, term) is stored and unexpired.

@@ -19,6 +19,7 @@ Due-ness uses the database clock; the only host clock read is the monotonic one,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ from scheduler.lease import PLANNER_LEASE, Lease
 from scheduler.metrics import observe_tick
 from scheduler.publisher import Dispatch, Publisher
 from scheduler.recovery import Recovery, SweepReport
-from scheduler.relay import Relay
+from scheduler.relay import BackgroundRelay, Relay
 from scheduler.repository.clock import db_now
 from scheduler.repository.dispatch import cancel_executions, due_tasks, write_transaction
 from scheduler.settings import Settings
@@ -127,35 +128,31 @@ class Planner:
         """Run one tick; database errors propagate (``run_forever`` logs them and backs off).
 
         The lease is renewed only when a third of its TTL has passed (:meth:`Lease.needs_renewal`); each
-        planning transaction still checks it (fencing). Each batch is published right after its commit, so
-        the first slots of a burst are on the broker while later batches are planned; after a publish failure
-        the rest of the tick only plans (the rows stay ``pending``). The recovery sweep runs every
-        :attr:`sweep_interval_s`, not every tick.
+        planning transaction still checks it (fencing). Each batch is published right after its commit (on
+        PostgreSQL by a helper thread, :class:`~scheduler.relay.BackgroundRelay`, while the next batch is
+        planned), so the first slots of a burst are on the broker while later batches are planned; after a
+        publish failure the rest of the tick only plans (the rows stay ``pending``). The recovery sweep runs
+        every :attr:`sweep_interval_s`, not every tick.
         """
         started = time.monotonic()
         if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():
             return TickReport(leader=False, duration_s=time.monotonic() - started)
-        report = TickReport(leader=True)
-        more = True
-        relayed = False
-        while more and time.monotonic() - started < self.time_budget_s:
-            if not self._still_leader():
-                return replace(report, leader=False, duration_s=time.monotonic() - started)
-            batch = self.plan_batch()
-            if batch.fenced:
-                self.lease.forget()  # deposed: the next tick asks for the lease again
-                return replace(report, leader=False, duration_s=time.monotonic() - started)
+        # PostgreSQL: publish in a helper thread while the next batch is planned (SQLite has one writer).
+        background = BackgroundRelay(self.relay) if self.engine.dialect.name == "postgresql" else None
+        try:
+            report, more, relayed = self._plan_batches(started, background)
+        except Exception:
+            if background is not None:
+                with contextlib.suppress(Exception):  # the planning error is the one to report
+                    background.finish()
+            raise
+        if background is not None:
+            published, error = background.finish()
             report = replace(
-                report,
-                due=report.due + batch.due,
-                created=report.created + batch.created,
-                skipped=report.skipped + batch.skipped,
-                misfired=report.misfired + batch.misfired,
+                report, dispatched=report.dispatched + published, broker_error=report.broker_error or error
             )
-            more = batch.due >= self.settings.planner_batch_size
-            if batch.dispatches and report.broker_error is None and self._still_leader():
-                report = self._relay(report, batch.dispatches)
-                relayed = True
+        if not report.leader:
+            return replace(report, duration_s=time.monotonic() - started)
         if self._still_leader():
             swept = self._maybe_sweep()
             report = replace(
@@ -168,6 +165,43 @@ class Planner:
                 report = self._relay(report)
             report = replace(report, cleaned=self._maybe_cleanup())
         return replace(report, more=more, duration_s=time.monotonic() - started)
+
+    def _plan_batches(
+        self, started: float, background: BackgroundRelay | None
+    ) -> tuple[TickReport, bool, bool]:
+        """The batch loop of :meth:`tick`: (its report, whether due tasks are left, whether a batch relayed).
+
+        Each batch's new executions are relayed right after its commit: in ``background`` once a burst
+        needs more than one batch, else here. The report's ``leader`` is False when leadership was lost.
+        """
+        report = TickReport(leader=True)
+        more = True
+        relayed = False
+        while more and time.monotonic() - started < self.time_budget_s:
+            if not self._still_leader():
+                return replace(report, leader=False), more, relayed
+            batch = self.plan_batch()
+            if batch.fenced:
+                self.lease.forget()  # deposed: the next tick asks for the lease again
+                return replace(report, leader=False), more, relayed
+            report = replace(
+                report,
+                due=report.due + batch.due,
+                created=report.created + batch.created,
+                skipped=report.skipped + batch.skipped,
+                misfired=report.misfired + batch.misfired,
+            )
+            more = batch.due >= self.settings.planner_batch_size
+            if not batch.dispatches or report.broker_error is not None or not self._still_leader():
+                continue
+            relayed = True
+            if background is None or not (more or background.started):
+                report = self._relay(report, batch.dispatches)
+            elif background.crashed:
+                break  # its exception ends the tick (finish() raises it)
+            elif not background.failed:  # after a publish error the rows stay pending for the next tick
+                background.submit(batch.dispatches)
+        return report, more, relayed
 
     def _relay(self, report: TickReport, created: Sequence[Dispatch] = ()) -> TickReport:
         """Relay ``created`` (a batch's new executions) if given, else every pending execution."""
@@ -201,8 +235,14 @@ class Planner:
 
     def plan_batch(self) -> BatchReport:
         """Plan one batch of due tasks in one transaction, fenced by the lease (when one is required)."""
-        with write_transaction(self.engine, idle_timeout_ms=self.lease.idle_timeout_ms) as connection:
-            fenced_now = self.lease.fence(connection) if self.require_lease else db_now(connection)
+        idle_ms = self.lease.idle_timeout_ms
+        # PostgreSQL with a lease: the fencing statement also sets the idle timeout (one round trip less).
+        in_fence = idle_ms if self.require_lease and self.engine.dialect.name == "postgresql" else None
+        with write_transaction(self.engine, idle_timeout_ms=None if in_fence else idle_ms) as connection:
+            if self.require_lease:
+                fenced_now = self.lease.fence(connection, idle_timeout_ms=in_fence)
+            else:
+                fenced_now = db_now(connection)
             if fenced_now is None:
                 return BatchReport(fenced=True)
             now = fenced_now

@@ -17,14 +17,16 @@ class Dispatch:
     command: str
     task_name: str
     countdown_s: float = 0.0
-    timeout_s: float | None = None  # the task's time limit: soft limit inside the command, hard limit kills it
+    # The task's time limit: the soft limit is raised inside the command, the hard limit kills it.
+    timeout_s: float | None = None
 
 
 class Publisher(Protocol):
     def publish(self, dispatches: Sequence[Dispatch]) -> None:
         """Put every dispatch on its queue, or raise :class:`scheduler.errors.BrokerUnavailable`.
 
-        A publish may repeat an earlier one (after a crash or a recovery sweep); consumers claim conditionally.
+        A publish may repeat an earlier one (after a crash or a recovery sweep); consumers claim
+        conditionally.
         """
         ...
 

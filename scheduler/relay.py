@@ -11,6 +11,8 @@ all the pending rows there are and fit under the cap, it publishes them without 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
@@ -70,15 +72,18 @@ class Relay:
     def relay_created(self, dispatches: Sequence[Dispatch]) -> tuple[int, str | None]:
         """Publish the pending executions a planning batch just committed and mark them queued.
 
-        When they are all the pending rows there are (so none older waits) and they fit under the cap, they
-        go out as given, without reading them back; otherwise this is :meth:`relay_pending`. Returns what
+        When no older execution is pending (the smallest pending id is theirs: nothing waits for capacity, no
+        manual run, no requeued attempt) and they fit under the cap, they go out as given, without reading
+        them back; otherwise this is :meth:`relay_pending`, oldest first. Returns what
         :meth:`relay_pending` returns.
         """
         if not dispatches:
             return 0, None
         with self.engine.connect() as connection:
-            in_flight, pending = relay_counts(connection)
-        if pending != len(dispatches) or in_flight + pending > self.settings.max_concurrent_tasks:
+            in_flight, first_pending = relay_counts(connection)
+        ours = min(d.execution_id for d in dispatches)
+        room = self.settings.max_concurrent_tasks - in_flight
+        if first_pending != ours or len(dispatches) > room:
             return self.relay_pending()
         fault_point("before_publish")
         if not self.may_publish():  # leadership lost since the commit: the new leader sends them
@@ -117,3 +122,65 @@ class Relay:
             published += len(dispatches)
             if len(dispatches) < limit:
                 return published, None
+
+
+class BackgroundRelay:
+    """A relay that runs in a helper thread, so a batch is published while the planner plans the next one.
+
+    The planner :meth:`submit` s each batch's new executions (in commit order); the thread calls
+    :meth:`Relay.relay_created` for each, one after the other. On PostgreSQL the two threads overlap what
+    each waits for (the planning transaction's statements; the broker round trip and the ``queued``
+    update). After a publish error or an exception the thread stops relaying (the rows stay ``pending``);
+    :attr:`failed` tells the planner to stop submitting. :meth:`finish` waits for the thread, returns (how
+    many were published, the publish error or None) and raises what the thread raised.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self._work: queue.SimpleQueue[Sequence[Dispatch] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._published = 0
+        self._error: str | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def failed(self) -> bool:
+        """A publish failed or the thread raised: it relays nothing more this tick."""
+        return self._error is not None or self._failure is not None
+
+    @property
+    def crashed(self) -> bool:
+        """The thread raised (say the database went away): :meth:`finish` raises it."""
+        return self._failure is not None
+
+    def submit(self, dispatches: Sequence[Dispatch]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="planner-relay", daemon=True)
+            self._thread.start()
+        self._work.put(dispatches)
+
+    def _run(self) -> None:
+        while (dispatches := self._work.get()) is not None:
+            if self.failed:
+                continue  # the rows stay pending for the next tick
+            try:
+                published, error = self._relay.relay_created(dispatches)
+            except BaseException as failure:  # handed to the planner's thread by finish()
+                self._failure = failure
+                continue
+            self._published += published
+            self._error = error
+
+    def finish(self) -> tuple[int, str | None]:
+        if self._thread is not None:
+            self._work.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        return self._published, self._error

@@ -38,31 +38,43 @@ RECENT_MAX = 1000
 _CONNECT_TIMEOUT_S = 2.0
 _WARN_EVERY_S = 60.0
 QUEUE_MAX = 10_000
+COALESCE_S = 0.005  # the sender waits this long after a first message, to send what follows with it
 
 
 def is_redis_url(url: str) -> bool:
     return url.startswith(("redis://", "rediss://", "unix://"))
 
 
+def message_of(event: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The message of one event, stamped now, payload data redacted (a copy: later changes do not leak in)."""
+    return {"event": event, "at": iso_utc(datetime.now(UTC)), **redact(payload)}
+
+
+def to_text(message: dict[str, Any]) -> str:
+    return json.dumps(message, default=str, separators=(",", ":"))
+
+
 def encode(event: str, payload: dict[str, Any]) -> str:
     """The JSON text of one event message (payload data redacted)."""
-    message = {"event": event, "at": iso_utc(datetime.now(UTC)), **redact(payload)}
-    return json.dumps(message, default=str, separators=(",", ":"))
+    return to_text(message_of(event, payload))
 
 
 class RedisEventPublisher:
     """Publishes events to ``channel`` and keeps the last :data:`RECENT_MAX` in ``channel + ":recent"``.
 
-    :meth:`publish` only queues the message; a daemon thread sends it (started on first use, again in a forked
-    child), so an execution never waits on Redis. At most :data:`QUEUE_MAX` messages wait; beyond that they
-    are dropped with a warning. :meth:`flush` waits until the queue is empty (also run at interpreter exit).
+    :meth:`publish` only queues the message; a daemon thread encodes and sends it (started on first use,
+    again in a forked child), so an execution never waits on Redis nor on JSON. The thread waits
+    :data:`COALESCE_S` after the first message so that a burst goes out in one round trip (a worker emits
+    two events per execution: one wake-up and one round trip each would cost the execution as much as its
+    claim). At most :data:`QUEUE_MAX` messages wait; beyond that they are dropped with a warning.
+    :meth:`flush` waits until the queue is empty (also run at interpreter exit).
     """
 
     def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
         self.channel = channel
         self._url = url
         self._client: redis.Redis | None = None
-        self._queue: queue.Queue[str] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=QUEUE_MAX)
         self._thread: threading.Thread | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -72,7 +84,7 @@ class RedisEventPublisher:
     def publish(self, event: str, payload: dict[str, Any]) -> None:
         self._ensure_thread()
         try:
-            self._queue.put_nowait(encode(event, payload))
+            self._queue.put_nowait(message_of(event, payload))
         except queue.Full:
             self._warn(f"more than {QUEUE_MAX} events wait for Redis; dropping {event}")
 
@@ -102,6 +114,7 @@ class RedisEventPublisher:
         assert client is not None
         while True:
             batch = [events.get()]
+            time.sleep(COALESCE_S)
             while len(batch) < 100:
                 try:
                     batch.append(events.get_nowait())
@@ -109,7 +122,7 @@ class RedisEventPublisher:
                     break
             try:
                 pipe = client.pipeline(transaction=False)
-                for text in batch:
+                for text in map(to_text, batch):
                     pipe.publish(self.channel, text)
                     pipe.lpush(self.channel + RECENT_SUFFIX, text)
                 pipe.ltrim(self.channel + RECENT_SUFFIX, 0, RECENT_MAX - 1)

@@ -7,6 +7,7 @@ with the task's JSON (secret-looking data redacted). Times come from the databas
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import time
@@ -22,7 +23,7 @@ from scheduler import timing
 from scheduler.db import engine_from_settings
 from scheduler.errors import BrokerUnavailable, InvalidField, NameTaken
 from scheduler.events import EventBus, Handler
-from scheduler.fields import check_reason
+from scheduler.fields import check_actor, check_reason
 from scheduler.publisher import Dispatch, Publisher
 from scheduler.records import FINISHED_STATUSES, Execution, Task
 from scheduler.redaction import public_task
@@ -42,13 +43,14 @@ from workers.commands import CommandRegistry, load_registry
 logger = logging.getLogger(__name__)
 
 WAIT_POLL_S = 0.1
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # remote_events.is_redis_url, without importing redis
 MANUAL_SLOT_ATTEMPTS = 5
 
 
 def _os_user() -> str:
     try:
-        return getpass.getuser()
-    except Exception:  # no login name (a container without a passwd entry)
+        return check_actor(getpass.getuser())
+    except Exception:  # no login name (a container without a passwd entry), or one we would not store
         return "unknown"
 
 
@@ -68,7 +70,9 @@ class SchedulerService(ServiceReads):
         self.settings = settings
         self.commands = commands
         self.publisher = publisher
-        self.actor = actor or settings.actor or _os_user()
+        given = actor or settings.actor  # empty means unset, as before
+        # Checked here, before anything is written: the audit row of every change carries it.
+        self.actor = _os_user() if given is None else check_actor(given)
         self.events = EventBus()
 
     @classmethod
@@ -80,13 +84,19 @@ class SchedulerService(ServiceReads):
         actor: str | None = None,
         commands: CommandRegistry | None = None,
     ) -> SchedulerService:
-        """Engine and registry from settings; upgrade an embedded schema, refuse an outdated server one."""
+        """Engine and registry from settings; upgrade an embedded schema, refuse an outdated server one.
+
+        With a Redis broker, the service's events also go to the Redis pub/sub channel (DESIGN §4), so other
+        processes (``scheduler:events``) see the tasks this one creates, changes and deletes.
+        """
         settings = settings or load_settings().settings
         engine = engine_from_settings(settings)
         with translate_db_errors():
             ensure_schema(engine, auto_upgrade=settings.is_embedded)
         registry = commands if commands is not None else load_registry(settings)
-        return cls(engine, settings, commands=registry, publisher=publisher, actor=actor)
+        service = cls(engine, settings, commands=registry, publisher=publisher, actor=actor)
+        _forward_to_redis(service.events, settings.effective_broker_url)
+        return service
 
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.events`)."""
@@ -274,6 +284,26 @@ class SchedulerService(ServiceReads):
             if deadline is not None and time.monotonic() >= deadline:
                 return execution
             time.sleep(WAIT_POLL_S)
+
+
+@functools.cache
+def _redis_events(url: str) -> Any:
+    from scheduler.remote_events import RedisEventPublisher
+
+    return RedisEventPublisher(url)  # one per URL and process: one sender thread, one exit flush
+
+
+def _forward_to_redis(events: EventBus, broker_url: str) -> None:
+    """Forward every event to Redis when the broker is Redis; redis-py (~60 ms of imports) is loaded by the
+    first event, so a CLI verb that only reads never pays for it."""
+    if not broker_url.startswith(REDIS_SCHEMES):
+        return
+
+    def handler(name: str, payload: dict[str, Any]) -> None:
+        _redis_events(broker_url).publish(name, payload)
+
+    for name in ev.EVENT_NAMES:
+        events.on(name, functools.partial(handler, name))
 
 
 def _change(action: str, before: Task, after: Task) -> AuditRecord:

@@ -48,6 +48,12 @@ class ServiceReads:
         with self._read() as connection:
             return tasks_sql.list_tasks(connection, status=status, limit=limit)
 
+    def count_tasks(self, *, status: str | None = None) -> int:
+        """How many tasks there are, optionally of one status."""
+        status = check_status("status", status, task=True)
+        with self._read() as connection:
+            return tasks_sql.count_tasks(connection, status=status)
+
     def get_execution(self, execution_id: int) -> Execution:
         """One execution; :class:`~scheduler.errors.ExecutionNotFound` otherwise."""
         with self._read() as connection:

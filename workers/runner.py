@@ -38,7 +38,7 @@ from scheduler.events import TASK_EVENT, TASK_PAUSED
 from scheduler.publisher import Dispatch
 from scheduler.records import Task
 from scheduler.repository.clock import db_now
-from scheduler.repository.run_statements import OutcomeStatus
+from scheduler.repository.run_statements import OutcomeStatus, outcome_kind
 from scheduler.repository.runs import (
     ClaimedExecution,
     FinishedExecution,
@@ -51,6 +51,7 @@ from scheduler.repository.runs import (
     load_task,
     record_auto_pause,
     running_claim,
+    single_statements,
     transaction,
 )
 from workers.capture import LogBuffer, LogWriter
@@ -219,9 +220,12 @@ def _record(
         if outcome.error and "\n" in outcome.error:
             buffer.log("DEBUG", outcome.error)  # the traceback
     lines = buffer.drain(final=True)
+    # One statement (no log lines; an outcome that cannot auto-pause the task): it commits by itself.
+    alone = not lines and outcome_kind(status) != "failure"
 
     def write(connection: Connection, retried: bool) -> tuple[FinishedExecution | None, Task | None]:
         paused_task = None
+        single_statements(connection, alone)
         with transaction(connection):
             finished = finish_execution(
                 connection,
@@ -304,7 +308,9 @@ def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks:
     One connection serves the attempt (claim, then outcome).
     """
     with runtime.engine.connect() as connection:
-        # Not durable either: on PostgreSQL the claim statement turns synchronous_commit off itself.
+        # The claim is one statement that commits by itself, not durably: on PostgreSQL it turns
+        # synchronous_commit off for its own transaction (run_statements.pg_claim_returning).
+        single_statements(connection, True)
         with transaction(connection):
             claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
             status = None if claim is not None else execution_status(connection, execution_id)

@@ -126,10 +126,9 @@ class WorkerRuntime:
 
 
 def _planner_lease(connection: Any) -> dict[str, Any] | None:
-    from scheduler.models import LeaseRow
+    from scheduler.tables import scheduler_leases as leases
 
     now = db_now(connection)
-    leases = LeaseRow.__table__
     row = connection.execute(
         select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.expires_at > now)
     ).first()

@@ -103,14 +103,18 @@ GRANT UPDATE (status, enqueued_at) ON task_executions TO scheduler_operator;
 
 -- scheduler_planner: selects due tasks (FOR UPDATE SKIP LOCKED needs UPDATE), advances them (next_run_at,
 -- run_count, last_run_at, status), writes execution rows (ON CONFLICT DO NOTHING), relays, cancels and
--- recovers them, holds the leader lease, and deletes old history for retention. It never creates, deletes or
--- audits tasks. On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT
--- because DELETE ... WHERE reads the column it filters on.
+-- recovers them, holds the leader lease, and deletes old history for retention. It never creates or deletes
+-- tasks. On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
+-- DELETE ... WHERE reads the column it filters on.
 GRANT SELECT, UPDATE ON scheduled_tasks TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;
 GRANT SELECT, INSERT, DELETE ON task_logs TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE ON scheduler_leases TO scheduler_planner;
 GRANT USAGE ON SEQUENCE task_executions_id_seq, task_logs_id_seq TO scheduler_planner;
+-- The planner pauses a task whose stored schedule no longer parses, and every change is audited (DESIGN §2.9):
+-- it appends that row. Append only, like the worker: it can neither read the audit log nor rewrite it.
+GRANT INSERT ON task_audit TO scheduler_planner;
+GRANT USAGE ON SEQUENCE task_audit_id_seq TO scheduler_planner;
 
 -- scheduler_worker: claims and finishes executions, appends their logs, and updates only the runtime columns
 -- of its task (failure streak, last run, auto-pause). It cannot create, delete or re-point a task: a

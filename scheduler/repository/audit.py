@@ -41,7 +41,9 @@ def insert_audit(connection: Connection, records: Sequence[AuditRecord], *, acto
         }
         for record in records
     ]
-    connection.execute(insert(audit), rows)
+    # inline(): no RETURNING of the new id. The planner and worker roles may append audit rows but not read
+    # them (deploy/sql/roles.sql), and RETURNING needs SELECT: a one-row insert would be refused.
+    connection.execute(insert(audit).inline(), rows)
 
 
 def list_audit(

@@ -1,17 +1,13 @@
-"""The Core ``Table`` objects of the models, typed, for the SQL modules of this package."""
+"""The Core ``Table`` objects of :mod:`scheduler.tables` under short names, for the SQL modules here."""
 
 from __future__ import annotations
 
-from typing import cast
+from scheduler.tables import scheduled_tasks as tasks
+from scheduler.tables import task_audit as audit
+from scheduler.tables import task_executions as executions
+from scheduler.tables import task_logs as logs
 
-from sqlalchemy import Table
-
-from scheduler.models import AuditRow, ExecutionRow, LogRow, TaskRow
-
-tasks = cast(Table, TaskRow.__table__)
-executions = cast(Table, ExecutionRow.__table__)
-logs = cast(Table, LogRow.__table__)
-audit = cast(Table, AuditRow.__table__)
+__all__ = ["MAX_ID", "audit", "executions", "logs", "storable_id", "tasks"]
 
 MAX_ID = 2**63 - 1  # ids are positive BIGINTs (SQLite: 64-bit INTEGER)
 

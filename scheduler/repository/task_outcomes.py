@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, String, case, cast, literal, select, update
 
-from scheduler.models import Timestamp
 from scheduler.records import Task
 from scheduler.repository.audit import AuditRecord, insert_audit
 from scheduler.repository.mapping import task_from_row
 from scheduler.repository.tables import tasks
+from scheduler.tables import Timestamp
 
 OutcomeKind = Literal["completed", "failure"]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
 from scheduler.errors import TaskNotFound
 from scheduler.records import Task
@@ -100,6 +100,14 @@ def list_tasks(connection: Connection, *, status: str | None = None, limit: int 
     if limit is not None:
         query = query.limit(limit)
     return [task_from_row(row) for row in connection.execute(query)]
+
+
+def count_tasks(connection: Connection, *, status: str | None = None) -> int:
+    """How many tasks there are, optionally of one status."""
+    query = select(func.count()).select_from(tasks)
+    if status is not None:
+        query = query.where(tasks.c.status == status)
+    return int(connection.execute(query).scalar_one())
 
 
 def tasks_with_status(connection: Connection, status: str, *, lock: bool = False) -> list[Task]:

@@ -4,6 +4,7 @@ PostgreSQL server for the tests that stop or restart one (the machine's servers 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -13,12 +14,33 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from faultkit import FaultSetup, base_env, unique_queue
 
 from scheduler.db import make_engine
 from scheduler.schema import upgrade
+
+
+def _root_conftest() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_tests_root_conftest", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# pytest imports every conftest.py as the module ``conftest`` (no test directory is a package) and the last
+# one wins; tests elsewhere run ``from conftest import PG_ADMIN_URL, ...``: keep the root's helpers here too.
+_root = _root_conftest()
+IN_CI = _root.IN_CI
+PG_ADMIN_URL = _root.PG_ADMIN_URL
+REDIS_URL = _root.REDIS_URL
+create_pg_database = _root.create_pg_database
+drop_pg_database = _root.drop_pg_database
+require = _root.require
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"  # initdb refuses to run as root: the private server runs as this unprivileged user

@@ -42,8 +42,8 @@ SYSTEMPROMPT = BIN / "systemprompt"
 RUNNER = HERE / "planner_runner.py"
 SKEW_DIR = HERE / "skew"
 
-TICK_MS = 200
-LEASE_TTL_MS = 2000
+TICK_MS = 100
+LEASE_TTL_MS = 1500
 
 
 def figures(scenario: str, **values: Any) -> str:
@@ -163,6 +163,28 @@ class FaultSetup:
         self.planners.append(started)
         return started
 
+    def worker(self, name: str, *, env: Mapping[str, str] | None = None) -> PlannerProcess:
+        """Start ``systemprompt scheduler:worker`` (prefork, one process) on the queue; wait until ready."""
+        argv = [
+            str(SYSTEMPROMPT), "scheduler:worker", "-P", "prefork", "-c", "1", "-Q", self.queue,
+            "-n", f"{name}-{self.queue}@%h", "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        log_path = self.workdir / f"worker-{name}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                argv,
+                cwd=str(self.workdir),
+                env={**self.env, **(env or {})},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started = PlannerProcess(name, process, log_path)
+        self.planners.append(started)
+        wait_for(lambda: " ready." in started.log() or not started.alive(), 60, f"worker {name} not ready")
+        assert started.alive(), started.log()[-3000:]
+        return started
+
     @property
     def service(self) -> SchedulerService:
         """An in-process service on the scenario's database (no publisher: it only defines tasks)."""
@@ -172,9 +194,16 @@ class FaultSetup:
         return self._service
 
     def interval_tasks(
-        self, count: int, *, every: str = "1s", grace_ms: int | None = 60_000, prefix: str = "t"
+        self,
+        count: int,
+        *,
+        every: str = "1s",
+        grace_ms: int | None = 60_000,
+        prefix: str = "t",
+        due_now: bool = False,
     ) -> dict[int, datetime]:
-        """``count`` interval tasks of ``test:echo``; returns task id -> its first slot."""
+        """``count`` interval tasks of ``test:echo`` (``due_now``: anchored at now, so due at the next tick);
+        returns task id -> its first slot."""
         first: dict[int, datetime] = {}
         for i in range(count):
             task = self.service.create_task(
@@ -182,6 +211,10 @@ class FaultSetup:
             )
             assert task.next_run_at is not None
             first[task.id] = task.next_run_at
+        if due_now:
+            now = self.now()
+            self.due_from(first, now)
+            first = dict.fromkeys(first, now)
         return first
 
     def close(self) -> None:
@@ -286,8 +319,10 @@ def base_env(database_url: str, broker_url: str, workdir: Path, queue: str) -> d
         SCHEDULER_DEFAULT_QUEUE=queue,
         SCHEDULER_TICK_INTERVAL=str(TICK_MS),
         SCHEDULER_LEASE_TTL=str(LEASE_TTL_MS),
-        # No worker consumes these queues: the concurrency cap must not hold executions back as pending.
+        # No worker consumes these queues: the concurrency cap must not hold executions back as pending, and
+        # the recovery sweep must not republish unclaimed messages (that would blur the duplicate count).
         SCHEDULER_MAX_CONCURRENT_TASKS="1000000",
+        SCHEDULER_RECOVERY_AFTER="600000",
         SCHEDULER_LOG_LEVEL="INFO",
     )
     return env

@@ -92,26 +92,52 @@ SCHEDULES = (
 INSTANTS = (
     "now", "2030-01-01T00:00:00Z", "2030-01-01T00:00:00", "2030-01-01", "1999-12-31T23:59:59+14:00",
     "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2030-02-30T00:00:00Z", "yesterday",
+    "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z",
 )  # fmt: skip
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Mars/Olympus", "../../etc/passwd", "utc", "EST5EDT")
 COMMANDS = ("test:echo", "test:sleep", "test:fail", "system:health", "nope:missing", "TEST:ECHO")
 
 
-def option_values(*, argv: bool = True) -> dict[str, st.SearchStrategy[str]]:
-    """Per ``scheduler:create``/``update`` option: plausible values or hostile text (as argv strings)."""
+def plausible_options() -> dict[str, st.SearchStrategy[str]]:
+    """Per ``scheduler:create``/``update`` option: values that are (mostly) valid, so that a hostile value in
+    another option is what decides the outcome."""
+    return {
+        "--name": st.from_regex(r"[a-z][a-z0-9_.-]{0,16}", fullmatch=True),
+        "--command": st.sampled_from(COMMANDS[:2]),
+        "--schedule": st.sampled_from(["5m", "1h30m", "@daily", "0 2 * * *", "*/15 * * * *", "manual"]),
+        "--data": st.dictionaries(st.text(ARGV_CHARACTERS, max_size=10), JSON_VALUES, max_size=4).map(
+            lambda value: json.dumps(value, ensure_ascii=False)
+        ),
+        "--timezone": st.sampled_from(TIMEZONES[:3]),
+        "--retries": st.integers(0, 100).map(str),
+        "--retry-delay": st.integers(0, 86_400_000).map(str),
+        "--retry-backoff": st.floats(1.0, 10.0).map(repr),
+        "--timeout": st.integers(1, 604_800_000).map(str),
+        "--overlap": st.sampled_from(["allow", "forbid", "replace"]),
+        "--misfire": st.sampled_from(["skip", "run_once", "run_all"]),
+        "--misfire-grace": st.integers(0, 86_400_000).map(str),
+        "--auto-pause": st.integers(1, 2**31 - 1).map(str),
+        "--queue": st.from_regex(r"[A-Za-z0-9_.:-]{1,30}", fullmatch=True),
+        "--start": st.sampled_from(["2030-01-01T00:00:00Z", "2031-06-01T12:00:00+02:00"]),
+        "--end": st.sampled_from(["2040-01-01T00:00:00Z", "2041-01-01"]),
+        "--max-runs": st.integers(1, 2**31 - 1).map(str),
+        "--actor": st.sampled_from(["alice", "ops@example.com", "ci-bot"]),
+    }
+
+
+def hostile_options(*, argv: bool = True) -> dict[str, st.SearchStrategy[str]]:
+    """Per option: edge values of its kind, or hostile text (as argv strings)."""
     text = hostile_text(argv=argv)
 
     def number() -> st.SearchStrategy[str]:
-        return st.one_of(st.integers(min_value=-(2**80), max_value=2**80).map(str), text)
+        edges = st.sampled_from(["-1", "0", "2147483648", "9223372036854775808", "1_000", "0x10", " 5 "])
+        return st.one_of(edges, st.integers(min_value=-(2**80), max_value=2**80).map(str), text)
 
     return {
-        "--name": st.one_of(st.from_regex(r"[a-z][a-z0-9 _.-]{0,20}", fullmatch=True), text),
+        "--name": text,
         "--command": st.one_of(st.sampled_from(COMMANDS), text),
         "--schedule": st.one_of(st.sampled_from(SCHEDULES), text),
         "--data": st.one_of(
-            st.dictionaries(st.text(ARGV_CHARACTERS, max_size=10), JSON_VALUES, max_size=5).map(
-                lambda value: json.dumps(value, ensure_ascii=False)
-            ),
             JSON_VALUES.map(json.dumps),
             st.sampled_from(['{"a":', "{'a': 1}", '{"a": NaN}', '{"\\u0000": 1}', '{"a": "\\ud800"}']),
             st.just('{"deep": ' * 150 + "1" + "}" * 150),
@@ -122,19 +148,30 @@ def option_values(*, argv: bool = True) -> dict[str, st.SearchStrategy[str]]:
         "--retries": number(),
         "--retry-delay": number(),
         "--retry-backoff": st.one_of(
-            st.floats(allow_nan=True, allow_infinity=True).map(repr), st.sampled_from(["nan", "inf", "1.5"]), text
+            st.floats(allow_nan=True, allow_infinity=True).map(repr),
+            st.sampled_from(["nan", "inf", "-0"]),
+            text,
         ),
         "--timeout": number(),
-        "--overlap": st.one_of(st.sampled_from(["allow", "forbid", "replace"]), text),
-        "--misfire": st.one_of(st.sampled_from(["skip", "run_once", "run_all"]), text),
+        "--overlap": text,
+        "--misfire": text,
         "--misfire-grace": number(),
         "--auto-pause": number(),
-        "--queue": st.one_of(st.sampled_from(["default", "q-1.a:b", "q" * 101, "a b"]), text),
+        "--queue": st.one_of(st.sampled_from(["q" * 101, "a b", "q/../x"]), text),
         "--start": st.one_of(st.sampled_from(INSTANTS), text),
         "--end": st.one_of(st.sampled_from(INSTANTS), text),
         "--max-runs": number(),
         "--actor": text,
     }
+
+
+@st.composite
+def argv_options(draw: st.DrawFn, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, str]:
+    """Options with plausible values, one or two of them (sometimes none) hostile."""
+    chosen = [*required, *draw(st.lists(st.sampled_from(optional), unique=True))]
+    hostile = set(draw(st.lists(st.sampled_from(chosen), max_size=2, unique=True))) if chosen else set()
+    plausible, bad = plausible_options(), hostile_options()
+    return {option: draw(bad[option] if option in hostile else plausible[option]) for option in chosen}
 
 
 # ------------------------------------------------------------------------------------- Python values
@@ -169,34 +206,42 @@ def python_values() -> st.SearchStrategy[Any]:
     )
 
 
-def service_fields() -> dict[str, st.SearchStrategy[Any]]:
-    """Per field of ``create_task``/``update_task``: a plausible value or any Python value."""
-    anything = python_values()
+PLAUSIBLE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "name": st.from_regex(r"[a-z][a-z0-9-]{0,12}", fullmatch=True),
+    "command": st.sampled_from(COMMANDS[:2]),
+    "schedule": st.sampled_from(["5m", "@daily", "0 2 * * *", "manual", None]),
+    "data": st.dictionaries(st.text(ARGV_CHARACTERS, max_size=8), JSON_VALUES, max_size=4),
+    "timezone": st.sampled_from(TIMEZONES[:3]),
+    "retries": st.integers(0, 100),
+    "retry_delay_ms": st.integers(0, 86_400_000),
+    "retry_backoff": st.floats(1.0, 10.0),
+    "timeout_ms": st.integers(1, 604_800_000),
+    "overlap_policy": st.sampled_from(["allow", "forbid", "replace"]),
+    "misfire_policy": st.sampled_from(["skip", "run_once", "run_all"]),
+    "misfire_grace_ms": st.one_of(st.none(), st.integers(0, 86_400_000)),
+    "auto_pause_after": st.one_of(st.none(), st.integers(1, 10)),
+    "queue": st.sampled_from(["default", "reports"]),
+    "start_at": st.sampled_from([None, datetime(2030, 1, 1, tzinfo=UTC)]),
+    "end_at": st.sampled_from([None, datetime(2040, 1, 1, tzinfo=UTC)]),
+    "max_runs": st.one_of(st.none(), st.integers(1, 1000)),
+    "once": st.booleans(),
+}
 
-    def plausible(*values: Any) -> st.SearchStrategy[Any]:
-        return st.one_of(st.sampled_from(values), anything)
 
-    return {
-        "name": st.one_of(st.from_regex(r"[a-z][a-z0-9-]{0,12}", fullmatch=True), anything),
-        "command": plausible(*COMMANDS),
-        "schedule": plausible(*SCHEDULES),
-        "data": st.one_of(st.dictionaries(st.text(ANY_CHARACTERS, max_size=8), JSON_VALUES, max_size=4), anything),
-        "timezone": plausible(*TIMEZONES),
-        "retries": plausible(0, 3, 100, 101, -1),
-        "retry_delay_ms": plausible(0, 1000, 86_400_001),
-        "retry_backoff": plausible(1.0, 2, 10.5, float("nan")),
-        "timeout_ms": plausible(1, 60_000, 0),
-        "overlap_policy": plausible("allow", "forbid", "replace"),
-        "misfire_policy": plausible("skip", "run_once", "run_all"),
-        "misfire_grace_ms": plausible(0, 60_000, None),
-        "auto_pause_after": plausible(1, 3, None, 0),
-        "queue": plausible("default", "reports"),
-        "start_at": anything,
-        "end_at": anything,
-        "max_runs": plausible(1, 5, None),
-        "once": plausible(True, False),
-        "bogus_field": anything,
-    }
+@st.composite
+def api_fields(
+    draw: st.DrawFn, required: tuple[str, ...], optional: tuple[str, ...], *, unknown: bool = True
+) -> dict[str, Any]:
+    """Keyword arguments with plausible values, one or two of them (sometimes none) any Python value; now and
+    then a field the service does not know."""
+    chosen = [*required, *draw(st.lists(st.sampled_from(optional), unique=True))]
+    hostile = set(draw(st.lists(st.sampled_from(chosen), max_size=2, unique=True))) if chosen else set()
+    fields = {name: draw(python_values() if name in hostile else PLAUSIBLE_FIELDS[name]) for name in chosen}
+    if unknown and draw(st.integers(0, 20)) == 0:
+        fields[draw(st.sampled_from(["bogus", "id", "status", "next_run_at", "run_count"]))] = draw(
+            python_values()
+        )
+    return fields
 
 
 # ------------------------------------------------------------------------------------------ snapshots

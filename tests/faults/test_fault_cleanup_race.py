@@ -222,7 +222,7 @@ def test_cleanup_racing_a_leader_process_and_a_lagging_standby_never_doubles_a_s
     threads = [threading.Thread(target=lagging_standby), threading.Thread(target=cleaner)]
     for thread in threads:
         thread.start()
-    time.sleep(4.0)
+    time.sleep(1.5)
     stop.set()
     for thread in threads:
         thread.join(30)
@@ -242,6 +242,6 @@ def test_cleanup_racing_a_leader_process_and_a_lagging_standby_never_doubles_a_s
         inserted_twice=len(inserted_twice),
         replayed_inside_window=len(inside),
     )
-    assert replays > 10 and cleanups > 10
+    assert replays > 5 and cleanups > 5
     assert inserted_twice == []
     assert inside == []

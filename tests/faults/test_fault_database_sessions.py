@@ -55,11 +55,11 @@ def test_a_planner_whose_sessions_are_terminated_reconnects_and_plans_on(fault_s
     setup = fault_setup
     planner = setup.planner("victim")
     wait_for(lambda: setup.sessions_of("victim"), 30, "the planner never connected")
-    first = setup.interval_tasks(TASKS)
-    time.sleep(1.5)
+    first = setup.interval_tasks(TASKS, due_now=True)
+    time.sleep(0.5)
 
     killed = 0
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:  # a burst: some kills land inside a tick's transaction
         with setup.engine.connect() as connection:
             for pid in setup.sessions_of("victim"):
@@ -69,7 +69,7 @@ def test_a_planner_whose_sessions_are_terminated_reconnects_and_plans_on(fault_s
         time.sleep(0.03)
     last_kill = setup.now()
     recovery_s = _recovered_after(setup, last_kill, 15)
-    time.sleep(1.5)
+    time.sleep(0.5)
 
     failures = planner.log().count("tick failed")
     _check_and_report(
@@ -91,18 +91,18 @@ def test_a_planner_survives_a_restart_of_the_database_server(private_fault_setup
     setup, server = private_fault_setup
     planner = setup.planner("restart")
     wait_for(lambda: "leader (term 1)" in planner.log(), 30, "the planner never led")
-    first = setup.interval_tasks(TASKS)
-    time.sleep(1.5)
+    first = setup.interval_tasks(TASKS, due_now=True)
+    time.sleep(0.5)
 
     setup.engine.dispose()
     started = time.monotonic()
     server.stop("fast")
-    time.sleep(2.0)  # down for two slots of every task
+    time.sleep(1.0)  # down for a slot of every task
     server.start()
     back = setup.now()
     recovery_s = _recovered_after(setup, back, 20)
     downtime_s = time.monotonic() - started
-    time.sleep(1.5)
+    time.sleep(0.5)
 
     _check_and_report(setup, planner, first, "database-restart", downtime_s=downtime_s, recovery_s=recovery_s)
     assert "tick failed" in planner.log()  # it noticed, said so in one line, and carried on

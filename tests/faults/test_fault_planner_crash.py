@@ -17,7 +17,7 @@ from faultkit import LEASE_TTL_MS, TICK_MS, FaultSetup, PlannerProcess, account_
 
 TASKS = 5
 EVERY = timedelta(seconds=1)
-RUN_AFTER_TAKEOVER_S = 2.5
+RUN_AFTER_TAKEOVER_S = 1.2
 
 
 def lead_then_stand_by(setup: FaultSetup, fault: str) -> tuple[PlannerProcess, PlannerProcess]:
@@ -37,7 +37,7 @@ def test_a_leader_killed_mid_tick_is_replaced_within_a_lease_and_no_slot_is_lost
 ) -> None:
     setup = fault_setup
     leader, standby = lead_then_stand_by(setup, fault)
-    first = setup.interval_tasks(TASKS)  # due within a second: the leader's next tick plans them and dies
+    first = setup.interval_tasks(TASKS, due_now=True)  # the leader's next tick plans them and dies
 
     assert leader.wait_dead(30) == -signal.SIGKILL, leader.log()[-3000:]
     before = setup.lease()
@@ -83,3 +83,51 @@ def test_a_leader_killed_mid_tick_is_replaced_within_a_lease_and_no_slot_is_lost
     assert max(published.values()) == 1
     for next_run in setup.next_runs(first).values():
         assert next_run is not None and next_run >= stopped_at - EVERY - timedelta(seconds=1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_killing_whichever_planner_leads_every_few_seconds_for_two_minutes_loses_and_doubles_nothing(
+    fault_setup: FaultSetup,
+) -> None:
+    """Chaos: three planners; every 3-6 s the leader gets SIGKILL at a random moment and a new one starts."""
+    import random
+
+    setup = fault_setup
+    rng = random.Random(20261127)
+    planners = [setup.planner(f"c{i}") for i in range(3)]
+    first = setup.interval_tasks(TASKS)
+    deadline = time.monotonic() + 120
+    kills = 0
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(3.0, 6.0))
+        lease = setup.lease()
+        leader = next((p for p in planners if lease and f":{p.pid}:" in lease[0] and p.alive()), None)
+        if leader is None:
+            continue
+        leader.signal(signal.SIGKILL)
+        leader.wait_dead(10)
+        kills += 1
+        planners.append(setup.planner(f"c{len(planners)}"))
+    time.sleep(LEASE_TTL_MS / 1000 + 1)
+    for planner in planners:
+        planner.stop()
+
+    rows = setup.executions()
+    account = account_slots(rows, EVERY, first)
+    published = setup.published_ids()
+    figures(
+        "chaos-kill-leader-120s",
+        kills=kills,
+        expected_slots=account.expected,
+        executions=account.executions,
+        duplicates=account.duplicates,
+        missed_in_grace=account.missed_in_grace + account.gaps,
+        unpublished=sum(1 for row in rows if published[row.id] == 0),
+        duplicate_messages=sum(count - 1 for count in published.values() if count > 1),
+    )
+    assert kills >= 15
+    assert account.duplicates == 0 and account.gaps == 0 and account.missed_in_grace == 0
+    assert {row.status for row in rows} == {"queued"} and set(published) == {row.id for row in rows}

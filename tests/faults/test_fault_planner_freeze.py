@@ -19,8 +19,8 @@ from faultkit import LEASE_TTL_MS, TICK_MS, FaultSetup, account_slots, figures, 
 
 TASKS = 5
 EVERY = timedelta(seconds=1)
-FROZEN_PAST_LEASE_S = 1.5
-RUN_AFTER_THAW_S = 2.0
+FROZEN_PAST_LEASE_S = 0.6
+RUN_AFTER_THAW_S = 1.2
 
 
 def _stopped(pid: int) -> bool:
@@ -39,10 +39,10 @@ def test_a_frozen_leader_is_replaced_and_after_thawing_dispatches_nothing_on_its
     wait_for(lambda: (lease := setup.lease()) and f":{leader.pid}:" in lease[0], 30, "planner a never led")
     standby = setup.planner("b")
     wait_for(lambda: "standby" in standby.log(), 30, "planner b never reported standing by")
-    first = setup.interval_tasks(TASKS)
+    first = setup.interval_tasks(TASKS, due_now=True)
 
     if point == "anywhere":
-        time.sleep(1.7)  # a few ticks with due slots, then freeze it wherever it is
+        time.sleep(0.6)  # a few ticks with due slots, then freeze it wherever it is
         leader.signal(signal.SIGSTOP)
     wait_for(lambda: _stopped(leader.pid), 30, f"planner a never froze at {point}")
     frozen = setup.lease()

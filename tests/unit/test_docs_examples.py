@@ -37,5 +37,6 @@ def test_the_semantics_page_has_examples() -> None:
 
 @pytest.mark.parametrize(("page", "command", "expected"), EXAMPLES, ids=[f"{p}:{c}" for p, c, _ in EXAMPLES])
 def test_documented_output_is_what_the_cli_prints(page: str, command: str, expected: str) -> None:
-    result = CliRunner().invoke(cli, shlex.split(command), prog_name="systemprompt", env={"COLUMNS": "200"})
+    env = {"COLUMNS": "200", "SCHEDULER_TABLES": "rich"}  # the pages show what a terminal shows
+    result = CliRunner().invoke(cli, shlex.split(command), prog_name="systemprompt", env=env)
     assert result.output.rstrip() == expected.rstrip(), f"{page}: {command}\n{result.output}"

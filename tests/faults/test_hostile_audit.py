@@ -1,0 +1,175 @@
+"""Invariant 9: no path changes a task without an audit row (when, actor, action, before/after), and no audit
+row claims a change that did not happen.
+
+Every public method of :class:`SchedulerService` is classified as a mutation or a read (a new method fails
+the first test until someone decides which it is). Each mutation is called in its forms (one task, all tasks,
+no-op) and the whole ``scheduled_tasks`` table is compared before and after with the audit rows it added:
+each changed task has exactly one row whose ``before``/``after`` are the task's JSON (data redacted) before
+and after. Reads change nothing and audit nothing. The planner's own decision to pause a task (its stored
+schedule no longer parses) is audited too.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from scheduler.planner import Planner
+from scheduler.publisher import NullPublisher
+from scheduler.records import AuditEntry
+from scheduler.redaction import public_task
+from scheduler.repository.mapping import audit_from_row, task_from_row
+from scheduler.repository.tables import audit, executions, tasks
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from workers.commands import load_registry
+
+MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
+READS = {
+    "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
+    "get_task_stats", "validate_schedule", "on",
+}  # fmt: skip
+CONSTRUCTORS = {"from_settings"}
+ACTION_OF = {
+    "create_task": "create",
+    "update_task": "update",
+    "delete_task": "delete",
+    "pause": "pause",
+    "resume": "resume",
+    "run_task_now": "run",
+}
+
+
+def test_every_public_method_of_the_service_is_classified_as_a_mutation_or_a_read() -> None:
+    public = {
+        name
+        for name, member in inspect.getmembers(SchedulerService)
+        if not name.startswith("_") and callable(member)
+    }
+    assert public == MUTATIONS | READS | CONSTRUCTORS
+
+
+def _tasks(engine: Engine) -> dict[int, dict[str, Any]]:
+    with engine.connect() as connection:
+        return {row.id: public_task(task_from_row(row)) for row in connection.execute(select(tasks))}
+
+
+def _audit_after(engine: Engine, last_id: int) -> list[AuditEntry]:
+    with engine.connect() as connection:
+        query = select(audit).where(audit.c.id > last_id).order_by(audit.c.id)
+        return [audit_from_row(row) for row in connection.execute(query)]
+
+
+def _last_audit_id(engine: Engine) -> int:
+    entries = _audit_after(engine, 0)
+    return entries[-1].id if entries else 0
+
+
+def _executions(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return len(connection.execute(select(executions.c.id)).all())
+
+
+def _check(engine: Engine, service: SchedulerService, method: str, call: Callable[[], Any]) -> int:
+    """Run one service call; check its audit rows against the task table's change. Returns rows added."""
+    before, last, runs = _tasks(engine), _last_audit_id(engine), _executions(engine)
+    call()
+    after, added = _tasks(engine), _audit_after(engine, last)
+    changed = {
+        task_id for task_id in before.keys() | after.keys() if before.get(task_id) != after.get(task_id)
+    }
+    if method in READS:
+        assert not changed and not added and _executions(engine) == runs, f"{method} changed something"
+        return 0
+    if method == "run_task_now":  # the task itself does not change; the run is recorded
+        assert not changed and len(added) == 1 and added[0].action == "run"
+        assert _executions(engine) == runs + 1
+        assert added[0].after is not None and "execution_id" in added[0].after
+        assert added[0].actor == service.actor
+        return 1
+    assert sorted(entry.task_id for entry in added if entry.task_id is not None) == sorted(changed), (
+        f"{method}: tasks changed {sorted(changed)}, audited {[e.task_id for e in added]}"
+    )
+    for entry in added:
+        assert entry.task_id is not None
+        assert entry.action == ACTION_OF[method] and entry.actor == service.actor
+        assert entry.before == before.get(entry.task_id), f"{method}: before of task {entry.task_id}"
+        assert entry.after == after.get(entry.task_id), f"{method}: after of task {entry.task_id}"
+    return len(added)
+
+
+def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_none(engine: Engine) -> None:
+    settings = Settings()
+    service = SchedulerService(engine, settings, commands=load_registry(settings), actor="auditor")
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("create_task", lambda: service.create_task(name="a", command="test:echo", schedule="5m")),
+        (
+            "create_task",
+            lambda: service.create_task({"name": "b", "command": "test:echo", "data": {"token": "t"}}),
+        ),
+        (
+            "create_task",
+            lambda: service.create_task(name="c", command="test:echo", schedule="@daily", once=True),
+        ),
+        ("update_task", lambda: service.update_task("a", schedule="10m", data={"password": "p", "x": 1})),
+        ("update_task", lambda: service.update_task("a", retries=service.get_task("a").retries)),  # no-op
+        ("update_task", lambda: service.update_task(2, name="b2", queue="reports")),
+        ("pause", lambda: service.pause("a", reason="maintenance")),
+        ("pause", lambda: service.pause("a")),  # already paused: no-op
+        ("pause", lambda: service.pause()),  # every active task
+        ("resume", lambda: service.resume("a")),
+        ("resume", lambda: service.resume()),  # every paused task
+        ("resume", lambda: service.resume("a")),  # not paused: no-op
+        ("run_task_now", lambda: service.run_task_now("a")),
+        ("run_task_now", lambda: service.run_task_now("b2")),
+        ("delete_task", lambda: service.delete_task("c")),
+        ("get_task", lambda: service.get_task("a")),
+        ("list_tasks", lambda: service.list_tasks()),
+        ("count_tasks", lambda: service.count_tasks(status="active")),
+        ("history", lambda: service.history()),
+        ("audit", lambda: service.audit()),
+        ("next_runs", lambda: service.next_runs(count=3)),
+        ("get_task_stats", lambda: service.get_task_stats()),
+        ("validate_schedule", lambda: service.validate_schedule("*/5 * * * *")),
+        ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
+        ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
+        ("on", lambda: service.on("task-created", lambda payload: None)),
+        ("delete_task", lambda: service.delete_task("a")),
+    ]
+    assert {method for method, _ in steps} == MUTATIONS | READS
+    rows = sum(_check(engine, service, method, call) for method, call in steps)
+    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2  # creates, updates, pauses, resumes, runs, deletes
+
+
+@pytest.mark.parametrize("reason", ["a zone tzdata no longer has", "text that no longer parses"])
+def test_the_planner_pausing_a_task_whose_schedule_no_longer_parses_is_audited(
+    engine: Engine, reason: str
+) -> None:
+    settings = Settings()
+    service = SchedulerService(engine, settings, commands=load_registry(settings), actor="auditor")
+    task = service.create_task(
+        name="broken", command="test:echo", schedule="0 * * * *", timezone="Europe/Berlin"
+    )
+    broken = (
+        {"timezone": "Mars/Olympus_Mons"} if reason.startswith("a zone") else {"schedule": "every fortnight"}
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            update(tasks)
+            .where(tasks.c.id == task.id)
+            .values(next_run_at=task.anchor_at - timedelta(seconds=1), **broken)
+        )
+    before, last = _tasks(engine)[task.id], _last_audit_id(engine)
+
+    Planner(engine, settings, NullPublisher()).tick()
+
+    after = _tasks(engine)[task.id]
+    assert after["status"] == "paused" and "does not parse" in (after["status_reason"] or "")
+    (entry,) = _audit_after(engine, last)
+    assert (entry.action, entry.actor, entry.task_id) == ("pause", "planner", task.id)
+    assert entry.before == before and entry.after == after

@@ -1,0 +1,112 @@
+"""The planner's bulk statements on PostgreSQL: array literals, the unnest insert, the one-statement fence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from scheduler.db import make_engine
+from scheduler.lease import Lease
+from scheduler.repository.dispatch import insert_executions, pg_array, write_transaction
+
+NEW_TASK = """
+    INSERT INTO scheduled_tasks (name, command, schedule, schedule_kind, timezone, data, status, queue,
+        retries, retry_delay_ms, retry_backoff, timeout_ms, overlap_policy, misfire_policy, anchor_at,
+        run_count, consecutive_failures, created_at, updated_at)
+    VALUES ('t', 'test:echo', '1h', 'interval', 'UTC', '{}', 'active', 'q', 0, 0, 1, 1000, 'allow',
+        'run_once', now(), 0, 0, now(), now())
+    RETURNING id
+"""
+TRICKY = ["plain", "", "NULL", 'quote " inside', "back\\slash", "{braces},commas", "  spaces  ", "ünï\ncode"]
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+def test_array_literals_round_trip_every_value(pg_engine: Engine) -> None:
+    moments = [datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC), None, datetime(1999, 12, 31, tzinfo=UTC)]
+    with pg_engine.connect() as connection:
+        texts = connection.execute(text("SELECT CAST(:a AS text[])"), {"a": pg_array([*TRICKY, None])})
+        ints = connection.execute(text("SELECT CAST(:a AS bigint[])"), {"a": pg_array([1, None, 2**40])})
+        times = connection.execute(text("SELECT CAST(:a AS timestamptz[])"), {"a": pg_array(moments)})
+        empty = connection.execute(text("SELECT CAST(:a AS integer[])"), {"a": pg_array([])})
+        assert texts.scalar_one() == [*TRICKY, None]
+        assert ints.scalar_one() == [1, None, 2**40]
+        assert times.scalar_one() == moments
+        assert empty.scalar_one() == []
+    with pytest.raises(ValueError, match="naive"):
+        pg_array([datetime(2026, 1, 1)])
+
+
+def test_the_unnest_insert_skips_existing_slots_and_keeps_nulls(pg_engine: Engine) -> None:
+    with pg_engine.begin() as connection:
+        task_id = connection.execute(text(NEW_TASK)).scalar_one()
+    slot = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def row(offset: int, **extra: object) -> dict[str, object]:
+        base = {
+            "task_id": task_id,
+            "task_name": 'name "with" \\ odd {chars}',
+            "command": "test:echo",
+            "scheduled_for": slot + timedelta(hours=offset),
+            "trigger": "schedule",
+            "status": "pending",
+            "reason": None,
+            "attempt": 1,
+            "max_attempts": 2,
+            "queue": "q",
+            "created_at": slot,
+        }
+        return {**base, **extra}
+
+    with write_transaction(pg_engine) as connection:
+        first = insert_executions(connection, [row(0), row(1, status="skipped", reason="overlap")])
+    with write_transaction(pg_engine) as connection:
+        again = insert_executions(connection, [row(0), row(2, finished_at=slot)])
+    assert [(task, status) for _, task, status in first] == [(task_id, "pending"), (task_id, "skipped")]
+    assert [(task, status) for _, task, status in again] == [(task_id, "pending")]  # slot 0 existed
+    with pg_engine.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT task_name, reason, finished_at, max_attempts FROM task_executions "
+                "WHERE task_id = :t ORDER BY scheduled_for"
+            ),
+            {"t": task_id},
+        ).all()
+    assert [tuple(r) for r in stored] == [
+        ('name "with" \\ odd {chars}', None, None, 2),
+        ('name "with" \\ odd {chars}', "overlap", None, 2),
+        ('name "with" \\ odd {chars}', None, slot, 2),
+    ]
+
+
+def test_fence_returns_the_database_clock_only_to_the_holder(pg_engine: Engine) -> None:
+    holder = Lease(pg_engine, ttl=timedelta(seconds=10), holder="a")
+    other = Lease(pg_engine, ttl=timedelta(seconds=10), holder="b")
+    assert holder.acquire_or_renew() and not other.acquire_or_renew()
+    with write_transaction(pg_engine) as connection:
+        now = holder.fence(connection)
+        clock = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
+        assert (
+            now is not None and now.tzinfo is not None and timedelta(0) <= clock - now < timedelta(seconds=5)
+        )
+        assert other.fence(connection) is None
+    with write_transaction(pg_engine) as connection:
+        assert holder.fence(connection, idle_timeout_ms=4321) is not None
+        shown = connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one()
+        assert shown == "4321ms"  # SET LOCAL, as write_transaction(idle_timeout_ms=...) does
+    with pg_engine.connect() as connection:
+        assert connection.execute(text("SHOW idle_in_transaction_session_timeout")).scalar_one() == "0"
+    with pg_engine.begin() as connection:
+        connection.execute(text("UPDATE scheduler_leases SET expires_at = now() - interval '1 second'"))
+    with write_transaction(pg_engine) as connection:
+        assert holder.fence(connection) is None  # expired in the database although trusted locally
+    holder.forget()
+    assert holder.needs_renewal()
