@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 from scheduler.settings import Settings
@@ -53,10 +53,20 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
 
 
-def make_engine(url: str) -> Engine:
+def _mark_autocommit(_dbapi_connection: Any, record: Any) -> None:
+    record.info["autocommit"] = True
+
+
+def autocommits(connection: Connection) -> bool:
+    """Whether ``connection`` comes from an ``autocommit`` engine (each statement its own transaction)."""
+    return bool(connection.info.get("autocommit"))
+
+
+def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     """Create an engine for ``url``; SQLite files get their directory created and WAL mode.
 
     A bare ``postgresql://`` URL means psycopg2 (the driver we install), whatever SQLAlchemy's default is.
+    ``autocommit`` (PostgreSQL only; ignored for SQLite): see :func:`autocommits`.
     """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
@@ -67,7 +77,13 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    engine = create_engine(parsed)
+    if autocommit:
+        # Each statement commits by itself (no COMMIT round trip); transactions send BEGIN/COMMIT themselves
+        # (scheduler.repository.runs.transaction). Set when connecting: no per-checkout switching.
+        engine = create_engine(parsed, isolation_level="AUTOCOMMIT")
+        event.listen(engine, "connect", _mark_autocommit)
+    else:
+        engine = create_engine(parsed)
     event.listen(engine.pool, "checkin", _stamp_checkin)
     event.listen(engine.pool, "checkout", _ping_if_idle)
     return engine

@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from celeryconfig import RETRY_COUNTDOWN_CAP_S
+from scheduler.db import autocommits
 from scheduler.errors import InvalidInput
 from scheduler.events import TASK_EVENT, TASK_PAUSED
 from scheduler.publisher import Dispatch
@@ -51,7 +52,6 @@ from scheduler.repository.runs import (
     load_task,
     record_auto_pause,
     running_claim,
-    single_statements,
     transaction,
 )
 from workers.capture import LogBuffer, LogWriter
@@ -223,19 +223,23 @@ def _record(
     # One statement (no log lines; an outcome that cannot auto-pause the task): it commits by itself.
     alone = not lines and outcome_kind(status) != "failure"
 
+    def _finish(connection: Connection) -> FinishedExecution | None:
+        return finish_execution(
+            connection,
+            claim,
+            status=status,
+            duration_ms=duration_ms,
+            result=outcome.result,
+            error=outcome.error,
+            reason="task_deleted" if status == "cancelled" and not claim.task_found else None,
+        )
+
     def write(connection: Connection, retried: bool) -> tuple[FinishedExecution | None, Task | None]:
+        if alone and autocommits(connection):  # commits by itself, durably (the session's default)
+            return _finish(connection), None
         paused_task = None
-        single_statements(connection, alone)
         with transaction(connection):
-            finished = finish_execution(
-                connection,
-                claim,
-                status=status,
-                duration_ms=duration_ms,
-                result=outcome.result,
-                error=outcome.error,
-                reason="task_deleted" if status == "cancelled" and not claim.task_found else None,
-            )
+            finished = _finish(connection)
             if finished is not None or not retried:  # a retry after a lost commit must not log twice
                 append_logs(connection, claim.id, claim.attempt, lines)
             if finished is not None and finished.task_paused and claim.task_id is not None:
@@ -305,13 +309,13 @@ def _emit_outcome(
 def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks: int = 0) -> Decision:
     """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
 
-    One connection serves the attempt (claim, then outcome).
+    One connection serves the attempt (claim, then outcome). On PostgreSQL it autocommits
+    (:attr:`WorkerRuntime.hot_engine`): the claim is one statement that commits by itself, not durably (it
+    turns synchronous_commit off for its own transaction, ``run_statements.pg_claim_returning``), and so is
+    an outcome with nothing else to write: two round trips for a no-op execution.
     """
-    with runtime.engine.connect() as connection:
-        # The claim is one statement that commits by itself, not durably: on PostgreSQL it turns
-        # synchronous_commit off for its own transaction (run_statements.pg_claim_returning).
-        single_statements(connection, True)
-        with transaction(connection):
+    with runtime.hot_engine.connect() as connection:
+        with contextlib.nullcontext() if autocommits(connection) else transaction(connection):
             claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
             status = None if claim is not None else execution_status(connection, execution_id)
         if claim is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from scheduler.db import engine_from_settings
+from scheduler.db import engine_from_settings, make_engine
 from scheduler.events import EventBus
 from scheduler.redaction import redact
 from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
@@ -37,6 +37,7 @@ class WorkerRuntime:
         self._pid = -1
         self._lock = threading.Lock()
         self._engine: Engine | None = None
+        self._hot_engine: Engine | None = None
         self._registry: CommandRegistry | None = None
         self._events: EventBus | None = None
 
@@ -46,9 +47,11 @@ class WorkerRuntime:
         with self._lock:
             if self._pid == os.getpid():
                 return
-            if self._engine is not None:
-                self._engine.dispose(close=False)  # the parent's connections stay the parent's
+            for engine in (self._engine, self._hot_engine):
+                if engine is not None:
+                    engine.dispose(close=False)  # the parent's connections stay the parent's
             self._engine = None
+            self._hot_engine = None
             self._registry = None
             self._events = None
             self._pid = os.getpid()
@@ -59,6 +62,17 @@ class WorkerRuntime:
         if self._engine is None:
             self._engine = engine_from_settings(self.settings)
         return self._engine
+
+    @property
+    def hot_engine(self) -> Engine:
+        """The engine of :func:`workers.runner.execute`: on PostgreSQL a second pool whose connections
+        autocommit (the claim and a plain outcome are one statement each, no ``COMMIT`` round trip);
+        elsewhere :attr:`engine`."""
+        self._ensure_process()
+        if self._hot_engine is None:
+            url = self.settings.effective_database_url
+            self._hot_engine = make_engine(url, autocommit=True) if "postgresql" in url else self.engine
+        return self._hot_engine
 
     @property
     def registry(self) -> CommandRegistry:

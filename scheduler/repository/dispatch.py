@@ -229,23 +229,39 @@ def pg_array(values: Sequence[Any]) -> str:
     parser and planner, which cost more than the insert itself at a thousand rows.
     """
     parts: list[str] = []
+    seen: dict[Any, str] = {}  # a batch repeats its strings and instants: each is formatted once
     for value in values:
+        kind = type(value)
         if value is None:
             parts.append("NULL")
-        elif isinstance(value, bool):
-            parts.append("t" if value else "f")
-        elif isinstance(value, int | float):
-            parts.append(repr(value))
-        elif isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError(f"naive datetime {value!r}: timestamptz values must be aware")
-            parts.append(f'"{value.isoformat()}"')
+        elif kind is int:
+            parts.append(str(value))
+        elif kind not in _MEMO_TYPES:
+            parts.append(_pg_element(value))
+        elif (known := seen.get((kind, value))) is not None:
+            parts.append(known)
         else:
-            text_value = str(value)
-            if "\\" in text_value or '"' in text_value:
-                text_value = text_value.replace("\\", "\\\\").replace('"', '\\"')
-            parts.append(f'"{text_value}"')
+            seen[(kind, value)] = text_value = _pg_element(value)
+            parts.append(text_value)
     return "{" + ",".join(parts) + "}"
+
+
+_MEMO_TYPES = (str, datetime, float, bool)  # hashable, and repeated within a batch
+
+
+def _pg_element(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: timestamptz values must be aware")
+        return f'"{value.isoformat()}"'
+    text_value = str(value)
+    if "\\" in text_value or '"' in text_value:
+        text_value = text_value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text_value}"'
 
 
 def cancel_executions(connection: Connection, ids: Sequence[int], *, now: datetime, reason: str) -> int:

@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from scheduler.db import autocommits
 from scheduler.records import Task, as_utc
 from scheduler.repository.clock import db_now
 from scheduler.repository.run_statements import (
@@ -109,32 +110,28 @@ def transaction(connection: Connection, *, durable: bool = True) -> Iterator[Con
     Used for heartbeats, and by claims, whose statement sets it itself (``run_statements.pg_claim_returning``,
     no extra round trip): if the database crashed in that window, the execution would be ``queued`` again
     and run again, which at-least-once delivery allows anyway. Outcomes are always committed durably.
+    A connection of an ``autocommit`` engine (:func:`scheduler.db.autocommits`, the worker's hot path) gets
+    an explicit ``BEGIN`` ... ``COMMIT``.
     """
+    explicit = autocommits(connection)
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    elif not durable:
+    elif explicit:
+        connection.exec_driver_sql("BEGIN")
+    if not durable and connection.dialect.name != "sqlite":
         connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     try:
         yield connection
     except BaseException:
-        connection.rollback()
+        if explicit:
+            connection.exec_driver_sql("ROLLBACK")
+        else:
+            connection.rollback()
         raise
-    connection.commit()
-
-
-def single_statements(connection: Connection, on: bool) -> None:
-    """PostgreSQL: each statement its own transaction from now on (``on``), or transactions again.
-
-    A write of one statement then needs no ``COMMIT`` round trip of its own (:func:`transaction`'s commit
-    sends nothing): the claim, and an outcome that writes nothing but the completion statement. Under a
-    loaded database every round trip costs the execution a scheduling delay, so this is a third of the
-    worker's database time. Only between transactions; no-op on SQLite.
-    """
-    if connection.dialect.name != "postgresql":
-        return
-    level = "AUTOCOMMIT" if on else connection.default_isolation_level
-    if level is not None:
-        connection.execution_options(isolation_level=level)
+    if explicit:
+        connection.exec_driver_sql("COMMIT")
+    else:
+        connection.commit()
 
 
 def _is_postgres(connection: Connection) -> bool:

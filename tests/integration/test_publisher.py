@@ -116,3 +116,34 @@ def test_an_unreachable_redis_raises_broker_unavailable_quickly(queue: str) -> N
     with pytest.raises(BrokerUnavailable):
         publisher.publish([Dispatch(1, queue, "c", "t")])
     assert time.monotonic() - started < 10
+
+
+def test_a_message_template_fills_in_exactly_what_build_message_builds(
+    redis_url: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import publisher as module
+
+    counter = [0]
+
+    def fixed_ids() -> str:  # the same ids for both builds: task id, then delivery tag
+        counter[0] += 1
+        return f"aaaaaaaa-0000-4000-8000-{counter[0]:012d}"
+
+    monkeypatch.setattr(module, "uuid4_text", fixed_ids)
+    app = _app(redis_url, queue)
+    names = ['nightly "prod" \\ backup', "ünïcødé ✓", "plain", "{json}: [x]"]
+    shapes = [(queue, 60.0), (queue, None), (queue + "-b", 0.25)]
+    with app.producer_or_acquire() as producer:
+        channel = producer.channel
+        for shape_queue, timeout in shapes:
+            sample = Dispatch(1, shape_queue, "c", "sample", timeout_s=timeout)
+            template = module.MessageTemplate(app.amqp, channel, sample, "gen1@host", "reply")
+            for number, name in enumerate(names):
+                dispatch = Dispatch(10**12 + number, shape_queue, "cmd:x", name, timeout_s=timeout)
+                counter[0] = 0
+                filled = template.fill(dispatch)
+                counter[0] = 0
+                built = module.build_message(
+                    app.amqp, channel, dispatch, origin="gen1@host", reply_to="reply"
+                )
+                assert filled == built
