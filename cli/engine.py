@@ -186,8 +186,11 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     try:
         loop = Planner(engine, settings, _publisher(settings, check=False), events=_event_bus(settings))
         if once:
-            report = loop.tick()
-            loop.lease.release()
+            from scheduler.repository.errors import translate_db_errors
+
+            with translate_db_errors():  # a refused role is exit 77, an unreachable database 69
+                report = loop.tick()
+                loop.lease.release()
             if output_format == "json":
                 print_json(asdict(report))
             else:

@@ -20,6 +20,7 @@ import time
 from typing import Any, NoReturn
 
 from scheduler.errors import InvalidField
+from scheduler.redaction import redact
 from workers.commands import CommandContext, CommandRegistry, PythonCommand
 
 __all__ = [
@@ -46,8 +47,8 @@ _ECHO_LOG_CHARS = 1000
 
 
 def echo(ctx: CommandContext) -> dict[str, Any]:
-    """Return the task's data unchanged (logs it once)."""
-    text = json.dumps(dict(ctx.data), sort_keys=True, default=str)
+    """Return the task's data unchanged (logs it once, secret-looking values redacted)."""
+    text = json.dumps(redact(dict(ctx.data)), sort_keys=True, default=str)  # the log shows no secrets
     if len(text) > _ECHO_LOG_CHARS:
         text = text[:_ECHO_LOG_CHARS] + f"... [{len(text) - _ECHO_LOG_CHARS} characters more]"
     ctx.log("INFO", f"echo: {text}")

@@ -525,6 +525,15 @@ def test_echo_returns_data_and_logs_one_info_line() -> None:
     assert len(logs.lines) == 1 and logs.lines[0][0] == "INFO" and '"a": 1' in logs.lines[0][1]
 
 
+def test_echo_returns_secrets_intact_but_logs_them_redacted() -> None:
+    data = {"password": "hunter2", "api_token": "t0k", "plain": "visible"}
+    ctx, logs = context(data)
+    assert builtins.echo(ctx) == data
+    logged = logs.lines[0][1]
+    assert "hunter2" not in logged and "t0k" not in logged
+    assert '"password": "***"' in logged and '"plain": "visible"' in logged
+
+
 def test_sleep_sleeps_in_steps_and_logs() -> None:
     ctx, logs = context({"seconds": 0.3})
     start = time.monotonic()
