@@ -27,6 +27,14 @@ Timeout and clean-up: at ``timeout_s`` the whole process group gets ``SIGTERM``,
 no background child outlives it; the leader is not reaped until then, which keeps its process-group id from
 being reused by an unrelated process. A process that leaves the group (``setsid``) escapes this; pipes it
 holds are closed after :data:`DRAIN_S` seconds.
+
+Fork bombs: one ``killpg(SIGKILL)`` is not enough, because a member may be inside ``fork()`` while the signal
+is sent and its new child then joins the group unsignalled. :func:`_reap_group` therefore repeats the
+``SIGKILL`` until a scan of ``/proc`` finds no live (non-zombie) member of the group left, for at most
+:data:`GROUP_KILL_S` seconds. This is what contains a fork bomb when the worker runs as root and
+``RLIMIT_NPROC`` is ignored. The alternative, dropping the child to an unprivileged uid so that
+``RLIMIT_NPROC`` applies, is not done: commands legitimately read and write files the worker owns (their
+``cwd``, paths in their data), and a per-uid limit would count every other command of that uid as well.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ DEFAULT_KILL_GRACE_S = 2.0
 CPU_KILL_GRACE_S = 5
 DRAIN_S = 1.0
 POLL_S = 0.05  # exit polling interval where pidfd_open is unavailable
+GROUP_KILL_S = 5.0  # how long _reap_group keeps killing a group that keeps forking
 READ_CHUNK = 1 << 16
 MiB = 1 << 20
 
@@ -75,7 +84,7 @@ class ResourceLimits:
     memory_bytes: int | None = 1024 * MiB  # RLIMIT_AS (address space)
     open_files: int | None = 256
     file_size_bytes: int | None = 100 * MiB
-    processes: int | None = 256  # RLIMIT_NPROC: per user, not enforced for root (see the module docstring)
+    processes: int | None = 256  # RLIMIT_NPROC: per user, not for root (_reap_group contains a fork bomb)
     core_file_bytes: int | None = 0
 
     def __post_init__(self) -> None:
@@ -214,6 +223,36 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
+def _live_members(pgid: int) -> list[int]:
+    """Pids of the live (not zombie) processes of group ``pgid``, from ``/proc`` (empty without it)."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
+def _reap_group(pgid: int, within_s: float = GROUP_KILL_S) -> None:
+    """SIGKILL group ``pgid`` until none of its members is alive (a fork bomb forks while being killed)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        _signal_group(pgid, signal.SIGKILL)
+        if not os.path.isdir("/proc") or not _live_members(pgid) or time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
+
+
 def _has_exited(pid: int) -> bool:
     """True once ``pid`` has exited, without reaping it (the zombie keeps its process-group id reserved)."""
     try:
@@ -297,7 +336,7 @@ def _pump(
                 wait = POLL_S
             read_ready(wait if pidfd is not None else min(wait, POLL_S))
 
-        _signal_group(pgid, signal.SIGKILL)  # whatever the leader left behind in its group
+        _reap_group(pgid)  # whatever the leader left behind in its group, even if it keeps forking
         if pidfd is not None:
             selector.unregister(pidfd)  # stays readable from now on
         drain_until = time.monotonic() + DRAIN_S
@@ -366,7 +405,7 @@ def run_external(
         try:
             timed_out = _pump(proc, out, err, started, timeout_s, kill_grace_s)
         except BaseException:  # e.g. a soft time limit raised in this thread: leave nothing running
-            _signal_group(proc.pid, signal.SIGKILL)
+            _reap_group(proc.pid)
             proc.wait()
             raise
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -450,3 +451,71 @@ def test_run_external_command_missing_executable_and_missing_key() -> None:
         run_external_command(make(["no-such-program-xyz"]), ctx({}, Logs()), 5, LIMITS, 4096)
     with pytest.raises(InvalidField, match="missing key 'target'"):
         run_external_command(make(["/bin/echo", "{target}"]), ctx({}, Logs()), 5, LIMITS, 4096)
+
+
+# -------------------------------------------------------------------------------------------- fork bomb
+
+# A fork bomb that bounds itself (at most 150 + 150 * 3 + 150 * 9 = 1950 processes, each gone after 10 s) so
+# a broken containment cannot take the machine down. Every process carries the marker in its command line.
+FORK_BOMB = """
+import os, sys, time
+end = time.monotonic() + 10
+def bomb(depth, budget):
+    for _ in range(budget):
+        if time.monotonic() >= end:
+            break
+        try:
+            pid = os.fork()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if pid == 0:
+            if depth < 2:
+                bomb(depth + 1, 3)
+            while time.monotonic() < end:
+                time.sleep(0.05)
+            os._exit(0)
+        time.sleep(0.002)
+print('forking', flush=True)
+bomb(0, 150 if sys.argv[2] == 'hang' else 40)
+if sys.argv[2] == 'exit':
+    sys.exit(7)
+while time.monotonic() < end:
+    time.sleep(0.05)
+"""
+
+
+def live_with_marker(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("mode", ["hang", "exit"])
+def test_a_fork_bomb_is_contained_and_nothing_of_it_survives(mode: str) -> None:
+    marker = f"forkbomb-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        start = time.monotonic()
+        result = run_py(
+            FORK_BOMB, marker, mode, limits=ResourceLimits(processes=20), timeout_s=1.5, kill_grace_s=0.3
+        )
+        assert not result.ok
+        if mode == "hang":
+            assert result.timed_out and result.signal in (signal.SIGTERM, signal.SIGKILL)
+        else:
+            assert result.exit_code == 7 and not result.timed_out
+        assert time.monotonic() - start < 8  # well before the bomb's own 10 s bound
+        assert live_with_marker(marker) == [], "processes of the fork bomb survived the run"
+    finally:
+        for pid in live_with_marker(marker):  # only if containment failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
