@@ -137,6 +137,7 @@ class Planner:
         started = time.monotonic()
         if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():
             return TickReport(leader=False, duration_s=time.monotonic() - started)
+        self.relay.new_tick()
         # PostgreSQL: publish in a helper thread while the next batch is planned (SQLite has one writer).
         background = BackgroundRelay(self.relay) if self.engine.dialect.name == "postgresql" else None
         try:

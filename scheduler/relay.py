@@ -21,6 +21,7 @@ from scheduler.fault_injection import fault_point
 from scheduler.metrics import observe_queued
 from scheduler.publisher import Dispatch, Publisher
 from scheduler.repository.dispatch import (
+    first_pending_id,
     in_flight_count,
     mark_queued,
     pending_dispatches,
@@ -54,6 +55,7 @@ class Relay:
         self.may_publish = may_publish or (lambda: True)
         self.idle_timeout_ms = idle_timeout_ms
         self._broker_down = False
+        self._in_flight: int | None = None  # see new_tick
 
     def publish(self, dispatches: list[Dispatch]) -> str | None:
         """Publish ``dispatches``; return None, or the error text (logged once per outage, not per tick)."""
@@ -80,10 +82,14 @@ class Relay:
         if not dispatches:
             return 0, None
         with self.engine.connect() as connection:
-            in_flight, first_pending = relay_counts(connection)
+            if self._in_flight is None:
+                self._in_flight, first_pending = relay_counts(connection)
+            else:  # counted earlier this tick: counting again would scan every queued row per batch
+                first_pending = first_pending_id(connection)
         ours = min(d.execution_id for d in dispatches)
-        room = self.settings.max_concurrent_tasks - in_flight
+        room = self.settings.max_concurrent_tasks - self._in_flight
         if first_pending != ours or len(dispatches) > room:
+            self._in_flight = None
             return self.relay_pending()
         fault_point("before_publish")
         if not self.may_publish():  # leadership lost since the commit: the new leader sends them
@@ -94,7 +100,16 @@ class Relay:
         with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
             mark_queued(connection, [d.execution_id for d in dispatches])  # the database clock
         observe_queued(self.engine, dispatches)
+        self._in_flight += len(dispatches)
         return len(dispatches), None
+
+    def new_tick(self) -> None:
+        """Forget the in-flight count :meth:`relay_created` keeps within a tick.
+
+        Within a tick the count only grows by what this relay published: executions that finished meanwhile
+        only make room, so the kept count errs on the safe side of the cap; the next tick counts afresh.
+        """
+        self._in_flight = None
 
     def relay_pending(self) -> tuple[int, str | None]:
         """Publish pending executions within the cap, oldest first, and mark them queued.

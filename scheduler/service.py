@@ -62,18 +62,30 @@ class SchedulerService(ServiceReads):
         engine: Engine,
         settings: Settings,
         *,
-        commands: CommandRegistry,
+        commands: CommandRegistry | None = None,
         publisher: Publisher | None = None,
         actor: str | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.commands = commands
+        self._commands = commands
         self.publisher = publisher
         given = actor or settings.actor  # empty means unset, as before
         # Checked here, before anything is written: the audit row of every change carries it.
         self.actor = _os_user() if given is None else check_actor(given)
         self.events = EventBus()
+
+    @property
+    def commands(self) -> CommandRegistry:
+        """The command registry (default: :func:`~workers.commands.load_registry` of the settings, built on
+        first use: only creating and changing tasks need it, so reading verbs do not load plugins)."""
+        if self._commands is None:
+            self._commands = load_registry(self.settings)
+        return self._commands
+
+    @commands.setter
+    def commands(self, registry: CommandRegistry) -> None:
+        self._commands = registry
 
     @classmethod
     def from_settings(
@@ -84,7 +96,8 @@ class SchedulerService(ServiceReads):
         actor: str | None = None,
         commands: CommandRegistry | None = None,
     ) -> SchedulerService:
-        """Engine and registry from settings; upgrade an embedded schema, refuse an outdated server one.
+        """Engine from settings (the registry loads on first use); upgrade an embedded schema, refuse an
+        outdated server one.
 
         With a Redis broker, the service's events also go to the Redis pub/sub channel (DESIGN §4), so other
         processes (``scheduler:events``) see the tasks this one creates, changes and deletes.
@@ -93,8 +106,7 @@ class SchedulerService(ServiceReads):
         engine = engine_from_settings(settings)
         with translate_db_errors():
             ensure_schema(engine, auto_upgrade=settings.is_embedded)
-        registry = commands if commands is not None else load_registry(settings)
-        service = cls(engine, settings, commands=registry, publisher=publisher, actor=actor)
+        service = cls(engine, settings, commands=commands, publisher=publisher, actor=actor)
         _forward_to_redis(service.events, settings.effective_broker_url)
         return service
 

@@ -70,6 +70,8 @@ class Watchdog:
         self._deadline = deadline
         self._lock = threading.RLock()  # the signal handler may run while the main thread holds it
         self._armed = False
+        self._busy = False  # the loop is beating or firing (see __exit__)
+        self._released = False  # __exit__ gave the runner back itself
         self._fired: type[ExecutionInterrupted] | None = None
         self._raised = False
         self._stop = threading.Event()
@@ -100,13 +102,22 @@ class Watchdog:
         global _current
         with self._lock:
             self._armed = False
+            busy = self._busy
+            # Decided with the disarming: the loop sees one or the other, so the runner is given back once.
+            self._released = not busy and self._runner is not None
         if self._in_main:
             _current = None
         elif self._fired is not None:
             _async_raise(self._target, None)  # clear an exception that was sent but not yet raised
         self._stop.set()
         if self._runner is not None:
-            self._done.wait()  # its loop returned: no beat or interrupt can come any more
+            # Disarmed, the loop does nothing more once it wakes; wait only for a beat (or an interrupt) it
+            # is in the middle of, so none can follow this exit. Not waiting otherwise spares every short
+            # execution a hand-over between threads.
+            if busy:
+                self._done.wait()
+            else:  # idle again as soon as this loop returns: the next execution may queue its own loop
+                self._runner.release()
             self._runner = None
 
     def raise_if_fired(self) -> None:
@@ -143,20 +154,33 @@ class Watchdog:
                 wake = min(wake, self._deadline)
             if self._stop.wait(max(wake - now, 0.0)):
                 return
-            now = time.monotonic()
-            if self._deadline is not None and now >= self._deadline:
-                self._fire(ExecutionTimedOut)
-            if now >= next_beat:
-                next_beat = now + self._interval
-                lines = self._buffer.drain()
-                try:
-                    still_ours = self._beat(lines)
-                except Exception as error:  # a database hiccup must not stop the command
-                    logger.warning("heartbeat failed: %s", error)
-                    self._buffer.restore(lines)
-                    continue
-                if not still_ours:
-                    self._fire(ExecutionCancelled)
+            with self._lock:
+                if not self._armed:  # the command finished meanwhile (its __exit__ did not wait for us)
+                    return
+                self._busy = True
+            try:
+                next_beat = self._step(next_beat)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def _step(self, next_beat: float) -> float:
+        """Fire at the deadline, beat when due; the next beat's time."""
+        now = time.monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            self._fire(ExecutionTimedOut)
+        if now >= next_beat:
+            next_beat = now + self._interval
+            lines = self._buffer.drain()
+            try:
+                still_ours = self._beat(lines)
+            except Exception as error:  # a database hiccup must not stop the command
+                logger.warning("heartbeat failed: %s", error)
+                self._buffer.restore(lines)
+                return next_beat
+            if not still_ours:
+                self._fire(ExecutionCancelled)
+        return next_beat
 
 
 class _Runner:
@@ -184,6 +208,12 @@ class _Runner:
     def run(self, watchdog: Watchdog) -> None:
         self._jobs.put(watchdog)
 
+    def release(self) -> None:
+        """Back among the idle runners (its queued loops run one after the other)."""
+        with _Runner._idle_lock:
+            if _Runner._idle_pid == os.getpid():
+                _Runner._idle.append(self)
+
     def _serve(self) -> None:
         while True:
             watchdog = self._jobs.get()
@@ -192,9 +222,8 @@ class _Runner:
             except Exception:  # never: _loop handles its beat's errors; keep the thread usable anyway
                 logger.exception("watchdog loop failed")
             finally:
-                with _Runner._idle_lock:
-                    if _Runner._idle_pid == os.getpid():
-                        _Runner._idle.append(self)
+                if not watchdog._released:
+                    self.release()
                 watchdog._done.set()
 
 

@@ -110,3 +110,33 @@ def test_fence_returns_the_database_clock_only_to_the_holder(pg_engine: Engine) 
         assert holder.fence(connection) is None  # expired in the database although trusted locally
     holder.forget()
     assert holder.needs_renewal()
+
+
+def test_tasks_from_rows_maps_like_task_from_row(engine: Engine) -> None:
+    from planner_support import make_service, make_settings
+    from sqlalchemy import select
+
+    from scheduler.repository.mapping import task_from_row, tasks_from_rows
+    from scheduler.repository.tables import tasks
+
+    service = make_service(engine, make_settings())
+    service.create_task(name="plain", command="test:echo", schedule="*/5 * * * *")
+    service.create_task(
+        name="bounded",
+        command="test:echo",
+        schedule="1h",
+        data={"k": [1, 2]},
+        timezone="Europe/Berlin",
+        max_runs=3,
+        misfire_grace_ms=60_000,
+        auto_pause_after=2,
+        end_at="2099-01-01T00:00:00Z",
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(select(tasks).order_by(tasks.c.id)).all()
+        result = connection.execute(select(tasks).order_by(tasks.c.id))
+        fast = tasks_from_rows(list(result.keys()), result)
+        reordered = connection.execute(select(*reversed(list(tasks.c))).order_by(tasks.c.id))
+        fallback = tasks_from_rows(list(reordered.keys()), reordered)
+    assert fast == fallback == [task_from_row(row) for row in rows]
+    assert len(fast) == 2

@@ -1,0 +1,91 @@
+"""The worker's hot path on PostgreSQL: a no-op execution costs two statements (claim, completion), each
+committing by itself; an outcome with logs still goes in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select
+from test_worker_runs import add_execution, add_task
+
+from scheduler.db import make_engine
+from scheduler.repository.tables import executions, logs
+from scheduler.settings import Settings
+from workers.commands import CommandContext, command
+from workers.runner import execute
+from workers.runtime import WorkerRuntime
+
+
+@command("roundtrip:silent", "Do nothing, log nothing (test).")
+def silent(ctx: CommandContext) -> None:
+    return None
+
+
+@command("roundtrip:fail", "Fail (test).")
+def fail(ctx: CommandContext) -> None:
+    raise RuntimeError("boom")
+
+
+def _execution(engine: Engine, command_name: str) -> int:
+    task_id = add_task(engine, command=command_name, retries=0)
+    execution_id = add_execution(engine, task_id, max_attempts=1)
+    with engine.begin() as connection:
+        connection.execute(
+            executions.update().where(executions.c.id == execution_id).values(command=command_name)
+        )
+    return execution_id
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+def _statements(runtime: WorkerRuntime) -> list[str]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(runtime.hot_engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_plain_execution_is_one_claim_and_one_completion_statement(pg_engine: Engine, pg_url: str) -> None:
+    runtime = WorkerRuntime(Settings(database_url=pg_url, broker_url="redis://127.0.0.1:1/0"))
+    execution_id = _execution(pg_engine, "roundtrip:silent")
+    seen = _statements(runtime)
+    try:
+        decision = execute(runtime, execution_id, worker="w:1")
+    finally:
+        runtime.hot_engine.dispose()
+        runtime.engine.dispose()
+    assert decision.kind == "done"
+    assert seen == ["UPDATE", "WITH"]  # the claim; the completion (execution + task in one statement)
+    with pg_engine.connect() as connection:
+        row = connection.execute(select(executions).where(executions.c.id == execution_id)).one()
+    assert row.status == "completed" and row.attempt == 1 and row.finished_at is not None
+
+
+def test_an_outcome_with_logs_is_one_transaction_on_the_autocommit_connection(
+    pg_engine: Engine, pg_url: str
+) -> None:
+    runtime = WorkerRuntime(Settings(database_url=pg_url, broker_url="redis://127.0.0.1:1/0"))
+    execution_id = _execution(pg_engine, "roundtrip:fail")
+    seen = _statements(runtime)
+    try:
+        decision = execute(runtime, execution_id, worker="w:1")
+    finally:
+        runtime.hot_engine.dispose()
+        runtime.engine.dispose()
+    assert decision.kind == "done"
+    assert seen[0] == "UPDATE" and seen[1] == "BEGIN" and seen[-1] == "COMMIT"
+    with pg_engine.connect() as connection:
+        row = connection.execute(select(executions).where(executions.c.id == execution_id)).one()
+        lines = connection.execute(select(logs.c.message).where(logs.c.execution_id == execution_id)).all()
+    assert row.status == "failed" and "boom" in (row.error or "")
+    assert any("attempt 1 of 1 failed" in line.message for line in lines)
