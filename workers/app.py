@@ -19,6 +19,7 @@ from celery import Celery, signals
 
 from celeryconfig import build_config
 from scheduler.errors import SchedulerError
+from scheduler.log_setup import configure_logging
 from scheduler.schema import ensure_schema
 from scheduler.settings import Settings, load_settings
 from workers.embedded import is_embedded_broker, start_pruner
@@ -64,6 +65,11 @@ def create_app(settings: Settings | None = None) -> Any:
         if getattr(sender, "app", None) is app:
             stop_pruner.set()
 
+    def on_setup_logging(**_: Any) -> None:
+        # A bare `celery -A workers.app worker` logs like `systemprompt scheduler:worker` does.
+        configure_logging(settings)
+
+    signals.setup_logging.connect(on_setup_logging, weak=False, dispatch_uid="systemprompt-logging")
     signals.worker_init.connect(on_worker_init, weak=False)
     signals.worker_ready.connect(on_worker_ready, weak=False)
     signals.worker_shutdown.connect(on_worker_shutdown, weak=False)

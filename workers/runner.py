@@ -36,6 +36,7 @@ from celeryconfig import RETRY_COUNTDOWN_CAP_S
 from scheduler.db import autocommits
 from scheduler.errors import InvalidInput
 from scheduler.events import TASK_EVENT, TASK_PAUSED
+from scheduler.log_setup import bound_log_context
 from scheduler.publisher import Dispatch
 from scheduler.records import Task
 from scheduler.repository.clock import db_now
@@ -322,21 +323,27 @@ def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks:
             if status == "running" and rechecks < MAX_RECHECKS:
                 return Decision("recheck", runtime.stale_after.total_seconds())
             return Decision("noop")
-        started = time.monotonic()
-        buffer = LogBuffer(limit_bytes=runtime.settings.max_log_bytes, used_bytes=claim.log_bytes)
-        if claim.took_over_from is not None:
-            buffer.log(
-                "WARNING",
-                f"worker {claim.took_over_from} stopped heart-beating; attempt {claim.attempt} takes over",
-            )
-        if not claim.task_found:
-            buffer.log("WARNING", "the task was deleted before this execution ran; cancelled")
-            cancelled = Outcome("cancelled", error="cancelled: the task was deleted")
-            return _record(runtime, connection, claim, cancelled, buffer, 0)
-        runtime.emit(TASK_EVENT, {"type": "executed", "execution": execution_json(claim, "running")})
-        outcome = _attempt(runtime, claim, buffer)
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return _record(runtime, connection, claim, outcome, buffer, duration_ms)
+        # Every log record of this attempt (ours, the command's, Celery's) carries these fields.
+        with bound_log_context(
+            execution_id=execution_id, task_id=claim.task_id, attempt=claim.attempt, command=claim.command
+        ):
+            started = time.monotonic()
+            buffer = LogBuffer(limit_bytes=runtime.settings.max_log_bytes, used_bytes=claim.log_bytes)
+            if claim.took_over_from is not None:
+                buffer.log(
+                    "WARNING",
+                    f"worker {claim.took_over_from} stopped heart-beating; "
+                    f"attempt {claim.attempt} takes over",
+                )
+            if not claim.task_found:
+                buffer.log("WARNING", "the task was deleted before this execution ran; cancelled")
+                cancelled = Outcome("cancelled", error="cancelled: the task was deleted")
+                return _record(runtime, connection, claim, cancelled, buffer, 0)
+            runtime.emit(TASK_EVENT, {"type": "executed", "execution": execution_json(claim, "running")})
+            outcome = _attempt(runtime, claim, buffer)
+            duration_ms = int((time.monotonic() - started) * 1000)
+            logger.info("attempt ended %s after %d ms", outcome.status, duration_ms)
+            return _record(runtime, connection, claim, outcome, buffer, duration_ms)
 
 
 def record_hard_timeout(

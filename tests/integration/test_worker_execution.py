@@ -53,6 +53,21 @@ def test_a_failing_task_with_two_retries_shows_three_attempts_and_exits_1(engine
     assert "retrying in" in failures[0].message and "retrying" not in failures[2].message
 
 
+def test_worker_json_log_lines_carry_the_execution_task_attempt_and_command(
+    engine_setup: EngineSetup,
+) -> None:
+    engine_setup.env["SCHEDULER_LOG_FORMAT"] = "json"
+    worker = engine_setup.start_worker()
+    task = engine_setup.create("logged", "test:echo", data={"password": "hunter2"})
+    execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
+    assert execution.status == "completed"
+    records = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    ours = [record for record in records if record.get("execution_id") == execution.id]
+    assert ours, worker.log()[-2000:]
+    assert {(r["task_id"], r["attempt"], r["command"]) for r in ours} == {(task.id, 1, "test:echo")}
+    assert "hunter2" not in worker.log()
+
+
 def test_follow_prints_log_lines_while_waiting(engine_setup: EngineSetup) -> None:
     engine_setup.start_worker()
     engine_setup.create("nap", "test:sleep", data={"seconds": 1.5})
