@@ -186,6 +186,9 @@ def bench_scheduler(count: int, runs: int, workdir: Path) -> list[float]:
             service = SchedulerService.from_settings(settings, actor="bench")
             task = service.create_task(name=queue, command="bench:noop", queue=queue, retries=0)
             env = dict(os.environ, SCHEDULER_DATABASE_URL=url, SCHEDULER_BROKER_URL=REDIS_URL)
+            # Our app configures logging from the settings (workers.app), not from `-l`: the same level as
+            # the raw worker's `-l WARNING`, or ours would format three INFO lines per execution.
+            env["SCHEDULER_LOG_LEVEL"] = "WARNING"
             env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)])
             env.pop(MODE_ENV, None)
             worker = start_worker(env, queue, workdir / f"sched-{run}.log")
