@@ -1,13 +1,14 @@
-"""Leader election by lease (invariant 4): a ``scheduler_leases`` row renewed every tick (database clock).
+"""Leader election by lease (invariant 4): a ``scheduler_leases`` row renewed by the leader (database clock).
 
 No session-level advisory locks (they break behind PgBouncer in transaction mode): the lease is a row.
 
 - :meth:`Lease.acquire_or_renew` is one ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE holder = me OR
   expires_at <= now RETURNING term``: it creates the lease, renews our own, or takes over an expired one. The
   ``term`` goes up by one whenever the holder changes, so terms order leaders.
-- Fencing, two layers: every dispatch transaction calls :meth:`Lease.holds` first, which re-reads
-  ``(name, holder, term)`` with ``expires_at > now`` (``FOR SHARE`` on PostgreSQL, so a takeover waits for the
-  transaction to end; SQLite's write lock serialises them anyway) and the planner rolls back when it fails.
+- Fencing, two layers: every dispatch transaction calls :meth:`Lease.holds` (or :meth:`Lease.fence`) first,
+  which re-reads ``(name, holder, term)`` with ``expires_at > now`` (``FOR SHARE`` on PostgreSQL, so a
+  takeover waits for the transaction to end; SQLite's write lock serialises them anyway) and the planner rolls
+  back when it fails.
   And locally, :meth:`Lease.locally_valid` turns False ``ttl - margin`` after the monotonic instant the last
   renewal was *sent*, so a leader that cannot renew stops dispatching before its lease can have expired.
 """

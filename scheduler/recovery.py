@@ -1,4 +1,4 @@
-"""The recovery sweep the leader runs every tick (invariant 1: losing the broker or a worker loses nothing).
+"""The recovery sweep the leader runs every few seconds (invariant 1: a lost broker or worker loses nothing).
 
 - ``queued`` executions no worker claimed within ``recovery_after`` ms of their publish are published again
   (same id; claims are conditional, so if the first message was only slow, the second is a no-op);
