@@ -154,6 +154,7 @@ class Lease:
         self._term: int | None = None
         self._valid_until = 0.0
         self._renewed_at = 0.0
+        self.grants = 0  # successful acquire_or_renew calls: what the renewals metric counts
 
     @property
     def term(self) -> int | None:
@@ -171,6 +172,7 @@ class Lease:
         if term is None:
             return False
         self._term = term
+        self.grants += 1
         self._renewed_at = sent
         self._valid_until = sent + (self.ttl - self.margin).total_seconds()
         return True

@@ -92,8 +92,9 @@ class PlannerMetrics:
             "scheduler_planner_publish_errors_total", "Ticks whose publishing to the broker failed."
         )
         self.lease_renewals = counter(
-            "scheduler_planner_lease_renewals_total", "Ticks that took or renewed the leader lease."
+            "scheduler_planner_lease_renewals_total", "Times this planner took or renewed the leader lease."
         )
+        self.grants_seen: dict[str, int] = {}
         self.dispatch_lag = Histogram(
             "scheduler_planner_dispatch_lag_seconds",
             "Enqueue time minus scheduled time of first attempts, by trigger (schedule, manual, catchup).",
@@ -227,8 +228,10 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
     m = _metrics()
     m.leader.set(1 if report.leader else 0)
     m.tick_duration.labels("leader" if report.leader else "standby").observe(report.duration_s)
-    if report.leader and planner.require_lease:
-        m.lease_renewals.inc()
+    if planner.require_lease:  # grants since the last observation, mid-tick renewals included
+        seen = m.grants_seen.get(planner.holder, 0)
+        m.lease_renewals.inc(planner.lease.grants - seen)
+        m.grants_seen[planner.holder] = planner.lease.grants
     for counter, value in (
         (m.due, report.due),
         (m.created, report.created),

@@ -80,6 +80,7 @@ def planner_loop(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[
         default_queue=queue,
         metrics_port=free_port(),
         tick_interval=100,
+        lease_ttl=1500,  # renewed every 0.5 s, so the renewals counter moves within the test
         max_concurrent_tasks=1000,
     )
     engine = make_engine(pg_url)
@@ -129,6 +130,7 @@ def test_planner_metrics_move_when_due_tasks_are_dispatched(planner_loop: tuple[
             and delta("scheduler_planner_dispatched_total") >= 4
             and delta("scheduler_planner_dispatch_lag_seconds_count", trigger="schedule") >= 3
             and delta("scheduler_planner_dispatch_lag_seconds_count", trigger="manual") >= 1
+            and delta("scheduler_planner_lease_renewals_total") >= 1
         )
 
     after = scrape_until(port, moved, 20, "the dispatch counters did not move")
