@@ -40,37 +40,32 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 }
 
 
-def validate_name(value: object) -> str:
-    """Strip and NFC-normalise; 1..200 characters, no control/format/separator characters, not only digits."""
+def _clean_text(field: str, value: object, limit: int) -> str:
+    """Stripped, NFC-normalised, 1..``limit`` characters, no control, format or separator characters."""
     if not isinstance(value, str):
-        raise InvalidField("name", "must be a string")
-    name = unicodedata.normalize("NFC", value.strip())
-    if not name:
-        raise InvalidField("name", "must not be empty")
-    if len(name) > MAX_NAME:
-        raise InvalidField("name", f"is {len(name)} characters long (at most {MAX_NAME})")
-    bad = next((ch for ch in name if unicodedata.category(ch) in NAME_FORBIDDEN_CATEGORIES), None)
+        raise InvalidField(field, "must be a string")
+    text = unicodedata.normalize("NFC", value.strip())
+    if not text:
+        raise InvalidField(field, "must not be empty")
+    if len(text) > limit:
+        raise InvalidField(field, f"is {len(text)} characters long (at most {limit})")
+    bad = next((ch for ch in text if unicodedata.category(ch) in NAME_FORBIDDEN_CATEGORIES), None)
     if bad is not None:
-        raise InvalidField("name", f"must not contain control or format characters (found U+{ord(bad):04X})")
+        raise InvalidField(field, f"must not contain control or format characters (found U+{ord(bad):04X})")
+    return text
+
+
+def validate_name(value: object) -> str:
+    """A task name: :func:`_clean_text` rules, at most 200 characters, and not only digits."""
+    name = _clean_text("name", value, MAX_NAME)
     if name.isascii() and name.isdigit():
         raise InvalidField("name", "must not be only digits (it would read as a task id)")
     return name
 
 
 def check_actor(value: object) -> str:
-    """Who the audit log records: text, stripped and NFC-normalised, 1..200 characters, no control or format
-    characters (it is stored and printed as it is)."""
-    if not isinstance(value, str):
-        raise InvalidField("actor", "must be text")
-    actor = unicodedata.normalize("NFC", value.strip())
-    if not actor:
-        raise InvalidField("actor", "must not be empty")
-    if len(actor) > MAX_ACTOR:
-        raise InvalidField("actor", f"is {len(actor)} characters long (at most {MAX_ACTOR})")
-    bad = next((ch for ch in actor if unicodedata.category(ch) in NAME_FORBIDDEN_CATEGORIES), None)
-    if bad is not None:
-        raise InvalidField("actor", f"must not contain control or format characters (found U+{ord(bad):04X})")
-    return actor
+    """Who the audit log records (stored and printed as it is): :func:`_clean_text` rules."""
+    return _clean_text("actor", value, MAX_ACTOR)
 
 
 def validate_data(value: object) -> dict[str, Any]:
