@@ -11,6 +11,7 @@ message files.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from typing import Any
@@ -65,9 +66,10 @@ def create_app(settings: Settings | None = None) -> Any:
         if getattr(sender, "app", None) is app:
             stop_pruner.set()
 
-    def on_setup_logging(**_: Any) -> None:
-        # A bare `celery -A workers.app worker` logs like `systemprompt scheduler:worker` does.
-        configure_logging(settings)
+    def on_setup_logging(loglevel: Any = None, **_: Any) -> None:
+        # A bare `celery -A workers.app worker` logs like `systemprompt scheduler:worker` does; its -l wins.
+        level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+        configure_logging(settings.model_copy(update={"log_level": level}) if level else settings)
 
     signals.setup_logging.connect(on_setup_logging, weak=False, dispatch_uid="systemprompt-logging")
     signals.worker_init.connect(on_worker_init, weak=False)
