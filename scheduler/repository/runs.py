@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.db import autocommits
 from scheduler.records import Task, as_utc
+from scheduler.repository import prepared
 from scheduler.repository.clock import db_now
 from scheduler.repository.run_statements import (
     CLAIMABLE,
@@ -118,20 +119,25 @@ def transaction(connection: Connection, *, durable: bool = True) -> Iterator[Con
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif explicit:
         connection.exec_driver_sql("BEGIN")
-    if not durable and connection.dialect.name != "sqlite":
-        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        prepared.mark_transaction(connection, True)  # statements inside cannot fall back: not prepared
     try:
-        yield connection
-    except BaseException:
+        if not durable and connection.dialect.name != "sqlite":
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        try:
+            yield connection
+        except BaseException:
+            if explicit:
+                connection.exec_driver_sql("ROLLBACK")
+            else:
+                connection.rollback()
+            raise
         if explicit:
-            connection.exec_driver_sql("ROLLBACK")
+            connection.exec_driver_sql("COMMIT")
         else:
-            connection.rollback()
-        raise
-    if explicit:
-        connection.exec_driver_sql("COMMIT")
-    else:
-        connection.commit()
+            connection.commit()
+    finally:
+        if explicit:
+            prepared.mark_transaction(connection, False)
 
 
 def _is_postgres(connection: Connection) -> bool:
@@ -194,10 +200,11 @@ def _claim(
     """Run a claim; ``condition`` None is the ordinary claim (status pending, queued or retrying)."""
     params = {"p_id": execution_id, "p_worker": worker}
     if _is_postgres(connection):
-        statement = (
-            pg_claim() if condition is None else pg_claim_returning(claim_statement(func.now(), condition))
-        )
-        row = connection.execute(statement, params).first()
+        if condition is None:
+            row = prepared.execute(connection, "claim", pg_claim(), params).first()
+        else:  # a takeover: rare, not prepared
+            statement = pg_claim_returning(claim_statement(func.now(), condition))
+            row = connection.execute(statement, params).first()
         if row is None:
             return None
         c = row._mapping
@@ -334,9 +341,10 @@ def finish_execution(
         params["p_result"] = result
     if _is_postgres(connection):
         statement, _ = pg_finish_statement(kind, has_task)
+        result = prepared.execute(connection, "finish", statement, params)
         if not has_task:
-            return _finished(status, None) if connection.execute(statement, params).rowcount == 1 else None
-        row = connection.execute(statement, params).first()
+            return _finished(status, None) if result.rowcount == 1 else None
+        row = result.first()
         return None if row is None else _finished(status, row)
     execution_update, task_update = finish_statement(_now(connection), kind, has_task, False)
     if connection.execute(execution_update, params).rowcount != 1:

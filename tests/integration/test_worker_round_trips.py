@@ -1,5 +1,5 @@
 """The worker's hot path on PostgreSQL: a no-op execution costs two statements (claim, completion), each
-committing by itself; an outcome with logs still goes in one transaction."""
+prepared once per connection and committing by itself; an outcome with logs still goes in one transaction."""
 
 from __future__ import annotations
 
@@ -57,18 +57,22 @@ def _statements(runtime: WorkerRuntime) -> list[str]:
 
 def test_a_plain_execution_is_one_claim_and_one_completion_statement(pg_engine: Engine, pg_url: str) -> None:
     runtime = WorkerRuntime(Settings(database_url=pg_url, broker_url="redis://127.0.0.1:1/0"))
-    execution_id = _execution(pg_engine, "roundtrip:silent")
+    first, second = _execution(pg_engine, "roundtrip:silent"), _execution(pg_engine, "roundtrip:silent")
     seen = _statements(runtime)
     try:
-        decision = execute(runtime, execution_id, worker="w:1")
+        decisions = [execute(runtime, first, worker="w:1")]
+        # A connection prepares each statement once: the claim, then the completion (execution + task).
+        assert seen == ["PREPARE", "EXECUTE", "PREPARE", "EXECUTE"]
+        seen.clear()
+        decisions.append(execute(runtime, second, worker="w:1"))
     finally:
         runtime.hot_engine.dispose()
         runtime.engine.dispose()
-    assert decision.kind == "done"
-    assert seen == ["UPDATE", "WITH"]  # the claim; the completion (execution + task in one statement)
+    assert [d.kind for d in decisions] == ["done", "done"]
+    assert seen == ["EXECUTE", "EXECUTE"]
     with pg_engine.connect() as connection:
-        row = connection.execute(select(executions).where(executions.c.id == execution_id)).one()
-    assert row.status == "completed" and row.attempt == 1 and row.finished_at is not None
+        rows = connection.execute(select(executions).where(executions.c.id.in_([first, second]))).all()
+    assert [(r.status, r.attempt, r.finished_at is not None) for r in rows] == [("completed", 1, True)] * 2
 
 
 def test_an_outcome_with_logs_is_one_transaction_on_the_autocommit_connection(
@@ -83,7 +87,9 @@ def test_an_outcome_with_logs_is_one_transaction_on_the_autocommit_connection(
         runtime.hot_engine.dispose()
         runtime.engine.dispose()
     assert decision.kind == "done"
-    assert seen[0] == "UPDATE" and seen[1] == "BEGIN" and seen[-1] == "COMMIT"
+    # The claim (prepared on this new connection), then the outcome and its logs in one transaction.
+    assert seen[:3] == ["PREPARE", "EXECUTE", "BEGIN"] and seen[-1] == "COMMIT"
+    assert "PREPARE" not in seen[3:]
     with pg_engine.connect() as connection:
         row = connection.execute(select(executions).where(executions.c.id == execution_id)).one()
         lines = connection.execute(select(logs.c.message).where(logs.c.execution_id == execution_id)).all()
