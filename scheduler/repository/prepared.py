@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, exc
+from sqlalchemy import Connection, exc
 
 # PostgreSQL error codes: no prepared statement of that name; one of that name exists already.
 UNDEFINED_STATEMENT = "26000"
@@ -100,14 +100,49 @@ def mark_transaction(connection: Connection, inside: bool) -> None:
     connection.info[_IN_TRANSACTION] = inside
 
 
-def _sqlstate(error: exc.DBAPIError) -> str | None:
-    return getattr(error.orig, "pgcode", None)
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """What a statement returned: its row count and first row (by column name), if any."""
+
+    rowcount: int
+    first: Mapping[str, Any] | None
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    return getattr(getattr(error, "orig", error), "pgcode", None)
+
+
+def _run(connection: Connection, sql: str, values: tuple[Any, ...] | None) -> Rows:
+    """``sql`` on the connection's driver cursor; driver errors raised as SQLAlchemy's (a lost connection
+    invalidated), as if SQLAlchemy had run it. Bypassing SQLAlchemy's execution and result machinery is
+    what makes a prepared statement cheap on the client too."""
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, values)  # no values: the text is sent as it is (a literal "%" stays one)
+        first = cursor.fetchone() if cursor.description else None
+        names = [column[0] for column in cursor.description or ()]
+        return Rows(cursor.rowcount, None if first is None else dict(zip(names, first, strict=True)))
+    except connection.dialect.loaded_dbapi.Error as error:
+        disconnected = connection.dialect.is_disconnect(error, raw, cursor)
+        if disconnected:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql,
+            values,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            connection_invalidated=disconnected,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        cursor.close()
 
 
 def _prepare(connection: Connection, statement: PreparedStatement) -> None:
     try:
-        # No parameters: the text goes to the driver as it is (a literal "%" stays one).
-        connection.exec_driver_sql(statement.prepare_sql, execution_options={"no_parameters": True})
+        _run(connection, statement.prepare_sql, None)
     except exc.DBAPIError as error:
         if _sqlstate(error) != DUPLICATE_STATEMENT:  # the same name is the same text: already there
             raise
@@ -116,9 +151,7 @@ def _prepare(connection: Connection, statement: PreparedStatement) -> None:
 _cache: dict[int, PreparedStatement] = {}  # by id() of the statement, which each entry keeps alive
 
 
-def execute(
-    connection: Connection, label: str, statement: Any, params: Mapping[str, Any]
-) -> CursorResult[Any]:
+def execute(connection: Connection, label: str, statement: Any, params: Mapping[str, Any]) -> Rows:
     """Run ``statement`` with ``params`` (by bind name), prepared where it can be (see the module docstring).
 
     ``statement`` should be built once per process (its prepared form is cached by identity). Elsewhere
@@ -132,7 +165,7 @@ def execute(
         or info.get(_IN_TRANSACTION)
         or info.get(_UNPREPARED)
     ):
-        return connection.execute(statement, dict(params))
+        return _plain(connection, statement, params)
     entry = _cache.get(id(statement))
     if entry is None or entry.statement is not statement:
         entry = _cache[id(statement)] = prepared(label, statement, connection)
@@ -143,11 +176,17 @@ def execute(
             _prepare(connection, entry)
             names.add(entry.name)
         try:
-            return connection.exec_driver_sql(entry.execute_sql, values)
+            return _run(connection, entry.execute_sql, values)
         except exc.DBAPIError as error:
             if _sqlstate(error) != UNDEFINED_STATEMENT:
                 raise
             names.clear()  # whatever was prepared on this connection is gone
             if attempt == 2:
                 info[_UNPREPARED] = True
-    return connection.execute(statement, dict(params))
+    return _plain(connection, statement, params)
+
+
+def _plain(connection: Connection, statement: Any, params: Mapping[str, Any]) -> Rows:
+    result = connection.execute(statement, dict(params))
+    first = result.first() if result.returns_rows else None
+    return Rows(result.rowcount, None if first is None else dict(first._mapping))

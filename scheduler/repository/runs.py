@@ -201,13 +201,13 @@ def _claim(
     params = {"p_id": execution_id, "p_worker": worker}
     if _is_postgres(connection):
         if condition is None:
-            row = prepared.execute(connection, "claim", pg_claim(), params).first()
+            c: Mapping[Any, Any] | None = prepared.execute(connection, "claim", pg_claim(), params).first
         else:  # a takeover: rare, not prepared
             statement = pg_claim_returning(claim_statement(func.now(), condition))
             row = connection.execute(statement, params).first()
-        if row is None:
+            c = None if row is None else row._mapping
+        if c is None:
             return None
-        c = row._mapping
         task = {column.name: c[f"t_{column.name}"] for column in TASK_COLUMNS}
         return _claimed(c, task, c["log_bytes"], took_over)
     # SQLite renders RETURNING without table qualifiers, which breaks correlated subqueries: read separately.
@@ -344,14 +344,14 @@ def finish_execution(
         result = prepared.execute(connection, "finish", statement, params)
         if not has_task:
             return _finished(status, None) if result.rowcount == 1 else None
-        row = result.first()
-        return None if row is None else _finished(status, row)
+        return None if result.first is None else _finished(status, result.first)
     execution_update, task_update = finish_statement(_now(connection), kind, has_task, False)
     if connection.execute(execution_update, params).rowcount != 1:
         return None
     if task_update is None:
         return _finished(status, None)
-    return _finished(status, connection.execute(task_update, params).first())
+    task = connection.execute(task_update, params).first()
+    return _finished(status, None if task is None else task._mapping)
 
 
 def record_auto_pause(connection: Connection, task: Task, *, actor: str) -> None:

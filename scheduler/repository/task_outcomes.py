@@ -8,6 +8,7 @@ the transaction and audit the pause with :func:`record_auto_pause`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -65,12 +66,12 @@ class TaskOutcome:
     task_paused: bool
 
 
-def task_outcome(row: Any) -> TaskOutcome | None:
-    """Read a row of :data:`TASK_OUTCOME_COLUMNS` (None when no task was updated)."""
-    if row is None or row.consecutive_failures is None:
+def task_outcome(row: Mapping[Any, Any] | None) -> TaskOutcome | None:
+    """Read a row of :data:`TASK_OUTCOME_COLUMNS`, by column name (None when no task was updated)."""
+    if row is None or row["consecutive_failures"] is None:
         return None
-    failures = int(row.consecutive_failures)
-    paused = row.status == "paused" and row.status_reason == auto_pause_reason(failures)
+    failures = int(row["consecutive_failures"])
+    paused = row["status"] == "paused" and row["status_reason"] == auto_pause_reason(failures)
     return TaskOutcome(consecutive_failures=failures, task_paused=paused)
 
 
@@ -79,7 +80,8 @@ def count_failure(connection: Connection, task_id: int, *, now: datetime) -> Tas
     values = task_outcome_values("failure", literal(now, Timestamp))
     assert values is not None
     statement = update(tasks).where(tasks.c.id == task_id).values(values).returning(*TASK_OUTCOME_COLUMNS)
-    return task_outcome(connection.execute(statement).first())
+    row = connection.execute(statement).first()
+    return task_outcome(None if row is None else row._mapping)
 
 
 def load_task(connection: Connection, task_id: int) -> Task | None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import psycopg2.extensions
 import pytest
 from sqlalchemy import Connection, Engine, bindparam, event, select, update
 from test_worker_runs import add_execution, add_task
@@ -33,12 +34,21 @@ def engines(pg_url: str) -> Iterator[tuple[Engine, Engine]]:
 
 
 def _statements(engine: Engine) -> list[str]:
+    """The first word of every statement sent on ``engine``'s connections from now on (recorded by the
+    driver's cursor, so statements sent past SQLAlchemy count too)."""
     seen: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
+    class Recording(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> None:
+            seen.append(str(query).split(None, 1)[0].upper())
+            super().execute(query, vars)
 
-    event.listen(engine, "before_cursor_execute", record)
+    def record(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.cursor_factory = Recording
+
+    event.listen(engine, "connect", record)
+    engine.connect().close()  # connect now: SQLAlchemy's own first statements are not the test's
+    seen.clear()
     return seen
 
 
@@ -57,7 +67,9 @@ def test_prepared_and_plain_statements_claim_and_finish_alike(engines: tuple[Eng
     with hot.connect() as connection:
         by_prepared = claim_execution(connection, first, "w:1", stale_after=STALE)
         assert by_prepared is not None
-        finished_prepared = finish_execution(connection, by_prepared, status="failed", duration_ms=5, error="x")
+        finished_prepared = finish_execution(
+            connection, by_prepared, status="failed", duration_ms=5, error="x"
+        )
     assert seen == ["PREPARE", "EXECUTE", "PREPARE", "EXECUTE"]
     with plain.connect() as connection, transaction(connection):
         by_plain = claim_execution(connection, second, "w:1", stale_after=STALE)
@@ -123,9 +135,8 @@ def test_inside_an_explicit_transaction_statements_are_not_prepared(engines: tup
     plain, hot = engines
     execution_id = add_execution(plain, add_task(plain))
     seen = _statements(hot)
-    with hot.connect() as connection:
-        with transaction(connection):
-            assert claim_execution(connection, execution_id, "w:1", stale_after=STALE) is not None
+    with hot.connect() as connection, transaction(connection):
+        assert claim_execution(connection, execution_id, "w:1", stale_after=STALE) is not None
     assert seen == ["BEGIN", "UPDATE", "COMMIT"]
 
 
@@ -140,7 +151,9 @@ def test_the_statement_values_are_rendered_as_literals_safely(engines: tuple[Eng
     )
     with hot.connect() as connection:
         for failures in (3, 4):  # prepared once, run twice
-            result = prepared.execute(connection, "test", statement, {"p_id": task_id, "p_failures": failures})
+            result = prepared.execute(
+                connection, "test", statement, {"p_id": task_id, "p_failures": failures}
+            )
             assert result.rowcount == 1
     with plain.connect() as connection:
         row = connection.execute(

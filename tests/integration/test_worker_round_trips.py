@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2.extensions
 import pytest
 from sqlalchemy import Engine, event, select
 from test_worker_runs import add_execution, add_task
@@ -46,12 +47,22 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 
 
 def _statements(runtime: WorkerRuntime) -> list[str]:
+    """The first word of every statement sent on ``engine``'s connections from now on (recorded by the
+    driver's cursor, so statements sent past SQLAlchemy count too)."""
     seen: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
+    class Recording(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> None:
+            seen.append(str(query).split(None, 1)[0].upper())
+            super().execute(query, vars)
 
-    event.listen(runtime.hot_engine, "before_cursor_execute", record)
+    def record(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.cursor_factory = Recording
+
+    engine = runtime.hot_engine
+    event.listen(engine, "connect", record)
+    engine.connect().close()  # connect now: SQLAlchemy's own first statements are not the test's
+    seen.clear()
     return seen
 
 
