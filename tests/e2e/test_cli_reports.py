@@ -15,6 +15,7 @@ from test_cli_runner import Cli, assert_one_line_error
 from scheduler.db import make_engine
 from scheduler.models import ExecutionRow, LogRow
 from scheduler.schema import head_revision
+from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 
 @pytest.fixture
@@ -179,8 +180,6 @@ def test_migrate_upgrades_an_empty_sqlite_database_once(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_migrate_brings_an_empty_postgresql_database_to_head_and_then_list_works(tmp_path: Path) -> None:
-    from conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
-
     require("PostgreSQL", PG_ADMIN_URL, 5432)
     name, url = create_pg_database(None)
     try:

@@ -4,7 +4,6 @@ PostgreSQL server for the tests that stop or restart one (the machine's servers 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import socket
@@ -14,33 +13,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from faultkit import FaultSetup, base_env, unique_queue
 
 from scheduler.db import make_engine
 from scheduler.schema import upgrade
-
-
-def _root_conftest() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# pytest imports every conftest.py as the module ``conftest`` (no test directory is a package) and the last
-# one wins; tests elsewhere run ``from conftest import PG_ADMIN_URL, ...``: keep the root's helpers here too.
-_root = _root_conftest()
-IN_CI = _root.IN_CI
-PG_ADMIN_URL = _root.PG_ADMIN_URL
-REDIS_URL = _root.REDIS_URL
-create_pg_database = _root.create_pg_database
-drop_pg_database = _root.drop_pg_database
-require = _root.require
+from tests.support.processes import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"  # initdb refuses to run as root: the private server runs as this unprivileged user
@@ -82,12 +61,6 @@ def private_fault_setup(
 
 
 # ---------------------------------------------------------------------------------------- private server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

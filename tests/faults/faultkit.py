@@ -8,16 +8,14 @@ what the CLI does not offer (no lease). Each gets its own log file and process g
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +31,8 @@ from scheduler.repository.mapping import execution_from_row
 from scheduler.repository.tables import executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from tests.support.processes import stop_process_group, wait_for
+from tests.support.services import delete_queue_keys
 from workers.commands import load_registry
 
 HERE = Path(__file__).resolve().parent
@@ -56,18 +56,6 @@ def figures(scenario: str, **values: Any) -> str:
 
 def _shown(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str, interval_s: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{message} (waited {timeout_s} s)")
-        time.sleep(interval_s)
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -104,16 +92,7 @@ class PlannerProcess:
         if self.stopped:
             return self.process.returncode
         self.stopped = True
-        for signum in (signal.SIGCONT, signal.SIGTERM):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        return self.process.returncode
+        return stop_process_group(self.process, timeout_s, signals=(signal.SIGCONT, signal.SIGTERM))
 
 
 @dataclass
@@ -221,14 +200,7 @@ class FaultSetup:
         for planner in self.planners:
             planner.stop()
         self.engine.dispose()
-        client = redis.Redis.from_url(self.broker_url)
-        try:
-            keys = list(client.scan_iter(match=f"{self.queue}*", count=1000))
-            keys += list(client.scan_iter(match=f"_kombu.binding.{self.queue}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_queue_keys(self.broker_url, self.queue)
 
     # ------------------------------------------------------------------------------------------ database
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from faultkit import FaultSetup, figures, wait_for
+from faultkit import FaultSetup, figures
 from sqlalchemy import Engine, func, insert, select, text, update
 
 from scheduler.batch import ScheduleCache, plan_tasks
@@ -31,6 +31,7 @@ from scheduler.repository.mapping import task_from_row
 from scheduler.repository.tables import executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from tests.support.processes import wait_for
 from workers.commands import load_registry
 
 HISTORY = timedelta(hours=5)

@@ -14,9 +14,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from faultkit import TICK_MS, FaultSetup, PlannerProcess, figures, wait_for
+from faultkit import TICK_MS, FaultSetup, PlannerProcess, figures
 
 from scheduler.records import Execution
+from tests.support.processes import wait_for
 
 SKEW_S = 90.0
 TASKS = 5

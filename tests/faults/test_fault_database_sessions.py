@@ -9,8 +9,10 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from faultkit import FaultSetup, PlannerProcess, account_slots, figures, wait_for
+from faultkit import FaultSetup, PlannerProcess, account_slots, figures
 from sqlalchemy import text
+
+from tests.support.processes import wait_for
 
 TASKS = 5
 EVERY = timedelta(seconds=1)

@@ -13,7 +13,9 @@ import time
 from datetime import timedelta
 
 import pytest
-from faultkit import LEASE_TTL_MS, TICK_MS, FaultSetup, PlannerProcess, account_slots, figures, wait_for
+from faultkit import LEASE_TTL_MS, TICK_MS, FaultSetup, PlannerProcess, account_slots, figures
+
+from tests.support.processes import wait_for
 
 TASKS = 5
 EVERY = timedelta(seconds=1)

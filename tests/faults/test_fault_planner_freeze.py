@@ -15,7 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from faultkit import LEASE_TTL_MS, TICK_MS, FaultSetup, account_slots, figures, wait_for
+from faultkit import LEASE_TTL_MS, TICK_MS, FaultSetup, account_slots, figures
+
+from tests.support.processes import wait_for
 
 TASKS = 5
 EVERY = timedelta(seconds=1)

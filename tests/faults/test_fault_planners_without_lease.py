@@ -12,7 +12,9 @@ import time
 from datetime import timedelta
 
 import pytest
-from faultkit import FaultSetup, account_slots, figures, wait_for
+from faultkit import FaultSetup, account_slots, figures
+
+from tests.support.processes import wait_for
 
 EVERY = timedelta(seconds=1)
 TASKS = 20

@@ -26,6 +26,7 @@ from worker_support import WorkerWorld, world
 
 from scheduler.records import Execution
 from scheduler.service import SchedulerService
+from tests.support.fork_bomb import fork_bomb_script, live_with_marker
 from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
@@ -50,30 +51,7 @@ WRITE_HUGE = (
 ECHO_ARGV = "import json, sys; print(json.dumps(sys.argv[1:]))"
 # Bounded by itself (at most 60 + 60 * 3 + 60 * 9 = 780 processes, each gone after 10 s) so that a broken
 # containment cannot harm the machine; every process carries the marker in its command line.
-FORK_BOMB = """
-import os, sys, time
-end = time.monotonic() + 10
-def bomb(depth, budget):
-    for _ in range(budget):
-        if time.monotonic() >= end:
-            break
-        try:
-            pid = os.fork()
-        except OSError:
-            time.sleep(0.05)
-            continue
-        if pid == 0:
-            if depth < 2:
-                bomb(depth + 1, 3)
-            while time.monotonic() < end:
-                time.sleep(0.05)
-            os._exit(0)
-        time.sleep(0.005)
-print('forking', flush=True)
-bomb(0, 60)
-while time.monotonic() < end:
-    time.sleep(0.05)
-"""
+FORK_BOMB = fork_bomb_script(60, fork_pause_s=0.005)
 BOMB_MARKER = f"forkbomb-{MARK}"
 
 COMMANDS = {
@@ -83,28 +61,6 @@ COMMANDS = {
     "hostile:echo": [PY, "-c", ECHO_ARGV, "{arg}"],
     "hostile:forkbomb": [PY, "-c", FORK_BOMB, "{marker}"],
 }
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def live_with_marker(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 def service_for(world: WorkerWorld) -> SchedulerService:

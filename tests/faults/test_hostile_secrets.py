@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from faultkit import FaultSetup, wait_for
+from faultkit import FaultSetup
 from sqlalchemy import select
 
 from cli.main import cli
 from scheduler.remote_events import CHANNEL
 from scheduler.repository.tables import audit, executions
+from tests.support.processes import wait_for
 
 MARK = uuid.uuid4().hex[:8]
 SECRETS = {

@@ -15,18 +15,11 @@ from typing import Any
 import pytest
 from faultkit import figures
 from sqlalchemy import select
-from worker_support import (
-    STALE_S,
-    TICK_MS,
-    WorkerWorld,
-    process_alive,
-    wait_for,
-    worker_pid,
-    world,
-)
+from worker_support import STALE_S, TICK_MS, WorkerWorld, worker_pid, world
 
 from scheduler.events import TASK_PAUSED
 from scheduler.repository.tables import audit
+from tests.support.processes import process_alive, wait_for
 
 __all__ = ["world"]
 

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,19 +36,19 @@ from scheduler.publisher import Dispatch
 from scheduler.records import FINISHED_STATUSES, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import CommandContext, command, load_registry
+from tests.support.celery_worker import WorkerProcess, app_with_commands, start_worker
+from tests.support.processes import free_port, wait_for
+from tests.support.services import IN_CI, delete_queue_keys
+from workers.commands import CommandContext, load_registry
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-BIN = Path(sys.executable).parent
-CELERY = BIN / "celery"
 
 HEARTBEAT_MS = 500
 TICK_MS = 200
 RECOVERY_AFTER_MS = 1000  # the smallest the settings allow
 LEASE_TTL_MS = 2000
 STALE_S = 3 * HEARTBEAT_MS / 1000  # a silent running execution is presumed dead after this
-READY_TIMEOUT_S = 45.0
 
 
 # ------------------------------------------------------------------------------------------ fault commands
@@ -99,42 +98,11 @@ FAULT_COMMANDS: dict[str, tuple[Callable[[CommandContext], Any], str]] = {
 def __getattr__(name: str) -> Any:
     # Only the worker subprocess asks for `app`: the commands are registered there, not in the test process.
     if name == "app":
-        from workers import app as app_module
-
-        for command_name, (func, description) in FAULT_COMMANDS.items():
-            command(command_name, description)(func)
-        return app_module.app
+        return app_with_commands(FAULT_COMMANDS)
     raise AttributeError(name)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, message: str, interval_s: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{message} (waited {timeout_s} s)")
-        time.sleep(interval_s)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def worker_pid(execution: Execution) -> int:
@@ -176,50 +144,6 @@ class PlannerThread:
         self.stop_event.set()
         if self.thread is not None:
             self.thread.join(15)
-
-
-# ----------------------------------------------------------------------------------------------- workers
-
-
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    stopped: bool = False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while " ready." not in self.log():
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log()[-4000:]}")
-            time.sleep(0.05)
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM (warm shutdown) to its group, SIGKILL if it lingers (pool processes die with it)."""
-        if self.stopped:
-            return
-        self.stopped = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-
-    def kill(self) -> None:
-        """SIGKILL at once (after a test: its state is in the database); the pool processes die with it."""
-        self.stopped = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
 
 
 # ---------------------------------------------------------------------------------------- private Redis
@@ -275,7 +199,7 @@ class PrivateRedis:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail("redis-server is not installed (CI=true: a missing service is a failure)")
         pytest.skip("redis-server is not installed")
     workdir = tmp_path / "redis"
@@ -356,23 +280,17 @@ class WorkerWorld:
     def start_worker(self, *, concurrency: int = 2, wait: bool = True) -> WorkerProcess:
         """``celery -A worker_support worker`` (prefork) on this queue, in its own process group."""
         index = len(self.workers)
-        log_path = self.workdir / f"worker-{index}.log"
-        argv = [
-            str(CELERY), "-A", "worker_support", "worker", "-P", "prefork", "-c", str(concurrency),
-            "-Q", self.queue, "-n", f"{self.queue}-{index}@%h", "--without-mingle", "--without-gossip",
-            "--loglevel", "INFO",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                argv,
-                cwd=str(HERE),
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = WorkerProcess(process, log_path)
-        self.workers.append(worker)
+        worker = start_worker(
+            "worker_support",
+            self.env(),
+            self.queue,
+            self.workdir / f"worker-{index}.log",
+            cwd=HERE,
+            name=f"{self.queue}-{index}@%h",
+            concurrency=concurrency,
+            wait=False,
+        )
+        self.workers.append(worker)  # before waiting: close() kills it even if it never gets ready
         if wait:
             worker.wait_ready()
         return worker
@@ -398,15 +316,8 @@ class WorkerWorld:
         for worker in self.workers:
             worker.kill()
         self.engine.dispose()
-        with contextlib.suppress(redis.RedisError):
-            client = redis.Redis.from_url(self.broker_url, socket_connect_timeout=1)
-            try:
-                keys = list(client.scan_iter(match=f"{self.queue}*", count=1000))
-                keys += list(client.scan_iter(match=f"_kombu.binding.{self.queue}*", count=1000))
-                if keys:
-                    client.delete(*keys)
-            finally:
-                client.close()
+        with contextlib.suppress(redis.RedisError):  # a private Redis may be down by now
+            delete_queue_keys(self.broker_url, self.queue)
 
     def worker_logs(self) -> str:
         return "\n".join(worker.log()[-3000:] for worker in self.workers)

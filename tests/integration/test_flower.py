@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -22,20 +21,15 @@ from typing import Any
 
 import pytest
 import workerproc
-from conftest import EngineSetup
+from workerproc import EngineSetup
 
 from scheduler.records import Execution
+from tests.support.processes import free_port, wait_for
+from tests.support.services import IN_CI
 
 CHROMIUM = Path("/usr/bin/chromium")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 FLOWER_READY_S = 30.0
 FLOWER_SEES_TASK_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def require_chromium() -> None:
@@ -82,7 +76,7 @@ class Flower:
                 return self.get("/healthcheck") == (200, b"OK")
             return False
 
-        workerproc.wait_for(ready, FLOWER_READY_S, interval_s=0.2, message=f"flower not ready:\n{self.log()}")
+        wait_for(ready, FLOWER_READY_S, interval_s=0.2, message=f"flower not ready:\n{self.log()}")
 
     def tasks(self) -> dict[str, Any]:
         status, body = self.get("/api/tasks")
@@ -143,7 +137,7 @@ def wait_listed(flower: Flower, readable: str, execution_id: int) -> dict[str, A
                 return {"uuid": uuid_, **task}
         return None
 
-    found: dict[str, Any] = workerproc.wait_for(
+    found: dict[str, Any] = wait_for(
         listed,
         FLOWER_SEES_TASK_S,
         interval_s=0.25,

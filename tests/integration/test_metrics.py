@@ -22,7 +22,7 @@ import pytest
 import redis
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
-from workerproc import SYSTEMPROMPT, EngineSetup, clean_env, unique_queue, wait_for
+from workerproc import SYSTEMPROMPT, EngineSetup, clean_env, unique_queue
 
 from scheduler import metrics
 from scheduler.db import make_engine
@@ -30,17 +30,12 @@ from scheduler.planner import Planner, TickReport
 from scheduler.publisher import NullPublisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from tests.support.processes import free_port, wait_for
 from workers.app import create_app
 from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int) -> Samples:

@@ -7,10 +7,10 @@ import threading
 from typing import Any
 
 import pytest
-import workerproc
 from workerproc import EngineSetup
 
 from scheduler.remote_events import listen
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(90)]
 
@@ -43,7 +43,7 @@ def test_a_worker_publishes_executed_and_completed_events_with_secrets_redacted(
             # Pub/sub is server-wide and every test database numbers executions from 1: match the queue too.
             return [e for e in list(seen) if _of(e, execution.id, engine_setup.queue)]
 
-        events = workerproc.wait_for(lambda: len(mine()) >= 2 and mine(), 10)
+        events = wait_for(lambda: len(mine()) >= 2 and mine(), 10)
     finally:
         stop.set()
         thread.join(5)
@@ -69,7 +69,7 @@ def test_the_events_verb_prints_recent_events_one_json_object_per_line(engine_se
         mine = [e for e in events if _of(e, execution.id, engine_setup.queue) and "at" in e]
         return mine if len(mine) >= 2 else []
 
-    mine = workerproc.wait_for(printed, 20, interval_s=0.5)
+    mine = wait_for(printed, 20, interval_s=0.5)
     assert [e["type"] for e in mine] == ["executed", "failed"]
     assert mine[1]["final"] is True and mine[1]["execution"]["error"].startswith("RuntimeError")
 

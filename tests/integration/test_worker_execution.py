@@ -6,7 +6,6 @@ Each test has its own database, queue and worker subprocess; nothing is mocked a
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,14 +16,10 @@ from sqlalchemy import delete, func, select
 from workerproc import EngineSetup
 
 from scheduler.repository.tables import logs, tasks
+from tests.support.celery_worker import WorkerProcess
+from tests.support.processes import free_port, process_alive, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_run_wait_of_test_echo_prints_its_result_and_exits_0(engine_setup: EngineSetup) -> None:
@@ -104,7 +99,7 @@ def test_the_hard_limit_kills_a_command_that_ignores_the_soft_limit(
     assert done.status == "timed_out"
     assert "hard time limit" in (done.error or "")
     pid = int(pidfile.read_text())
-    workerproc.wait_for(lambda: not workerproc.process_alive(pid), 10, message=f"pool process {pid} survived")
+    wait_for(lambda: not process_alive(pid), 10, message=f"pool process {pid} survived")
 
 
 def test_an_external_command_that_hangs_is_killed_at_its_timeout(
@@ -119,7 +114,7 @@ def test_an_external_command_that_hangs_is_killed_at_its_timeout(
     execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
     assert execution.status == "timed_out"
     pid = int(pidfile.read_text())
-    workerproc.wait_for(lambda: not workerproc.process_alive(pid), 10, message=f"sleep {pid} survived")
+    wait_for(lambda: not process_alive(pid), 10, message=f"sleep {pid} survived")
     messages = [line.message for line in engine_setup.service.logs(execution.id)]
     assert "started" in messages
 
@@ -228,7 +223,7 @@ def test_the_worker_verb_passes_its_arguments_to_celery(engine_setup: EngineSetu
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    worker = workerproc.WorkerProcess(process, log_path, engine_setup.queue, "verb")
+    worker = WorkerProcess(process, log_path, engine_setup.queue, "verb")
     try:
         worker.wait_ready()
         assert "concurrency: 1 (prefork)" in worker.log()

@@ -15,6 +15,7 @@ from workerproc import EngineSetup
 
 from scheduler.records import as_utc
 from scheduler.repository.tables import executions
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -81,7 +82,7 @@ def test_a_cron_task_fires_at_its_minute(engine_setup: EngineSetup) -> None:
     assert first_slot is not None and first_slot.second == 0
     planner = start_planner(engine_setup)
     try:
-        done = workerproc.wait_for(
+        done = wait_for(
             lambda: [s for s in slots(engine_setup, task.id) if s[1] == "completed"], 75, interval_s=0.5
         )
     finally:

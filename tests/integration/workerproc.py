@@ -2,9 +2,9 @@
 
 This module is also the ``-A`` module of those workers (``celery -A workerproc worker``): importing it
 registers the misbehaving commands below, and ``app`` is :mod:`workers.app`'s app built from the worker's
-environment. Each worker gets its own queue, database and process group; :meth:`WorkerProcess.stop` ends the
-whole group. :class:`EngineSetup` is what the ``engine_setup`` fixture (exported by this directory's
-``conftest.py``) hands to a test.
+environment. Each worker gets its own queue, database and process group (started and stopped by
+:mod:`tests.support.celery_worker`). :class:`EngineSetup` is what the ``engine_setup`` fixture (registered by
+this directory's ``conftest.py``) hands to a test.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,14 @@ from scheduler.publisher import Dispatch
 from scheduler.records import FINISHED_STATUSES, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import CommandContext, command, load_registry
+from tests.support import celery_worker
+from tests.support.celery_worker import WorkerProcess
+from tests.support.processes import wait_for
+from workers.commands import CommandContext, load_registry
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-BIN = Path(sys.executable).parent
-CELERY = BIN / "celery"
-SYSTEMPROMPT = BIN / "systemprompt"
-READY_TIMEOUT_S = 45.0
+SYSTEMPROMPT = Path(sys.executable).parent / "systemprompt"
 
 
 # ------------------------------------------------------------------------------ misbehaving commands
@@ -83,11 +82,7 @@ def __getattr__(name: str) -> Any:
     # Only the worker subprocess asks for `app`: the test commands are registered there, not in the test
     # process (where a global registration would leak into every other test's registry).
     if name == "app":
-        from workers import app as app_module
-
-        for command_name, (func, description) in TEST_COMMANDS.items():
-            command(command_name, description)(func)
-        return app_module.app
+        return celery_worker.app_with_commands(TEST_COMMANDS)
     raise AttributeError(name)
 
 
@@ -123,78 +118,11 @@ def unique_queue(prefix: str = "wt") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    queue: str
-    name: str
-    stopped: bool = field(default=False)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if " ready." in self.log():
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready after {timeout_s} s:\n{self.log()[-4000:]}")
-
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM (warm shutdown), then SIGKILL the whole process group if it lingers."""
-        if self.stopped:
-            return self.process.returncode
-        self.stopped = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        return self.process.returncode
-
-
-def start_worker(
-    env: Mapping[str, str],
-    queue: str,
-    log_dir: Path,
-    *,
-    pool: str = "prefork",
-    concurrency: int = 2,
-    app: str = "workerproc",
-    extra: Sequence[str] = (),
-    wait: bool = True,
-) -> WorkerProcess:
-    """``celery -A <app> worker`` on ``queue`` in its own process group; waits until it is ready."""
-    name = f"{queue}@%h"
+def start_worker(env: Mapping[str, str], queue: str, log_dir: Path, **options: Any) -> WorkerProcess:
+    """A worker of this module (``celery -A workerproc worker``) on ``queue``, logging under ``log_dir``;
+    ``options``: those of :func:`tests.support.celery_worker.start_worker`."""
     log_path = log_dir / f"worker-{queue}-{uuid.uuid4().hex[:6]}.log"
-    argv = [
-        str(CELERY), "-A", app, "worker", "-P", pool, "-c", str(concurrency), "-Q", queue, "-n", name,
-        "--without-mingle", "--without-gossip", "--loglevel", "INFO", *extra,
-    ]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            argv,
-            cwd=str(HERE),
-            env=dict(env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    worker = WorkerProcess(process=process, log_path=log_path, queue=queue, name=name)
-    if wait:
-        try:
-            worker.wait_ready()
-        except BaseException:
-            worker.stop()
-            raise
-    return worker
+    return celery_worker.start_worker("workerproc", env, queue, log_path, cwd=HERE, **options)
 
 
 @contextlib.contextmanager
@@ -230,33 +158,6 @@ def run_cli(env: Mapping[str, str], *args: str, cwd: Path, timeout_s: float = 90
         timeout=timeout_s,
     )
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout_s: float, *, interval_s: float = 0.1, message: str = ""
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(message or f"condition not met within {timeout_s} s")
-        time.sleep(interval_s)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    return False
 
 
 # ------------------------------------------------------------------------------------- test set-up

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from scheduler.errors import InvalidField, SchedulerError
+from tests.support.fork_bomb import fork_bomb_script, live_with_marker
+from tests.support.processes import process_alive
 from workers.commands import CommandContext, CommandRegistry, CommandSpec
 from workers.sandbox import (
     ExternalCommandFailed,
@@ -39,22 +41,13 @@ def run_py(code: str, *args: str, **kwargs: Any) -> ExternalResult:
     return run_external([PY, "-c", code, *args], **kwargs)
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for its parent to reap it counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def wait_gone(pid: int, within_s: float = 3.0) -> bool:
     end = time.monotonic() + within_s
     while time.monotonic() < end:
-        if not alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.02)
-    return not alive(pid)
+    return not process_alive(pid)
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ def spawned() -> Iterator[list[int]]:
     pids: list[int] = []
     yield pids
     for pid in pids:
-        if alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -457,46 +450,8 @@ def test_run_external_command_missing_executable_and_missing_key() -> None:
 
 # A fork bomb that bounds itself (at most 150 + 150 * 3 + 150 * 9 = 1950 processes, each gone after 10 s) so
 # a broken containment cannot take the machine down. Every process carries the marker in its command line.
-FORK_BOMB = """
-import os, sys, time
-end = time.monotonic() + 10
-def bomb(depth, budget):
-    for _ in range(budget):
-        if time.monotonic() >= end:
-            break
-        try:
-            pid = os.fork()
-        except OSError:
-            time.sleep(0.05)
-            continue
-        if pid == 0:
-            if depth < 2:
-                bomb(depth + 1, 3)
-            while time.monotonic() < end:
-                time.sleep(0.05)
-            os._exit(0)
-        time.sleep(0.002)
-print('forking', flush=True)
-bomb(0, 150 if sys.argv[2] == 'hang' else 40)
-if sys.argv[2] == 'exit':
-    sys.exit(7)
-while time.monotonic() < end:
-    time.sleep(0.05)
-"""
-
-
-def live_with_marker(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+# "exit": the first process exits (code 7) once it has forked, leaving the rest of the bomb running.
+FORK_BOMBS = {"hang": fork_bomb_script(150), "exit": fork_bomb_script(40, exit_code=7)}
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -506,7 +461,7 @@ def test_a_fork_bomb_is_contained_and_nothing_of_it_survives(mode: str) -> None:
     try:
         start = time.monotonic()
         result = run_py(
-            FORK_BOMB, marker, mode, limits=ResourceLimits(processes=20), timeout_s=1.5, kill_grace_s=0.3
+            FORK_BOMBS[mode], marker, limits=ResourceLimits(processes=20), timeout_s=1.5, kill_grace_s=0.3
         )
         assert not result.ok
         if mode == "hang":
