@@ -13,17 +13,22 @@ effect at its next Python instruction. Celery's own soft limit (prefork only) us
 same limit for every pool and the fallback when a message carries no limit. Neither stops a command stuck in
 C code: only Celery's hard limit (prefork) does, by killing the process.
 
-The watchdog threads are reused: a process keeps the threads of finished executions idle and hands the next
-execution one of them, so an execution does not pay for starting and joining a thread (about as much as its
-claim statement). Each running execution still has a thread of its own.
+The watchdog threads (runners) are reused: a process keeps one per execution running at the same time, so
+one slow beat delays no other execution's deadline. Most executions end long before their first beat, so
+arming and disarming cost no thread wake-up: arming records the watchdog on an idle runner and notifies it
+only if the watchdog is due (first beat or deadline, whichever is sooner) before the runner would wake
+anyway; disarming takes the watchdog off its runner and makes the runner idle again, waiting first only for
+a beat (or an interrupt) in progress, so none follows the exit. A runner wakes at its watchdog's due time (a
+stale one, its watchdog gone, costs one wake-up) and sleeps without a timeout when it has nothing to watch.
 """
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # no stub in typeshed; see _handler
 import ctypes
 import logging
+import math
 import os
-import queue
 import signal
 import threading
 import time
@@ -56,6 +61,11 @@ _SIGNAL = signal.SIGUSR2
 _current: Watchdog | None = None  # the armed watchdog of the main thread, read by the signal handler
 
 
+# signal.getsignal converts the handler to an enum member, which for a function costs a raised and caught
+# exception, several microseconds per arm. The C function it wraps returns the handler as it is.
+_handler: Callable[[int], object] = _signal.getsignal
+
+
 def _on_signal(_signum: int, _frame: FrameType | None) -> None:
     watchdog = _current
     if watchdog is not None:
@@ -68,14 +78,11 @@ class Watchdog:
         self._buffer = buffer
         self._interval = interval_s
         self._deadline = deadline
+        self._next_beat = 0.0  # set when armed; then only the runner's thread changes it
         self._lock = threading.RLock()  # the signal handler may run while the main thread holds it
         self._armed = False
-        self._busy = False  # the loop is beating or firing (see __exit__)
-        self._released = False  # __exit__ gave the runner back itself
         self._fired: type[ExecutionInterrupted] | None = None
         self._raised = False
-        self._stop = threading.Event()
-        self._done = threading.Event()
         self._runner: _Runner | None = None
         self._target = threading.get_ident()
         self._in_main = threading.current_thread() is threading.main_thread()
@@ -85,15 +92,16 @@ class Watchdog:
     def __enter__(self) -> Watchdog:
         global _current
         if self._in_main:
-            if signal.getsignal(_SIGNAL) is not _on_signal:
+            if _handler(_SIGNAL) is not _on_signal:
                 # Left in place afterwards: a late signal must never meet SIG_DFL (which would kill the
                 # process); when no watchdog is armed the handler does nothing.
                 signal.signal(_SIGNAL, _on_signal)
             _current = self
         with self._lock:
             self._armed = True
+        self._next_beat = time.monotonic() + self._interval
         self._runner = _Runner.take()
-        self._runner.run(self)
+        self._runner.watch(self)
         return self
 
     def __exit__(
@@ -101,24 +109,14 @@ class Watchdog:
     ) -> None:
         global _current
         with self._lock:
-            self._armed = False
-            busy = self._busy
-            # Decided with the disarming: the loop sees one or the other, so the runner is given back once.
-            self._released = not busy and self._runner is not None
+            self._armed = False  # from here on, no interrupt is sent
         if self._in_main:
             _current = None
         elif self._fired is not None:
             _async_raise(self._target, None)  # clear an exception that was sent but not yet raised
-        self._stop.set()
-        if self._runner is not None:
-            # Disarmed, the loop does nothing more once it wakes; wait only for a beat (or an interrupt) it
-            # is in the middle of, so none can follow this exit. Not waiting otherwise spares every short
-            # execution a hand-over between threads.
-            if busy:
-                self._done.wait()
-            else:  # idle again as soon as this loop returns: the next execution may queue its own loop
-                self._runner.release()
-            self._runner = None
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.unwatch()
 
     def raise_if_fired(self) -> None:
         with self._lock:
@@ -134,6 +132,12 @@ class Watchdog:
 
     # ------------------------------------------------------------------------------- watchdog thread side
 
+    def _due(self) -> float:
+        """When the runner must next call :meth:`_step`: the next beat, or the deadline if sooner."""
+        if self._deadline is not None and self._fired is None:
+            return min(self._next_beat, self._deadline)
+        return self._next_beat
+
     def _fire(self, kind: type[ExecutionInterrupted]) -> None:
         with self._lock:
             if not self._armed or self._fired is not None:
@@ -145,53 +149,37 @@ class Watchdog:
                 self._raised = True
                 _async_raise(self._target, kind)
 
-    def _loop(self) -> None:
-        next_beat = time.monotonic() + self._interval
-        while True:
-            now = time.monotonic()
-            wake = next_beat
-            if self._deadline is not None and self._fired is None:
-                wake = min(wake, self._deadline)
-            if self._stop.wait(max(wake - now, 0.0)):
-                return
-            with self._lock:
-                if not self._armed:  # the command finished meanwhile (its __exit__ did not wait for us)
-                    return
-                self._busy = True
-            try:
-                next_beat = self._step(next_beat)
-            finally:
-                with self._lock:
-                    self._busy = False
-
-    def _step(self, next_beat: float) -> float:
-        """Fire at the deadline, beat when due; the next beat's time."""
+    def _step(self) -> None:
+        """Fire at the deadline, beat when due (and schedule the next beat)."""
         now = time.monotonic()
         if self._deadline is not None and now >= self._deadline:
             self._fire(ExecutionTimedOut)
-        if now >= next_beat:
-            next_beat = now + self._interval
+        if now >= self._next_beat:
+            self._next_beat = now + self._interval
             lines = self._buffer.drain()
             try:
                 still_ours = self._beat(lines)
             except Exception as error:  # a database hiccup must not stop the command
                 logger.warning("heartbeat failed: %s", error)
                 self._buffer.restore(lines)
-                return next_beat
+                return
             if not still_ours:
                 self._fire(ExecutionCancelled)
-        return next_beat
 
 
 class _Runner:
-    """A reusable watchdog thread: runs one :class:`Watchdog`'s loop at a time, then waits for the next."""
+    """A reusable watchdog thread: watches one :class:`Watchdog` at a time, idle in between."""
 
     _idle: list[_Runner] = []
     _idle_pid = -1
     _idle_lock = threading.Lock()
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Watchdog] = queue.SimpleQueue()
+        self._cond = threading.Condition(threading.Lock())
+        # Guarded by _cond:
+        self._watchdog: Watchdog | None = None
+        self._busy = False  # the thread is in its watchdog's _step (beating or firing)
+        self._wake_at = -math.inf  # when the thread next looks at its watchdog by itself (awake: -inf)
         thread = threading.Thread(target=self._serve, name="execution-watchdog", daemon=True)
         thread.start()
 
@@ -205,26 +193,48 @@ class _Runner:
                 return cls._idle.pop()
         return cls()
 
-    def run(self, watchdog: Watchdog) -> None:
-        self._jobs.put(watchdog)
+    def watch(self, watchdog: Watchdog) -> None:
+        """Start watching (the thread is woken only if it would otherwise look too late)."""
+        due = watchdog._due()
+        with self._cond:
+            self._watchdog = watchdog
+            if due < self._wake_at:
+                self._cond.notify()
 
-    def release(self) -> None:
-        """Back among the idle runners (its queued loops run one after the other)."""
+    def unwatch(self) -> None:
+        """Stop watching, once a step in progress has finished; then back among the idle runners."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            self._watchdog = None
         with _Runner._idle_lock:
             if _Runner._idle_pid == os.getpid():
                 _Runner._idle.append(self)
 
     def _serve(self) -> None:
-        while True:
-            watchdog = self._jobs.get()
-            try:
-                watchdog._loop()
-            except Exception:  # never: _loop handles its beat's errors; keep the thread usable anyway
-                logger.exception("watchdog loop failed")
-            finally:
-                if not watchdog._released:
-                    self.release()
-                watchdog._done.set()
+        cond = self._cond
+        with cond:
+            while True:
+                watchdog = self._watchdog
+                if watchdog is not None and not watchdog._armed:  # exiting: never beat for it again
+                    watchdog = None
+                due = watchdog._due() if watchdog is not None else math.inf
+                now = time.monotonic()
+                if watchdog is None or due > now:
+                    self._wake_at = due
+                    cond.wait(None if due == math.inf else min(due - now, threading.TIMEOUT_MAX))
+                    self._wake_at = -math.inf
+                    continue
+                self._busy = True
+                cond.release()
+                try:
+                    watchdog._step()
+                except Exception:  # never: _step handles its beat's errors; keep the thread usable anyway
+                    logger.exception("watchdog step failed")
+                finally:
+                    cond.acquire()
+                    self._busy = False
+                    cond.notify_all()  # an unwatch waiting for this step
 
 
 def _async_raise(thread_id: int, kind: type[BaseException] | None) -> None:
