@@ -1,16 +1,18 @@
-"""The spec's events, in process through blinker.
+"""The spec's events, in process.
 
 Handlers get one argument: a JSON-able payload dict (``{"task": {...}}`` for task events;
-``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). Data values whose keys
-look like secrets are redacted before a payload is emitted.
+``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). The bus hands them a
+copy of the emitted payload with the values of secret-looking keys redacted
+(:func:`scheduler.redaction.redact`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-from blinker import Namespace
+from scheduler.redaction import redact
 
 TASK_CREATED: Final = "task-created"
 TASK_UPDATED: Final = "task-updated"
@@ -24,22 +26,27 @@ Handler = Callable[[dict[str, Any]], None]
 
 
 class EventBus:
-    """One bus per service instance, so two services in one process do not hear each other."""
+    """One bus per service instance, so two services in one process do not hear each other.
+
+    :meth:`emit` redacts the payload once and calls the event's handlers in the order they were added, in the
+    emitting thread; they share that copy (and must not change it). A handler's exception propagates to the
+    caller of :meth:`emit`, and the handlers after it are not called.
+    """
 
     def __init__(self) -> None:
-        self._signals = Namespace()
-        self._receivers: list[Callable[..., None]] = []
+        self._handlers: dict[str, tuple[Handler, ...]] = {}
+        self._lock = threading.Lock()  # for on(); emit reads without it
 
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler(payload)`` on every ``event``; raise ValueError for an unknown event name."""
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENT_NAMES)}")
-
-        def receiver(_sender: object, payload: dict[str, Any]) -> None:
-            handler(payload)
-
-        self._receivers.append(receiver)  # blinker holds receivers weakly; keep them alive with the bus
-        self._signals.signal(event).connect(receiver, weak=False)
+        with self._lock:  # replaced, not appended to: an emit under way keeps the tuple it started with
+            self._handlers[event] = (*self._handlers.get(event, ()), handler)
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
-        self._signals.signal(event).send(self, payload=payload)
+        handlers = self._handlers.get(event)
+        if handlers:
+            redacted = redact(payload)
+            for handler in handlers:
+                handler(redacted)

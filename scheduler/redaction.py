@@ -14,6 +14,7 @@ from scheduler.records import Task
 REDACTED = "***"
 # "apikey" and "api_key" are covered by "key"; "auth" also covers "authorization".
 SECRET_MARKERS = ("password", "passwd", "token", "secret", "key", "credential", "auth")
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # values redact returns as they are
 
 
 def is_secret_key(key: object) -> bool:
@@ -34,10 +35,21 @@ def redact(data: Any) -> Any:
     Mappings are copied to dicts and lists/tuples to lists; the input is never modified. A secret key's value
     is replaced whole, whatever its type.
     """
-    if isinstance(data, Mapping):
-        return {key: REDACTED if is_secret_key(key) else redact(value) for key, value in data.items()}
+    kind = type(data)
+    if kind in _PLAIN:  # exact types first: isinstance against the Mapping ABC is slow for every leaf
+        return data
+    if kind is dict or isinstance(data, Mapping):
+        out: dict[Any, Any] = {}
+        for key, value in data.items():
+            if isinstance(key, str) and _secret_name(key):
+                out[key] = REDACTED
+            elif type(value) in _PLAIN:
+                out[key] = value
+            else:
+                out[key] = redact(value)
+        return out
     if isinstance(data, list | tuple):
-        return [redact(item) for item in data]
+        return [item if type(item) in _PLAIN else redact(item) for item in data]
     return data
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import Engine, select, text
 
 from scheduler.db import engine_from_settings, make_engine
 from scheduler.events import EventBus
-from scheduler.redaction import redact
 from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
 from scheduler.repository.clock import db_now
 from scheduler.settings import Settings
@@ -99,9 +98,9 @@ class WorkerRuntime:
         return timedelta(milliseconds=self.settings.heartbeat_interval * STALE_AFTER_BEATS)
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
-        """Emit with secrets redacted; a failing handler is logged, never fails the execution."""
+        """Emit (the bus redacts secrets); a failing handler is logged, never fails the execution."""
         try:
-            self.events.emit(event, redact(payload))
+            self.events.emit(event, payload)
         except Exception:
             logger.exception("an event handler of %s failed", event)
 
