@@ -275,6 +275,7 @@ class SchedulerService(ServiceReads):
                     task = tasks_sql.get_task(connection, ref)
                     now = db_now(connection)
                     execution = runs_sql.insert_manual_execution(connection, task, scheduled_for=now)
+                    tasks_sql.stamp_last_run(connection, task.id, at=now)
                     after = {
                         "execution_id": execution.id,
                         "scheduled_for": execution.to_json()["scheduled_for"],

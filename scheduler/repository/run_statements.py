@@ -13,7 +13,11 @@ from typing import Any, Literal
 from sqlalchemy import LargeBinary, bindparam, case, cast, func, select, update
 
 from scheduler.repository.tables import executions, logs, tasks
-from scheduler.repository.task_outcomes import TASK_OUTCOME_COLUMNS, task_outcome_values
+from scheduler.repository.task_outcomes import (
+    TASK_OUTCOME_COLUMNS,
+    task_outcome_condition,
+    task_outcome_values,
+)
 
 CLAIMABLE = ("pending", "queued", "retrying")
 OutcomeStatus = Literal["completed", "failed", "timed_out", "cancelled", "retrying"]
@@ -119,10 +123,12 @@ def finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any
     if task_values is None:
         return execution_update, None
     task_columns = TASK_OUTCOME_COLUMNS
+    condition = task_outcome_condition(kind)
+    conditions = () if condition is None else (condition,)
     if not postgres:
         task_update = (
             update(tasks)
-            .where(tasks.c.id == bindparam("p_task"))
+            .where(tasks.c.id == bindparam("p_task"), *conditions)
             .values(task_values)
             .returning(*task_columns)
         )
@@ -131,7 +137,7 @@ def finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any
     finished = execution_update.returning(executions.c.id, executions.c.task_id).cte("finished")
     task_update_cte = (
         update(tasks)
-        .where(tasks.c.id == finished.c.task_id)
+        .where(tasks.c.id == finished.c.task_id, *conditions)
         .values(task_values)
         .returning(*task_columns)
         .cte("task_update")

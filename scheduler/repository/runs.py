@@ -321,9 +321,11 @@ def finish_execution(
     """Record the outcome of ``claim``'s attempt; None when the claim is no longer this worker's.
 
     ``retrying`` leaves the execution open for its next attempt (``enqueued_at`` = now, the retry's publish
-    time); the final statuses stamp ``finished_at``. A final outcome also updates the task: ``last_run_at``,
-    ``consecutive_failures`` (reset by ``completed``, +1 by ``failed``/``timed_out``) and the auto-pause
-    (``status`` ``paused`` with a reason once ``consecutive_failures`` reaches ``auto_pause_after``).
+    time); the final statuses stamp ``finished_at``. A final outcome also updates the task (see
+    :mod:`scheduler.repository.task_outcomes`): ``consecutive_failures`` (reset by ``completed`` when it is
+    not 0 already, +1 by ``failed``/``timed_out``) and the auto-pause (``status`` ``paused`` with a reason
+    once ``consecutive_failures`` reaches ``auto_pause_after``). ``consecutive_failures`` in the result is
+    None when the task row was not written.
     On PostgreSQL this is one statement.
     """
     kind = outcome_kind(status)

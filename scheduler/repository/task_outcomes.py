@@ -1,9 +1,12 @@
 """How a finished execution changes its task: one rule for the worker's outcomes and the sweep's ``lost``.
 
-A final outcome stamps ``last_run_at``. ``completed`` resets ``consecutive_failures``; a failure (``failed``,
-``timed_out``, or ``lost``: the worker died on the last attempt) adds one, and once the count reaches the
-task's ``auto_pause_after`` an active task is paused with the reason :func:`auto_pause_reason`. Callers own
-the transaction and audit the pause with :func:`record_auto_pause`.
+``completed`` resets ``consecutive_failures`` and writes the task row only when there is a streak to reset:
+a task whose runs succeed is not written once per run (a row written by every execution of a busy task is a
+hot row: its updates queue on the row lock and cost PostgreSQL more than the execution's own). A failure
+(``failed``, ``timed_out``, or ``lost``: the worker died on the last attempt) adds one, and once the count
+reaches the task's ``auto_pause_after`` an active task is paused with the reason :func:`auto_pause_reason`.
+Callers own the transaction and audit the pause with :func:`record_auto_pause`. ``last_run_at`` is not an
+outcome's: it is stamped when a run is dispatched (the planner's slot, a manual run).
 """
 
 from __future__ import annotations
@@ -31,11 +34,16 @@ def auto_pause_reason(failures: int) -> str:
     return f"auto-paused after {failures} consecutive failures"
 
 
+def task_outcome_condition(kind: str) -> Any:
+    """The condition on the task row under which an outcome of ``kind`` writes it (None: always)."""
+    return tasks.c.consecutive_failures != 0 if kind == "completed" else None
+
+
 def task_outcome_values(kind: str, now: Any) -> dict[str, Any] | None:
-    """The task columns a final outcome of ``kind`` sets (None: the task does not change); ``now`` is an SQL
-    expression of the database clock."""
+    """The task columns a final outcome of ``kind`` sets (None: the task does not change), where
+    :func:`task_outcome_condition` holds; ``now`` is an SQL expression of the database clock."""
     if kind == "completed":
-        return {"consecutive_failures": 0, "last_run_at": now}
+        return {"consecutive_failures": 0}
     if kind != "failure":
         return None
     failures = tasks.c.consecutive_failures + 1
@@ -51,7 +59,6 @@ def task_outcome_values(kind: str, now: Any) -> dict[str, Any] | None:
     )
     return {
         "consecutive_failures": failures,
-        "last_run_at": now,
         "status": case((pauses, "paused"), else_=tasks.c.status),
         "status_reason": case((pauses, reason), else_=tasks.c.status_reason),
         "updated_at": case((pauses, now), else_=tasks.c.updated_at),

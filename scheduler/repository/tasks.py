@@ -87,6 +87,12 @@ def update_task(connection: Connection, task_id: int, columns: Mapping[str, Any]
     return task_from_row(row)
 
 
+def stamp_last_run(connection: Connection, task_id: int, *, at: datetime) -> None:
+    """``last_run_at`` = ``at``: a run of the task was dispatched then (the planner stamps its slots in its
+    batch update; this is for manual runs). Outcomes do not move it."""
+    connection.execute(update(tasks).where(tasks.c.id == task_id).values(last_run_at=at))
+
+
 def delete_task(connection: Connection, task_id: int) -> None:
     """Delete the row; its executions keep their history with ``task_id`` set to NULL (foreign key)."""
     connection.execute(delete(tasks).where(tasks.c.id == task_id))

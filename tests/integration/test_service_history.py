@@ -340,6 +340,15 @@ def test_run_now_without_a_publisher_leaves_the_execution_pending(service: Sched
     assert (execution.status, execution.enqueued_at) == ("pending", None)
 
 
+def test_run_now_stamps_the_task_last_run_at_with_the_runs_slot(service: SchedulerService) -> None:
+    task = service.create_task(name="job", command="test:echo", schedule="manual")
+    assert task.last_run_at is None
+    first = service.run_task_now("job")
+    assert service.get_task(task.id).last_run_at == first.scheduled_for
+    second = service.run_task_now("job")
+    assert service.get_task(task.id).last_run_at == second.scheduled_for > first.scheduled_for
+
+
 def test_run_now_with_an_unreachable_broker_leaves_it_pending_for_the_relay(engine: Engine) -> None:
     service = make_service(engine, RecordingPublisher(fail=True))
     service.create_task(name="job", command="test:echo")

@@ -179,10 +179,33 @@ def test_success_resets_failures_and_final_failures_auto_pause(engine: Engine) -
         assert task is not None
         record_auto_pause(connection, task, actor="worker:test")
     assert (task.status, task.status_reason) == ("paused", "auto-paused after 2 consecutive failures")
-    assert task.last_run_at is not None
+    assert task.last_run_at is None  # outcomes leave it to dispatches (the planner's slots, manual runs)
     with engine.connect() as connection:
         assert connection.execute(select(audit.c.action, audit.c.actor)).all() == [("pause", "worker:test")]
     assert not run("failed").task_paused  # already paused: not paused again
+
+
+def test_a_completion_writes_the_task_row_only_to_reset_a_failure_streak(engine: Engine) -> None:
+    task_id = add_task(engine, consecutive_failures=0)
+
+    def task_row() -> Any:
+        with engine.connect() as connection:
+            return dict(connection.execute(select(tasks).where(tasks.c.id == task_id)).one()._mapping)
+
+    def run(status: Any) -> Any:
+        execution_id = add_execution(engine, task_id, max_attempts=1)
+        with engine.begin() as connection:
+            claim = claim_execution(connection, execution_id, "w:1", stale_after=STALE)
+            assert claim is not None
+            return finish_execution(connection, claim, status=status, duration_ms=3, error="x")
+
+    before = task_row()
+    untouched = run("completed")
+    assert untouched is not None and untouched.consecutive_failures is None  # nothing to reset: not written
+    assert task_row() == before
+    assert run("failed").consecutive_failures == 1
+    assert run("completed").consecutive_failures == 0
+    assert task_row() == before | {"updated_at": task_row()["updated_at"]}
 
 
 def test_running_claim_reads_the_claim_of_a_running_execution(engine: Engine) -> None:
