@@ -1,4 +1,4 @@
-"""The spec's events, in process.
+"""The spec's events, in process through blinker.
 
 Handlers get one argument: a JSON-able payload dict (``{"task": {...}}`` for task events;
 ``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). The bus hands them a
@@ -8,9 +8,10 @@ copy of the emitted payload with the values of secret-looking keys redacted
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, Final
+
+from blinker import Namespace
 
 from scheduler.redaction import redact
 
@@ -28,25 +29,26 @@ Handler = Callable[[dict[str, Any]], None]
 class EventBus:
     """One bus per service instance, so two services in one process do not hear each other.
 
-    :meth:`emit` redacts the payload once and calls the event's handlers in the order they were added, in the
-    emitting thread; they share that copy (and must not change it). A handler's exception propagates to the
-    caller of :meth:`emit`, and the handlers after it are not called.
+    Each event is a blinker signal. :meth:`emit` redacts the payload once (only when the event has handlers)
+    and calls the handlers in the order they were added, in the emitting thread; they share that copy (and
+    must not change it). A handler's exception propagates to the caller of :meth:`emit`, and the handlers
+    after it are not called.
     """
 
     def __init__(self) -> None:
-        self._handlers: dict[str, tuple[Handler, ...]] = {}
-        self._lock = threading.Lock()  # for on(); emit reads without it
+        self._signals = Namespace()
 
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler(payload)`` on every ``event``; raise ValueError for an unknown event name."""
         if event not in EVENT_NAMES:
             raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENT_NAMES)}")
-        with self._lock:  # replaced, not appended to: an emit under way keeps the tuple it started with
-            self._handlers[event] = (*self._handlers.get(event, ()), handler)
+
+        def receiver(_sender: object, payload: dict[str, Any]) -> None:
+            handler(payload)
+
+        self._signals.signal(event).connect(receiver, weak=False)  # held strongly, as long as the bus
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
-        handlers = self._handlers.get(event)
-        if handlers:
-            redacted = redact(payload)
-            for handler in handlers:
-                handler(redacted)
+        signal = self._signals.signal(event)
+        if signal.receivers:
+            signal.send(self, payload=redact(payload))
