@@ -24,7 +24,6 @@ stale one, its watchdog gone, costs one wake-up) and sleeps without a timeout wh
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # no stub in typeshed; see _handler
 import ctypes
 import logging
 import math
@@ -61,11 +60,6 @@ _SIGNAL = signal.SIGUSR2
 _current: Watchdog | None = None  # the armed watchdog of the main thread, read by the signal handler
 
 
-# signal.getsignal converts the handler to an enum member, which for a function costs a raised and caught
-# exception, several microseconds per arm. The C function it wraps returns the handler as it is.
-_handler: Callable[[int], object] = _signal.getsignal
-
-
 def _on_signal(_signum: int, _frame: FrameType | None) -> None:
     watchdog = _current
     if watchdog is not None:
@@ -92,7 +86,7 @@ class Watchdog:
     def __enter__(self) -> Watchdog:
         global _current
         if self._in_main:
-            if _handler(_SIGNAL) is not _on_signal:
+            if signal.getsignal(_SIGNAL) is not _on_signal:
                 # Left in place afterwards: a late signal must never meet SIG_DFL (which would kill the
                 # process); when no watchdog is armed the handler does nothing.
                 signal.signal(_SIGNAL, _on_signal)
