@@ -310,12 +310,13 @@ def _emit_outcome(
 def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks: int = 0) -> Decision:
     """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
 
-    One connection serves the attempt (claim, then outcome). On PostgreSQL it autocommits
-    (:attr:`WorkerRuntime.hot_engine`): the claim is one statement that commits by itself, not durably (it
-    turns synchronous_commit off for its own transaction, ``run_statements.pg_claim_returning``), and so is
-    an outcome with nothing else to write: two round trips for a no-op execution.
+    One connection serves the attempt (claim, then outcome): :meth:`WorkerRuntime.hot_connection`. On
+    PostgreSQL it autocommits and the thread keeps it for the next execution: the claim is one prepared
+    statement that commits by itself, not durably (it turns synchronous_commit off for its own transaction,
+    ``run_statements.pg_claim_returning``), and so is an outcome with nothing else to write: two round trips
+    for a no-op execution.
     """
-    with runtime.hot_engine.connect() as connection:
+    with runtime.hot_connection() as connection:
         with contextlib.nullcontext() if autocommits(connection) else transaction(connection):
             claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
             status = None if claim is not None else execution_status(connection, execution_id)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
-from scheduler.db import engine_from_settings, make_engine
+from scheduler.db import IDLE_PING_S, engine_from_settings, make_engine
 from scheduler.events import EventBus
 from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
 from scheduler.repository.clock import db_now
@@ -37,6 +40,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._hot_engine: Engine | None = None
+        self._local = threading.local()  # per thread: the kept hot connection (hot_connection)
         self._registry: CommandRegistry | None = None
         self._events: EventBus | None = None
 
@@ -51,6 +55,7 @@ class WorkerRuntime:
                     engine.dispose(close=False)  # the parent's connections stay the parent's
             self._engine = None
             self._hot_engine = None
+            self._local = threading.local()  # the parent's kept connections stay the parent's
             self._registry = None
             self._events = None
             self._pid = os.getpid()
@@ -72,6 +77,39 @@ class WorkerRuntime:
             url = self.settings.effective_database_url
             self._hot_engine = make_engine(url, autocommit=True) if "postgresql" in url else self.engine
         return self._hot_engine
+
+    @contextmanager
+    def hot_connection(self) -> Iterator[Connection]:
+        """A connection of :attr:`hot_engine`; on PostgreSQL one kept by this thread between executions
+        (checking one out of the pool and back for every execution costs about as much as a statement).
+
+        A kept connection that sat unused for :data:`scheduler.db.IDLE_PING_S` goes back to the pool and a
+        fresh checkout replaces it (the pool pings connections that idled). An exception leaving the block
+        also gives it back, so the pool resets it, or replaces it when it is broken. SQLite connections
+        are not kept (an idle one could hold a read snapshot open).
+        """
+        self._ensure_process()
+        if self.hot_engine is self.engine:
+            with self.engine.connect() as fresh:
+                yield fresh
+            return
+        local = self._local
+        connection: Connection | None = getattr(local, "connection", None)
+        if connection is not None and (
+            connection.invalidated or time.monotonic() - local.used_at >= IDLE_PING_S
+        ):
+            local.connection = None
+            connection.close()
+            connection = None
+        if connection is None:
+            connection = local.connection = self.hot_engine.connect()
+        try:
+            yield connection
+        except BaseException:
+            local.connection = None
+            connection.close()
+            raise
+        local.used_at = time.monotonic()
 
     @property
     def registry(self) -> CommandRegistry:
