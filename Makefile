@@ -3,8 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint format test-faults docs clean
+.PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
+	bench-cli-latency bench-worker-throughput
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +34,26 @@ test-faults: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m cli.docgen
+
+# Benchmarks (bench/README.md): each appends its figures to bench/RESULTS.md; pass options as ARGS="...".
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-cron-maths: $(BENCH_STAMP)
+	$(BIN)/python -m bench.cron_maths $(ARGS)
+
+bench-dispatch-burst: $(BENCH_STAMP)
+	$(BIN)/python -m bench.dispatch_burst $(ARGS)
+
+bench-idle-tick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.idle_tick $(ARGS)
+
+bench-cli-latency: $(BENCH_STAMP)
+	$(BIN)/python -m bench.cli_latency $(ARGS)
+
+bench-worker-throughput: $(BENCH_STAMP)
+	$(BIN)/python bench/bench_worker_throughput.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .scheduler .mypy_cache .ruff_cache .pytest_cache

@@ -41,6 +41,7 @@ REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 MODE_ENV = "BENCH_WORKER_MODE"
 COUNTER_ENV = "BENCH_COUNTER_KEY"
 BATCH = 500
+POLL_S = 0.1  # how often both runs look for their end (the poll's own load stays small)
 
 
 # ----------------------------------------------------------------------------- the workers' -A module
@@ -178,7 +179,7 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: {what} did not happen within {timeout_s} s")
-        time.sleep(0.05)
+        time.sleep(POLL_S)
 
 
 def bench_raw(count: int, runs: int, workdir: Path) -> list[Run]:
@@ -291,7 +292,7 @@ def bench_scheduler(count: int, runs: int, workdir: Path) -> list[Run]:
                 done = select(func.count()).where(
                     executions.c.queue == queue, executions.c.status == "completed"
                 )
-                # Polled every 50 ms: look up the last few rows by key (they finish last, the queue being
+                # Polled every POLL_S: look up the last few rows by key (they finish last, the queue being
                 # FIFO) and count them all only then, so the poll costs PostgreSQL next to nothing.
                 tail_done = select(func.count()).where(
                     executions.c.id.in_(ids[-4:]), executions.c.status == "completed"
