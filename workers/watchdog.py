@@ -19,7 +19,8 @@ arming and disarming cost no thread wake-up: arming records the watchdog on an i
 only if the watchdog is due (first beat or deadline, whichever is sooner) before the runner would wake
 anyway; disarming takes the watchdog off its runner and makes the runner idle again, waiting first only for
 a beat (or an interrupt) in progress, so none follows the exit. A runner wakes at its watchdog's due time (a
-stale one, its watchdog gone, costs one wake-up) and sleeps without a timeout when it has nothing to watch.
+stale one, its watchdog gone, costs one wake-up) and, with nothing to watch, once every :data:`IDLE_WAKE_S`:
+so under load a runner wakes about once a second, not once per execution.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ Beat = Callable[[list[PendingLog]], bool]
 # SIGUSR2: unused in Celery's pool processes (billiard's soft time limit is SIGUSR1) and, unlike SIGALRM, not
 # taken by alarm() in commands or by pytest-timeout.
 _SIGNAL = signal.SIGUSR2
+IDLE_WAKE_S = 1.0  # an idle runner looks for work this often (see _Runner._serve)
 _current: Watchdog | None = None  # the armed watchdog of the main thread, read by the signal handler
 
 
@@ -212,11 +214,14 @@ class _Runner:
                 watchdog = self._watchdog
                 if watchdog is not None and not watchdog._armed:  # exiting: never beat for it again
                     watchdog = None
-                due = watchdog._due() if watchdog is not None else math.inf
                 now = time.monotonic()
+                # Idle, it still looks again after IDLE_WAKE_S: an execution armed meanwhile is then due
+                # later than that, so arming it need not wake this thread (a runner that slept without
+                # a timeout would be woken by every arm that follows an execution ended before it looked).
+                due = watchdog._due() if watchdog is not None else now + IDLE_WAKE_S
                 if watchdog is None or due > now:
                     self._wake_at = due
-                    cond.wait(None if due == math.inf else min(due - now, threading.TIMEOUT_MAX))
+                    cond.wait(min(due - now, threading.TIMEOUT_MAX))
                     self._wake_at = -math.inf
                     continue
                 self._busy = True
