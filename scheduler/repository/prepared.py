@@ -121,9 +121,11 @@ def _run(connection: Connection, sql: str, values: tuple[Any, ...] | None) -> Ro
     cursor = raw.cursor()
     try:
         cursor.execute(sql, values)  # no values: the text is sent as it is (a literal "%" stays one)
-        first = cursor.fetchone() if cursor.description else None
-        names = [column[0] for column in cursor.description or ()]
-        return Rows(cursor.rowcount, None if first is None else dict(zip(names, first, strict=True)))
+        columns = cursor.description  # built anew on each access: read once
+        first = cursor.fetchone() if columns else None
+        if first is None or columns is None:
+            return Rows(cursor.rowcount, None)
+        return Rows(cursor.rowcount, {column[0]: value for column, value in zip(columns, first, strict=True)})
     except connection.dialect.loaded_dbapi.Error as error:
         disconnected = connection.dialect.is_disconnect(error, raw, cursor)
         if disconnected:
