@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import psycopg2.extensions
 import pytest
-from sqlalchemy import Connection, Engine, bindparam, event, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from test_worker_runs import add_execution, add_task
 
 from scheduler.db import make_engine
 from scheduler.repository import prepared
 from scheduler.repository.runs import ClaimedExecution, claim_execution, finish_execution, transaction
 from scheduler.repository.tables import executions, tasks
+from tests.support.statements import record_statements
 
 STALE = timedelta(seconds=30)
 
@@ -33,25 +33,6 @@ def engines(pg_url: str) -> Iterator[tuple[Engine, Engine]]:
     hot.dispose()
 
 
-def _statements(engine: Engine) -> list[str]:
-    """The first word of every statement sent on ``engine``'s connections from now on (recorded by the
-    driver's cursor, so statements sent past SQLAlchemy count too)."""
-    seen: list[str] = []
-
-    class Recording(psycopg2.extensions.cursor):
-        def execute(self, query: Any, vars: Any = None) -> None:
-            seen.append(str(query).split(None, 1)[0].upper())
-            super().execute(query, vars)
-
-    def record(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.cursor_factory = Recording
-
-    event.listen(engine, "connect", record)
-    engine.connect().close()  # connect now: SQLAlchemy's own first statements are not the test's
-    seen.clear()
-    return seen
-
-
 def _comparable(claim: ClaimedExecution) -> dict[str, Any]:
     fields = dataclasses.asdict(claim)
     for varying in ("id", "started_at", "scheduled_for", "task_status"):
@@ -63,7 +44,7 @@ def test_prepared_and_plain_statements_claim_and_finish_alike(engines: tuple[Eng
     plain, hot = engines
     task_id = add_task(plain, data={"token": "s3cret", "n": [1, 2]}, auto_pause_after=1)
     first, second = add_execution(plain, task_id), add_execution(plain, task_id)
-    seen = _statements(hot)
+    seen = record_statements(hot)
     with hot.connect() as connection:
         by_prepared = claim_execution(connection, first, "w:1", stale_after=STALE)
         assert by_prepared is not None
@@ -100,7 +81,7 @@ def test_statements_that_vanished_from_the_connection_are_prepared_again(
     plain, hot = engines
     task_id = add_task(plain)
     first, second = add_execution(plain, task_id), add_execution(plain, task_id)
-    seen = _statements(hot)
+    seen = record_statements(hot)
     with hot.connect() as connection:
         assert claim_execution(connection, first, "w:1", stale_after=STALE) is not None
         connection.exec_driver_sql("DEALLOCATE ALL")  # as a pooler's DISCARD ALL would
@@ -122,7 +103,7 @@ def test_a_connection_whose_statements_keep_vanishing_runs_plain_statements(
         connection.exec_driver_sql(f"DEALLOCATE {statement.name}")
 
     monkeypatch.setattr(prepared, "_prepare", prepare_elsewhere)
-    seen = _statements(hot)
+    seen = record_statements(hot)
     with hot.connect() as connection:
         claimed = claim_execution(connection, first, "w:1", stale_after=STALE)
         assert claimed is not None and claimed.id == first
@@ -134,7 +115,7 @@ def test_a_connection_whose_statements_keep_vanishing_runs_plain_statements(
 def test_inside_an_explicit_transaction_statements_are_not_prepared(engines: tuple[Engine, Engine]) -> None:
     plain, hot = engines
     execution_id = add_execution(plain, add_task(plain))
-    seen = _statements(hot)
+    seen = record_statements(hot)
     with hot.connect() as connection, transaction(connection):
         assert claim_execution(connection, execution_id, "w:1", stale_after=STALE) is not None
     assert seen == ["BEGIN", "UPDATE", "COMMIT"]

@@ -4,16 +4,15 @@ prepared once per connection and committing by itself; an outcome with logs stil
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg2.extensions
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from test_worker_runs import add_execution, add_task
 
 from scheduler.db import make_engine
 from scheduler.repository.tables import executions, logs
 from scheduler.settings import Settings
+from tests.support.statements import record_statements
 from workers.commands import CommandContext, command
 from workers.runner import execute
 from workers.runtime import WorkerRuntime
@@ -46,30 +45,10 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _statements(runtime: WorkerRuntime) -> list[str]:
-    """The first word of every statement sent on ``engine``'s connections from now on (recorded by the
-    driver's cursor, so statements sent past SQLAlchemy count too)."""
-    seen: list[str] = []
-
-    class Recording(psycopg2.extensions.cursor):
-        def execute(self, query: Any, vars: Any = None) -> None:
-            seen.append(str(query).split(None, 1)[0].upper())
-            super().execute(query, vars)
-
-    def record(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.cursor_factory = Recording
-
-    engine = runtime.hot_engine
-    event.listen(engine, "connect", record)
-    engine.connect().close()  # connect now: SQLAlchemy's own first statements are not the test's
-    seen.clear()
-    return seen
-
-
 def test_a_plain_execution_is_one_claim_and_one_completion_statement(pg_engine: Engine, pg_url: str) -> None:
     runtime = WorkerRuntime(Settings(database_url=pg_url, broker_url="redis://127.0.0.1:1/0"))
     first, second = _execution(pg_engine, "roundtrip:silent"), _execution(pg_engine, "roundtrip:silent")
-    seen = _statements(runtime)
+    seen = record_statements(runtime.hot_engine)
     try:
         decisions = [execute(runtime, first, worker="w:1")]
         # A connection prepares each statement once: the claim, then the completion (execution + task).
@@ -91,7 +70,7 @@ def test_an_outcome_with_logs_is_one_transaction_on_the_autocommit_connection(
 ) -> None:
     runtime = WorkerRuntime(Settings(database_url=pg_url, broker_url="redis://127.0.0.1:1/0"))
     execution_id = _execution(pg_engine, "roundtrip:fail")
-    seen = _statements(runtime)
+    seen = record_statements(runtime.hot_engine)
     try:
         decision = execute(runtime, execution_id, worker="w:1")
     finally:

@@ -158,15 +158,20 @@ def test_a_stale_running_claim_is_taken_over_as_the_next_attempt(engine: Engine)
     assert claim is not None and claim.attempt == 2 and claim.took_over_from == "dead:1"
 
 
+def _run_once(engine: Engine, task_id: int, status: Any) -> Any:
+    """A new execution of the task, claimed and finished with ``status``: what finish_execution returned."""
+    execution_id = add_execution(engine, task_id, max_attempts=1)
+    with engine.begin() as connection:
+        claim = claim_execution(connection, execution_id, "w:1", stale_after=STALE)
+        assert claim is not None
+        return finish_execution(connection, claim, status=status, duration_ms=3, error="x")
+
+
 def test_success_resets_failures_and_final_failures_auto_pause(engine: Engine) -> None:
     task_id = add_task(engine, auto_pause_after=2, consecutive_failures=0)
 
     def run(status: Any) -> Any:
-        execution_id = add_execution(engine, task_id, max_attempts=1)
-        with engine.begin() as connection:
-            claim = claim_execution(connection, execution_id, "w:1", stale_after=STALE)
-            assert claim is not None
-            return finish_execution(connection, claim, status=status, duration_ms=3, error="x")
+        return _run_once(engine, task_id, status)
 
     first = run("failed")
     assert first.consecutive_failures == 1 and not first.task_paused
@@ -193,11 +198,7 @@ def test_a_completion_writes_the_task_row_only_to_reset_a_failure_streak(engine:
             return dict(connection.execute(select(tasks).where(tasks.c.id == task_id)).one()._mapping)
 
     def run(status: Any) -> Any:
-        execution_id = add_execution(engine, task_id, max_attempts=1)
-        with engine.begin() as connection:
-            claim = claim_execution(connection, execution_id, "w:1", stale_after=STALE)
-            assert claim is not None
-            return finish_execution(connection, claim, status=status, duration_ms=3, error="x")
+        return _run_once(engine, task_id, status)
 
     before = task_row()
     untouched = run("completed")
