@@ -91,11 +91,12 @@ GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, schedul
 
 -- scheduler_operator: on-call. Reads everything; pauses and resumes tasks; runs one now; audits both.
 -- Defining, changing or deleting tasks (command, schedule, data) stays with scheduler_admin, so the UPDATE is
--- limited to the columns pause/resume touch (resume recomputes next_run_at and clears the failure streak).
+-- limited to the columns pause/resume touch (resume recomputes next_run_at and clears the failure streak)
+-- and last_run_at, which a manual run stamps.
 GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
     TO scheduler_operator;
-GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, updated_at) ON scheduled_tasks
-    TO scheduler_operator;
+GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at)
+    ON scheduled_tasks TO scheduler_operator;
 GRANT INSERT ON task_executions, task_audit TO scheduler_operator;
 GRANT USAGE ON SEQUENCE task_executions_id_seq, task_audit_id_seq TO scheduler_operator;
 -- A manual run is published straight away and then marked queued; nothing else about an execution.
@@ -117,11 +118,11 @@ GRANT INSERT ON task_audit TO scheduler_planner;
 GRANT USAGE ON SEQUENCE task_audit_id_seq TO scheduler_planner;
 
 -- scheduler_worker: claims and finishes executions, appends their logs, and updates only the runtime columns
--- of its task (failure streak, last run, auto-pause). It cannot create, delete or re-point a task: a
+-- of its task (failure streak, auto-pause). It cannot create, delete or re-point a task: a
 -- compromised worker host cannot change which command runs where. Nor can it delete history, so the
 -- built-in cleanup command fails when scheduled as a task; the planner cleans up every cleanupInterval anyway.
 GRANT SELECT ON scheduled_tasks TO scheduler_worker;
-GRANT UPDATE (consecutive_failures, status, status_reason, last_run_at, updated_at) ON scheduled_tasks
+GRANT UPDATE (consecutive_failures, status, status_reason, updated_at) ON scheduled_tasks
     TO scheduler_worker;
 GRANT SELECT, UPDATE ON task_executions TO scheduler_worker;
 -- SELECT because the per-execution log cap sums what is already stored.

@@ -431,6 +431,10 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
             True,
         ),
         "run a task now": (NEW_EXECUTION, True),
+        "stamp the task's last run": (
+            "UPDATE scheduled_tasks SET last_run_at = now() WHERE id = :task_id",
+            True,
+        ),
         "mark the manual run queued": (
             "UPDATE task_executions SET status = 'queued', enqueued_at = now()"
             " WHERE id = :queued_id AND status = 'pending'",
@@ -492,7 +496,7 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         ),
         "append log lines": (NEW_LOG, True),
         "finish and auto-pause its task": (
-            "UPDATE scheduled_tasks SET consecutive_failures = consecutive_failures + 1, last_run_at = now(),"
+            "UPDATE scheduled_tasks SET consecutive_failures = consecutive_failures + 1,"
             " status = 'paused', status_reason = 'auto-paused', updated_at = now() WHERE id = :task_id"
             " RETURNING id, status, status_reason, consecutive_failures",
             True,
@@ -505,6 +509,7 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "change a schedule": ("UPDATE scheduled_tasks SET schedule = '@hourly' WHERE id = :task_id", False),
         "change task data": ("UPDATE scheduled_tasks SET data = '{}' WHERE id = :task_id", False),
         "move the next run": ("UPDATE scheduled_tasks SET next_run_at = now() WHERE id = :task_id", False),
+        "move the last run": ("UPDATE scheduled_tasks SET last_run_at = now() WHERE id = :task_id", False),
         "insert an execution": (NEW_EXECUTION, False),
         "delete executions": ("DELETE FROM task_executions WHERE id IN (:finished_id)", False),
         "delete logs": ("DELETE FROM task_logs", False),
