@@ -189,3 +189,17 @@ def test_text_lines_leave_out_celerys_data_which_its_message_already_shows(resto
         "Task %(name)s[%(id)s] received", data, extra={"data": data}
     )
     assert stream.getvalue().rstrip().endswith("celery.worker.strategy: Task test:echo [hello][u-1] received")
+
+
+@pytest.mark.parametrize(("given", "expected"), [("ERROR", logging.ERROR), (logging.DEBUG, logging.DEBUG)])
+def test_a_bare_celery_workers_log_level_option_wins_over_the_settings(
+    restore_root_logger: None, given: Any, expected: int
+) -> None:
+    """`celery -A workers.app worker -l LEVEL` reaches the app as Celery's setup_logging signal."""
+    from celery import signals
+
+    from workers.app import create_app
+
+    create_app(Settings(log_level="WARNING"))
+    signals.setup_logging.send(sender=None, loglevel=given, logfile=None, format="", colorize=False)
+    assert logging.getLogger().level == expected
