@@ -25,6 +25,8 @@ from typing import Any
 
 from sqlalchemy import Connection, exc
 
+from scheduler.db import autocommits
+
 # PostgreSQL error codes: no prepared statement of that name; one of that name exists already.
 UNDEFINED_STATEMENT = "26000"
 DUPLICATE_STATEMENT = "42P05"
@@ -163,7 +165,7 @@ def execute(connection: Connection, label: str, statement: Any, params: Mapping[
     info = connection.info
     if (
         connection.dialect.name != "postgresql"
-        or not info.get("autocommit")
+        or not autocommits(connection)
         or info.get(_IN_TRANSACTION)
         or info.get(_UNPREPARED)
     ):

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,6 +52,16 @@ def figures(scenario: str, **values: Any) -> str:
     line = f"FIGURES: scenario={scenario} {shown}"
     print(f"\n{line}")
     return line
+
+
+def run_figures(runs: Mapping[int, Sequence[Any]], rows: Iterable[Any]) -> dict[str, int]:
+    """The figures every delivery scenario reports: command runs (one entry per run of an execution id in
+    ``runs``), the runs beyond an id's first, and the ``rows`` (executions) that ended ``lost``."""
+    return {
+        "runs": sum(len(lines) for lines in runs.values()),
+        "duplicates": sum(len(lines) - 1 for lines in runs.values() if lines),
+        "lost": sum(row.status == "lost" for row in rows),
+    }
 
 
 def _shown(value: Any) -> str:

@@ -20,27 +20,16 @@ import pytest
 from click.testing import CliRunner, Result
 from faultkit import SYSTEMPROMPT, base_env, figures, unique_queue
 from hostile import snapshot
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from cli.main import cli
 from scheduler.db import make_engine
 from scheduler.repository.audit import AuditRecord, insert_audit
 from scheduler.repository.clock import db_now
+from tests.support.roles import apply_roles
 
-ROLES_SQL = Path(__file__).resolve().parents[2] / "deploy" / "sql" / "roles.sql"
 ROLES = ("admin", "operator", "viewer", "planner", "worker")
-
-
-def _apply_roles(url: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    connection = engine.raw_connection()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(ROLES_SQL.read_text())
-    finally:
-        connection.close()
-        engine.dispose()
 
 
 class AccessWorld:
@@ -51,7 +40,7 @@ class AccessWorld:
         self.workdir = workdir
         suffix = uuid.uuid4().hex[:8]
         self.logins = {role: f"sched_t_{role}_{suffix}" for role in ROLES}
-        _apply_roles(pg_url)
+        apply_roles(pg_url)
         with self.engine.begin() as connection:
             for role, login in self.logins.items():
                 connection.execute(text(f'CREATE ROLE "{login}" LOGIN IN ROLE scheduler_{role}'))

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from faultkit import figures
+from faultkit import figures, run_figures
 from sqlalchemy import select
 from worker_support import PrivateRedis, WorkerWorld, private_redis, world_on
 
@@ -71,9 +71,7 @@ def test_executions_queued_when_redis_restarts_empty_are_republished_and_run_onc
         runs = {execution.id: world.runs(execution.id) for execution in everything}
         figures(
             f"redis-restarted-empty-{queued}",
-            runs=sum(len(lines) for lines in runs.values()),
-            duplicates=sum(len(lines) - 1 for lines in runs.values() if lines),
-            lost=sum(row.status == "lost" for row in rows),
+            **run_figures(runs, rows),
             recovery_s=recovery_s,
             republished=sum(world.publisher.sent[e.id] > sent_before[e.id] for e in waiting),
         )
@@ -116,9 +114,7 @@ def run_redis_outage(pg_url: str, redis_server: PrivateRedis, tmp_path: Path, ou
         sent = {row.id: world.publisher.sent[row.id] for row in finished}
         figures(
             f"redis-unreachable-{outage_s:g}s",
-            runs=sum(len(lines) for lines in runs.values()),
-            duplicates=sum(len(lines) - 1 for lines in runs.values() if lines),
-            lost=sum(row.status == "lost" for row in finished),
+            **run_figures(runs, finished),
             recovery_s=recovery_s,
             committed_during_outage=len(during),
             published_twice=sum(count > 1 for count in sent.values()),

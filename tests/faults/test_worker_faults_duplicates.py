@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 import pytest
-from faultkit import figures
+from faultkit import figures, run_figures
 from worker_support import STALE_S, WorkerWorld, world
 
 from scheduler.publisher import Dispatch
@@ -55,9 +55,7 @@ def test_the_same_execution_delivered_twice_at_once_to_two_workers_runs_once(
     both_workers = sum(all(f"[{e.task_name}]" in log for log in logs) for e in pending)
     figures(
         f"duplicate-delivery-{count}",
-        runs=sum(len(lines) for lines in runs.values()),
-        duplicates=sum(len(lines) - 1 for lines in runs.values() if lines),
-        lost=sum(row.status == "lost" for row in rows),
+        **run_figures(runs, rows),
         recovery_s=elapsed,
         messages=sum(received.values()),
         ids_on_both_workers=both_workers,

@@ -17,10 +17,11 @@ import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from tests.support.roles import apply_roles
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
-ROLES_SQL = DEPLOY / "sql" / "roles.sql"
 
 # What a deploy file may run (`systemprompt scheduler:<verb>`): a renamed verb fails here, not in production.
 DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve"}
@@ -537,25 +538,12 @@ SEED_EXECUTION = """
 """
 
 
-def _apply_roles(url: str) -> None:
-    # Through the driver, not psql: the file must be plain SQL (no psql meta-commands) to run anywhere.
-    # Without parameters the driver leaves the file's % signs (format('%I', ...)) alone.
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    connection = engine.raw_connection()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(ROLES_SQL.read_text())
-    finally:
-        connection.close()
-        engine.dispose()
-
-
 @pytest.fixture
 def roles_db(pg_url: str) -> Iterator[tuple[Engine, dict[str, int]]]:
     """A fresh migrated database with roles.sql applied twice (it must be re-runnable) and, inserted by the
     superuser, a task, a queued execution, a finished one with a log line, and a lease."""
-    _apply_roles(pg_url)
-    _apply_roles(pg_url)
+    apply_roles(pg_url)
+    apply_roles(pg_url)
     engine = create_engine(pg_url)
     with engine.begin() as connection:
         task_id = connection.execute(text(NEW_TASK), {"name": "roles-probe"}).scalar_one()
@@ -639,6 +627,6 @@ def test_roles_script_takes_away_privileges_granted_by_hand_when_run_again(
         connection.execute(text("GRANT UPDATE (command) ON scheduled_tasks TO scheduler_worker"))
         connection.commit()
         assert connection.execute(snapshot).all() != before
-    _apply_roles(engine.url.render_as_string(hide_password=False))
+    apply_roles(engine.url.render_as_string(hide_password=False))
     with engine.connect() as connection:
         assert connection.execute(snapshot).all() == before
