@@ -219,9 +219,11 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
     default queue (SCHEDULER_DEFAULT_QUEUE). Time limits are enforced by the prefork pool (the default).
     """
     from workers.app import create_app
+    from workers.commands import load_registry
 
     settings = get_settings(ctx)
-    _engine(settings).dispose()  # schema check with a one-line error before Celery starts
+    _engine(settings).dispose()  # schema and commands checked with a one-line error before Celery starts
+    load_registry(settings)
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
         argv += ["-Q", settings.default_queue]
@@ -248,9 +250,11 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
     finish first (a second Ctrl-C kills them; the planner's recovery sweep then retries them).
     """
     from scheduler.repository.errors import translate_db_errors
+    from workers.commands import load_registry
     from workers.serve import serve as serve_forever
 
     settings = get_settings(ctx)
+    load_registry(settings)  # a command defined twice is one line before anything starts
     with translate_db_errors():
         return serve_forever(
             settings,

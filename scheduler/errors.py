@@ -6,6 +6,9 @@ to exit codes through :attr:`SchedulerError.exit_code`.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class SchedulerError(Exception):
     """The scheduler could not do what was asked."""
@@ -51,9 +54,14 @@ class InvalidField(InvalidInput):
 class UnknownCommand(InvalidInput):
     """The command is not registered."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
-        super().__init__(f"unknown command {name!r} (see 'systemprompt scheduler:commands')")
+        self.suggestion = next(iter(difflib.get_close_matches(name, list(known), n=1)), None)
+        hint = f"; did you mean {self.suggestion!r}?" if self.suggestion else ""
+        super().__init__(
+            f"unknown command {name!r}{hint} ('systemprompt scheduler:commands' lists the registered ones; "
+            "docs/commands.md shows how to add one)"
+        )
 
 
 class NameTaken(InvalidInput):
@@ -66,6 +74,16 @@ class NameTaken(InvalidInput):
 
 class ConfigError(InvalidInput):
     """The configuration is not valid."""
+
+
+class CommandCollision(ConfigError):
+    """Two definitions give one command name (a built-in, an entry point, a ``module.yaml`` key...)."""
+
+    def __init__(self, name: str, first: str, second: str) -> None:
+        self.name = name
+        self.first = first
+        self.second = second
+        super().__init__(f"command {name!r} is defined twice: {first}, and {second}; rename one of them")
 
 
 class NotFound(SchedulerError, LookupError):

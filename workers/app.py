@@ -5,8 +5,9 @@ reads nothing by itself; tests and tools call :func:`create_app` with their own 
 
 On worker start (``worker_init``, in the main process) the app checks the database schema: on the embedded
 default it is created or upgraded; on PostgreSQL an outdated schema stops the worker with the message naming
-``systemprompt scheduler:migrate`` (exit 69). With the embedded broker, a background thread prunes delivered
-message files.
+``systemprompt scheduler:migrate`` (exit 69). It then loads the command registry: a command defined twice
+stops the worker with one line naming both definitions (exit 2). With the embedded broker, a background
+thread prunes delivered message files.
 """
 
 from __future__ import annotations
@@ -30,11 +31,18 @@ from workers.runtime import WorkerRuntime
 from workers.tasks import register_tasks
 
 APP_NAME = "systemprompt"
+logger = logging.getLogger(__name__)
 
 
 def check_schema(runtime: WorkerRuntime) -> None:
     """Upgrade the embedded database, or raise :class:`~scheduler.errors.SchemaOutdated` on PostgreSQL."""
     ensure_schema(runtime.engine, auto_upgrade=runtime.settings.is_embedded)
+
+
+def check_commands(runtime: WorkerRuntime) -> None:
+    """Load the command registry once at start: a command defined twice raises
+    :class:`~scheduler.errors.CommandCollision` here rather than failing every execution."""
+    logger.info("%d commands registered", len(runtime.registry))
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -54,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Any:
         runtime.nodename = sender.hostname
         try:
             check_schema(runtime)
+            check_commands(runtime)
         except SchedulerError as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(error.exit_code) from None

@@ -1,15 +1,10 @@
-"""Built-in commands.
+"""Built-in commands, registered first by :func:`workers.commands.load_registry` in every process.
 
-The test helpers (``test:echo``, ``test:sleep``, ``test:fail``) need nothing and are always registered by
-:func:`workers.commands.load_registry`.
-
-``system:health`` and ``scheduler:cleanup`` need the database and the broker, which this module must not
-import (it is loaded by the CLI and the service too). Their names and descriptions live here; their
-implementations are passed in by whoever owns a database and a broker::
-
-    registry = load_registry(settings, extra=runtime_commands(health=check_health, cleanup=run_cleanup))
-
-A registry built without them does not know those two names.
+The test helpers (``test:echo``, ``test:sleep``, ``test:fail``) need nothing. ``system:health`` and
+``scheduler:cleanup`` need the database and the broker, which this module must not import (the CLI loads it
+too): they run on a :class:`RuntimeCommands`, the worker's :class:`~workers.runtime.WorkerRuntime`. A registry
+built elsewhere (the CLI, the service) knows the same names; there a worker runtime of its settings is built
+when one of them is first called.
 """
 
 from __future__ import annotations
@@ -17,29 +12,30 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from scheduler.errors import InvalidField
 from scheduler.redaction import redact
 from workers.commands import CommandContext, CommandRegistry, PythonCommand
 
+if TYPE_CHECKING:
+    from scheduler.settings import Settings
+    from workers.runtime import WorkerRuntime
+
 __all__ = [
+    "BUILTIN_ORIGIN",
     "CLEANUP_COMMAND",
     "HEALTH_COMMAND",
-    "RUNTIME_DESCRIPTIONS",
+    "RuntimeCommands",
     "echo",
     "fail",
     "register_builtins",
-    "runtime_commands",
     "sleep",
 ]
 
 HEALTH_COMMAND = "system:health"
 CLEANUP_COMMAND = "scheduler:cleanup"
-RUNTIME_DESCRIPTIONS = {
-    HEALTH_COMMAND: "Check the database, the broker and the planner lease; fail when one is unhealthy.",
-    CLEANUP_COMMAND: "Delete finished executions and their logs older than historyRetentionDays.",
-}
+BUILTIN_ORIGIN = "as a built-in of systemprompt-scheduler"
 
 SLEEP_STEP_S = 0.1
 MAX_SLEEP_S = 86_400.0
@@ -102,20 +98,53 @@ BUILTINS: tuple[tuple[str, PythonCommand, str], ...] = (
 )
 
 
-def register_builtins(registry: CommandRegistry) -> None:
-    """Register the commands that need nothing: the test helpers."""
-    for name, func, description in BUILTINS:
-        registry.register(name, func, description)
+class RuntimeCommands(Protocol):
+    """What ``system:health`` and ``scheduler:cleanup`` run on (:class:`~workers.runtime.WorkerRuntime`)."""
+
+    def check_health(self, ctx: CommandContext) -> dict[str, Any]: ...
+
+    def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]: ...
 
 
-def runtime_commands(
-    *, health: PythonCommand | None = None, cleanup: PythonCommand | None = None
-) -> dict[str, tuple[PythonCommand, str]]:
-    """The ``extra`` mapping for :func:`workers.commands.load_registry` with the runtime built-ins' real names
-    and descriptions (only those given)."""
-    extra: dict[str, tuple[PythonCommand, str]] = {}
-    if health is not None:
-        extra[HEALTH_COMMAND] = (health, RUNTIME_DESCRIPTIONS[HEALTH_COMMAND])
-    if cleanup is not None:
-        extra[CLEANUP_COMMAND] = (cleanup, RUNTIME_DESCRIPTIONS[CLEANUP_COMMAND])
-    return extra
+class _DeferredRuntime:
+    """The runtime commands of a registry built outside a worker: a worker runtime of ``settings``, built
+    (and its database engine with it) only when one of them is called."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._runtime: WorkerRuntime | None = None
+
+    def _built(self) -> WorkerRuntime:
+        if self._runtime is None:
+            from workers.runtime import WorkerRuntime
+
+            self._runtime = WorkerRuntime(self._settings)
+        return self._runtime
+
+    def check_health(self, ctx: CommandContext) -> dict[str, Any]:
+        return self._built().check_health(ctx)
+
+    def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]:
+        return self._built().run_cleanup(ctx)
+
+
+def register_builtins(
+    registry: CommandRegistry, settings: Settings, runtime: RuntimeCommands | None = None
+) -> None:
+    """Register every built-in; ``system:health`` and ``scheduler:cleanup`` run on ``runtime`` (default: one
+    built from ``settings`` on first call)."""
+    host = runtime if runtime is not None else _DeferredRuntime(settings)
+    runtime_commands: tuple[tuple[str, PythonCommand, str], ...] = (
+        (
+            HEALTH_COMMAND,
+            host.check_health,
+            "Check the database, the broker and the planner lease; fail when one is unhealthy.",
+        ),
+        (
+            CLEANUP_COMMAND,
+            host.run_cleanup,
+            "Delete finished executions and their logs older than historyRetentionDays.",
+        ),
+    )
+    for name, func, description in (*BUILTINS, *runtime_commands):
+        registry.register(name, func, description, origin=BUILTIN_ORIGIN)

@@ -12,8 +12,10 @@ A command is a *name* in the registry, never a command line. There are two kinds
   executable (``argv[0]``) cannot contain a placeholder: data never chooses the program.
 
 Command names match ``^[a-z][a-z0-9_-]*(:[a-z0-9_-]+)*$`` (``backup:run``, ``system:health``), at most 200
-characters. Registering a bad name raises :class:`~scheduler.errors.InvalidField` (field ``command``); looking
-up an unregistered one raises :class:`~scheduler.errors.UnknownCommand`.
+characters. Registering a bad name raises :class:`~scheduler.errors.InvalidField` (field ``command``); a name
+defined twice (a built-in, an entry point, a ``module.yaml`` key) raises
+:class:`~scheduler.errors.CommandCollision` when the registry loads; looking up an unregistered one raises
+:class:`~scheduler.errors.UnknownCommand`, which suggests the closest registered name.
 
 This module imports neither Celery nor SQLAlchemy.
 """
@@ -27,13 +29,15 @@ import re
 import shlex
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from scheduler.errors import ConfigError, InvalidField, UnknownCommand
+from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings
+    from workers.builtins import RuntimeCommands
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -78,13 +82,16 @@ _F = TypeVar("_F", bound=PythonCommand)
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
-    """One registered command: ``func`` is set for ``python`` commands, ``argv`` (a template) for external."""
+    """One registered command: ``func`` is set for ``python`` commands, ``argv`` (a template) for external.
+    ``origin`` says where it was defined (``as a built-in ...``, ``by <entry point>``, ``by <file> (key)``).
+    """
 
     name: str
     kind: Literal["python", "external"]
     description: str
     func: PythonCommand | None = None
     argv: tuple[str, ...] | None = None
+    origin: str = field(default="", compare=False)  # where it was defined, as a collision names it
 
 
 # --------------------------------------------------------------------------------------------------- names
@@ -230,50 +237,63 @@ def _redefined(a: object, b: object) -> bool:
     )
 
 
+def _function_origin(func: object) -> str:
+    return f"by {getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
 class CommandRegistry:
-    """Names to :class:`CommandSpec`. Registering a name twice is a no-op for the same command and an
-    :class:`InvalidField` error for a different one."""
+    """Names to :class:`CommandSpec`. Registering a name again is a no-op for the same command; a different
+    one raises :class:`~scheduler.errors.CommandCollision` naming where each was defined (``origin``)."""
 
     def __init__(self) -> None:
         self._specs: dict[str, CommandSpec] = {}
 
-    def register(self, name: str, func: PythonCommand, description: str = "") -> None:
-        """Register a python command; ``description`` defaults to the first line of its docstring."""
+    def register(
+        self, name: str, func: PythonCommand, description: str = "", *, origin: str | None = None
+    ) -> None:
+        """Register a python command; ``description`` defaults to the first line of its docstring, ``origin``
+        (how a collision names it, e.g. ``by an entry point ...``) to the function's dotted name."""
         validate_name(name)
         if not callable(func):
             raise InvalidField(
                 "command", f"{name!r} must be registered with a callable, not {type(func).__name__}"
             )
-        existing = self._specs.get(name)
-        if existing is not None:
-            if existing.kind == "python" and existing.func is func:
-                return
-            raise InvalidField("command", f"{name!r} is already registered ({self._origin(existing)})")
-        self._specs[name] = CommandSpec(
-            name=name, kind="python", description=description or _first_doc_line(func), func=func
+        spec = CommandSpec(
+            name=name,
+            kind="python",
+            description=description or _first_doc_line(func),
+            func=func,
+            origin=origin or _function_origin(func),
         )
+        self._add(spec, lambda existing: existing.kind == "python" and _redefined(existing.func, func))
 
-    def add_external(self, name: str, argv: Sequence[str], description: str = "") -> None:
+    def add_external(
+        self, name: str, argv: Sequence[str], description: str = "", *, origin: str | None = None
+    ) -> None:
         """Register an external program by its argv template (see the module docstring for placeholders)."""
         validate_name(name)
         template = _check_template(name, argv)
-        existing = self._specs.get(name)
-        if existing is not None:
-            if existing.kind == "external" and existing.argv == template:
-                return
-            raise InvalidField("command", f"{name!r} is already registered ({self._origin(existing)})")
-        self._specs[name] = CommandSpec(
+        spec = CommandSpec(
             name=name,
             kind="external",
             description=description or f"runs {shlex.join(template)}",
             argv=template,
+            origin=origin or f"as external {shlex.join(template)}",
         )
+        self._add(spec, lambda existing: existing.kind == "external" and existing.argv == template)
+
+    def _add(self, spec: CommandSpec, same: Callable[[CommandSpec], bool]) -> None:
+        existing = self._specs.get(spec.name)
+        if existing is None:
+            self._specs[spec.name] = spec
+        elif not same(existing):
+            raise CommandCollision(spec.name, existing.origin, spec.origin)
 
     def get(self, name: str) -> CommandSpec:
-        """The spec of ``name``; :class:`UnknownCommand` if it is not registered."""
+        """The spec of ``name``; :class:`UnknownCommand` (naming the closest registered one) if none."""
         spec = self._specs.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise UnknownCommand(str(name))
+            raise UnknownCommand(str(name), self._specs)
         return spec
 
     def __contains__(self, name: object) -> bool:
@@ -286,14 +306,6 @@ class CommandRegistry:
         """Every command, sorted by name."""
         return [self._specs[name] for name in sorted(self._specs)]
 
-    @staticmethod
-    def _origin(spec: CommandSpec) -> str:
-        if spec.kind == "external":
-            return f"as external {shlex.join(spec.argv or ())}"
-        module = getattr(spec.func, "__module__", "?")
-        qualname = getattr(spec.func, "__qualname__", repr(spec.func))
-        return f"as {module}.{qualname}"
-
 
 # -------------------------------------------------------------------------------------- decorated commands
 
@@ -302,7 +314,7 @@ class CommandRegistry:
 class _Decorated:
     func: PythonCommand
     description: str
-    plugin: str | None  # the entry point whose import registered it, if any
+    origin: str  # the function, and the entry point whose import decorated it, if any
 
 
 _DECORATED: dict[str, _Decorated] = {}
@@ -313,32 +325,36 @@ def command(name: str, description: str = "") -> Callable[[_F], _F]:
     """Decorator: register the function as python command ``name`` (collected by :func:`load_registry`).
 
     ``@command("backup:run")`` on ``def run(ctx: CommandContext) -> dict[str, Any]``. The name is validated at
-    decoration time; decorating a different function with a name already taken raises :class:`InvalidField`
-    (re-importing or reloading the same module is fine).
+    decoration time; decorating a different function with a name already taken raises
+    :class:`~scheduler.errors.CommandCollision` (re-importing or reloading the same module is fine).
     """
     validate_name(name)
 
     def decorate(func: _F) -> _F:
         if not callable(func):
             raise InvalidField("command", f"@command({name!r}) must decorate a callable")
+        origin = _function_origin(func) + (f" ({_loading_plugin})" if _loading_plugin else "")
         existing = _DECORATED.get(name)
         if existing is not None and not _redefined(existing.func, func):
-            raise InvalidField(
-                "command",
-                f"{name!r} is already registered as "
-                f"{getattr(existing.func, '__module__', '?')}.{getattr(existing.func, '__qualname__', '?')}",
-            )
-        _DECORATED[name] = _Decorated(func, description or _first_doc_line(func), _loading_plugin)
+            raise CommandCollision(name, existing.origin, origin)
+        _DECORATED[name] = _Decorated(func, description or _first_doc_line(func), origin)
         return func
 
     return decorate
+
+
+def _entry_point_label(entry_point: importlib.metadata.EntryPoint) -> str:
+    dist = entry_point.dist
+    of = f" of {dist.name} {dist.version}" if dist is not None else ""
+    return f"entry point '{entry_point.name} = {entry_point.value}'{of}"
 
 
 def _load_plugins() -> list[tuple[str, str, PythonCommand]]:
     """Load every entry point of the group; return (plugin label, name, callable) for callable entry points.
 
     A module entry point registers its commands with :func:`command` when imported. A plugin that fails to
-    load is logged and skipped, and whatever it had decorated before failing is dropped.
+    import is logged and skipped, and whatever it had decorated before failing is dropped; one whose
+    ``@command`` takes a name already decorated raises :class:`~scheduler.errors.CommandCollision`.
     """
     global _loading_plugin
     try:
@@ -352,81 +368,91 @@ def _load_plugins() -> list[tuple[str, str, PythonCommand]]:
         if (entry_point.name, entry_point.value) in seen:  # the same distribution found twice on sys.path
             continue
         seen.add((entry_point.name, entry_point.value))
-        label = f"{entry_point.name} = {entry_point.value}"
+        label = _entry_point_label(entry_point)
         before = dict(_DECORATED)
         _loading_plugin = label
         try:
             loaded = entry_point.load()
+        except CommandCollision:
+            raise
         except Exception as error:
             _DECORATED.clear()
             _DECORATED.update(before)
-            logger.warning(
-                "skipping command plugin %r (%s): %s: %s",
-                entry_point.name,
-                entry_point.value,
-                type(error).__name__,
-                error,
-            )
+            logger.warning("skipping command plugin %s: %s: %s", label, type(error).__name__, error)
             continue
         finally:
             _loading_plugin = None
         if isinstance(loaded, types.ModuleType):
             continue
         if not callable(loaded):
-            logger.warning(
-                "skipping command plugin %r (%s): not a module or callable",
-                entry_point.name,
-                entry_point.value,
-            )
+            logger.warning("skipping command plugin %s: not a module or callable", label)
             continue
         if any(item.func is loaded for item in _DECORATED.values()):
             continue  # a @command-decorated function: registered under its decorated name
-        callables.append((label, entry_point.name, loaded))
+        callables.append((f"by {label}", entry_point.name, loaded))
     return callables
 
 
+def _commands_source(settings: Settings) -> str:
+    """Where ``settings.commands`` came from, for an error message: the config file (an absolute path) or the
+    variable that :func:`~scheduler.settings.load_settings` read them from in this process, when they are
+    these commands; else ``the settings``."""
+    from scheduler.settings import load_settings
+
+    try:
+        loaded = load_settings()
+    except ConfigError:
+        return "the settings"
+    source = loaded.sources["commands"]
+    if loaded.settings.commands != settings.commands or source == "default":
+        return "the settings"
+    return source if source.startswith("env ") else str(Path(source).resolve())
+
+
 def load_registry(
-    settings: Settings, extra: Mapping[str, tuple[PythonCommand, str]] | None = None
+    settings: Settings,
+    extra: Mapping[str, tuple[PythonCommand, str]] | None = None,
+    *,
+    runtime: RuntimeCommands | None = None,
 ) -> CommandRegistry:
-    """Build the registry a worker, planner or CLI uses.
+    """Build the command registry. The CLI, the service and every worker process build theirs with this.
 
-    In order (the first registration of a name wins, later clashes are errors or skipped as noted):
+    In order:
 
-    1. the test helpers of :mod:`workers.builtins` (``test:echo``, ``test:sleep``, ``test:fail``);
-    2. ``extra``: name -> (callable, description). The runtime built-ins ``system:health`` and
-       ``scheduler:cleanup`` need the database and broker, so whoever owns those passes them here
-       (:func:`workers.builtins.runtime_commands` builds the mapping with their names and descriptions);
+    1. the built-ins of :mod:`workers.builtins`: the test helpers, and ``system:health`` and
+       ``scheduler:cleanup``, which run on ``runtime`` (a worker passes itself; elsewhere a worker runtime of
+       ``settings`` is built when one of them is first called);
+    2. ``extra``: name -> (callable, description), for a program that embeds the scheduler;
     3. entry points of the ``systemprompt.commands`` group: each loads a module (whose ``@command`` functions
        register themselves) or a callable (registered under the entry point's name). A plugin that fails to
-       import, names a bad command, or clashes with an existing name is logged as a warning and skipped;
-    4. every ``@command``-decorated function imported so far (a clash with 1-2 raises :class:`InvalidField`);
+       import, or whose entry point name is not a command name, is logged as a warning and skipped;
+    4. every ``@command``-decorated function imported so far;
     5. ``settings.commands``, the external argv lists of ``module.yaml``; a bad one raises
-       :class:`~scheduler.errors.ConfigError` naming the command.
+       :class:`~scheduler.errors.ConfigError` naming the key.
+
+    A name given by two of these (or by two entry points) raises :class:`~scheduler.errors.CommandCollision`
+    naming both: the built-in, the entry point and its distribution, the file and key.
     """
     from workers.builtins import register_builtins
 
     registry = CommandRegistry()
-    register_builtins(registry)
+    register_builtins(registry, settings, runtime)
     for name, (func, description) in (extra or {}).items():
         registry.register(name, func, description)
 
     plugin_callables = _load_plugins()
     for name, item in sorted(_DECORATED.items()):
+        registry.register(name, item.func, item.description, origin=item.origin)
+    for origin, name, func in plugin_callables:
         try:
-            registry.register(name, item.func, item.description)
+            registry.register(name, func, origin=origin)
         except InvalidField as error:
-            if item.plugin is None:
-                raise
-            logger.warning("skipping command %r of plugin %r: %s", name, item.plugin, error)
-    for label, name, func in plugin_callables:
-        try:
-            registry.register(name, func)
-        except InvalidField as error:
-            logger.warning("skipping command plugin %r: %s", label, error)
+            logger.warning("skipping command plugin %s: %s", origin.removeprefix("by "), error)
 
+    source = _commands_source(settings) if settings.commands else ""
     for name, argv in settings.commands.items():
         try:
-            registry.add_external(name, argv)
+            registry.add_external(name, argv, origin=f"by {source} (key commands.{name})")
         except InvalidField as error:
             raise ConfigError(f"invalid setting commands.{name}: {error.reason}") from None
     return registry

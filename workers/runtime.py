@@ -22,7 +22,6 @@ from scheduler.events import EventBus
 from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
 from scheduler.repository.clock import db_now
 from scheduler.settings import Settings
-from workers.builtins import runtime_commands
 from workers.commands import CommandContext, CommandRegistry, load_registry
 
 logger = logging.getLogger(__name__)
@@ -113,11 +112,11 @@ class WorkerRuntime:
 
     @property
     def registry(self) -> CommandRegistry:
-        """Built on first use, so commands that the ``-A`` module or plugins register are all known."""
+        """Built on first use, so commands that the ``-A`` module or plugins register are all known; the
+        worker's start builds it once to refuse a registry that does not load (:mod:`workers.app`)."""
         self._ensure_process()
         if self._registry is None:
-            extra = runtime_commands(health=self.check_health, cleanup=self.run_cleanup)
-            self._registry = load_registry(self.settings, extra=extra)
+            self._registry = load_registry(self.settings, runtime=self)
         return self._registry
 
     @property

@@ -36,7 +36,7 @@ def colliding_config(tmp_path: Path) -> Path:
 
 def test_a_module_yaml_key_naming_a_builtin_is_refused_by_the_cli(colliding_config: Path) -> None:
     cli = Cli(None, colliding_config)
-    created = cli.run("scheduler:create", "--name", "health-check", "--command", "system:health", "--schedule", "5m")
+    created = cli.run("scheduler:create", "--name", "health-check", "--command", "system:health")
     assert_one_line_error(created, 2)
     message = created.stderr_lines[0]
     assert str(colliding_config / "module.yaml") in message, message

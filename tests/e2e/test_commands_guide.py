@@ -54,7 +54,7 @@ systemprompt scheduler:create \\
 
 @dataclass(frozen=True)
 class Scheduler:
-    """A working directory with the example package on ``PYTHONPATH`` and ``scheduler:serve`` running in it."""
+    """A working directory with the example package on ``PYTHONPATH``, ``scheduler:serve`` running in it."""
 
     workdir: Path
     env: dict[str, str]
@@ -64,7 +64,7 @@ class Scheduler:
         if self.serve.poll() is not None:
             raise AssertionError((self.workdir / "serve.log").read_text())
         return subprocess.run(
-            argv, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+            argv, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S
         )
 
     def json(self, *args: str) -> Any:
@@ -78,8 +78,17 @@ def install_example(target: Path, scratch: Path) -> None:
     source = scratch / "backup_commands"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--no-deps"]
-        + ["--target", str(target), str(source)],
+        [
+            str(BIN / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(source),
+        ],
         check=True,
         capture_output=True,
         timeout=TIMEOUT_S,
@@ -165,7 +174,7 @@ def test_the_spec_examples_run_end_to_end_after_the_guide(scheduler: Scheduler) 
 
 
 def test_an_unknown_command_suggests_the_closest_name_and_how_to_add_one(scheduler: Scheduler) -> None:
-    result = scheduler.run("systemprompt", "scheduler:create", "--name", "typo", "--command", "backup:databse")
+    result = scheduler.run("systemprompt", "scheduler:create", "--name", "x", "--command", "backup:databse")
     assert (result.returncode, result.stdout) == (2, "")
     [line] = result.stderr.splitlines()
     assert "unknown command 'backup:databse'" in line and "did you mean 'backup:database'?" in line, line

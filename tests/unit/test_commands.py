@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.errors import ConfigError, InvalidField, UnknownCommand
-from scheduler.settings import Settings
+from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
+from scheduler.settings import Settings, load_settings
 from workers import builtins, commands
 from workers.commands import (
     CommandContext,
@@ -119,7 +120,26 @@ def test_unknown_command_names_the_command() -> None:
         registry.get("rm -rf /")
     assert error.value.exit_code == 2
     assert "\n" not in str(error.value)
+    assert error.value.suggestion is None and "did you mean" not in str(error.value)
     assert 42 not in registry
+
+
+@pytest.mark.parametrize(
+    ("typed", "suggested"),
+    [("backup:databse", "backup:database"), ("system:healt", "system:health"), ("tset:echo", "test:echo")],
+)
+def test_unknown_command_suggests_the_closest_name_and_says_how_to_add_one(
+    typed: str, suggested: str
+) -> None:
+    registry = load_registry(Settings())
+    registry.register("backup:database", hello)
+    with pytest.raises(UnknownCommand) as error:
+        registry.get(typed)
+    assert error.value.suggestion == suggested
+    assert str(error.value) == (
+        f"unknown command {typed!r}; did you mean {suggested!r}? ('systemprompt scheduler:commands' lists "
+        "the registered ones; docs/commands.md shows how to add one)"
+    )
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -150,17 +170,23 @@ def test_re_registering_the_same_command_is_a_no_op_and_a_different_one_is_rejec
     registry = CommandRegistry()
     registry.register("a:b", hello)
     registry.register("a:b", hello)
-    with pytest.raises(InvalidField, match="already registered"):
+    with pytest.raises(CommandCollision) as error:
         registry.register("a:b", other)
-    with pytest.raises(InvalidField, match="already registered"):
-        registry.register("a:b", lambda ctx: None)
-    with pytest.raises(InvalidField, match="already registered"):
+    assert str(error.value) == (
+        "command 'a:b' is defined twice: by test_commands.hello, and by test_commands.other; "
+        "rename one of them"
+    )
+    with pytest.raises(CommandCollision, match="defined twice"):
+        registry.register("a:b", lambda ctx: None, origin="by a lambda")
+    with pytest.raises(
+        CommandCollision, match=re.escape("by test_commands.hello, and as external /bin/true")
+    ):
         registry.add_external("a:b", ["/bin/true"])
     registry.add_external("x:y", ["/bin/echo", "{a}"])
     registry.add_external("x:y", ["/bin/echo", "{a}"])
-    with pytest.raises(InvalidField, match="already registered"):
+    with pytest.raises(CommandCollision, match="defined twice"):
         registry.add_external("x:y", ["/bin/echo", "{b}"])
-    with pytest.raises(InvalidField, match="already registered"):
+    with pytest.raises(CommandCollision, match="defined twice"):
         registry.register("x:y", hello)
     assert registry.get("a:b").func is hello
 
@@ -168,7 +194,7 @@ def test_re_registering_the_same_command_is_a_no_op_and_a_different_one_is_rejec
 def test_two_lambdas_are_different_commands() -> None:
     registry = CommandRegistry()
     registry.register("a:b", lambda ctx: 1)
-    with pytest.raises(InvalidField):
+    with pytest.raises(CommandCollision):
         registry.register("a:b", lambda ctx: 2)
 
 
@@ -201,14 +227,37 @@ def test_decorator_registers_into_load_registry() -> None:
 def test_decorator_rejects_a_second_function_with_the_same_name() -> None:
     command("backup:run")(hello)
     command("backup:run")(hello)  # the same function again (a re-import) is fine
-    with pytest.raises(InvalidField, match="already registered"):
+    with pytest.raises(
+        CommandCollision, match=re.escape("by test_commands.hello, and by test_commands.other")
+    ):
         command("backup:run")(other)
 
 
-def test_decorated_command_clashing_with_a_builtin_is_an_error() -> None:
-    command("test:echo")(hello)
-    with pytest.raises(InvalidField, match="already registered"):
+@pytest.mark.parametrize("builtin", ["test:echo", "system:health", "scheduler:cleanup"])
+def test_decorated_command_clashing_with_a_builtin_is_an_error(builtin: str) -> None:
+    command(builtin)(hello)
+    with pytest.raises(CommandCollision) as error:
         load_registry(Settings())
+    assert (error.value.first, error.value.second) == (builtins.BUILTIN_ORIGIN, "by test_commands.hello")
+
+
+def test_a_settings_command_clashing_with_a_decorated_one_names_the_file_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "module.yaml"
+    config.write_text("commands:\n  backup:run: [/bin/true]\n", encoding="utf-8")
+    monkeypatch.setenv("SCHEDULER_CONFIG_FILE", str(config))
+    command("backup:run")(hello)
+    with pytest.raises(CommandCollision) as error:
+        load_registry(load_settings().settings)
+    assert error.value.second == f"by {config} (key commands.backup:run)"
+    with pytest.raises(CommandCollision) as error:  # the same commands from the variable
+        monkeypatch.setenv("SCHEDULER_COMMANDS", '{"backup:run": ["/bin/true"]}')
+        load_registry(load_settings().settings)
+    assert error.value.second == "by env SCHEDULER_COMMANDS (key commands.backup:run)"
+    with pytest.raises(CommandCollision) as error:  # settings built by a program: no file to name
+        load_registry(Settings(commands={"backup:run": ["/bin/false"]}))
+    assert error.value.second == "by the settings (key commands.backup:run)"
 
 
 # ------------------------------------------------------------------------------------- argv templates
@@ -342,33 +391,37 @@ def test_load_registry_has_test_helpers_and_settings_commands() -> None:
     spec = registry.get("backup:db")
     assert spec.kind == "external" and spec.argv == ("/usr/bin/pg_dump", "--dbname={db}")
     assert placeholders(spec) == {"db"}
-    assert "system:health" not in registry  # only when the runtime passes it
-    assert "scheduler:cleanup" not in registry
+    for name in ("system:health", "scheduler:cleanup"):  # every registry knows them, not only a worker's
+        assert registry.get(name).kind == "python" and registry.get(name).description
 
 
-def test_load_registry_with_runtime_commands() -> None:
-    def check_health(ctx: CommandContext) -> dict[str, Any]:
-        return {"ok": True}
+class FakeRuntime:
+    def check_health(self, ctx: CommandContext) -> dict[str, Any]:
+        return {"healthy": ctx.execution_id}
 
-    def run_cleanup(ctx: CommandContext) -> dict[str, Any]:
-        return {"deleted": 0}
+    def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]:
+        return {"deleted": ctx.execution_id}
 
-    registry = load_registry(
-        Settings(), extra=builtins.runtime_commands(health=check_health, cleanup=run_cleanup)
-    )
-    health = registry.get("system:health")
-    assert (
-        health.func is check_health and health.description == builtins.RUNTIME_DESCRIPTIONS["system:health"]
-    )
-    assert registry.get("scheduler:cleanup").func is run_cleanup
-    assert builtins.runtime_commands() == {}
+
+def test_runtime_commands_run_on_the_given_runtime() -> None:
+    registry = load_registry(Settings(), runtime=FakeRuntime())
+    ctx, _ = context()
+    assert registry.get("system:health").func(ctx) == {"healthy": 7}  # type: ignore[misc]
+    assert registry.get("scheduler:cleanup").func(ctx) == {"deleted": 7}  # type: ignore[misc]
+
+
+def test_runtime_commands_outside_a_worker_build_a_runtime_of_the_settings(sqlite_url: str) -> None:
+    registry = load_registry(Settings(database_url=sqlite_url))
+    ctx, logs = context()
+    assert registry.get("scheduler:cleanup").func(ctx) == {"deleted": 0}  # type: ignore[misc]
+    assert logs.lines == [("INFO", "deleted 0 finished executions and their logs")]
 
 
 @pytest.mark.parametrize(
     ("commands_setting", "match"),
     [
         ({"rm -rf /": ["/bin/rm", "-rf", "/"]}, "commands.rm -rf /"),
-        ({"test:echo": ["/bin/echo"]}, "already registered"),
+        ({"test:echo": ["/bin/echo"]}, "defined twice"),
         ({"ops:x": ["{prog}"]}, "executable"),
         ({"ops:x": ["/bin/echo", "{bad"]}, "stray"),
     ],
@@ -460,7 +513,6 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
             plugin:hello-again = sp_test_plugin_good:hello
             Bad Name = sp_test_plugin_good:badly_named
             broken = sp_test_plugin_broken
-            clash = sp_test_plugin_clash
             missing = sp_test_plugin_does_not_exist
             notcallable = sp_test_plugin_good:__name__
 
@@ -490,19 +542,14 @@ def test_entry_point_plugins_load_and_broken_ones_are_skipped(
     assert standalone.func is not None and standalone.func(ctx) == "standalone"
     assert standalone.description == "A callable entry point."
     assert "plugin:hello-again" not in names  # a decorated function keeps its decorated name
-    assert registry.get("plugin:fine").func is not None  # the rest of a clashing plugin still loads
-
-    echo = registry.get("test:echo")
-    assert echo.func is builtins.echo  # a plugin cannot take over a built-in
     assert "plugin:partial" not in names  # dropped with its broken module
     assert "plugin:partial" not in commands._DECORATED
 
     warnings = "\n".join(record.getMessage() for record in caplog.records)
-    assert "'broken'" in warnings and "this plugin is broken" in warnings
-    assert "'missing'" in warnings and "sp_test_plugin_does_not_exist" in warnings
+    assert "entry point 'broken = sp_test_plugin_broken'" in warnings and "this plugin is broken" in warnings
+    assert "entry point 'missing = " in warnings and "sp_test_plugin_does_not_exist" in warnings
     assert "Bad Name" in warnings
-    assert "'notcallable'" in warnings
-    assert "test:echo" in warnings and "already registered" in warnings
+    assert "entry point 'notcallable = " in warnings
     assert all(record.levelno == logging.WARNING for record in caplog.records)
 
 
@@ -510,7 +557,35 @@ def test_loading_twice_gives_the_same_commands(plugin_dist: Path) -> None:
     first = {spec.name for spec in load_registry(Settings()).specs()}
     second = {spec.name for spec in load_registry(Settings()).specs()}
     assert first == second
-    assert {"plugin:hello", "plugin:standalone", "plugin:fine"} <= first
+    assert {"plugin:hello", "plugin:standalone"} <= first
+
+
+def add_entry_point(site: Path, line: str) -> None:
+    dist_info = site / "sp_test_clash-1.0.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: sp-test-clash\nVersion: 1.0\n")
+    with (dist_info / "entry_points.txt").open("a") as entry_points:
+        entry_points.write(f"[systemprompt.commands]\n{line}\n")
+
+
+def test_a_plugin_taking_a_builtin_name_is_a_collision_naming_its_entry_point(plugin_dist: Path) -> None:
+    add_entry_point(plugin_dist, "clash = sp_test_plugin_clash")
+    with pytest.raises(CommandCollision) as error:
+        load_registry(Settings())
+    assert (error.value.name, error.value.first) == ("test:echo", builtins.BUILTIN_ORIGIN)
+    assert error.value.second == (
+        "by sp_test_plugin_clash.echo (entry point 'clash = sp_test_plugin_clash' of sp-test-clash 1.0)"
+    )
+
+
+def test_a_callable_entry_point_clashing_with_a_settings_command_is_a_collision(plugin_dist: Path) -> None:
+    add_entry_point(plugin_dist, "ops:run = sp_test_plugin_good:standalone")
+    with pytest.raises(CommandCollision) as error:
+        load_registry(Settings(commands={"ops:run": ["/bin/true"]}))
+    assert (
+        error.value.first == "by entry point 'ops:run = sp_test_plugin_good:standalone' of sp-test-clash 1.0"
+    )
+    assert error.value.second == "by the settings (key commands.ops:run)"
 
 
 # -------------------------------------------------------------------------------------------- built-ins

@@ -1,4 +1,4 @@
-"""``backup:database`` and ``migrate:run``: two harmless commands that show what a command receives and returns.
+"""``backup:database`` and ``migrate:run``: harmless commands that show what a command receives and returns.
 
 Each is a function of a :class:`~workers.commands.CommandContext`: ``ctx.data`` is the task's data,
 ``ctx.log(level, message)`` writes a line to the execution's log (``scheduler:logs``), ``ctx.execution_id``
