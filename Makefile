@@ -18,13 +18,13 @@ run: $(STAMP)
 	$(BIN)/systemprompt scheduler:serve --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler workers cli tests bench
-	$(BIN)/ruff format --check scheduler workers cli tests bench
+	$(BIN)/ruff check scheduler workers cli tests bench examples
+	$(BIN)/ruff format --check scheduler workers cli tests bench examples
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format scheduler workers cli tests bench
-	$(BIN)/ruff check --fix scheduler workers cli tests bench
+	$(BIN)/ruff format scheduler workers cli tests bench examples
+	$(BIN)/ruff check --fix scheduler workers cli tests bench examples
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q -m "not slow"

@@ -112,10 +112,10 @@ def test_an_entry_point_defining_a_builtin_is_refused(tmp_path: Path) -> None:
 
 
 def test_two_entry_points_defining_one_name_are_refused(tmp_path: Path) -> None:
-    listed = plugin_cli(tmp_path, "first-backups", "second-backups", name="backup:database").run(
+    listed = plugin_cli(tmp_path, "first-reports", "second-reports", name="reports:daily").run(
         "scheduler:commands"
     )
     assert_one_line_error(listed, 2)
     message = listed.stderr_lines[0]
-    assert "'backup:database'" in message, message
-    assert "first-backups 1.0" in message and "second-backups 1.0" in message, message
+    assert "'reports:daily'" in message, message
+    assert "first-reports 1.0" in message and "second-reports 1.0" in message, message

@@ -131,8 +131,9 @@ def test_unknown_command_names_the_command() -> None:
 def test_unknown_command_suggests_the_closest_name_and_says_how_to_add_one(
     typed: str, suggested: str
 ) -> None:
-    registry = load_registry(Settings())
-    registry.register("backup:database", hello)
+    registry = CommandRegistry()
+    for name in ("backup:database", "system:health", "test:echo", "test:sleep"):
+        registry.register(name, hello)
     with pytest.raises(UnknownCommand) as error:
         registry.get(typed)
     assert error.value.suggestion == suggested
