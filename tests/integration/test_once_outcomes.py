@@ -46,7 +46,12 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
         "once-fails", "test:fail", schedule="now", retries=0, data={"message": "disk full"}
     )
     retried = setup.create(
-        "once-retried", "test:fail", schedule="now", retries=1, retry_delay_ms=3000, data={"message": "no route"}
+        "once-retried",
+        "test:fail",
+        schedule="now",
+        retries=1,
+        retry_delay_ms=3000,
+        data={"message": "no route"},
     )
     fine = setup.create("once-fine", "test:echo", schedule="now", data={"ok": True})
 
@@ -74,7 +79,10 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
             f"execution {execution.id} failed",
         )
         assert f"failed (execution {execution.id} failed)" in lines[name], lines[name]
-    assert (by_name["once-fine"]["status"], by_name["once-fine"]["status_reason"]) == ("completed", "ran once")
+    assert (by_name["once-fine"]["status"], by_name["once-fine"]["status_reason"]) == (
+        "completed",
+        "ran once",
+    )
     assert "completed (ran once)" in lines["once-fine"]
     failed = setup.cli("scheduler:list", "--status", "failed", "--format", "json").json()
     assert sorted(task["name"] for task in failed) == ["once-fails", "once-retried"]
