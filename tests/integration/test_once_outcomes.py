@@ -50,7 +50,7 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
         "test:fail",
         schedule="now",
         retries=1,
-        retry_delay_ms=3000,
+        retry_delay_ms=2000,
         data={"message": "no route"},
     )
     fine = setup.create("once-fine", "test:echo", schedule="now", data={"ok": True})
@@ -86,3 +86,16 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
     assert "completed (ran once)" in lines["once-fine"]
     failed = setup.cli("scheduler:list", "--status", "failed", "--format", "json").json()
     assert sorted(task["name"] for task in failed) == ["once-fails", "once-retried"]
+
+    # A failed once task is not paused: resume leaves it alone; a manual run runs it again, and the outcome
+    # of that run is the task's.
+    resumed = setup.cli("scheduler:resume", "--id", "once-fails")
+    assert (resumed.code, resumed.stdout.strip()) == (0, "no task to resume"), resumed.stderr
+    assert setup.cli("scheduler:run", "--id", "once-fails", "--wait").code == 1
+    again = max(execution.id for execution in setup.service.history(task=failing.id))
+    task = setup.service.get_task(failing.id)
+    assert (task.status, task.status_reason) == ("failed", f"execution {again} failed")
+    setup.service.update_task(failing.id, command="test:echo")  # the cause fixed
+    assert setup.cli("scheduler:run", "--id", "once-fails", "--wait").code == 0
+    task = setup.service.get_task(failing.id)
+    assert (task.status, task.status_reason) == ("completed", "ran once")
