@@ -6,11 +6,10 @@ hot row: its updates queue on the row lock and cost PostgreSQL more than the exe
 (``failed``, ``timed_out``, or ``lost``: the worker died on the last attempt) adds one, and once the count
 reaches the task's ``auto_pause_after`` an active task is paused with the reason :func:`auto_pause_reason`.
 
-A once task whose slot was dispatched (``schedule_kind`` ``once``, no ``next_run_at``: :func:`ran_once`) ends
-with the final outcome of a run: ``completed`` (reason ``ran once``) after a success, ``failed`` (reason
-``execution <id> <status>``, the status ``failed``, ``timed_out`` or ``lost``) after a failure. The run of a
-manual ``scheduler:run`` counts too, so the task shows how its latest run ended. A failed once task is never
-auto-paused.
+A once task whose slot was dispatched (:func:`once_dispatched`) ends with the final outcome of a run:
+``completed`` (reason ``ran once``) after a success, ``failed`` (reason ``execution <id> <status>``, the
+status ``failed``, ``timed_out`` or ``lost``) after a failure. The run of a manual ``scheduler:run`` counts
+too, so the task shows how its latest run ended. A failed once task is never auto-paused.
 
 Callers own the transaction and audit the pause with :func:`record_auto_pause`. ``last_run_at`` is not an
 outcome's: it is stamped when a run is dispatched (the planner's slot, a manual run).
@@ -44,15 +43,15 @@ def auto_pause_reason(failures: int) -> str:
     return f"auto-paused after {failures} consecutive failures"
 
 
-def ran_once() -> Any:
-    """The task is a once task whose slot was dispatched: the outcome of a run ends it."""
+def once_dispatched() -> Any:
+    """The task is a once task whose slot was dispatched (``schedule_kind`` ``once``, no ``next_run_at``)."""
     return (tasks.c.schedule_kind == "once") & tasks.c.next_run_at.is_(None)
 
 
 def task_outcome_condition(kind: str) -> Any:
     """The condition on the task row under which an outcome of ``kind`` writes it (None: always)."""
     if kind == "completed":
-        return (tasks.c.consecutive_failures != 0) | (ran_once() & (tasks.c.status != "completed"))
+        return (tasks.c.consecutive_failures != 0) | (once_dispatched() & (tasks.c.status != "completed"))
     return None
 
 
@@ -60,7 +59,7 @@ def task_outcome_values(kind: str, now: Any, execution_id: Any, status: Any) -> 
     """The task columns a final outcome of ``kind`` sets (None: the task does not change), where
     :func:`task_outcome_condition` holds. SQL expressions: ``now`` the database clock, ``execution_id`` and
     ``status`` the execution's id and final status (``failed``, ``timed_out``, ``lost``)."""
-    once = ran_once()
+    once = once_dispatched()
     if kind == "completed":
         return {
             "consecutive_failures": 0,
