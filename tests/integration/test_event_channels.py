@@ -9,6 +9,7 @@ same server do not matter.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import threading
@@ -109,7 +110,7 @@ def following(deployment: Deployment, tag: str) -> Iterator[Follower]:
     """A subscribed follower: it has printed an event of its own deployment (probes are made until then)."""
     follower = Follower(deployment)
     try:
-        probes = iter(range(30))
+        probes = itertools.count()
 
         def subscribed() -> bool:
             if any(name.startswith(f"{tag}-probe") for name in follower.names()):

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from scheduler import remote_events
+from scheduler.errors import ConfigError
 from scheduler.events import TASK_CREATED, TASK_EVENT, EventBus
 from scheduler.records import iso_utc
 from scheduler.redaction import REDACTED, is_secret_key, redact
@@ -136,6 +137,9 @@ def test_the_channel_of_a_deployment_takes_its_prefix_from_the_events_prefix_set
     assert events_channel(load_settings(broker).settings) == "systemprompt:events:5"
     prefixed = {**broker, "SCHEDULER_EVENTS_PREFIX": "billing"}
     assert events_channel(load_settings(prefixed).settings) == "billing:events:5"
+    for bad in ("", "two words"):
+        with pytest.raises(ConfigError, match="events_prefix"):
+            load_settings({**broker, "SCHEDULER_EVENTS_PREFIX": bad})
 
 
 # ------------------------------------------------------------------------------------------------ on Redis
