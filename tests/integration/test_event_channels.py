@@ -23,8 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 from workerproc import SYSTEMPROMPT, clean_env, run_cli
 
+from scheduler.remote_events import RECENT_SUFFIX
 from tests.support.processes import stop_process_group, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(90)]
@@ -163,10 +165,14 @@ def test_events_of_a_deployment_with_another_prefix_on_the_same_database_are_not
     broker = _on_database(redis_url, DATABASE_A)
     mine = _deployment(tmp_path, "a", broker, SCHEDULER_EVENTS_PREFIX=f"{tag}-a")
     other = _deployment(tmp_path, "b", broker, SCHEDULER_EVENTS_PREFIX=f"{tag}-b")
+    try:
+        _sees_only_its_own(mine, other, tag)
 
-    _sees_only_its_own(mine, other, tag)
-
-    # The backlog of recent events is the deployment's own too.
-    recent = mine.recent_names()
-    assert f"{tag}-mine" in recent and f"{tag}-other" not in recent
-    assert f"{tag}-other" in other.recent_names()
+        # The backlog of recent events is the deployment's own too.
+        recent = mine.recent_names()
+        assert f"{tag}-mine" in recent and f"{tag}-other" not in recent
+        assert f"{tag}-other" in other.recent_names()
+    finally:  # this test's own lists (their prefixes are unique), not the database
+        client = redis.Redis.from_url(broker)
+        client.delete(*(f"{tag}-{label}:events:{DATABASE_A}{RECENT_SUFFIX}" for label in "ab"))
+        client.close()
