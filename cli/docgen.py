@@ -56,7 +56,7 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "history_retention_days",
         ),
     ),
-    ("Where things live", ("home", "database_url", "broker_url")),
+    ("Where things live", ("home", "database_url", "broker_url", "events_prefix")),
     ("Task defaults", ("retry_backoff", "overlap_policy", "misfire_policy", "default_queue")),
     (
         "Planner and worker behaviour",

@@ -56,11 +56,10 @@ def _engine(settings: Settings) -> Any:
 
 def _event_bus(settings: Settings) -> Any:
     from scheduler.events import EventBus
-    from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
+    from scheduler.remote_events import forward_to_redis
 
     bus = EventBus()
-    if is_redis_url(settings.effective_broker_url):
-        forward(bus, RedisEventPublisher(settings.effective_broker_url))
+    forward_to_redis(bus, settings)
     return bus
 
 
@@ -309,20 +308,22 @@ def cleanup(ctx: click.Context, output_format: str) -> int:
 def events(ctx: click.Context, follow: bool, recent: int) -> int:
     """Print task events, one JSON object per line.
 
-    Events of every process (service, planner, workers) travel on the Redis pub/sub channel
-    'systemprompt:events'; this needs a Redis broker. Each line: {"event", "at", ...payload}.
+    Events of every process of this deployment (service, planner, workers) travel on the Redis pub/sub
+    channel '<eventsPrefix>:events:<broker database number>'; this needs a Redis broker. Each line:
+    {"event", "at", ...payload}.
     """
     import redis
 
     from scheduler.errors import BrokerUnavailable, ConfigError
-    from scheduler.remote_events import is_redis_url, listen
+    from scheduler.remote_events import events_channel, is_redis_url, listen
 
-    url = get_settings(ctx).effective_broker_url
+    settings = get_settings(ctx)
+    url = settings.effective_broker_url
     if not is_redis_url(url):
         raise ConfigError("events travel on Redis pub/sub: set SCHEDULER_BROKER_URL to a redis:// URL")
     try:
         with _stop_on_signals() as stop:
-            for event in listen(url, recent=recent, follow=follow, stop=stop):
+            for event in listen(url, events_channel(settings), recent=recent, follow=follow, stop=stop):
                 click.echo(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
                 sys.stdout.flush()
     except (redis.ConnectionError, redis.TimeoutError) as error:

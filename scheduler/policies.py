@@ -18,7 +18,8 @@ Rules (DESIGN §3):
 - **Overlap** (``has_active``: the task has a pending/queued/running/retrying execution): ``forbid`` records
   runs as ``skipped``/``overlap`` (and keeps at most one run per tick); ``replace`` keeps only the newest run
   (older runs of this tick are recorded ``cancelled``/``replaced``; the planner cancels the active ones).
-- **Bounds**: a once task, a task past ``end_at`` and a task that reached ``max_runs`` become ``completed``.
+- **Bounds**: a task past ``end_at``, one that reached ``max_runs`` and a once task whose slot was skipped
+  become ``completed``; a once task whose slot runs stays ``active`` (no next run) until that run ends it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class TaskPlan:
 
     slots: tuple[PlannedSlot, ...]
     next_run_at: datetime | None
-    completed_reason: str | None  # set: the task becomes ``completed`` with this status_reason
+    # Set: the task becomes ``completed`` with this status_reason. Never set for a once slot that runs: the
+    # outcome of that run ends the task (scheduler.repository.task_outcomes).
+    completed_reason: str | None
     misfired: int  # slots missed beyond grace (summarised ones included), whatever the policy did with them
     runs: int = field(init=False)
 
@@ -284,13 +287,10 @@ def plan_task(task: Task, schedule: Schedule, now: datetime, *, has_active: bool
             kept.append(run)
         runs, following, completed = kept, None, "max_runs reached"
     elif following is None:
-        ran = any(r.status == "pending" for r in runs)
-        completed = (
-            ("ran once" if ran else "its only slot was skipped")
-            if schedule.kind == "once"
-            else "schedule ended"
-        )
+        completed = "its only slot was skipped" if schedule.kind == "once" else "schedule ended"
     elif task.end_at is not None and following > task.end_at:
         following, completed = None, "end_at passed"
+    if schedule.kind == "once" and any(r.status == "pending" for r in runs):
+        completed = None  # it stays active until its run ends it, completed or failed (task_outcomes)
     slots = sorted([*skipped, *runs], key=lambda s: s.scheduled_for)
     return TaskPlan(tuple(slots), following, completed, misfired)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-TaskStatus = Literal["active", "paused", "completed"]
+# ``completed``: nothing more to run (a once task: it succeeded); ``failed``: a once task whose run failed.
+TaskStatus = Literal["active", "paused", "completed", "failed"]
 ExecutionStatus = Literal[
     "pending",
     "queued",

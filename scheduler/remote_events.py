@@ -1,13 +1,16 @@
-"""The spec's events across processes: JSON on the Redis pub/sub channel ``systemprompt:events``.
+"""The spec's events across processes: JSON on the deployment's Redis pub/sub channel.
 
-Used when the broker is Redis. Each message is one JSON object:
+Used when the broker is Redis. The channel is ``{eventsPrefix}:events:{db}`` (:func:`channel_for`):
+``systemprompt:events:0`` by default. Pub/sub channels are server-wide, whatever database number a client
+selected, so the broker URL's number is part of the name; ``eventsPrefix`` tells apart deployments that share
+one database. Each message is one JSON object:
 ``{"event": "task-event", "at": "<ISO UTC>", ...payload}`` where the payload is what
 :class:`scheduler.events.EventBus` handlers receive (for ``task-event``: ``type``
 ``executed``/``completed``/``failed`` and ``execution``), with secret-looking data keys redacted.
 
-Pub/sub keeps nothing, so every message is also pushed onto the capped list ``systemprompt:events:recent``
-(the last :data:`RECENT_MAX`) in the same round trip; ``systemprompt scheduler:events`` prints those before it
-follows the channel. Publishing never blocks or fails the caller: messages are sent by a background thread,
+Pub/sub keeps nothing, so every message is also pushed onto the capped list ``<channel>:recent`` (the last
+:data:`RECENT_MAX`) in the same round trip; ``systemprompt scheduler:events`` prints those before it follows
+the channel. Publishing never blocks or fails the caller: messages are sent by a background thread,
 and a Redis error is logged (once a minute) and the messages dropped.
 """
 
@@ -29,10 +32,10 @@ from redis.commands.core import Script
 
 from scheduler.events import EVENT_NAMES, EventBus
 from scheduler.redaction import redact
+from scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "systemprompt:events"
 RECENT_SUFFIX = ":recent"
 RECENT_MAX = 1000
 _CONNECT_TIMEOUT_S = 2.0
@@ -54,6 +57,18 @@ _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))  # json.dumps bu
 
 def is_redis_url(url: str) -> bool:
     return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+def channel_for(url: str, prefix: str) -> str:
+    """The events channel of the deployment whose broker is ``url``: ``{prefix}:events:{db}``, ``db`` the
+    database number that redis-py reads from the URL (the path or ``?db=``; 0 when it names none)."""
+    database = int(redis.connection.parse_url(url).get("db", 0))  # type: ignore[no-untyped-call]
+    return f"{prefix}:events:{database}"
+
+
+def events_channel(settings: Settings) -> str:
+    """The events channel of the deployment that ``settings`` describe (broker URL and ``eventsPrefix``)."""
+    return channel_for(settings.effective_broker_url, settings.events_prefix)
 
 
 _second_text: tuple[int, str] = (-1, "")  # the last second formatted, replaced whole (threads share it)
@@ -86,7 +101,8 @@ def encode(event: str, payload: dict[str, Any]) -> str:
 
 
 class RedisEventPublisher:
-    """Publishes events to ``channel`` and keeps the last :data:`RECENT_MAX` in ``channel + ":recent"``.
+    """Publishes events to ``channel`` (:func:`channel_for`), keeping the last :data:`RECENT_MAX` in
+    ``channel + ":recent"``.
 
     :meth:`publish` only queues the message; a daemon thread encodes and sends it (started on first use,
     again in a forked child), so an execution never waits on Redis nor on JSON. Woken by a first message,
@@ -100,7 +116,7 @@ class RedisEventPublisher:
     interpreter exit).
     """
 
-    def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
+    def __init__(self, url: str, channel: str) -> None:
         self.channel = channel
         self._recent = channel + RECENT_SUFFIX
         self._url = url
@@ -214,10 +230,17 @@ def forward(bus: EventBus, publisher: RedisEventPublisher) -> None:
         bus.on(name, functools.partial(publisher.publish_redacted, name))
 
 
+def forward_to_redis(bus: EventBus, settings: Settings) -> None:
+    """When the broker of ``settings`` is Redis, :func:`forward` ``bus`` to the deployment's channel."""
+    url = settings.effective_broker_url
+    if is_redis_url(url):
+        forward(bus, RedisEventPublisher(url, events_channel(settings)))
+
+
 def listen(
     url: str,
+    channel: str,
     *,
-    channel: str = CHANNEL,
     recent: int = 0,
     follow: bool = True,
     stop: threading.Event | None = None,
@@ -226,7 +249,7 @@ def listen(
     """Yield event messages: up to ``recent`` of the latest (oldest first), then, with ``follow``, every new
     one until ``stop`` is set. Raises ``redis.ConnectionError`` when Redis is unreachable."""
     client = redis.Redis.from_url(url, socket_connect_timeout=_CONNECT_TIMEOUT_S)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
         if follow:
             pubsub.subscribe(channel)  # before reading the backlog, so nothing falls between the two

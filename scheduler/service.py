@@ -107,7 +107,7 @@ class SchedulerService(ServiceReads):
         with translate_db_errors():
             ensure_schema(engine, auto_upgrade=settings.is_embedded)
         service = cls(engine, settings, commands=commands, publisher=publisher, actor=actor)
-        _forward_to_redis(service.events, settings.effective_broker_url)
+        _forward_to_redis(service.events, settings)
         return service
 
     def on(self, event: str, handler: Handler) -> None:
@@ -300,20 +300,22 @@ class SchedulerService(ServiceReads):
 
 
 @functools.cache
-def _redis_events(url: str) -> Any:
-    from scheduler.remote_events import RedisEventPublisher
+def _redis_events(url: str, prefix: str) -> Any:
+    from scheduler.remote_events import RedisEventPublisher, channel_for
 
-    return RedisEventPublisher(url)  # one per URL and process: one sender thread, one exit flush
+    # One per deployment and process: one sender thread, one exit flush.
+    return RedisEventPublisher(url, channel_for(url, prefix))
 
 
-def _forward_to_redis(events: EventBus, broker_url: str) -> None:
-    """Forward every event to Redis when the broker is Redis; redis-py (~60 ms of imports) is loaded by the
-    first event, so a CLI verb that only reads never pays for it."""
+def _forward_to_redis(events: EventBus, settings: Settings) -> None:
+    """Forward every event to the deployment's Redis channel when the broker is Redis; redis-py (~60 ms of
+    imports) is loaded by the first event, so a CLI verb that only reads never pays for it."""
+    broker_url, prefix = settings.effective_broker_url, settings.events_prefix
     if not broker_url.startswith(REDIS_SCHEMES):
         return
 
     def handler(name: str, payload: dict[str, Any]) -> None:
-        _redis_events(broker_url).publish(name, payload)
+        _redis_events(broker_url, prefix).publish(name, payload)
 
     for name in ev.EVENT_NAMES:
         events.on(name, functools.partial(handler, name))

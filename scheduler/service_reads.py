@@ -42,7 +42,7 @@ class ServiceReads:
             return tasks_sql.get_task(connection, ref)
 
     def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[Task]:
-        """Tasks by id, optionally of one status (active, paused, completed), at most ``limit``."""
+        """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``."""
         status = check_status("status", status, task=True)
         limit = None if limit is None else check_limit(limit)
         with self._read() as connection:

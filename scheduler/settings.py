@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Celery broker URL; unset: a filesystem transport under `home`."
     )
+    events_prefix: str = Field(
+        "systemprompt",
+        min_length=1,
+        pattern=r"^\S+$",
+        description="Prefix of the Redis pub/sub channel of events, `<prefix>:events:<broker db number>`; "
+        "deployments sharing one Redis database need different prefixes.",
+    )
 
     # Task defaults beyond the spec's.
     retry_backoff: float = Field(

@@ -207,7 +207,7 @@ def validate_changes(
         "anchor_at": plan.anchor_at,
         "next_run_at": plan.next_run_at,
     }
-    if task.status == "completed" and plan.next_run_at is not None:
+    if task.status in ("completed", "failed") and plan.next_run_at is not None:
         timed |= {"status": "active", "status_reason": None}
     elif task.status == "active" and plan.next_run_at is None and plan.kind != "manual":
         timed |= {"status": "completed", "status_reason": "no further fire time"}

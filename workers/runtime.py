@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, select, text
 
 from scheduler.db import IDLE_PING_S, engine_from_settings, make_engine
 from scheduler.events import EventBus
-from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
+from scheduler.remote_events import forward_to_redis
 from scheduler.repository.clock import db_now
 from scheduler.settings import Settings
 from workers.commands import CommandContext, CommandRegistry, load_registry
@@ -125,8 +125,7 @@ class WorkerRuntime:
         self._ensure_process()
         if self._events is None:
             bus = EventBus()
-            if is_redis_url(self.settings.effective_broker_url):
-                forward(bus, RedisEventPublisher(self.settings.effective_broker_url))
+            forward_to_redis(bus, self.settings)
             self._events = bus
         return self._events
 

@@ -33,7 +33,7 @@ from scheduler.errors import TaskNotFound
 from scheduler.events import EventBus
 from scheduler.metrics import enable as enable_planner_metrics
 from scheduler.planner import Planner
-from scheduler.remote_events import RedisEventPublisher, forward, is_redis_url
+from scheduler.remote_events import forward_to_redis
 from scheduler.repository.tables import tasks
 from scheduler.schema import ensure_schema
 from scheduler.settings import Settings
@@ -99,8 +99,7 @@ def serve(
 
     app = create_app(settings)
     events = EventBus()
-    if is_redis_url(settings.effective_broker_url):
-        forward(events, RedisEventPublisher(settings.effective_broker_url))
+    forward_to_redis(events, settings)
     planner = Planner(engine, settings, CeleryPublisher(app), events=events)
     enable_planner_metrics(settings)  # served with the worker's on SCHEDULER_METRICS_PORT (workers.metrics)
     stop = threading.Event()

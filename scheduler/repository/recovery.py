@@ -165,7 +165,8 @@ def mark_lost(
 ) -> LostExecution | None:
     """A silent ``running`` execution on its last attempt is ``lost`` (finished now); None if it moved on.
 
-    ``lost`` is a failed execution: its task counts it like the worker counts ``failed`` (and may auto-pause).
+    ``lost`` is a failed execution: its task counts it like the worker counts ``failed`` (and may auto-pause,
+    or fail a once task).
     """
     started = execution.started_at
     duration = None if started is None else max(0, int((now - started).total_seconds() * 1000))
@@ -177,7 +178,11 @@ def mark_lost(
     if connection.execute(statement).rowcount != 1:
         return None
     _log(connection, execution, now, error)
-    task = None if execution.task_id is None else count_failure(connection, execution.task_id, now=now)
+    task = (
+        None
+        if execution.task_id is None
+        else count_failure(connection, execution.task_id, execution_id=execution.id, status="lost", now=now)
+    )
     return LostExecution(id=execution.id, task_id=execution.task_id, task=task)
 
 

@@ -119,9 +119,14 @@ def finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any
         )
         .values(values)
     )
-    task_values = task_outcome_values(kind, now) if has_task else None
-    if task_values is None:
+    if not has_task:  # the caller's has_task: a final outcome (completed or failure) of a task's execution
         return execution_update, None
+
+    def task_values(execution_id: Any, status: Any) -> dict[str, Any]:
+        values = task_outcome_values(kind, now, execution_id, status)
+        assert values is not None, kind
+        return values
+
     task_columns = TASK_OUTCOME_COLUMNS
     condition = task_outcome_condition(kind)
     conditions = () if condition is None else (condition,)
@@ -129,16 +134,19 @@ def finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any
         task_update = (
             update(tasks)
             .where(tasks.c.id == bindparam("p_task"), *conditions)
-            .values(task_values)
+            .values(task_values(bindparam("p_id"), bindparam("p_status")))
             .returning(*task_columns)
         )
         return execution_update, task_update
-    # PostgreSQL: one statement, the task update fed by the execution update's RETURNING.
-    finished = execution_update.returning(executions.c.id, executions.c.task_id).cte("finished")
+    # PostgreSQL: one statement, the task update fed by the execution update's RETURNING (which also gives
+    # the id and status the task values name: a parameter used twice would need one type for both uses).
+    finished = execution_update.returning(executions.c.id, executions.c.task_id, executions.c.status).cte(
+        "finished"
+    )
     task_update_cte = (
         update(tasks)
         .where(tasks.c.id == finished.c.task_id, *conditions)
-        .values(task_values)
+        .values(task_values(finished.c.id, finished.c.status))
         .returning(*task_columns)
         .cte("task_update")
     )

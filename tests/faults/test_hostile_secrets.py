@@ -23,8 +23,9 @@ from faultkit import FaultSetup
 from sqlalchemy import select
 
 from cli.main import cli
-from scheduler.remote_events import CHANNEL
+from scheduler.remote_events import events_channel
 from scheduler.repository.tables import audit, executions
+from scheduler.settings import Settings
 from tests.support.processes import wait_for
 
 MARK = uuid.uuid4().hex[:8]
@@ -55,13 +56,13 @@ def assert_no_secret(where: str, text: str) -> None:
 
 
 class EventTap:
-    """Every message on the Redis events channel while the test runs."""
+    """Every message on the events channel of the deployment on broker ``url`` while the test runs."""
 
     def __init__(self, url: str) -> None:
         self.messages: list[str] = []
         self._client = redis.Redis.from_url(url)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(CHANNEL)
+        self._pubsub.subscribe(events_channel(Settings(broker_url=url)))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

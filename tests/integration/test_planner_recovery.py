@@ -3,6 +3,7 @@ reaped, and retried while attempts remain."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -10,16 +11,17 @@ from planner_support import (
     RecordingPublisher,
     add_execution,
     executions_of,
+    get_task,
     make_service,
     make_settings,
     now_of,
 )
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from scheduler.events import TASK_EVENT, EventBus
 from scheduler.planner import Planner
 from scheduler.records import Task
-from scheduler.repository.tables import logs
+from scheduler.repository.tables import executions, logs
 
 # Fast bounds: recovery after 1 s, heartbeats every 100 ms (a worker is silent after 300 ms).
 SETTINGS = {"recovery_after": 1000, "heartbeat_interval": 100}
@@ -32,6 +34,11 @@ def _task(engine: Engine, retries: int = 2, **fields: Any) -> Task:
 
 def _planner(engine: Engine, publisher: RecordingPublisher, events: EventBus | None = None) -> Planner:
     return Planner(engine, make_settings(**SETTINGS), publisher, events=events)
+
+
+def set_execution(engine: Engine, execution_id: int, **values: Any) -> None:
+    with engine.begin() as connection:
+        connection.execute(update(executions).where(executions.c.id == execution_id).values(**values))
 
 
 def test_a_queued_execution_nobody_claimed_is_published_again_under_the_same_id(engine: Engine) -> None:
@@ -110,6 +117,30 @@ def test_a_silent_running_execution_on_its_last_attempt_is_lost(engine: Engine) 
     assert row.status == "lost" and row.finished_at is not None and row.duration_ms is not None
     assert publisher.ids == [] and report.lost == 1
     assert [(e["type"], e["final"], e["execution"]["status"]) for e in heard] == [("failed", True, "lost")]
+
+
+def test_a_once_task_whose_only_run_is_lost_ends_failed(engine: Engine) -> None:
+    service = make_service(engine, make_settings(**SETTINGS))
+    task = service.create_task(name="once", command="test:echo", schedule="now", retries=0)
+    planner = _planner(engine, RecordingPublisher())
+    planner.tick()  # dispatches the slot: the task stays active
+    (queued,) = executions_of(engine, task.id)
+    now = now_of(engine)
+    set_execution(
+        engine,
+        queued.id,
+        status="running",
+        worker="dead-worker",
+        started_at=now - timedelta(seconds=30),
+        heartbeat_at=now - timedelta(seconds=20),
+    )
+
+    time.sleep(planner.sweep_interval_s)  # the next tick sweeps again
+    report = planner.tick()
+
+    assert report.lost == 1
+    after = get_task(engine, task.id)
+    assert (after.status, after.status_reason) == ("failed", f"execution {queued.id} lost")
 
 
 def test_a_running_execution_with_a_fresh_heartbeat_is_left_alone(engine: Engine) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from workerproc import EngineSetup
 
-from scheduler.remote_events import listen
+from scheduler.remote_events import events_channel, listen
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(90)]
@@ -30,7 +30,8 @@ def test_a_worker_publishes_executed_and_completed_events_with_secrets_redacted(
     subscribed = threading.Event()
 
     def collect() -> None:
-        for event in listen(engine_setup.broker_url, stop=stop, poll_s=0.1):
+        channel = events_channel(engine_setup.settings)
+        for event in listen(engine_setup.broker_url, channel, stop=stop, poll_s=0.1):
             seen.append(event)
         subscribed.set()
 

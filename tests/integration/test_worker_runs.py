@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from scheduler.repository.runs import (
     PendingLog,
@@ -207,6 +207,38 @@ def test_a_completion_writes_the_task_row_only_to_reset_a_failure_streak(engine:
     assert run("failed").consecutive_failures == 1
     assert run("completed").consecutive_failures == 0
     assert task_row() == before | {"updated_at": task_row()["updated_at"]}
+
+
+def test_a_dispatched_once_task_ends_with_the_outcome_of_its_latest_run(engine: Engine) -> None:
+    # Dispatched: once, no next run. auto_pause_after=1 would pause a recurring task at its first failure.
+    task_id = add_task(engine, schedule="now", schedule_kind="once", next_run_at=None, auto_pause_after=1)
+
+    def run(status: Any) -> tuple[Any, Any]:
+        finished = _run_once(engine, task_id, status)
+        with engine.connect() as connection:
+            task = load_task(connection, task_id)
+            (latest,) = connection.execute(select(func.max(executions.c.id))).one()
+        assert task is not None
+        return finished, (task.status, task.status_reason, task.consecutive_failures, latest)
+
+    failed, task = run("failed")
+    assert task == ("failed", f"execution {task[3]} failed", 1, task[3]) and not failed.task_paused
+    _, task = run("timed_out")  # a manual run of the failed task fails again
+    assert task[:3] == ("failed", f"execution {task[3]} timed_out", 2)
+    _, task = run("completed")  # ... and then succeeds
+    assert task[:3] == ("completed", "ran once", 0)
+    _, task = run("failed")
+    assert task[:3] == ("failed", f"execution {task[3]} failed", 1)
+
+
+def test_a_once_task_not_dispatched_yet_keeps_its_status_whatever_a_manual_run_does(engine: Engine) -> None:
+    slot = datetime.now(UTC) + timedelta(hours=1)
+    task_id = add_task(engine, schedule="later", schedule_kind="once", next_run_at=slot)
+    for status in ("failed", "completed"):
+        _run_once(engine, task_id, status)
+        with engine.connect() as connection:
+            task = load_task(connection, task_id)
+        assert task is not None and (task.status, task.status_reason) == ("active", None)
 
 
 def test_running_claim_reads_the_claim_of_a_running_execution(engine: Engine) -> None:

@@ -18,10 +18,21 @@ import pytest
 import redis
 
 from scheduler import remote_events
+from scheduler.errors import ConfigError
 from scheduler.events import TASK_CREATED, TASK_EVENT, EventBus
 from scheduler.records import iso_utc
 from scheduler.redaction import REDACTED, is_secret_key, redact
-from scheduler.remote_events import RECENT_MAX, RECENT_SUFFIX, RedisEventPublisher, forward, now_text, to_text
+from scheduler.remote_events import (
+    RECENT_MAX,
+    RECENT_SUFFIX,
+    RedisEventPublisher,
+    channel_for,
+    events_channel,
+    forward,
+    now_text,
+    to_text,
+)
+from scheduler.settings import load_settings
 
 
 def reference_redact(data: Any) -> Any:
@@ -105,6 +116,30 @@ def test_the_stamp_is_written_like_iso_utc(monkeypatch: pytest.MonkeyPatch) -> N
         nanos = (int(instant.replace(microsecond=0).timestamp()) * 1_000_000 + micro) * 1000
         monkeypatch.setattr(time, "time_ns", lambda nanos=nanos: nanos + 999)
         assert now_text() == iso_utc(instant)
+
+
+@pytest.mark.parametrize(
+    ("url", "channel"),
+    [
+        ("redis://127.0.0.1:6379/13", "systemprompt:events:13"),
+        ("redis://127.0.0.1:6379", "systemprompt:events:0"),
+        ("rediss://user:pw@redis.example:6380/2", "systemprompt:events:2"),
+        ("redis://127.0.0.1:6379?db=4", "systemprompt:events:4"),
+        ("unix:///run/redis.sock?db=7", "systemprompt:events:7"),
+    ],
+)
+def test_the_channel_is_named_after_the_broker_database_number(url: str, channel: str) -> None:
+    assert channel_for(url, "systemprompt") == channel
+
+
+def test_the_channel_of_a_deployment_takes_its_prefix_from_the_events_prefix_setting() -> None:
+    broker = {"SCHEDULER_BROKER_URL": "redis://127.0.0.1:6379/5"}
+    assert events_channel(load_settings(broker).settings) == "systemprompt:events:5"
+    prefixed = {**broker, "SCHEDULER_EVENTS_PREFIX": "billing"}
+    assert events_channel(load_settings(prefixed).settings) == "billing:events:5"
+    for bad in ("", "two words"):
+        with pytest.raises(ConfigError, match="events_prefix"):
+            load_settings({**broker, "SCHEDULER_EVENTS_PREFIX": bad})
 
 
 # ------------------------------------------------------------------------------------------------ on Redis

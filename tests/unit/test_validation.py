@@ -337,8 +337,11 @@ def test_an_end_in_the_past_completes_an_active_task() -> None:
     assert columns["next_run_at"] is None
 
 
-def test_a_new_schedule_reactivates_a_completed_task() -> None:
-    task = as_task(make(), status="completed", status_reason="no further fire time", next_run_at=None)
+@pytest.mark.parametrize(
+    ("status", "reason"), [("completed", "no further fire time"), ("failed", "execution 3 failed")]
+)
+def test_a_new_schedule_reactivates_a_completed_or_failed_task(status: str, reason: str) -> None:
+    task = as_task(make(), status=status, status_reason=reason, next_run_at=None)
     columns = change(task, schedule="@daily")
     assert (columns["status"], columns["status_reason"]) == ("active", None)
     assert columns["next_run_at"] == datetime(2030, 6, 13, tzinfo=UTC)
