@@ -11,7 +11,7 @@ import click
 
 from cli.context import get_loaded_settings, get_settings
 from cli.options import format_option
-from cli.render import Column, print_json, print_note, print_table, render, show_value
+from cli.render import Column, print_json, print_note, print_table, render
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/@:?#]*:)(?P<password>[^/@?#]*)@")
 MASK = "***"
@@ -136,8 +136,13 @@ def migrate(ctx: click.Context, output_format: str) -> None:
     if output_format == "json":
         print_json(result)
         return
-    state = f"upgraded {show_value(before)} -> {after}" if result["changed"] else f"already at {after}"
-    print_note(f"{result['database']}: schema {state}")
+    if before is None:
+        state = f"created the scheduler tables (schema revision {after})"
+    elif result["changed"]:
+        state = f"upgraded the schema from revision {before} to {after}"
+    else:
+        state = f"the schema is already at revision {after}, the newest: nothing to do"
+    print_note(f"{result['database']}: {state}")
 
 
 ADMIN_COMMANDS: tuple[click.Command, ...] = (commands, config, migrate)

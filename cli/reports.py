@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.context import get_service
-from cli.options import format_option, parse_time, task_ref
+from cli.options import format_option, parse_time, task_ref, warn_about_timezone
 from cli.render import Column, human_ms, print_fields, print_json, print_note, print_table, render, show_value
 from scheduler.records import EXECUTION_STATUSES, iso_utc
 
@@ -167,22 +167,24 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
 
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
-    from scheduler.schedules import fire_times, validate_timezone
-    from scheduler.timing import parse_task_schedule
+    from scheduler.schedules import validate_timezone
+    from scheduler.timing import preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
-    # the parser create uses, so whatever validate accepts, create accepts.
-    after = datetime.now(UTC) if start is None else parse_time(start, "from")
+    # the rules create applies, so whatever validate accepts, create accepts.
+    now = datetime.now(UTC)
+    after = None if start is None else parse_time(start, "from")
     timezone = validate_timezone(timezone.strip()).key
-    _text, parsed = parse_task_schedule(schedule, timezone=timezone, anchor=after)
-    times = fire_times(parsed, after, count, inclusive=parsed.kind == "once")
+    preview = preview_schedule(schedule, timezone=timezone, now=now, count=count, after=after)
+    warn_about_timezone(timezone)
+    kind, times = preview.kind, preview.fire_times
     if output_format == "json":
         print_json(
             {
                 "schedule": schedule,
-                "kind": parsed.kind,
+                "kind": kind,
                 "timezone": timezone,
-                "from": iso_utc(after),
+                "from": iso_utc(after or now),
                 "fire_times": [iso_utc(t) for t in times],
             }
         )
@@ -190,12 +192,11 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
     from zoneinfo import ZoneInfo
 
     zone = ZoneInfo(timezone)
+    since = f"from now ({show_value(now)})" if after is None else f"after {show_value(after)}"
     if not times:
-        print_note(f"{schedule!r} is valid ({parsed.kind}) and never fires after {show_value(after)}")
+        print_note(f"{schedule!r} is valid ({kind}) and never fires {since}")
         return
-    print_note(
-        f"{schedule!r} is valid ({parsed.kind}, {timezone}); next fire times after {show_value(after)}:"
-    )
+    print_note(f"{schedule!r} is valid ({kind}, {timezone}); next fire times {since}:")
     rows = [
         {"n": n, "utc": t, "local": t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")}
         for n, t in enumerate(times, 1)

@@ -138,3 +138,8 @@ def tasks_due_by(connection: Connection, moment: datetime) -> list[Task]:
     """Active tasks whose ``next_run_at`` is at or before ``moment`` (index range; only overdue ones)."""
     query = select(tasks).where(tasks.c.status == "active", tasks.c.next_run_at <= moment)
     return [task_from_row(row) for row in connection.execute(query.order_by(tasks.c.next_run_at, tasks.c.id))]
+
+
+def task_names(connection: Connection) -> list[str]:
+    """Every task's name (for "did you mean" when a name is not found)."""
+    return list(connection.execute(select(tasks.c.name)).scalars())
