@@ -59,8 +59,8 @@ def commands(ctx: click.Context, output_format: str) -> None:
     columns = (
         Column("name"),
         Column("kind"),
-        Column("description", max_width=70),
-        Column("argv", get=lambda row: "-" if row["argv"] is None else shlex.join(row["argv"])),
+        Column("description", max_width=70, flow="text"),
+        Column("argv", get=lambda row: "-" if row["argv"] is None else shlex.join(row["argv"]), flow="text"),
     )
     render(rows, columns, output_format, empty="no commands registered")
 
@@ -102,7 +102,12 @@ def config(ctx: click.Context, output_format: str) -> None:
         f"config file: {summary['config_file'] or '(none)'}\n"
         f"database:    {summary['database_url']}\nbroker:      {summary['broker_url']}"
     )
-    columns = (Column("name"), Column("env"), Column("value", max_width=70), Column("source"))
+    columns = (
+        Column("name", flow="line"),
+        Column("env", flow="line", drop_order=1),
+        Column("value", max_width=70, flow="text"),
+        Column("source", flow="text"),
+    )
     print_table(rows, columns)
 
 

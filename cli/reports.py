@@ -22,16 +22,17 @@ def _status_text(execution: Execution) -> str:
     return f"{execution.status} ({execution.reason})" if execution.reason else execution.status
 
 
+# drop_order: what a narrow terminal gives up first (see cli.table_fit); JSON always has every field.
 EXECUTION_COLUMNS = (
     Column("id"),
     Column("task_name", "task"),
     Column("status", get=_status_text),
-    Column("trigger"),
-    Column("attempt", get=lambda e: f"{e.attempt}/{e.max_attempts}"),
+    Column("trigger", drop_order=1),
+    Column("attempt", get=lambda e: f"{e.attempt}/{e.max_attempts}", drop_order=2),
     Column("scheduled_for", "scheduled for"),
-    Column("started_at", "started"),
-    Column("duration_ms", "duration", show=human_ms),
-    Column("error", max_width=60),
+    Column("started_at", "started", drop_order=4),
+    Column("duration_ms", "duration", show=human_ms, flow="line", drop_order=3),
+    Column("error", max_width=60, flow="text"),
 )
 
 
@@ -66,7 +67,7 @@ def logs(ctx: click.Context, execution_id: int, output_format: str) -> None:
     service = get_service(ctx)
     service.get_execution(execution_id)  # an unknown id is "not found" (3), not an empty list
     lines = service.logs(execution_id)
-    columns = (Column("at"), Column("attempt"), Column("level"), Column("message"))
+    columns = (Column("at"), Column("attempt", drop_order=1), Column("level"), Column("message", flow="text"))
     render(lines, columns, output_format, empty=f"execution {execution_id} has no log lines")
 
 
@@ -115,11 +116,11 @@ def _changes(entry: AuditEntry) -> str:
 AUDIT_COLUMNS = (
     Column("id"),
     Column("at"),
-    Column("actor"),
+    Column("actor", drop_order=2),
     Column("action"),
-    Column("task_id", "task id"),
+    Column("task_id", "task id", drop_order=1),
     Column("task_name", "task"),
-    Column("changes", get=_changes, max_width=80),
+    Column("changes", get=_changes, max_width=80, flow="text"),
 )
 
 
@@ -150,7 +151,7 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
     """
     after = None if start is None else parse_time(start, "from")
     runs = get_service(ctx).next_runs(task=None if ref is None else task_ref(ref), count=count, after=after)
-    columns = (Column("at"), Column("task_id", "task id"), Column("task_name", "task"))
+    columns = (Column("at"), Column("task_id", "task id", drop_order=1), Column("task_name", "task"))
     render(runs, columns, output_format, empty="no upcoming runs")
 
 
@@ -201,7 +202,8 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
         {"n": n, "utc": t, "local": t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")}
         for n, t in enumerate(times, 1)
     ]
-    print_table(rows, (Column("n", "#"), Column("utc", "UTC"), Column("local", f"local ({timezone})")))
+    local = Column("local", f"local ({timezone})", flow="line")
+    print_table(rows, (Column("n", "#", drop_order=1), Column("utc", "UTC"), local))
 
 
 REPORT_COMMANDS: tuple[click.Command, ...] = (history, logs, stats, audit, next_runs, validate)
