@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -263,7 +264,14 @@ def print_fields(pairs: Sequence[tuple[str, str]], *, title: str | None = None) 
 
 
 def print_note(message: str) -> None:
-    """A line for people (table output only); scripts use JSON."""
+    """A line for people (table output only); scripts use JSON. On a terminal, long lines wrap between
+    words at its width (the terminal itself would cut a word or a time in two)."""
+    if sys.stdout.isatty():
+        width = shutil.get_terminal_size().columns
+        message = "\n".join(
+            textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
+            for line in message.splitlines()
+        )
     click.echo(message)
 
 

@@ -5,8 +5,8 @@ rich shrinks every wrapping column alike when a table is too wide, so a time bec
 the table fits: nothing; times in their compact form (``2026-03-28 01:00``, the table says they are UTC); one
 more column with a ``drop_order`` left out (the lowest first), again with full then compact times. Each
 column then gets at least what its cells cannot do without (a whole time, the longest word) and at most what
-they use. When even that is too wide, the layout keeps every column, sets no widths and lets rich squeeze the
-columns that may wrap (times stay whole, in the compact form).
+they use. When even that is too wide (every droppable column gone, compact times), times keep their width and
+the other columns share the rest, their cells wrapped or cut short.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cli.render import Column
 
-# A word longer than this may be folded ("words" columns: names, commands), so a long name does not push
-# the times off the screen; free text ("text" columns) keeps at least this many characters per line.
+# A word longer than this may be folded ("words" columns: names, commands; cut short with … in a plain
+# table), so a long name does not push the times off the screen; free text ("text" columns) keeps at least
+# this many characters per line.
 WORD_LIMIT = 20
-TEXT_MINIMUM = 16
+TEXT_MINIMUM = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ def fit_table(
         (n for n, c in enumerate(columns) if c.drop_order is not None),
         key=lambda n: columns[n].drop_order or 0,
     )
+    kept: list[int] = []
     for dropped in range(len(droppable) + 1):
         kept = [n for n in range(len(columns)) if n not in droppable[:dropped]]
         room = width - fixed - per_column * len(kept)
@@ -63,7 +65,10 @@ def fit_table(
             if sum(needed) <= room:
                 widths = _share(natural, needed, room)
                 return TableLayout([columns[n] for n in kept], widths, compact, [one_line[n] for n in kept])
-    return TableLayout(columns, None, True, one_line)
+    shown = [columns[n] for n in kept]
+    return TableLayout(
+        shown, _squeeze(natural, needed, [one_line[n] for n in kept], room), True, [one_line[n] for n in kept]
+    )
 
 
 def _one_line(column: Column, rows: Sequence[Any]) -> bool:
@@ -81,8 +86,10 @@ def _measure(
         for row in rows:
             text = column.text(row, compact=compact)
             used = max(used, len(text))
-            whole = not wraps or isinstance(column.value(row), datetime)
-            least = max(least, _unbreakable(column, text, whole))
+            if isinstance(column.value(row), datetime):
+                least = max(least, len(text))
+            else:
+                least = max(least, _unbreakable(column, text, whole=not wraps))
         if column.max_width is not None:
             used = min(used, column.max_width)
         natural.append(used)
@@ -94,9 +101,9 @@ def _unbreakable(column: Column, text: str, whole: bool) -> int:
     """How many characters of ``text`` must stay on one line (``whole``: the cell cannot wrap)."""
     if column.flow == "text":
         return min(len(text), TEXT_MINIMUM)
-    if whole or column.flow == "line":
+    if column.flow == "line":
         return len(text)
-    longest = max((len(word) for word in text.split()), default=0)
+    longest = len(text) if whole else max((len(word) for word in text.split()), default=0)
     return min(longest, WORD_LIMIT)
 
 
@@ -108,3 +115,18 @@ def _share(natural: list[int], needed: list[int], room: int) -> list[int]:
         widths[n] += grant
         spare -= grant
     return widths
+
+
+def _squeeze(natural: list[int], needed: list[int], whole: list[bool], room: int) -> list[int] | None:
+    """Widths when even the least each column needs is too wide: times (``whole``) keep theirs, the other
+    columns share what is left in proportion to their need (their cells wrap or are cut short); None when
+    the times alone fill the room."""
+    fixed = sum(want for want, keep in zip(needed, whole, strict=True) if keep)
+    flexible = sum(want for want, keep in zip(needed, whole, strict=True) if not keep)
+    left = room - fixed
+    if left < sum(not keep for keep in whole) * 3 or flexible == 0:
+        return None
+    return [
+        want if keep else min(used, max(3, want * left // flexible))
+        for used, want, keep in zip(natural, needed, whole, strict=True)
+    ]
