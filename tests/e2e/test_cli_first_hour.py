@@ -4,9 +4,12 @@ deleted tasks in the history, "did you mean", the messages of migrate, the schem
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli_reports import record_execution
@@ -165,3 +168,55 @@ def test_planner_once_prints_a_sentence_not_a_repr(cli: Cli) -> None:
     assert said.startswith("one tick as the leader ("), said
     assert "1 due task(s)" in said and "1 execution(s) created" in said
     assert "True" not in said and "None" not in said and "duration_s" not in said
+
+
+# --------------------------------------------------------------------------------------------- --format
+
+DOCS_CLI = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+
+def verbs() -> dict[str, Any]:
+    """Every verb (its ``scheduler:`` spelling) by its bare name."""
+    from cli.main import PREFIX, cli
+
+    return {
+        name.removeprefix(PREFIX): command
+        for name, command in cli.commands.items()
+        if name.startswith(PREFIX)
+    }
+
+
+def verbs_without_format() -> set[str]:
+    return {
+        name
+        for name, command in verbs().items()
+        if not any("--format" in getattr(param, "opts", ()) for param in command.params)
+    }
+
+
+def test_the_docs_name_exactly_the_verbs_without_format_json() -> None:
+    convention = (
+        DOCS_CLI.read_text(encoding="utf-8").split("- **`--format table|json`**", 1)[1].split("\n- ")[0]
+    )
+    documented = set(re.findall(r"`(\w+)`", convention.split("all but", 1)[1].split(";", 1)[0]))
+    assert documented == verbs_without_format() == {"worker", "serve", "flower", "events"}
+
+
+def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> None:
+    task = cli.create("data", "--schedule", "5m")
+    execution = record_execution(sqlite_url, task)
+    invocations = [
+        ("scheduler:list",), ("scheduler:update", "--id", "data", "--retries", "1"),
+        ("scheduler:pause", "--id", "data"), ("scheduler:resume", "--id", "data"),
+        ("scheduler:history",), ("scheduler:logs", "--execution", str(execution)), ("scheduler:stats",),
+        ("scheduler:audit",), ("scheduler:next",), ("scheduler:validate", "--schedule", "5m"),
+        ("scheduler:commands",), ("scheduler:config",), ("scheduler:migrate",),
+        ("scheduler:health", "--check", "database"), ("scheduler:cleanup",), ("scheduler:planner", "--once"),
+        ("scheduler:run", "--id", "data"), ("scheduler:delete", "--id", "data", "--confirm"),
+    ]  # fmt: skip
+    covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
+    assert covered | verbs_without_format() == set(verbs())
+    for args in invocations:
+        result = cli.invoke(*args, "--format", "json")
+        assert result.code == 0, result.describe()
+        json.loads(result.stdout)
