@@ -22,6 +22,7 @@ from scheduler.repository import stats as stats_sql
 from scheduler.repository import tasks as tasks_sql
 from scheduler.repository.clock import db_now
 from scheduler.repository.errors import translate_db_errors
+from scheduler.repository.tables import storable_id
 
 TaskRef = int | str
 
@@ -92,14 +93,14 @@ class ServiceReads:
     @staticmethod
     def _deleted_task_names(connection: Connection, ref: TaskRef) -> set[str]:
         """The names the executions of deleted task ``ref`` bear; TaskNotFound when no task had ``ref``."""
-        if isinstance(ref, int):
+        names: set[str] = set()
+        if isinstance(ref, int) and storable_id(ref):
             names = history_sql.audited_task_names(connection, task_id=ref)
-        else:
-            name = ref.strip()
+        elif isinstance(ref, str) and (name := tasks_sql.stored_name(ref)) is not None:
             orphans = history_sql.list_executions(connection, deleted_task_names=[name], limit=1)
             names = {name} if orphans else history_sql.audited_task_names(connection, name=name)
         if not names:
-            raise TaskNotFound(ref)
+            raise TaskNotFound(ref if isinstance(ref, int | str) else repr(ref))
         return names
 
     def logs(self, execution_id: int) -> list[LogLine]:

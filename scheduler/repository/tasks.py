@@ -29,12 +29,12 @@ def _lookup(ref: TaskRef) -> Select[Any] | None:
     if isinstance(ref, int):
         return select(tasks).where(tasks.c.id == ref) if storable_id(ref) else None
     if isinstance(ref, str):
-        name = _stored_form(ref)
+        name = stored_name(ref)
         return None if name is None else select(tasks).where(tasks.c.name == name)
     return None
 
 
-def _stored_form(ref: str) -> str | None:
+def stored_name(ref: str) -> str | None:
     """The name as stored (stripped, NFC), or None when no stored name can look like ``ref``: names are
     validated when stored (1..200 characters, no NUL or lone surrogate, which drivers could not even send)."""
     name = unicodedata.normalize("NFC", ref.strip())
