@@ -159,12 +159,17 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
 @click.option("--schedule", required=True, help="The schedule to check, as --schedule of scheduler:create.")
 @click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA time zone.")
 @click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N")
-@click.option("--from", "start", metavar="T", help="Fire times after this ISO-8601 time [default: now].")
+@click.option(
+    "--from",
+    "start",
+    metavar="T",
+    help="Fire times after this ISO-8601 time [default: from the first run create would give].",
+)
 @format_option
 def validate(schedule: str, timezone: str, count: int, start: str | None, output_format: str) -> None:
     """Check a schedule and show its fire times.
 
-    Needs no database.
+    The rules are create's (an instant more than 60 s in the past is refused). Needs no database.
 
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
