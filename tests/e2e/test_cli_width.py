@@ -116,8 +116,9 @@ def test_a_wide_terminal_shows_every_history_column_in_full(busy: Cli) -> None:
 
 
 def test_single_record_views_are_plain_when_piped_or_asked(cli: Cli) -> None:
-    created = cli.run("scheduler:create", "--name", "piped", "--command", "test:echo", "--schedule", "5m")
-    stats = cli.run("scheduler:stats")
+    # CliRunner's stdout is not a terminal, like a pipe; the real executable on a terminal is below.
+    created = cli.invoke("scheduler:create", "--name", "piped", "--command", "test:echo", "--schedule", "5m")
+    stats = cli.invoke("scheduler:stats")
     for result in (created, stats):
         assert result.code == 0, result.describe()
         assert not BOX & set(result.stdout), result.stdout
