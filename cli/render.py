@@ -7,7 +7,9 @@ JSON is the records' own ``to_json()`` form (field names = the record's field na
 Tables: rich's bordered layout on a terminal for up to :data:`PLAIN_ABOVE` rows; a plain aligned text table
 (one line per row, a header and a rule, columns two spaces apart, cells cut at the column's ``max_width``)
 when stdout is not a terminal or there are more rows: rich measures and wraps every cell, ~1 ms per row.
-``SCHEDULER_TABLES=rich`` or ``plain`` forces one style. rich is imported only when it draws.
+``SCHEDULER_TABLES=rich`` or ``plain`` forces one style. rich is imported only when it draws. On a terminal,
+both styles fit its width without breaking a time or a word (:mod:`cli.table_fit`); a plain table written to a
+pipe is never cut to a width. Single records (:func:`print_fields`) follow the same style choice.
 """
 
 from __future__ import annotations

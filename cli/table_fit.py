@@ -56,19 +56,16 @@ def fit_table(
         (n for n, c in enumerate(columns) if c.drop_order is not None),
         key=lambda n: columns[n].drop_order or 0,
     )
-    kept: list[int] = []
     for dropped in range(len(droppable) + 1):
         kept = [n for n in range(len(columns)) if n not in droppable[:dropped]]
+        shown, shown_one_line = [columns[n] for n in kept], [one_line[n] for n in kept]
         room = width - fixed - per_column * len(kept)
         for compact in (False, True):
-            natural, needed = _measure([columns[n] for n in kept], rows, compact, wraps)
+            natural, needed = _measure(shown, rows, compact, wraps)
             if sum(needed) <= room:
-                widths = _share(natural, needed, room)
-                return TableLayout([columns[n] for n in kept], widths, compact, [one_line[n] for n in kept])
-    shown = [columns[n] for n in kept]
-    return TableLayout(
-        shown, _squeeze(natural, needed, [one_line[n] for n in kept], room), True, [one_line[n] for n in kept]
-    )
+                return TableLayout(shown, _share(natural, needed, room), compact, shown_one_line)
+    # Still too wide with every droppable column gone and compact times (the last layout tried).
+    return TableLayout(shown, _squeeze(natural, needed, shown_one_line, room), True, shown_one_line)
 
 
 def _one_line(column: Column, rows: Sequence[Any]) -> bool:
@@ -86,10 +83,7 @@ def _measure(
         for row in rows:
             text = column.text(row, compact=compact)
             used = max(used, len(text))
-            if isinstance(column.value(row), datetime):
-                least = max(least, len(text))
-            else:
-                least = max(least, _unbreakable(column, text, whole=not wraps))
+            least = max(least, _unbreakable(column, column.value(row), text, wraps))
         if column.max_width is not None:
             used = min(used, column.max_width)
         natural.append(used)
@@ -97,13 +91,13 @@ def _measure(
     return natural, needed
 
 
-def _unbreakable(column: Column, text: str, whole: bool) -> int:
-    """How many characters of ``text`` must stay on one line (``whole``: the cell cannot wrap)."""
+def _unbreakable(column: Column, value: Any, text: str, wraps: bool) -> int:
+    """How many characters of a cell (``value`` shown as ``text``) must stay on one line."""
+    if isinstance(value, datetime) or column.flow == "line":
+        return len(text)
     if column.flow == "text":
         return min(len(text), TEXT_MINIMUM)
-    if column.flow == "line":
-        return len(text)
-    longest = len(text) if whole else max((len(word) for word in text.split()), default=0)
+    longest = max((len(word) for word in text.split()), default=0) if wraps else len(text)
     return min(longest, WORD_LIMIT)
 
 
