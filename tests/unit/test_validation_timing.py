@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.batch import ScheduleCache
 from scheduler.errors import InvalidSchedule
 from scheduler.records import Task
 from scheduler.redaction import REDACTED, public_task, redact
@@ -108,6 +109,8 @@ def test_a_stored_interval_with_upper_case_units_still_runs() -> None:
     # Units were case-insensitive before; new text must be lower case, stored text keeps its meaning.
     stored = task(schedule="1H30M", next_run_at=NOW + 90 * MINUTE)
     assert upcoming_runs(stored, 2) == [NOW + 90 * MINUTE, NOW + 180 * MINUTE]
+    planned = ScheduleCache().get(stored)  # what the planner plans with
+    assert planned.next_after(NOW) == NOW + 90 * MINUTE
 
 
 def test_redact_hides_secret_looking_keys_at_any_depth_without_touching_the_input() -> None:
