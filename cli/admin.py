@@ -11,7 +11,7 @@ import click
 
 from cli.context import get_loaded_settings, get_settings
 from cli.options import format_option
-from cli.render import Column, print_json, print_note, print_table, render, show_value
+from cli.render import Column, print_json, print_note, print_table, render
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/@:?#]*:)(?P<password>[^/@?#]*)@")
 MASK = "***"
@@ -59,8 +59,8 @@ def commands(ctx: click.Context, output_format: str) -> None:
     columns = (
         Column("name"),
         Column("kind"),
-        Column("description", max_width=70),
-        Column("argv", get=lambda row: "-" if row["argv"] is None else shlex.join(row["argv"])),
+        Column("description", max_width=70, flow="text"),
+        Column("argv", get=lambda row: "-" if row["argv"] is None else shlex.join(row["argv"]), flow="text"),
     )
     render(rows, columns, output_format, empty="no commands registered")
 
@@ -102,7 +102,12 @@ def config(ctx: click.Context, output_format: str) -> None:
         f"config file: {summary['config_file'] or '(none)'}\n"
         f"database:    {summary['database_url']}\nbroker:      {summary['broker_url']}"
     )
-    columns = (Column("name"), Column("env"), Column("value", max_width=70), Column("source"))
+    columns = (
+        Column("name", flow="line"),
+        Column("env", flow="line", drop_order=1),
+        Column("value", max_width=70, flow="text"),
+        Column("source", flow="text"),
+    )
     print_table(rows, columns)
 
 
@@ -136,8 +141,13 @@ def migrate(ctx: click.Context, output_format: str) -> None:
     if output_format == "json":
         print_json(result)
         return
-    state = f"upgraded {show_value(before)} -> {after}" if result["changed"] else f"already at {after}"
-    print_note(f"{result['database']}: schema {state}")
+    if before is None:
+        state = f"created the scheduler tables (schema revision {after})"
+    elif result["changed"]:
+        state = f"upgraded the schema from revision {before} to {after}"
+    else:
+        state = f"the schema is already at revision {after}, the newest: nothing to do"
+    print_note(f"{result['database']}: {state}")
 
 
 ADMIN_COMMANDS: tuple[click.Command, ...] = (commands, config, migrate)

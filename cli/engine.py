@@ -21,9 +21,10 @@ import click
 
 from cli.context import get_service, get_settings
 from cli.options import format_option, task_ref
-from cli.render import human_time, print_json, print_note, render_one
+from cli.render import human_ms, human_time, print_json, print_note, render_one
 
 if TYPE_CHECKING:
+    from scheduler.planner import TickReport
     from scheduler.records import Execution, LogLine
     from scheduler.service import SchedulerService
     from scheduler.settings import Settings
@@ -164,6 +165,26 @@ def run(
 # -------------------------------------------------------------------------------- planner, worker, serve
 
 
+def tick_summary(report: TickReport) -> str:
+    """One tick in words, for ``planner --once``: what it found and did, and what is left."""
+    took = human_ms(report.duration_s * 1000)
+    if not report.leader:
+        return f"standby: another planner holds the lease, so this tick did nothing ({took})"
+    counts = (
+        (report.due, "due task(s)"), (report.created, "execution(s) created"),
+        (report.dispatched, "published to the broker"), (report.skipped, "skipped or cancelled"),
+        (report.misfired, "missed slot(s) beyond their grace"), (report.requeued, "requeued"),
+        (report.lost, "marked lost"), (report.cleaned, "cleaned up"),
+    )  # fmt: skip
+    done = ", ".join(f"{count} {what}" for count, what in counts if count) or "nothing was due"
+    lines = [f"one tick as the leader ({took}): {done}"]
+    if report.more:
+        lines.append("more tasks are due: the next tick goes on with them")
+    if report.broker_error:
+        lines.append(f"publishing failed: {report.broker_error} (the executions wait for the next tick)")
+    return "\n".join(lines)
+
+
 @click.command("planner")
 @click.option("--once", is_flag=True, help="Run one tick, print what it did, and exit.")
 @format_option
@@ -193,12 +214,14 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
             if output_format == "json":
                 print_json(asdict(report))
             else:
-                print_note(", ".join(f"{key}: {value}" for key, value in asdict(report).items()))
+                print_note(tick_summary(report))
             return 0
         start_metrics_server(settings)  # on SCHEDULER_METRICS_PORT when set; a daemon thread
+        log = logging.getLogger("scheduler.planner")
         with _stop_on_signals() as stop:
-            logging.getLogger("scheduler.planner").info("planner %s started; Ctrl-C stops it", loop.holder)
+            log.info("planner %s started; Ctrl-C or SIGTERM stops it", loop.holder)
             loop.run_forever(stop)
+        log.info("planner %s stopped: its lease is released, so a standby planner takes over", loop.holder)
         return 0
     finally:
         engine.dispose()

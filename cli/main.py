@@ -13,13 +13,14 @@ from typing import Any
 import click
 
 from cli.admin import ADMIN_COMMANDS
-from cli.context import PROG_NAME, RootGroup, get_settings
+from cli.context import PROG_NAME, RootGroup, get_service, get_settings
 from cli.engine import ENGINE_COMMANDS
 from cli.operations import OPERATIONS_COMMANDS
 from cli.reports import REPORT_COMMANDS
 from cli.tasks import TASK_COMMANDS
 
 PREFIX = "scheduler:"
+DISTRIBUTION = "systemprompt-scheduler"  # the package whose metadata --version reads
 # Verbs that run until stopped: their logs go through scheduler.log_setup (SCHEDULER_LOG_FORMAT, _LEVEL).
 LONG_RUNNING = frozenset({"planner", "worker", "serve", "flower"})
 
@@ -56,6 +57,30 @@ def with_log_setup(command: click.Command) -> click.Command:
     return command
 
 
+def with_task_suggestions(command: click.Command) -> click.Command:
+    """Make a task name that is not found say which existing names are close (``did you mean 'x'?``)."""
+    callback = command.callback
+    if callback is None:
+        return command
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from scheduler.errors import NotFound, TaskNotFound
+
+        try:
+            return callback(*args, **kwargs)
+        except TaskNotFound as error:
+            if not isinstance(error.ref, str):
+                raise
+            close = get_service(click.get_current_context()).similar_task_names(error.ref)
+            if not close:
+                raise
+            raise NotFound(f"{error}; did you mean {' or '.join(map(repr, close))}?") from None
+
+    command.callback = run
+    return command
+
+
 def build_cli(verbs: Iterable[click.Command]) -> click.Group:
     """The root group with each verb under both spellings."""
     root = RootGroup(
@@ -69,10 +94,17 @@ def build_cli(verbs: Iterable[click.Command]) -> click.Group:
         help="The scheduler verbs, also available as 'scheduler:<verb>' (this spelling completes in shells).",
         epilog=EPILOG,
     )
+    click.version_option(
+        package_name=DISTRIBUTION,
+        prog_name=PROG_NAME,
+        message="%(prog)s (systemprompt-scheduler) %(version)s",
+        help="Show the installed version and exit.",
+    )(root)
     for command in verbs:
         name = verb_name(command)
         if name in LONG_RUNNING:
             with_log_setup(command)
+        with_task_suggestions(command)
         root.add_command(command, name=PREFIX + name)
         sub.add_command(command, name=name)
     root.add_command(sub)

@@ -73,6 +73,17 @@ def parse_data(text: str) -> dict[str, Any]:
     return value
 
 
+def warn_about_timezone(name: str | None) -> None:
+    """``warning: ...`` on stderr for a legacy zone name (``EST``) that is valid but rarely what is meant."""
+    if name is None:
+        return
+    from scheduler.schedules import timezone_warning
+
+    warning = timezone_warning(name)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
+
+
 def task_ref(text: str) -> int | str:
     """A task reference as the service takes it: digits are an id, anything else a name.
 

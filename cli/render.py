@@ -7,20 +7,26 @@ JSON is the records' own ``to_json()`` form (field names = the record's field na
 Tables: rich's bordered layout on a terminal for up to :data:`PLAIN_ABOVE` rows; a plain aligned text table
 (one line per row, a header and a rule, columns two spaces apart, cells cut at the column's ``max_width``)
 when stdout is not a terminal or there are more rows: rich measures and wraps every cell, ~1 ms per row.
-``SCHEDULER_TABLES=rich`` or ``plain`` forces one style. rich is imported only when it draws.
+``SCHEDULER_TABLES=rich`` or ``plain`` forces one style. rich is imported only when it draws. On a terminal,
+both styles fit its width without breaking a time or a word (:mod:`cli.table_fit`); a plain table written to a
+pipe is never cut to a width. Single records (:func:`print_fields`) follow the same style choice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
+
+from cli.table_fit import fit_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,23 +35,43 @@ if TYPE_CHECKING:
 PIPE_WIDTH = 200
 # More rows than this are printed as a plain table even on a terminal (rich's layout is ~1 ms per row).
 PLAIN_ABOVE = 200
+# Under a table whose times are shown in the compact form to fit the terminal.
+COMPACT_TIMES_NOTE = "(times in UTC)"
 # "rich" or "plain" forces a table style (say rich output piped into `less -R`); unset or "auto": see above.
 TABLES_ENV = "SCHEDULER_TABLES"
+Flow = Literal["words", "line", "text"]  # how a cell may break: see Column
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One table column: the row's ``field``, a header, and optionally how to show its value."""
+    """One table column: the row's ``field``, a header, and optionally how to show its value.
+
+    ``flow`` says how a cell may break when the table must fit a terminal: ``words`` between words (a very
+    long word is folded), ``line`` never (a time, a duration: times are always kept on one line), ``text``
+    (free text such as an error) between words with long words cut short by ``…``. Columns with a
+    ``drop_order`` are left out of a table too wide for the terminal, the lowest first (see
+    :func:`cli.table_fit.fit_table`).
+    """
 
     field: str
     header: str | None = None
     show: Callable[[Any], str] | None = None
     max_width: int | None = None
     get: Callable[[Any], Any] | None = None  # computes the value from the whole row instead of ``field``
+    flow: Flow = "words"
+    drop_order: int | None = None
 
-    def text(self, row: Any) -> str:
-        value = self.get(row) if self.get is not None else field_of(row, self.field)
-        return show_value(value) if self.show is None else self.show(value)
+    @property
+    def title(self) -> str:
+        return self.header or self.field.replace("_", " ")
+
+    def value(self, row: Any) -> Any:
+        return self.get(row) if self.get is not None else field_of(row, self.field)
+
+    def text(self, row: Any, *, compact: bool = False) -> str:
+        """The cell text; ``compact`` shows times as ``2026-03-28 01:00`` (see :data:`COMPACT_TIMES_NOTE`)."""
+        value = self.value(row)
+        return show_value(value, compact=compact) if self.show is None else self.show(value)
 
 
 ColumnSpec = Column | str
@@ -54,13 +80,14 @@ ColumnSpec = Column | str
 # ------------------------------------------------------------------------------------------------ values
 
 
-def human_time(value: datetime | None) -> str:
-    """``2026-03-28 01:00:00 UTC``; naive values are UTC (SQLite returns them)."""
+def human_time(value: datetime | None, *, compact: bool = False) -> str:
+    """``2026-03-28 01:00:00 UTC``, or ``2026-03-28 01:00`` when ``compact``; naive values are UTC (SQLite
+    returns them)."""
     if value is None:
         return "-"
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M" if compact else "%Y-%m-%d %H:%M:%S UTC")
 
 
 def human_ms(value: float | None) -> str:
@@ -79,12 +106,12 @@ def human_ms(value: float | None) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
-def show_value(value: Any) -> str:
-    """Default cell text of any value."""
+def show_value(value: Any, *, compact: bool = False) -> str:
+    """Default cell text of any value (``compact``: the short form of a time)."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return human_time(value)
+        return human_time(value, compact=compact)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -129,11 +156,18 @@ def print_json(value: Any) -> None:
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def console() -> Console:
+def output_width() -> int | None:
+    """The width tables must fit: the terminal's (``COLUMNS`` first), :data:`PIPE_WIDTH` for rich tables
+    written to a pipe, None (no limit) for plain tables written to a pipe, which scripts read line by line."""
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None if use_plain_table(0) else PIPE_WIDTH
+
+
+def console(width: int | None = None) -> Console:
     from rich.console import Console
 
-    width = None if sys.stdout.isatty() else PIPE_WIDTH
-    return Console(file=sys.stdout, width=width, soft_wrap=False, highlight=False)
+    return Console(file=sys.stdout, width=width or output_width(), soft_wrap=False, highlight=False)
 
 
 def _column(spec: ColumnSpec) -> Column:
@@ -157,12 +191,21 @@ def _plain_cell(text: str, max_width: int | None) -> str:
 
 
 def plain_table_lines(
-    rows: Sequence[Any], columns: Sequence[ColumnSpec], *, title: str | None = None
+    rows: Sequence[Any], columns: Sequence[ColumnSpec], *, title: str | None = None, width: int | None = None
 ) -> list[str]:
-    """The plain table: a title line if given, the header, a rule, one line per row (see the module doc)."""
-    specs = [_column(spec) for spec in columns]
-    headers = [spec.header or spec.field.replace("_", " ") for spec in specs]
-    cells = [[_plain_cell(spec.text(row), spec.max_width) for spec in specs] for row in rows]
+    """The plain table: a title line if given, the header, a rule, one line per row (see the module doc);
+    fitted to ``width`` (see :func:`fit_table`) when given."""
+    layout = fit_table([_column(spec) for spec in columns], rows, width, per_column=2, fixed=-2, wraps=False)
+    specs = layout.columns
+    limits: Sequence[int | None] = layout.widths or [spec.max_width for spec in specs]
+    headers = [spec.title for spec in specs]
+    cells = [
+        [
+            _plain_cell(spec.text(row, compact=layout.compact_times), limit)
+            for spec, limit in zip(specs, limits, strict=True)
+        ]
+        for row in rows
+    ]
     widths = [max([len(header), *(len(line[i]) for line in cells)]) for i, header in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
@@ -170,35 +213,52 @@ def plain_table_lines(
 
     lines = [title] if title else []
     lines += [line(headers), line(["-" * width for width in widths]), *map(line, cells)]
+    if layout.compact_times:
+        lines.append(COMPACT_TIMES_NOTE)
     return lines
 
 
 def print_table(rows: Sequence[Any], columns: Sequence[ColumnSpec], *, title: str | None = None) -> None:
+    width = output_width()
     if use_plain_table(len(rows)):
-        click.echo("\n".join(plain_table_lines(rows, columns, title=title)))
+        click.echo("\n".join(plain_table_lines(rows, columns, title=title, width=width)))
         return
     from rich.table import Table
     from rich.text import Text
 
-    specs = [_column(spec) for spec in columns]
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for spec in specs:
+    # rich's borders: a line left of every column and one at the end, one space of padding on each side.
+    layout = fit_table([_column(spec) for spec in columns], rows, width, per_column=3, fixed=1, wraps=True)
+    caption = COMPACT_TIMES_NOTE if layout.compact_times else None
+    table = Table(
+        title=title, title_justify="left", header_style="bold", caption=caption, caption_justify="left"
+    )
+    for n, spec in enumerate(layout.columns):
         table.add_column(
-            spec.header or spec.field.replace("_", " "), max_width=spec.max_width, overflow="fold"
+            spec.title,
+            width=None if layout.widths is None else layout.widths[n],
+            max_width=spec.max_width if layout.widths is None else None,
+            no_wrap=layout.one_line[n],
+            overflow="ellipsis" if spec.flow == "text" else "fold",
         )
     for row in rows:
         # Text(), not str: a task name like "[red]x" must print as written, not as rich markup.
-        table.add_row(*(Text(spec.text(row)) for spec in specs))
-    console().print(table)
+        table.add_row(*(Text(spec.text(row, compact=layout.compact_times)) for spec in layout.columns))
+    console(width).print(table)
 
 
 def print_fields(pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
-    """A key/value panel: one record shown field by field."""
+    """A key/value panel: one record shown field by field (plain ``key  value`` lines when tables are)."""
+    if use_plain_table(len(pairs)):
+        key_width = max((len(key) for key, _ in pairs), default=0)
+        lines = [title] if title else []
+        lines += [f"{key.ljust(key_width)}  {_plain_cell(value, None)}".rstrip() for key, value in pairs]
+        click.echo("\n".join(lines))
+        return
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column("field", style="bold")
+    table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in pairs:
         table.add_row(Text(key), Text(value))
@@ -206,7 +266,14 @@ def print_fields(pairs: Sequence[tuple[str, str]], *, title: str | None = None) 
 
 
 def print_note(message: str) -> None:
-    """A line for people (table output only); scripts use JSON."""
+    """A line for people (table output only); scripts use JSON. On a terminal, long lines wrap between
+    words at its width (the terminal itself would cut a word or a time in two)."""
+    if sys.stdout.isatty():
+        width = shutil.get_terminal_size().columns
+        message = "\n".join(
+            textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) or line
+            for line in message.splitlines()
+        )
     click.echo(message)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.context import get_service
-from cli.options import format_option, parse_time, task_ref
+from cli.options import format_option, parse_time, task_ref, warn_about_timezone
 from cli.render import Column, human_ms, print_fields, print_json, print_note, print_table, render, show_value
 from scheduler.records import EXECUTION_STATUSES, iso_utc
 
@@ -22,16 +22,17 @@ def _status_text(execution: Execution) -> str:
     return f"{execution.status} ({execution.reason})" if execution.reason else execution.status
 
 
+# drop_order: what a narrow terminal gives up first (see cli.table_fit); JSON always has every field.
 EXECUTION_COLUMNS = (
     Column("id"),
     Column("task_name", "task"),
     Column("status", get=_status_text),
-    Column("trigger"),
-    Column("attempt", get=lambda e: f"{e.attempt}/{e.max_attempts}"),
+    Column("trigger", drop_order=1),
+    Column("attempt", get=lambda e: f"{e.attempt}/{e.max_attempts}", drop_order=2),
     Column("scheduled_for", "scheduled for"),
-    Column("started_at", "started"),
-    Column("duration_ms", "duration", show=human_ms),
-    Column("error", max_width=60),
+    Column("started_at", "started", drop_order=4),
+    Column("duration_ms", "duration", show=human_ms, flow="line", drop_order=3),
+    Column("error", max_width=60, flow="text"),
 )
 
 
@@ -66,7 +67,7 @@ def logs(ctx: click.Context, execution_id: int, output_format: str) -> None:
     service = get_service(ctx)
     service.get_execution(execution_id)  # an unknown id is "not found" (3), not an empty list
     lines = service.logs(execution_id)
-    columns = (Column("at"), Column("attempt"), Column("level"), Column("message"))
+    columns = (Column("at"), Column("attempt", drop_order=1), Column("level"), Column("message", flow="text"))
     render(lines, columns, output_format, empty=f"execution {execution_id} has no log lines")
 
 
@@ -115,11 +116,11 @@ def _changes(entry: AuditEntry) -> str:
 AUDIT_COLUMNS = (
     Column("id"),
     Column("at"),
-    Column("actor"),
+    Column("actor", drop_order=2),
     Column("action"),
-    Column("task_id", "task id"),
+    Column("task_id", "task id", drop_order=1),
     Column("task_name", "task"),
-    Column("changes", get=_changes, max_width=80),
+    Column("changes", get=_changes, max_width=80, flow="text"),
 )
 
 
@@ -150,7 +151,7 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
     """
     after = None if start is None else parse_time(start, "from")
     runs = get_service(ctx).next_runs(task=None if ref is None else task_ref(ref), count=count, after=after)
-    columns = (Column("at"), Column("task_id", "task id"), Column("task_name", "task"))
+    columns = (Column("at"), Column("task_id", "task id", drop_order=1), Column("task_name", "task"))
     render(runs, columns, output_format, empty="no upcoming runs")
 
 
@@ -158,31 +159,38 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
 @click.option("--schedule", required=True, help="The schedule to check, as --schedule of scheduler:create.")
 @click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA time zone.")
 @click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N")
-@click.option("--from", "start", metavar="T", help="Fire times after this ISO-8601 time [default: now].")
+@click.option(
+    "--from",
+    "start",
+    metavar="T",
+    help="Fire times after this ISO-8601 time [default: from the first run create would give].",
+)
 @format_option
 def validate(schedule: str, timezone: str, count: int, start: str | None, output_format: str) -> None:
     """Check a schedule and show its fire times.
 
-    Needs no database.
+    The rules are create's (an instant more than 60 s in the past is refused). Needs no database.
 
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
-    from scheduler.schedules import fire_times, validate_timezone
-    from scheduler.timing import parse_task_schedule
+    from scheduler.schedules import validate_timezone
+    from scheduler.timing import preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
-    # the parser create uses, so whatever validate accepts, create accepts.
-    after = datetime.now(UTC) if start is None else parse_time(start, "from")
+    # the rules create applies, so whatever validate accepts, create accepts.
+    now = datetime.now(UTC)
+    after = None if start is None else parse_time(start, "from")
     timezone = validate_timezone(timezone.strip()).key
-    _text, parsed = parse_task_schedule(schedule, timezone=timezone, anchor=after)
-    times = fire_times(parsed, after, count, inclusive=parsed.kind == "once")
+    preview = preview_schedule(schedule, timezone=timezone, now=now, count=count, after=after)
+    warn_about_timezone(timezone)
+    kind, times = preview.kind, preview.fire_times
     if output_format == "json":
         print_json(
             {
                 "schedule": schedule,
-                "kind": parsed.kind,
+                "kind": kind,
                 "timezone": timezone,
-                "from": iso_utc(after),
+                "from": iso_utc(after or now),
                 "fire_times": [iso_utc(t) for t in times],
             }
         )
@@ -190,17 +198,17 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
     from zoneinfo import ZoneInfo
 
     zone = ZoneInfo(timezone)
+    since = f"from now ({show_value(now)})" if after is None else f"after {show_value(after)}"
     if not times:
-        print_note(f"{schedule!r} is valid ({parsed.kind}) and never fires after {show_value(after)}")
+        print_note(f"{schedule!r} is valid ({kind}) and never fires {since}")
         return
-    print_note(
-        f"{schedule!r} is valid ({parsed.kind}, {timezone}); next fire times after {show_value(after)}:"
-    )
+    print_note(f"{schedule!r} is valid ({kind}, {timezone}); next fire times {since}:")
     rows = [
         {"n": n, "utc": t, "local": t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")}
         for n, t in enumerate(times, 1)
     ]
-    print_table(rows, (Column("n", "#"), Column("utc", "UTC"), Column("local", f"local ({timezone})")))
+    local = Column("local", f"local ({timezone})", flow="line")
+    print_table(rows, (Column("n", "#", drop_order=1), Column("utc", "UTC"), local))
 
 
 REPORT_COMMANDS: tuple[click.Command, ...] = (history, logs, stats, audit, next_runs, validate)

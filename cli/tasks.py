@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.context import get_service
-from cli.options import actor_option, format_option, task_definition_options, task_fields, task_ref
+from cli.options import (
+    actor_option,
+    format_option,
+    task_definition_options,
+    task_fields,
+    task_ref,
+    warn_about_timezone,
+)
 from cli.render import Column, print_note, render, render_one
 from scheduler.errors import InvalidInput, SchedulerError
 from scheduler.records import TASK_STATUSES
@@ -92,6 +99,7 @@ def create(ctx: click.Context, /, output_format: str, **options: Any) -> None:
     """
     fields = task_fields(options)
     task = get_service(ctx).create_task(**fields)
+    warn_about_timezone(options["timezone"])
     render_one(task, output_format, title=_task_title("created", task))
 
 
@@ -111,6 +119,7 @@ def update(ctx: click.Context, /, ref: str, output_format: str, **options: Any) 
     if not changes:
         raise InvalidInput("nothing to update: give at least one option to change (see --help)")
     task = get_service(ctx).update_task(task_ref(ref), **changes)
+    warn_about_timezone(options["timezone"])
     render_one(task, output_format, title=_task_title("updated", task))
 
 

@@ -23,7 +23,8 @@ from scheduler.redaction import public_task
 from scheduler.repository import tasks as tasks_sql
 from scheduler.repository.audit import AuditRecord, insert_audit
 from scheduler.repository.dispatch import TaskAdvance, active_executions, advance_tasks, insert_executions
-from scheduler.schedules import Schedule, parse_schedule
+from scheduler.schedules import Schedule
+from scheduler.timing import task_schedule
 
 logger = logging.getLogger("scheduler.planner")
 
@@ -39,7 +40,8 @@ class ScheduleCache:
         self._entries: OrderedDict[tuple[str, str, datetime | None], Schedule] = OrderedDict()
 
     def get(self, task: Task) -> Schedule:
-        """The task's schedule; raises what :func:`parse_schedule` raises for text that no longer parses."""
+        """The task's schedule; raises what :func:`~scheduler.timing.task_schedule` raises for text that no
+        longer parses."""
         # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
         anchored = task.schedule_kind == "interval" or task.schedule.strip().lower() == "now"
         key = (task.schedule, task.timezone, task.anchor_at if anchored else None)
@@ -47,7 +49,7 @@ class ScheduleCache:
         if found is not None:
             self._entries.move_to_end(key)
             return found
-        schedule = parse_schedule(task.schedule, timezone=task.timezone, anchor=task.anchor_at)
+        schedule = task_schedule(task)
         self._entries[key] = schedule
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)

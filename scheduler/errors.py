@@ -136,10 +136,13 @@ class SchemaOutdated(SchedulerError):
     def __init__(self, current: str | None, expected: str) -> None:
         self.current = current
         self.expected = expected
-        super().__init__(
-            f"database schema is at {current or 'nothing'}, this code needs {expected}: "
-            "run 'systemprompt scheduler:migrate'"
-        )
+        if current is None:
+            found = "the database has no scheduler tables yet (a new database?)"
+            fix = "to create them"
+        else:
+            found = f"the database schema is at revision {current}, this version needs {expected}"
+            fix = "to upgrade it"
+        super().__init__(f"{found}: run 'systemprompt scheduler:migrate' {fix}")
 
 
 class PermissionDenied(SchedulerError, PermissionError):

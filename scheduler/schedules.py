@@ -57,9 +57,26 @@ _FIELDS: tuple[_Field, ...] = (
     ("day-of-week", 0, 7, _DAYS),
 )
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
-_INTERVAL = re.compile(r"(?:[0-9]+\s*[a-z]\s*)+")
-_INTERVAL_PART = re.compile(r"([0-9]+)\s*([a-z])")
+# Numbers with unit words: an interval, or a mistaken one ("5M", "5 mins") that gets the accepted forms.
+_INTERVAL = re.compile(r"(?:[0-9]+\s*[A-Za-z]+\s*)+")
+_INTERVAL_PART = re.compile(r"([0-9]+)\s*([A-Za-z]+)")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+# Unit words people write, for the hint "write '5m'".
+_UNIT_WORDS = {
+    word: unit
+    for unit, words in {
+        "s": ("sec", "secs", "second", "seconds"),
+        "m": ("min", "mins", "minute", "minutes"),
+        "h": ("hr", "hrs", "hour", "hours"),
+        "d": ("day", "days"),
+        "w": ("wk", "wks", "week", "weeks"),
+    }.items()
+    for word in (unit, *words)
+}
+INTERVAL_FORMS = (
+    "an interval is a number and a lower-case unit s, m, h, d or w (seconds, minutes, hours, days, weeks), "
+    "alone or combined: '30s', '5m', '1h30m', '1d', '1w'"
+)
 _EXPECTED = (
     "a cron expression (5 fields), an @macro, an interval like '5m', an ISO-8601 instant, 'now' or 'manual'"
 )
@@ -79,6 +96,36 @@ def validate_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ValueError, KeyError, OSError, UnicodeError) as exc:  # not found, a directory, unreadable
         raise InvalidTimezone(name) from exc
+
+
+# Legacy names that are valid zones but rarely what is meant: a fixed offset where people expect daylight
+# saving (EST is UTC-5 all year), or North American rules without the region's history. The likely zone.
+_LEGACY_ZONES = {
+    "EST": ("US Eastern time", "America/New_York"),
+    "MST": ("US Mountain time", "America/Denver"),
+    "HST": ("Hawaii time", "Pacific/Honolulu"),
+    "EST5EDT": ("US Eastern time", "America/New_York"),
+    "CST6CDT": ("US Central time", "America/Chicago"),
+    "MST7MDT": ("US Mountain time", "America/Denver"),
+    "PST8PDT": ("US Pacific time", "America/Los_Angeles"),
+}
+
+
+def timezone_warning(name: str) -> str | None:
+    """A warning for a legacy zone name (``EST``, ``EST5EDT``) naming the zone it likely stands for; None for
+    any other name. The name is valid: this is advice, not an error."""
+    legacy = _LEGACY_ZONES.get(name.strip())
+    if legacy is None:
+        return None
+    region, zone = legacy
+    tz = validate_timezone(name.strip())
+    winter, summer = (_offset(tz, datetime(2025, month, 15)) for month in (1, 7))
+    if winter == summer:
+        hours = f"UTC{winter.total_seconds() / 3600:+03.0f}:00"
+        what = f"has no daylight saving ({hours} all year)"
+    else:
+        what = "is a legacy name (North American rules, without the local history)"
+    return f"time zone {name.strip()!r} {what}; for {region} use {zone!r}"
 
 
 class _CronSpec:
@@ -241,6 +288,12 @@ def _parse_field(expression: str, text: str, field_: _Field) -> tuple[int, ...]:
                 raise InvalidSchedule(
                     expression, f"step in {item!r} ({name} field) must be a whole number >= 1"
                 )
+            if step > high - low + 1:  # "*/61" would silently be minute 0 only, i.e. hourly
+                raise InvalidSchedule(
+                    expression,
+                    f"step {step} in {item!r} is out of range for the {name} field ({low}-{high}): "
+                    f"a step can be 1-{high - low + 1}",
+                )
         if base == "*":
             start, end = low, high
         elif not base:
@@ -378,22 +431,21 @@ Schedule = CronSchedule | IntervalSchedule | OnceSchedule | ManualSchedule
 
 
 def parse_interval(text: str) -> timedelta:
-    """Parse ``30s``, ``5m``, ``2h``, ``1d``, ``1w`` or combinations (``1h30m``), case-insensitive.
+    """Parse ``30s``, ``5m``, ``2h``, ``1d``, ``1w`` or combinations (``1h30m``, ``1h 30m``).
 
-    The result is longer than zero and at most 366 days; anything else raises :class:`InvalidSchedule`.
+    Units are lower case (``5M`` could as well mean months). The result is longer than zero and at most 366
+    days; anything else raises :class:`InvalidSchedule`, whose reason shows the accepted forms.
     """
-    stripped = text.strip().lower()
+    stripped = text.strip()
     if stripped.startswith("-"):
         raise InvalidSchedule(text, "an interval must be positive")
     if not stripped.isascii() or not _INTERVAL.fullmatch(stripped):
-        raise InvalidSchedule(
-            text, "not an interval: write a number and a unit s, m, h, d or w, e.g. '5m' or '1h30m'"
-        )
+        raise InvalidSchedule(text, f"not an interval; {INTERVAL_FORMS}")
     seconds = 0
     seen: set[str] = set()
     for number, unit in _INTERVAL_PART.findall(stripped):
         if unit not in _UNITS:
-            raise InvalidSchedule(text, f"unknown unit {unit!r} in the interval (use s, m, h, d or w)")
+            raise InvalidSchedule(text, f"unknown unit {unit!r}{_unit_hint(number, unit)}; {INTERVAL_FORMS}")
         if unit in seen:
             raise InvalidSchedule(text, f"the unit {unit!r} appears twice in the interval")
         seen.add(unit)
@@ -403,6 +455,14 @@ def parse_interval(text: str) -> timedelta:
     if seconds > MAX_INTERVAL.total_seconds():
         raise InvalidSchedule(text, "an interval can be at most 366 days (use a cron expression for longer)")
     return timedelta(seconds=seconds)
+
+
+def _unit_hint(number: str, unit: str) -> str:
+    """`` (write '5m')`` for a unit word we can read, with a note on ``M`` (minutes or months?)."""
+    if unit == "M":
+        return f" (minutes are '{number}m'; months need a cron expression such as '0 0 1 * *')"
+    known = _UNIT_WORDS.get(unit.lower())
+    return "" if known is None else f" (write '{number}{known}')"
 
 
 def _parse_instant(text: str, tz: ZoneInfo) -> datetime:
@@ -436,7 +496,7 @@ def parse_schedule(text: str, *, timezone: str = "UTC", anchor: datetime) -> Sch
         return OnceSchedule(at=anchor)
     if re.match(r"[0-9]{4}-", stripped):
         return OnceSchedule(at=_parse_instant(stripped, zone))
-    if re.match(r"[-+]?[0-9]", stripped) and (len(stripped.split()) == 1 or _INTERVAL.fullmatch(word)):
+    if re.match(r"[-+]?[0-9]", stripped) and (len(stripped.split()) == 1 or _INTERVAL.fullmatch(stripped)):
         return IntervalSchedule(every=parse_interval(stripped), anchor=anchor)
     if word.startswith("@") or len(stripped.split()) > 1:
         return CronSchedule(expression=stripped, timezone=timezone)

@@ -5,6 +5,7 @@ Reads never write and emit nothing. A task reference is its id or its name.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine
 
 from scheduler import timing
-from scheduler.errors import ExecutionNotFound
+from scheduler.errors import ExecutionNotFound, TaskNotFound
 from scheduler.fields import check_count, check_limit, check_status, validate_instant, validate_timezone_name
 from scheduler.records import AuditEntry, Execution, LogLine, NextRun, Task, TaskStats
 from scheduler.repository import audit as audit_sql
@@ -21,7 +22,7 @@ from scheduler.repository import stats as stats_sql
 from scheduler.repository import tasks as tasks_sql
 from scheduler.repository.clock import db_now
 from scheduler.repository.errors import translate_db_errors
-from scheduler.schedules import fire_times
+from scheduler.repository.tables import storable_id
 
 TaskRef = int | str
 
@@ -40,6 +41,12 @@ class ServiceReads:
         """The task with this id or name; :class:`~scheduler.errors.TaskNotFound` otherwise."""
         with self._read() as connection:
             return tasks_sql.get_task(connection, ref)
+
+    def similar_task_names(self, name: str, *, limit: int = 3) -> list[str]:
+        """Up to ``limit`` existing task names closest to ``name`` (difflib's ratio >= 0.6), best first."""
+        with self._read() as connection:
+            names = tasks_sql.task_names(connection)
+        return difflib.get_close_matches(name.strip(), names, n=limit)
 
     def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[Task]:
         """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``."""
@@ -65,12 +72,36 @@ class ServiceReads:
     def history(
         self, *, task: TaskRef | None = None, status: str | None = None, limit: int = 50
     ) -> list[Execution]:
-        """Executions newest first, optionally of one (existing) task and/or one status."""
+        """Executions newest first, optionally of one task and/or one status.
+
+        ``task`` may name a deleted task, by its id or the name its executions bear (they keep it);
+        :class:`~scheduler.errors.TaskNotFound` when no task, live or deleted, ever had this reference.
+        """
         status = check_status("status", status, task=False)
         limit = check_limit(limit)
         with self._read() as connection:
-            task_id = None if task is None else tasks_sql.get_task(connection, task).id
-            return history_sql.list_executions(connection, task_id=task_id, status=status, limit=limit)
+            if task is None:
+                return history_sql.list_executions(connection, status=status, limit=limit)
+            found = tasks_sql.find_task(connection, task)
+            if found is not None:
+                return history_sql.list_executions(connection, task_id=found.id, status=status, limit=limit)
+            names = self._deleted_task_names(connection, task)
+            return history_sql.list_executions(
+                connection, deleted_task_names=names, status=status, limit=limit
+            )
+
+    @staticmethod
+    def _deleted_task_names(connection: Connection, ref: TaskRef) -> set[str]:
+        """The names the executions of deleted task ``ref`` bear; TaskNotFound when no task had ``ref``."""
+        names: set[str] = set()
+        if isinstance(ref, int) and storable_id(ref):
+            names = history_sql.audited_task_names(connection, task_id=ref)
+        elif isinstance(ref, str) and (name := tasks_sql.stored_name(ref)) is not None:
+            orphans = history_sql.list_executions(connection, deleted_task_names=[name], limit=1)
+            names = {name} if orphans else history_sql.audited_task_names(connection, name=name)
+        if not names:
+            raise TaskNotFound(ref if isinstance(ref, int | str) else repr(ref))
+        return names
 
     def logs(self, execution_id: int) -> list[LogLine]:
         """The execution's log lines in order; :class:`~scheduler.errors.ExecutionNotFound` if unknown."""
@@ -125,14 +156,18 @@ class ServiceReads:
     def validate_schedule(
         self, schedule: str, *, timezone: str = "UTC", count: int = 5, after: datetime | None = None
     ) -> list[datetime]:
-        """The first ``count`` fire times of ``schedule`` after ``after`` (default: now, host clock).
+        """The first ``count`` fire times of ``schedule``: from the first run a new task would get, or after
+        ``after`` when given (see :func:`scheduler.timing.preview_schedule`; host clock).
 
-        Raises :class:`~scheduler.errors.InvalidSchedule` or :class:`~scheduler.errors.InvalidTimezone`; needs
-        no database.
+        Raises what ``create_task`` raises for the same schedule (:class:`~scheduler.errors.InvalidSchedule`
+        for an instant in the past too, :class:`~scheduler.errors.InvalidTimezone`); needs no database.
         """
         count = check_count(count)
-        start = validate_instant("after", after) or datetime.now(UTC)
-        _, parsed = timing.parse_task_schedule(
-            schedule, timezone=validate_timezone_name(timezone), anchor=start
+        preview = timing.preview_schedule(
+            schedule,
+            timezone=validate_timezone_name(timezone),
+            now=datetime.now(UTC),
+            count=count,
+            after=validate_instant("after", after),
         )
-        return fire_times(parsed, start, count, inclusive=parsed.kind == "once")
+        return preview.fire_times

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
 from scheduler.records import Task, iso_utc
-from scheduler.schedules import OnceSchedule, Schedule, parse_schedule
+from scheduler.schedules import OnceSchedule, Schedule, fire_times, parse_schedule
 
 ONCE_GRACE = timedelta(seconds=60)
 MAX_SCHEDULE = 200
@@ -88,6 +88,31 @@ def first_fire(
     return fire
 
 
+def _given_schedule(
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    anchor: datetime,
+    once: bool,
+    check_past: bool,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> tuple[str, Schedule]:
+    """Parse schedule text and apply the rules of text a user gives (``once``, ``check_past``)."""
+    text, schedule = parse_task_schedule(value, timezone=timezone, anchor=anchor)
+    if once:
+        if schedule.kind == "manual":
+            raise InvalidSchedule(text, "a manual schedule never fires, so it cannot run once")
+        at = first_fire(schedule, now=now, start_at=start_at, end_at=end_at)
+        if at is None:
+            raise InvalidSchedule(text, "it has no fire time (before end_at), so it cannot run once")
+        return once_text(at), OnceSchedule(at=at)
+    if check_past and isinstance(schedule, OnceSchedule) and schedule.at < now - ONCE_GRACE:
+        raise InvalidSchedule(text, "the instant is more than 60 seconds in the past")
+    return text, schedule
+
+
 def plan_schedule(
     value: object,
     *,
@@ -108,26 +133,62 @@ def plan_schedule(
     ``anchor_at`` keeps an existing interval anchor; by default it is ``start_at`` or ``now``.
     """
     anchor = anchor_at or start_at or now
-    text, schedule = parse_task_schedule(value, timezone=timezone, anchor=anchor)
-    if once:
-        if schedule.kind == "manual":
-            raise InvalidSchedule(text, "a manual schedule never fires, so it cannot run once")
-        at = first_fire(schedule, now=now, start_at=start_at, end_at=end_at)
-        if at is None:
-            raise InvalidSchedule(text, "it has no fire time (before end_at), so it cannot run once")
-        schedule = OnceSchedule(at=at)
-        text = once_text(at)
-    elif check_past and isinstance(schedule, OnceSchedule) and schedule.at < now - ONCE_GRACE:
-        raise InvalidSchedule(text, "the instant is more than 60 seconds in the past")
+    text, schedule = _given_schedule(
+        value, timezone=timezone, now=now, anchor=anchor, once=once, check_past=check_past,
+        start_at=start_at, end_at=end_at,
+    )  # fmt: skip
     fire = first_fire(
         schedule, now=now, start_at=start_at, end_at=end_at, max_runs=max_runs, run_count=run_count
     )
     return SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=fire)
 
 
+def require_a_run(plan: SchedulePlan, *, end_at: datetime | None = None) -> None:
+    """A new task must fire at least once (a manual one never does, by design)."""
+    if plan.kind != "manual" and plan.next_run_at is None:
+        raise InvalidField("end_at" if end_at else "schedule", "the task would never run")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePreview:
+    """What ``validate`` shows: the schedule as create would store it, and its next fire times (UTC)."""
+
+    text: str
+    kind: str
+    fire_times: list[datetime]
+
+
+def preview_schedule(
+    value: object, *, timezone: str, now: datetime, count: int, after: datetime | None = None
+) -> SchedulePreview:
+    """Check schedule text by the rules of a new task (:func:`plan_schedule`, :func:`require_a_run`) and list
+    up to ``count`` fire times: from the first run create would place (seen from ``now``), or those after
+    ``after`` when given (at it, for a once schedule). The interval anchor is ``after``, else ``now``."""
+    anchor = after or now
+    text, schedule = _given_schedule(
+        value, timezone=timezone, now=now, anchor=anchor, once=False, check_past=True, start_at=None,
+        end_at=None,
+    )  # fmt: skip
+    first = first_fire(schedule, now=now)
+    require_a_run(SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=first))
+    if after is not None:
+        times = fire_times(schedule, after, count, inclusive=schedule.kind == "once")
+    elif first is None:
+        times = []
+    else:
+        times = [first, *fire_times(schedule, first, count - 1)]
+    return SchedulePreview(text=text, kind=schedule.kind, fire_times=times)
+
+
+def stored_schedule_text(task: Task) -> str:
+    """A stored task's schedule text as the parser reads it today: interval units were case-insensitive
+    before, so a stored ``5M`` is read as ``5m``."""
+    return task.schedule.lower() if task.schedule_kind == "interval" else task.schedule
+
+
 def task_schedule(task: Task) -> Schedule:
     """The parsed schedule of a stored task (its text was validated when stored)."""
-    return parse_schedule(task.schedule, timezone=task.timezone, anchor=task.anchor_at)
+    return parse_schedule(stored_schedule_text(task), timezone=task.timezone, anchor=task.anchor_at)
 
 
 def upcoming_runs(task: Task, count: int, *, after: datetime | None = None) -> list[datetime]:

@@ -153,8 +153,7 @@ def validate_new_task(
         end_at=values.get("end_at"),
         max_runs=values.get("max_runs"),
     )
-    if plan.kind != "manual" and plan.next_run_at is None:
-        raise InvalidField("end_at" if values.get("end_at") else "schedule", "the task would never run")
+    timing.require_a_run(plan, end_at=values.get("end_at"))
     columns: dict[str, Any] = {key: values.get(key) for key in UPDATABLE}
     columns |= {"schedule": plan.text, "schedule_kind": plan.kind, "status": "active"}
     columns |= {"anchor_at": plan.anchor_at, "next_run_at": plan.next_run_at}
@@ -191,7 +190,7 @@ def validate_changes(
         return result
     restart = "schedule" in changes or "start_at" in changes
     plan = timing.plan_schedule(
-        changes.get("schedule", task.schedule),
+        changes.get("schedule", timing.stored_schedule_text(task)),
         timezone=merged["timezone"],
         now=now,
         check_past="schedule" in changes,

@@ -29,12 +29,12 @@ def _lookup(ref: TaskRef) -> Select[Any] | None:
     if isinstance(ref, int):
         return select(tasks).where(tasks.c.id == ref) if storable_id(ref) else None
     if isinstance(ref, str):
-        name = _stored_form(ref)
+        name = stored_name(ref)
         return None if name is None else select(tasks).where(tasks.c.name == name)
     return None
 
 
-def _stored_form(ref: str) -> str | None:
+def stored_name(ref: str) -> str | None:
     """The name as stored (stripped, NFC), or None when no stored name can look like ``ref``: names are
     validated when stored (1..200 characters, no NUL or lone surrogate, which drivers could not even send)."""
     name = unicodedata.normalize("NFC", ref.strip())
@@ -138,3 +138,8 @@ def tasks_due_by(connection: Connection, moment: datetime) -> list[Task]:
     """Active tasks whose ``next_run_at`` is at or before ``moment`` (index range; only overdue ones)."""
     query = select(tasks).where(tasks.c.status == "active", tasks.c.next_run_at <= moment)
     return [task_from_row(row) for row in connection.execute(query.order_by(tasks.c.next_run_at, tasks.c.id))]
+
+
+def task_names(connection: Connection) -> list[str]:
+    """Every task's name (for "did you mean" when a name is not found)."""
+    return list(connection.execute(select(tasks.c.name)).scalars())

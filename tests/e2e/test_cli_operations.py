@@ -140,6 +140,8 @@ def test_a_long_running_verb_logs_text_by_default(cli: Cli) -> None:
     lines = _planner(cli, "text")
     assert not any(line.startswith("{") for line in lines)
     assert any(" INFO    scheduler." in line for line in lines)
+    # Stopped by SIGTERM, it says so last, and what that means for a standby.
+    assert lines[-1].endswith("stopped: its lease is released, so a standby planner takes over"), lines[-1]
 
 
 # ------------------------------------------------------------------------------------------- completion

@@ -175,7 +175,7 @@ def test_migrate_upgrades_an_empty_sqlite_database_once(tmp_path: Path) -> None:
     first = cli.json("scheduler:migrate", real=True)
     assert (first["from"], first["to"], first["changed"]) == (None, head_revision(), True)
     second = cli.ok("scheduler:migrate")
-    assert f"already at {head_revision()}" in second.stdout
+    assert f"already at revision {head_revision()}" in second.stdout
 
 
 @pytest.mark.postgres

@@ -32,7 +32,7 @@ from workers.commands import load_registry
 MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
-    "get_task_stats", "validate_schedule", "on",
+    "get_task_stats", "validate_schedule", "similar_task_names", "on",
 }  # fmt: skip
 CONSTRUCTORS = {"from_settings"}
 ACTION_OF = {
@@ -145,6 +145,7 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("next_runs", lambda: service.next_runs(count=3)),
         ("get_task_stats", lambda: service.get_task_stats()),
         ("validate_schedule", lambda: service.validate_schedule("*/5 * * * *")),
+        ("similar_task_names", lambda: service.similar_task_names("b3")),
         ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
         ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
         ("on", lambda: service.on("task-created", lambda payload: None)),

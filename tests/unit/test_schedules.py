@@ -13,6 +13,7 @@ import pytest
 
 from scheduler.errors import InvalidSchedule, InvalidTimezone
 from scheduler.schedules import (
+    INTERVAL_FORMS,
     CronSchedule,
     IntervalSchedule,
     ManualSchedule,
@@ -21,6 +22,7 @@ from scheduler.schedules import (
     fire_times,
     parse_interval,
     parse_schedule,
+    timezone_warning,
     validate_timezone,
 )
 
@@ -117,6 +119,21 @@ def test_it_needs_an_aware_anchor() -> None:
         ("0 0 * * 8", "UTC", "8 is out of range for the day-of-week field (0-7)"),
         ("0 0 * * 99999999999999999999", "UTC", "out of range for the day-of-week field"),
         ("*/0 * * * *", "UTC", "step in '*/0' (minute field) must be a whole number >= 1"),
+        (
+            "*/61 * * * *",
+            "UTC",
+            "step 61 in '*/61' is out of range for the minute field (0-59): a step can be 1-60",
+        ),
+        ("*/90 * * * *", "UTC", "step 90 in '*/90' is out of range for the minute field (0-59)"),
+        ("0-30/61 * * * *", "UTC", "step 61 in '0-30/61' is out of range for the minute field"),
+        (
+            "0 */25 * * *",
+            "UTC",
+            "step 25 in '*/25' is out of range for the hour field (0-23): a step can be 1-24",
+        ),
+        ("0 0 */32 * *", "UTC", "out of range for the day-of-month field (1-31): a step can be 1-31"),
+        ("0 0 1 */13 *", "UTC", "out of range for the month field (1-12): a step can be 1-12"),
+        ("0 0 * * */9", "UTC", "out of range for the day-of-week field (0-7): a step can be 1-8"),
         ("0 */x * * *", "UTC", "step in '*/x' (hour field) must be a whole number >= 1"),
         ("* * * *", "UTC", "expected 5 fields (minute hour day-of-month month day-of-week), got 4"),
         ("0 * * * * *", "UTC", "expected 5 fields"),
@@ -140,11 +157,11 @@ def test_it_needs_an_aware_anchor() -> None:
         ("-5 * * * *", "UTC", "'' in the minute field is not a number"),
         ("5/20 * * * *", "UTC", "a step needs a range: write '5-59/20'"),
         ("0 0 * * tue/2", "UTC", "a step needs a range: write 'tue-7/2'"),
-        ("5x", "UTC", "unknown unit 'x' in the interval (use s, m, h, d or w)"),
+        ("5x", "UTC", "unknown unit 'x'; an interval is a number and a lower-case unit s, m, h, d or w"),
         ("0s", "UTC", "an interval must be longer than zero"),
         ("-5m", "UTC", "an interval must be positive"),
         ("367d", "UTC", "an interval can be at most 366 days"),
-        ("5", "UTC", "not an interval: write a number and a unit"),
+        ("5", "UTC", "not an interval; an interval is a number and a lower-case unit"),
         ("", "UTC", "empty; give a cron expression (5 fields)"),
         ("   ", "UTC", "empty; give a cron expression (5 fields)"),
         ("*/5", "UTC", "not a schedule; give a cron expression (5 fields)"),
@@ -203,7 +220,7 @@ def test_constructing_a_cron_schedule_validates_it() -> None:
         ("10-30/10", [10, 20, 30]),
         ("1-10/3", [1, 4, 7, 10]),
         ("*/25", [0, 25, 50]),
-        ("*/90", [0]),
+        ("*/60", [0]),  # a step as long as the field: once per hour; longer ones are rejected
         ("7,3,7,59", [3, 7, 59]),
         ("0-4,50-52", [0, 1, 2, 3, 4, 50, 51, 52]),
         ("00,05", [0, 5]),
@@ -515,7 +532,6 @@ def test_a_job_that_ran_at_the_end_of_a_gap_does_not_run_again_for_the_gap() -> 
         ("1d", timedelta(days=1)),
         ("1w", timedelta(weeks=1)),
         ("1h30m", timedelta(hours=1, minutes=30)),
-        ("1H30M", timedelta(hours=1, minutes=30)),
         ("  2h  ", timedelta(hours=2)),
         ("1h 30m", timedelta(hours=1, minutes=30)),
         ("30m1h", timedelta(hours=1, minutes=30)),
@@ -530,6 +546,24 @@ def test_it_parses_intervals(text: str, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("5M", "unknown unit 'M' (minutes are '5m'; months need a cron expression such as '0 0 1 * *')"),
+        ("5 mins", "unknown unit 'mins' (write '5m')"),
+        ("2 hours", "unknown unit 'hours' (write '2h')"),
+        ("10 Seconds", "unknown unit 'Seconds' (write '10s')"),
+        ("1h 30min", "unknown unit 'min' (write '30m')"),
+        ("3 fortnights", "unknown unit 'fortnights'"),
+    ],
+)
+def test_interval_mistakes_get_a_hint_and_the_accepted_forms(text: str, hint: str) -> None:
+    with pytest.raises(InvalidSchedule) as caught:
+        parse_schedule(text, anchor=ANCHOR)
+    assert caught.value.reason == f"{hint}; {INTERVAL_FORMS}"
+    assert "'30s', '5m', '1h30m', '1d', '1w'" in INTERVAL_FORMS
+
+
+@pytest.mark.parametrize(
     ("text", "reason"),
     [
         ("0s", "longer than zero"),
@@ -541,7 +575,8 @@ def test_it_parses_intervals(text: str, expected: timedelta) -> None:
         ("", "not an interval"),
         ("1.5h", "not an interval"),
         ("+5m", "not an interval"),
-        ("5ms", "not an interval"),
+        ("5ms", "unknown unit 'ms'"),
+        ("1H30M", "unknown unit 'H' (write '1h')"),
         ("1h1h", "the unit 'h' appears twice"),
         ("367d", "at most 366 days"),
         ("53w", "at most 366 days"),
@@ -663,3 +698,30 @@ def test_fire_times_lists_up_to_count_times_in_utc() -> None:
     assert fire_times(CronSchedule("0 9 * * *", "UTC"), ANCHOR, 0) == []
     with pytest.raises(ValueError):
         fire_times(CronSchedule("0 9 * * *", "UTC"), ANCHOR, -1)
+
+
+# --- legacy zone names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "warning"),
+    [
+        ("EST", "time zone 'EST' has no daylight saving (UTC-05:00 all year); for US Eastern time use "
+                "'America/New_York'"),
+        ("MST", "time zone 'MST' has no daylight saving (UTC-07:00 all year); for US Mountain time use "
+                "'America/Denver'"),
+        ("HST", "time zone 'HST' has no daylight saving (UTC-10:00 all year); for Hawaii time use "
+                "'Pacific/Honolulu'"),
+        ("EST5EDT", "for US Eastern time use 'America/New_York'"),
+        ("PST8PDT", "for US Pacific time use 'America/Los_Angeles'"),
+    ],
+)  # fmt: skip
+def test_a_legacy_zone_name_gets_a_warning_naming_the_likely_zone(name: str, warning: str) -> None:
+    validate_timezone(name)  # still valid: a warning, not an error
+    found = timezone_warning(name)
+    assert found is not None and warning in found
+
+
+@pytest.mark.parametrize("name", ["UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata", "Etc/GMT+5"])
+def test_an_iana_zone_name_gets_no_warning(name: str) -> None:
+    assert timezone_warning(name) is None

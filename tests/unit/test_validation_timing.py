@@ -6,10 +6,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from scheduler.batch import ScheduleCache
+from scheduler.errors import InvalidSchedule
 from scheduler.records import Task
 from scheduler.redaction import REDACTED, public_task, redact
 from scheduler.schedules import parse_schedule
-from scheduler.timing import first_fire, upcoming_runs
+from scheduler.timing import first_fire, plan_schedule, preview_schedule, upcoming_runs
 
 NOW = datetime(2030, 6, 12, 10, 30, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -70,6 +74,43 @@ def test_first_fire_respects_the_end_inclusively() -> None:
     schedule = parse_schedule("5m", anchor=NOW)
     assert first_fire(schedule, now=NOW, end_at=NOW + 5 * MINUTE) == NOW + 5 * MINUTE
     assert first_fire(schedule, now=NOW, end_at=NOW + 4 * MINUTE) is None
+
+
+def test_preview_refuses_an_instant_in_the_past_as_create_does() -> None:
+    past = "2030-06-12T10:00:00Z"  # 30 minutes before NOW
+    with pytest.raises(InvalidSchedule) as by_create:
+        plan_schedule(past, timezone="UTC", now=NOW)
+    with pytest.raises(InvalidSchedule) as by_preview:
+        preview_schedule(past, timezone="UTC", now=NOW, count=5)
+    assert str(by_preview.value) == str(by_create.value)
+    assert "more than 60 seconds in the past" in str(by_preview.value)
+
+
+def test_preview_shows_a_just_passed_instant_firing_as_create_would_place_it() -> None:
+    just_passed = NOW - timedelta(seconds=30)  # within the 60 s grace: create accepts it, it fires at once
+    plan = plan_schedule(just_passed.isoformat(), timezone="UTC", now=NOW)
+    preview = preview_schedule(just_passed.isoformat(), timezone="UTC", now=NOW, count=5)
+    assert preview.fire_times == [plan.next_run_at] == [just_passed]
+
+
+def test_preview_starts_at_the_first_run_or_after_the_given_instant() -> None:
+    assert preview_schedule("5m", timezone="UTC", now=NOW, count=2).fire_times == [
+        NOW + 5 * MINUTE,
+        NOW + 10 * MINUTE,
+    ]
+    later = NOW + 60 * MINUTE
+    assert preview_schedule("0 * * * *", timezone="UTC", now=NOW, count=2, after=later).fire_times == [
+        later + 30 * MINUTE,
+        later + 90 * MINUTE,
+    ]
+
+
+def test_a_stored_interval_with_upper_case_units_still_runs() -> None:
+    # Units were case-insensitive before; new text must be lower case, stored text keeps its meaning.
+    stored = task(schedule="1H30M", next_run_at=NOW + 90 * MINUTE)
+    assert upcoming_runs(stored, 2) == [NOW + 90 * MINUTE, NOW + 180 * MINUTE]
+    planned = ScheduleCache().get(stored)  # what the planner plans with
+    assert planned.next_after(NOW) == NOW + 90 * MINUTE
 
 
 def test_redact_hides_secret_looking_keys_at_any_depth_without_touching_the_input() -> None:
