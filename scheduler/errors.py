@@ -49,11 +49,18 @@ class InvalidField(InvalidInput):
 
 
 class UnknownCommand(InvalidInput):
-    """The command is not registered."""
+    """The command is not registered (in the registry of ``worker``, when a worker looked it up)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, worker: str | None = None) -> None:
         self.name = name
-        super().__init__(f"unknown command {name!r} (see 'systemprompt scheduler:commands')")
+        self.worker = worker
+        if worker is None:
+            super().__init__(f"unknown command {name!r} (see 'systemprompt scheduler:commands')")
+        else:
+            super().__init__(
+                f"worker {worker} has no command {name!r}: it was started before the command was installed "
+                "or configured; restart that worker"
+            )
 
 
 class NameTaken(InvalidInput):

@@ -232,10 +232,12 @@ def _redefined(a: object, b: object) -> bool:
 
 class CommandRegistry:
     """Names to :class:`CommandSpec`. Registering a name twice is a no-op for the same command and an
-    :class:`InvalidField` error for a different one."""
+    :class:`InvalidField` error for a different one. ``worker``: the worker whose registry it is, named by a
+    failed lookup."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str | None = None) -> None:
         self._specs: dict[str, CommandSpec] = {}
+        self.worker = worker
 
     def register(self, name: str, func: PythonCommand, description: str = "") -> None:
         """Register a python command; ``description`` defaults to the first line of its docstring."""
@@ -273,7 +275,7 @@ class CommandRegistry:
         """The spec of ``name``; :class:`UnknownCommand` if it is not registered."""
         spec = self._specs.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise UnknownCommand(str(name))
+            raise UnknownCommand(str(name), worker=self.worker)
         return spec
 
     def __contains__(self, name: object) -> bool:
@@ -386,7 +388,10 @@ def _load_plugins() -> list[tuple[str, str, PythonCommand]]:
 
 
 def load_registry(
-    settings: Settings, extra: Mapping[str, tuple[PythonCommand, str]] | None = None
+    settings: Settings,
+    extra: Mapping[str, tuple[PythonCommand, str]] | None = None,
+    *,
+    worker: str | None = None,
 ) -> CommandRegistry:
     """Build the registry a worker, planner or CLI uses.
 
@@ -402,10 +407,12 @@ def load_registry(
     4. every ``@command``-decorated function imported so far (a clash with 1-2 raises :class:`InvalidField`);
     5. ``settings.commands``, the external argv lists of ``module.yaml``; a bad one raises
        :class:`~scheduler.errors.ConfigError` naming the command.
+
+    ``worker``: the node name of the worker it is for (see :class:`CommandRegistry`).
     """
     from workers.builtins import register_builtins
 
-    registry = CommandRegistry()
+    registry = CommandRegistry(worker)
     register_builtins(registry)
     for name, (func, description) in (extra or {}).items():
         registry.register(name, func, description)

@@ -117,7 +117,7 @@ class WorkerRuntime:
         self._ensure_process()
         if self._registry is None:
             extra = runtime_commands(health=self.check_health, cleanup=self.run_cleanup)
-            self._registry = load_registry(self.settings, extra=extra)
+            self._registry = load_registry(self.settings, extra=extra, worker=self.nodename)
         return self._registry
 
     @property

@@ -142,3 +142,15 @@ def tasks_due_by(connection: Connection, moment: datetime) -> list[Task]:
     """Active tasks whose ``next_run_at`` is at or before ``moment`` (index range; only overdue ones)."""
     query = select(tasks).where(tasks.c.status == "active", tasks.c.next_run_at <= moment)
     return [task_from_row(row) for row in connection.execute(query.order_by(tasks.c.next_run_at, tasks.c.id))]
+
+
+def commands_by_queue(connection: Connection) -> dict[tuple[str, str], tuple[str, int]]:
+    """(queue, command) -> (the first name, how many) of the active tasks that need a worker of that queue
+    with that command. One group per pair, so its size does not grow with the number of tasks."""
+    query = (
+        select(tasks.c.queue, tasks.c.command, func.min(tasks.c.name), func.count())
+        .where(tasks.c.status == "active")
+        .group_by(tasks.c.queue, tasks.c.command)
+        .order_by(tasks.c.queue, tasks.c.command)
+    )
+    return {(queue, command): (name, count) for queue, command, name, count in connection.execute(query)}

@@ -4,6 +4,9 @@ a task's command says."""
 
 from __future__ import annotations
 
+import json
+import socket
+
 from workerproc import EngineSetup
 
 
@@ -28,3 +31,58 @@ def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_alway
     table = setup.cli("scheduler:list").stdout
     (row,) = [line for line in table.splitlines() if "always-fails" in line]
     assert "failed (3 in a row)" in row, table
+
+
+def _install_command_after_the_worker_started(setup: EngineSetup) -> None:
+    """Declare the external command ``report:disk`` in the module.yaml the CLI reads, once the worker runs."""
+    (setup.workdir / "module.yaml").write_text("commands:\n  report:disk: [echo, disk report]\n")
+
+
+def test_a_worker_started_before_a_command_was_installed_fails_the_run_naming_itself_and_restart(
+    engine_setup: EngineSetup,
+) -> None:
+    setup = engine_setup
+    worker = setup.start_worker()
+    _install_command_after_the_worker_started(setup)
+    created = setup.cli("scheduler:create", "--name", "disk", "--command", "report:disk", "--format", "json")
+    assert created.code == 0, created.stderr
+    result = setup.cli("scheduler:run", "--id", "disk", "--wait", "--timeout", "30", "--format", "json")
+    assert result.code == 1, result.stderr
+    assert json.loads(result.stdout)["status"] == "failed"
+    error = result.stderr.splitlines()[-1]
+    node = worker.name.replace("%h", socket.gethostname())
+    assert error.startswith("error: execution "), result.stderr
+    assert f"worker {node}" in error and "has no command 'report:disk'" in error, error
+    assert "restart that worker" in error, error
+
+
+def test_health_warns_when_no_live_worker_on_a_tasks_queue_has_its_command(engine_setup: EngineSetup) -> None:
+    setup = engine_setup
+    worker = setup.start_worker()
+    _install_command_after_the_worker_started(setup)
+    for name, command, queue in (
+        ("disk", "report:disk", setup.queue),
+        ("echo-here", "test:echo", setup.queue),
+        ("echo-nowhere", "test:echo", f"{setup.queue}-unserved"),
+    ):
+        created = setup.cli("scheduler:create", "--name", name, "--command", command, "--queue", queue)
+        assert created.code == 0, created.stderr
+    result = setup.cli("scheduler:health", "--check", "database,broker,workers")
+    assert result.code == 0, result.stderr  # warnings, not failures
+    node = worker.name.replace("%h", socket.gethostname())
+    warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("warning: "))
+    assert len(warnings) == 2, result.stderr
+    assert warnings[0].startswith("warning: task 'disk': no live worker on queue ")
+    assert f"has command 'report:disk' ({node}" in warnings[0] and warnings[0].endswith(
+        "restart them so they load it"
+    )
+    assert warnings[1] == (
+        f"warning: task 'echo-nowhere': no worker consumes queue '{setup.queue}-unserved': "
+        f"start one with 'systemprompt scheduler:worker -Q {setup.queue}-unserved'"
+    )
+    checks = setup.cli("scheduler:health", "--check", "database,broker,workers", "--format", "json").json()
+    (workers,) = [check for check in checks["checks"] if check["name"] == "workers"]
+    assert [warning.split(":")[0] for warning in workers["warnings"]] == [
+        "task 'disk'",
+        "task 'echo-nowhere'",
+    ]
