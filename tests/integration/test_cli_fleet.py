@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import socket
 
-from workerproc import EngineSetup
+from workerproc import SYSTEMPROMPT, EngineSetup
+
+from tests.support.terminal import TerminalRun
 
 
 def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_always_fails(
@@ -86,3 +88,23 @@ def test_health_warns_when_no_live_worker_on_a_tasks_queue_has_its_command(engin
         "task 'disk'",
         "task 'echo-nowhere'",
     ]
+
+
+def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setup: EngineSetup) -> None:
+    setup = engine_setup
+    setup.start_worker()
+    setup.create("slow", "test:sleep", data={"seconds": 1.5})
+    argv = [str(SYSTEMPROMPT), "scheduler:run", "--id", "slow", "--wait", "--timeout", "60"]
+    terminal = TerminalRun(argv, env=setup.env, cwd=setup.workdir)
+    try:
+        code, stdout = terminal.finish(60)
+    finally:
+        terminal.close()
+    assert code == 0, terminal.screen
+    lines = [line for line in terminal.screen.splitlines() if line.startswith("execution ")]
+    assert [line.split(")")[1].split()[0] for line in lines] == ["queued", "running", "completed"], (
+        terminal.screen
+    )
+    assert lines[1].endswith("(attempt 1/4)") and " running on " in lines[1]
+    assert "warning" not in terminal.screen
+    assert "completed" in stdout  # the execution itself, on stdout as without a terminal
