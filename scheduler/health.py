@@ -49,8 +49,9 @@ class CheckResult(NamedTuple):
 
 
 class LiveWorker(NamedTuple):
-    """A worker that answered: its node name, the queues it consumes, and the commands it has (None: a worker
-    of an older version, which does not say)."""
+    """A worker that answered: its node name, the queues it consumes, and the commands it has (None, and no
+    queues: a worker that does not know the request, of an older version or another app on the same broker;
+    it counts as alive but as consuming nothing)."""
 
     name: str
     queues: frozenset[str]
@@ -197,7 +198,7 @@ def discover_workers(app: Any, *, timeout_s: float = PING_TIMEOUT_S) -> list[Liv
 
 def coverage_warning(workers: Sequence[LiveWorker], queue: str, command: str) -> str | None:
     """Why no live worker in ``workers`` will run ``command`` from ``queue``, or None when one will."""
-    on_queue = [worker for worker in workers if queue in worker.queues or worker.commands is None]
+    on_queue = [worker for worker in workers if queue in worker.queues]
     if not on_queue:
         return (
             f"no worker consumes queue {queue!r}: start one with 'systemprompt scheduler:worker -Q {queue}'"

@@ -44,8 +44,8 @@ def test_at_a_terminal_it_shows_queued_warns_that_no_worker_runs_it_and_ctrl_c_l
 
 
 def test_piped_it_prints_no_progress_only_the_warning_and_the_json(cli: Cli) -> None:
-    result = cli.run("scheduler:run", "--id", "nightly", "--wait", "--timeout", "4", "--format", "json")
+    result = cli.run("scheduler:run", "--id", "nightly", "--wait", "--timeout", "2.5", "--format", "json")
     assert result.code == 1, result.describe()
     assert json.loads(result.stdout)["status"] == "queued"
     assert result.stderr_lines[0].startswith(NO_WORKER), result.describe()
-    assert result.stderr_lines[1:] == ["error: execution 1 is still queued after 4 s"]
+    assert result.stderr_lines[1:] == ["error: execution 1 is still queued after 2.5 s"]

@@ -20,8 +20,8 @@ def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_alway
     setup.create("always-fails", "test:fail", retries=0)
     setup.create("never-ran", "test:echo")
     for _ in range(3):
-        result = setup.cli("scheduler:run", "--id", "always-fails", "--wait", "--timeout", "30")
-        assert result.code == 1, result.stderr
+        run = setup.service.run_task_now("always-fails")
+        assert setup.wait_finished(run.id).status == "failed"
     listed = {task["name"]: task for task in setup.cli("scheduler:list", "--format", "json").json()}
     failing = listed["always-fails"]
     assert (failing["status"], failing["last_outcome"], failing["consecutive_failures"]) == (
@@ -40,44 +40,27 @@ def _install_command_after_the_worker_started(setup: EngineSetup) -> None:
     (setup.workdir / "module.yaml").write_text("commands:\n  report:disk: [echo, disk report]\n")
 
 
-def test_a_worker_started_before_a_command_was_installed_fails_the_run_naming_itself_and_restart(
+def test_a_worker_started_before_a_command_was_installed_fails_its_runs_and_health_warns(
     engine_setup: EngineSetup,
 ) -> None:
     setup = engine_setup
     worker = setup.start_worker()
-    _install_command_after_the_worker_started(setup)
-    created = setup.cli("scheduler:create", "--name", "disk", "--command", "report:disk", "--format", "json")
-    assert created.code == 0, created.stderr
-    result = setup.cli("scheduler:run", "--id", "disk", "--wait", "--timeout", "30", "--format", "json")
-    assert result.code == 1, result.stderr
-    assert json.loads(result.stdout)["status"] == "failed"
-    error = result.stderr.splitlines()[-1]
     node = worker.name.replace("%h", socket.gethostname())
-    assert error.startswith("error: execution "), result.stderr
-    assert f"worker {node}" in error and "has no command 'report:disk'" in error, error
-    assert "restart that worker" in error, error
-
-
-def test_health_warns_when_no_live_worker_on_a_tasks_queue_has_its_command(engine_setup: EngineSetup) -> None:
-    setup = engine_setup
-    worker = setup.start_worker()
     _install_command_after_the_worker_started(setup)
-    for name, command, queue in (
-        ("disk", "report:disk", setup.queue),
-        ("echo-here", "test:echo", setup.queue),
-        ("echo-nowhere", "test:echo", f"{setup.queue}-unserved"),
-    ):
-        created = setup.cli("scheduler:create", "--name", name, "--command", command, "--queue", queue)
-        assert created.code == 0, created.stderr
-    result = setup.cli("scheduler:health", "--check", "database,broker,workers")
-    assert result.code == 0, result.stderr  # warnings, not failures
-    node = worker.name.replace("%h", socket.gethostname())
-    warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("warning: "))
-    assert len(warnings) == 2, result.stderr
-    assert warnings[0].startswith("warning: task 'disk': no live worker on queue ")
-    assert f"has command 'report:disk' ({node}" in warnings[0] and warnings[0].endswith(
-        "restart them so they load it"
+    created = setup.cli(
+        "scheduler:create", "--name", "disk", "--command", "report:disk", "--queue", setup.queue
     )
+    assert created.code == 0, created.stderr  # the CLI reads the new module.yaml: it knows the command
+    setup.create("echo-here", "test:echo")
+    setup.service.create_task(name="echo-nowhere", command="test:echo", queue=f"{setup.queue}-unserved")
+
+    health = setup.cli("scheduler:health", "--check", "database,broker,workers")
+    assert health.code == 0, health.stderr  # warnings, not failures
+    warnings = sorted(line for line in health.stderr.splitlines() if line.startswith("warning: "))
+    assert len(warnings) == 2, health.stderr
+    assert warnings[0].startswith("warning: task 'disk': no live worker on queue ")
+    assert f"has command 'report:disk' ({node})" in warnings[0]
+    assert warnings[0].endswith("restart them so they load it")
     assert warnings[1] == (
         f"warning: task 'echo-nowhere': no worker consumes queue '{setup.queue}-unserved': "
         f"start one with 'systemprompt scheduler:worker -Q {setup.queue}-unserved'"
@@ -88,6 +71,14 @@ def test_health_warns_when_no_live_worker_on_a_tasks_queue_has_its_command(engin
         "task 'disk'",
         "task 'echo-nowhere'",
     ]
+
+    result = setup.cli("scheduler:run", "--id", "disk", "--wait", "--timeout", "30", "--format", "json")
+    assert result.code == 1, result.stderr
+    assert json.loads(result.stdout)["status"] == "failed"  # at once: no retry can help
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: execution "), result.stderr
+    assert f"worker {node} has no command 'report:disk'" in error, error
+    assert error.endswith("restart that worker"), error
 
 
 def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setup: EngineSetup) -> None:
