@@ -18,6 +18,8 @@ from scheduler.errors import InvalidInput, SchedulerError
 from scheduler.records import FAILURE_STATUSES, TASK_STATUSES
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from scheduler.records import ListedTask, Task
 
 
@@ -27,6 +29,11 @@ def _schedule_text(task: Task) -> str:
 
 def _status_text(task: Task) -> str:
     return f"{task.status} ({task.status_reason})" if task.status_reason else task.status
+
+
+def _next_run(task: Task) -> datetime | None:
+    # Only an active task fires (scheduler:next); a paused one keeps its stored slot but shows none.
+    return task.next_run_at if task.status == "active" else None
 
 
 def _outcome_text(task: ListedTask) -> str:
@@ -47,7 +54,7 @@ TASK_COLUMNS = (
     Column("command"),
     Column("schedule", get=_schedule_text),
     Column("status", get=_status_text, max_width=40),
-    Column("next_run_at", "next run"),
+    Column("next_run_at", "next run", get=_next_run),
     Column("last_run_at", "last run"),
     Column("run_count", "sched. runs"),
 )

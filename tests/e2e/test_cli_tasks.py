@@ -177,7 +177,9 @@ def test_pause_and_resume_one_task_or_all(cli: Cli) -> None:
 
 def test_a_paused_task_has_no_next_run_in_list_as_in_next(cli: Cli) -> None:
     cli.create("hourly-report", "--schedule", "@hourly")
-    cli.ok("scheduler:pause", "--id", "hourly-report")
+    paused = cli.ok("scheduler:pause", "--id", "hourly-report").stdout.splitlines()
+    at = paused[1].index("next run")
+    assert paused[3][at : at + len("next run")].strip() == "-", "\n".join(paused)
     assert cli.json("scheduler:next", "--task", "hourly-report") == []
     (listed,) = cli.tasks()
     assert (listed["status"], listed["next_run_at"]) == ("paused", None)
