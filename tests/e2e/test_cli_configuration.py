@@ -25,8 +25,9 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(None, workdir, SCHEDULER_DATABSE_URL="postgresql://nobody@127.0.0.1:1/typo")
 
 
-def _worker_stderr(cli: Cli) -> str:
-    """Start ``scheduler:worker`` (embedded default), stop it once ready; what it printed."""
+def _worker_stderr_until(cli: Cli, text: str) -> str:
+    """Start ``scheduler:worker`` (embedded default) and stop it once its stderr shows ``text`` (or it is
+    ready, or 45 s passed); what it printed."""
     process = subprocess.Popen(
         [str(SYSTEMPROMPT), "scheduler:worker", "-P", "solo"],
         cwd=cli.workdir,
@@ -36,19 +37,19 @@ def _worker_stderr(cli: Cli) -> str:
         text=True,
         start_new_session=True,
     )
+    seen = ""
     try:
         deadline = time.monotonic() + 45
-        seen = ""
         assert process.stderr is not None
-        while " ready." not in seen and time.monotonic() < deadline:
+        while text not in seen and " ready." not in seen and time.monotonic() < deadline:
             line = process.stderr.readline()
             if not line:
                 break
             seen += line
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        _, rest = process.communicate(timeout=30)
-    return seen + rest
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=30)
+    return seen
 
 
 def test_a_misspelt_variable_is_warned_about_by_the_cli_the_planner_and_the_worker(cli: Cli) -> None:
@@ -58,7 +59,7 @@ def test_a_misspelt_variable_is_warned_about_by_the_cli_the_planner_and_the_work
     planner = cli.run("scheduler:planner", "--once")
     assert planner.code == 0, planner.describe()
     assert TYPO_WARNING in planner.stderr_lines
-    assert TYPO_WARNING in _worker_stderr(cli).splitlines()
+    assert TYPO_WARNING in _worker_stderr_until(cli, TYPO_WARNING).splitlines()
 
 
 def test_the_variables_read_outside_the_settings_are_not_warned_about(tmp_path: Path) -> None:
