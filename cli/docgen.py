@@ -133,7 +133,10 @@ def render_configuration() -> str:
         "`./module.yaml` when it exists), by camelCase key;",
         "3. the defaults below.",
         "",
-        "A bad value stops the process with one line naming the setting (exit 2). Durations named in the "
+        "A bad value stops the process with one line naming the setting (exit 2); so does a database URL "
+        "other than `postgresql://` (or `postgres://`) and `sqlite:///`. Every process warns on stderr about "
+        f"a `{ENV_PREFIX}*` variable that is no setting (a typo such as `SCHEDULER_DATABSE_URL`), naming the "
+        "closest setting. Durations named in the "
         "spec are in milliseconds. `systemprompt scheduler:config` shows the effective values and where each "
         "came from (passwords masked).",
         "",

@@ -11,7 +11,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -21,15 +20,11 @@ import click
 
 from cli.context import get_service, get_settings
 from cli.options import format_option, task_ref
-from cli.render import human_ms, human_time, print_json, print_note, render_one
+from cli.render import human_ms, print_json, print_note, render_one
 
 if TYPE_CHECKING:
     from scheduler.planner import TickReport
-    from scheduler.records import Execution, LogLine
-    from scheduler.service import SchedulerService
     from scheduler.settings import Settings
-
-POLL_S = 0.25
 
 
 def _publisher(settings: Settings, *, check: bool) -> Any:
@@ -89,35 +84,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 # ------------------------------------------------------------------------------------------------- run
 
 
-def _print_log_line(line: LogLine, output_format: str) -> None:
-    if output_format == "json":
-        click.echo(json.dumps(line.to_json(), ensure_ascii=False))
-    else:
-        click.echo(f"{human_time(line.at)} [attempt {line.attempt}] {line.level:<7} {line.message}")
-
-
-def _wait(
-    service: SchedulerService, execution_id: int, timeout_s: float | None, follow: str | None
-) -> Execution:
-    """Poll until the execution finished (or ``timeout_s`` passed); print new log lines when following."""
-    from scheduler.records import FINISHED_STATUSES
-
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    shown = 0
-    while True:
-        execution = service.get_execution(execution_id)  # status first: its logs are committed with it
-        if follow is not None:
-            lines = service.logs(execution_id)
-            for line in lines[shown:]:
-                _print_log_line(line, follow)
-            shown = len(lines)
-        if execution.status in FINISHED_STATUSES:
-            return execution
-        if deadline is not None and time.monotonic() >= deadline:
-            return execution
-        time.sleep(POLL_S)
-
-
 @click.command("run")
 @click.option("--id", "ref", required=True, metavar="ID|NAME", help="The task to run now.")
 @click.option(
@@ -140,26 +106,22 @@ def run(
 
     Publishes a manual execution to the task's queue. Without --wait, prints it (status queued) and exits 0.
     With --wait, exit 0 when it completed, 1 when it failed, timed out or was cancelled; prints its result or
-    error. JSON: the execution object (with --follow, log line objects first, one per line).
+    error. On a terminal it shows queued, running and the outcome as they happen (on stderr); it warns when
+    no live worker consumes the queue or has the command, and keeps waiting. Ctrl-C stops waiting, not the
+    execution (exit 130). JSON: the execution object (with --follow, log line objects first, one per line).
     """
-    from scheduler.records import FINISHED_STATUSES
+    from cli.waiting import wait_and_report
 
     service = get_service(ctx)  # the database first: unreachable is exit 69
-    service.publisher = _publisher(get_settings(ctx), check=True)
+    settings = get_settings(ctx)
+    service.publisher = _publisher(settings, check=True)
     execution = service.run_task_now(task_ref(ref))
     if not (wait or follow):
         render_one(execution, output_format)
         return 0
-    final = _wait(service, execution.id, timeout_s, output_format if follow else None)
-    render_one(final, output_format)
-    if final.status not in FINISHED_STATUSES:
-        click.echo(f"error: execution {final.id} is still {final.status} after {timeout_s:g} s", err=True)
-        return 1
-    if final.status != "completed":
-        first_line = (final.error or final.status).splitlines()[0]
-        click.echo(f"error: execution {final.id} {final.status}: {first_line}", err=True)
-        return 1
-    return 0
+    return wait_and_report(
+        service, settings, execution, timeout_s=timeout_s, follow=follow, output_format=output_format
+    )
 
 
 # -------------------------------------------------------------------------------- planner, worker, serve

@@ -69,7 +69,11 @@ def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> i
     planner holds an unexpired lease, so a standby planner is healthy too. A process that needs only some
     services checks those: --check database,broker.
 
-    JSON: {ok, checks: [{name, ok, detail}]}.
+    'workers' also warns (on stderr, exit code unchanged) about active tasks that no live worker will run:
+    no worker consumes their queue, or none on it has their command (a worker started before the command was
+    installed: restart it).
+
+    JSON: {ok, checks: [{name, ok, detail, warnings}]}.
     """
     from scheduler.health import run_checks
 
@@ -77,11 +81,13 @@ def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> i
     healthy = all(result.ok for result in results)
     if output_format == "json":
         print_json(
-            {"ok": healthy, "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results]}
+            {"ok": healthy, "checks": [{**r._asdict(), "warnings": list(r.warnings)} for r in results]}
         )
     else:
         columns = (Column("name", "check"), Column("ok", "status", show=_status), Column("detail"))
         print_table(results, columns)
+    for warning in (warning for result in results for warning in result.warnings):
+        click.echo(f"warning: {warning}", err=True)
     if healthy:
         return 0
     click.echo(f"error: unhealthy: {_failures(results)}", err=True)

@@ -198,7 +198,8 @@ def plain_table_lines(
     layout = fit_table([_column(spec) for spec in columns], rows, width, per_column=2, fixed=-2, wraps=False)
     specs = layout.columns
     limits: Sequence[int | None] = layout.widths or [spec.max_width for spec in specs]
-    headers = [spec.title for spec in specs]
+    # A squeezed column cuts its header like its cells, so no line is wider than ``width``.
+    headers = [_plain_cell(spec.title, limit) for spec, limit in zip(specs, limits, strict=True)]
     cells = [
         [
             _plain_cell(spec.text(row, compact=layout.compact_times), limit)

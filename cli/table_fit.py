@@ -113,14 +113,16 @@ def _share(natural: list[int], needed: list[int], room: int) -> list[int]:
 
 def _squeeze(natural: list[int], needed: list[int], whole: list[bool], room: int) -> list[int] | None:
     """Widths when even the least each column needs is too wide: times (``whole``) keep theirs, the other
-    columns share what is left in proportion to their need (their cells wrap or are cut short); None when
-    the times alone fill the room."""
-    fixed = sum(want for want, keep in zip(needed, whole, strict=True) if keep)
-    flexible = sum(want for want, keep in zip(needed, whole, strict=True) if not keep)
-    left = room - fixed
-    if left < sum(not keep for keep in whole) * 3 or flexible == 0:
+    columns share what is left, the smallest need first (each gets its need or an even share of what is left,
+    whichever is less), so a short word such as a status stays whole and the long ones wrap or are cut
+    short; None when the times alone fill the room."""
+    flexible = [n for n, keep in enumerate(whole) if not keep]
+    left = room - sum(want for want, keep in zip(needed, whole, strict=True) if keep)
+    if left < len(flexible) * 3 or not flexible:
         return None
-    return [
-        want if keep else min(used, max(3, want * left // flexible))
-        for used, want, keep in zip(natural, needed, whole, strict=True)
-    ]
+    widths = list(needed)
+    for place, n in enumerate(sorted(flexible, key=lambda n: needed[n])):
+        share = left // (len(flexible) - place)
+        widths[n] = min(natural[n], max(3, min(needed[n], share)))
+        left -= widths[n]
+    return widths

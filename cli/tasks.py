@@ -22,10 +22,12 @@ from cli.options import (
 )
 from cli.render import Column, print_note, render, render_one
 from scheduler.errors import InvalidInput, SchedulerError
-from scheduler.records import TASK_STATUSES
+from scheduler.records import FAILURE_STATUSES, TASK_STATUSES
 
 if TYPE_CHECKING:
-    from scheduler.records import Task
+    from datetime import datetime
+
+    from scheduler.records import ListedTask, Task
 
 
 def _schedule_text(task: Task) -> str:
@@ -36,17 +38,39 @@ def _status_text(task: Task) -> str:
     return f"{task.status} ({task.status_reason})" if task.status_reason else task.status
 
 
+def _next_run(task: Task) -> datetime | None:
+    # Only an active task fires (scheduler:next); a paused one keeps its stored slot but shows none.
+    return task.next_run_at if task.status == "active" else None
+
+
+def _outcome_text(task: ListedTask) -> str:
+    """``completed``, ``failed``; a failure streak of two or more says how long: ``failed (45 in a row)``."""
+    if task.last_outcome is None:
+        return "-"
+    streak = task.consecutive_failures
+    if task.last_outcome in FAILURE_STATUSES and streak > 1:
+        return f"{task.last_outcome} ({streak} in a row)"
+    return task.last_outcome
+
+
 DEFAULT_LIST_LIMIT = 100  # tasks a `list` table shows unless --limit or --all says otherwise
 
 TASK_COLUMNS = (
     Column("id"),
     Column("name"),
-    Column("command"),
+    Column("command", drop_order=3),
     Column("schedule", get=_schedule_text),
     Column("status", get=_status_text, max_width=40),
-    Column("next_run_at", "next run"),
-    Column("last_run_at", "last run"),
-    Column("run_count", "runs"),
+    Column("next_run_at", "next run", get=_next_run),
+    Column("last_run_at", "last run", drop_order=2),
+    Column("run_count", "sched. runs", drop_order=1),
+)
+# drop_order: what a narrow terminal gives up first (see cli.table_fit). list: also how the last run ended.
+# "sched. runs" is run_count: slots the planner dispatched (what --max-runs limits); manual runs are not counted.
+LIST_COLUMNS = (
+    *TASK_COLUMNS[:-1],
+    Column("last_outcome", "last outcome", get=_outcome_text, flow="line"),
+    TASK_COLUMNS[-1],
 )
 
 
@@ -72,15 +96,19 @@ def _task_title(verb: str, task: Task) -> str:
 def list_tasks(
     ctx: click.Context, status: str | None, limit: int | None, show_all: bool, output_format: str
 ) -> None:
-    """List tasks.
+    """List tasks, with how each one's last run ended.
 
-    A table shows the first tasks by id and how many more there are; JSON: an array of task objects.
+    A table shows the first tasks by id and how many more there are. 'last outcome' is the status of the
+    latest finished run, with the failure streak when two or more failed in a row; 'sched. runs' counts the
+    runs the planner dispatched (not manual ones). A paused task has no next run. JSON: an array of task
+    objects with last_outcome.
     """
     if limit is None and not show_all and output_format == "table":
         limit = DEFAULT_LIST_LIMIT
     service = get_service(ctx)
     tasks = service.list_tasks(status=status, limit=limit)
-    render_tasks(tasks, output_format, empty="no tasks" + (f" with status {status}" if status else ""))
+    empty = "no tasks" + (f" with status {status}" if status else "")
+    render(tasks, LIST_COLUMNS, output_format, empty=empty)
     if output_format == "table" and limit is not None and len(tasks) == limit:
         more = service.count_tasks(status=status) - len(tasks)
         if more > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
-from scheduler.settings import Settings
+from scheduler.settings import Settings, supported_database_url
 
 # A pooled connection idle at least this long is pinged when checked out (see _ping_if_idle).
 IDLE_PING_S = 10.0
@@ -24,6 +25,15 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _announce_created(path: Path) -> Any:
+    """A one-shot ``connect`` listener that names the SQLite file its first connection just created."""
+
+    def announce(_dbapi_connection: Any, _record: Any) -> None:
+        print(f"note: created the embedded database {path}", file=sys.stderr)
+
+    return announce
 
 
 def _stamp_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -63,19 +73,23 @@ def autocommits(connection: Connection) -> bool:
 
 
 def make_engine(url: str, *, autocommit: bool = False) -> Engine:
-    """Create an engine for ``url``; SQLite files get their directory created and WAL mode.
+    """Create an engine for ``url``; SQLite files get their directory created and WAL mode, and a file that
+    does not exist yet is named (absolute path, on stderr) when the first connection creates it.
 
     A bare ``postgresql://`` URL means psycopg2 (the driver we install), whatever SQLAlchemy's default is.
     ``autocommit`` (PostgreSQL only; ignored for SQLite): see :func:`autocommits`.
     """
-    parsed = make_url(url)
+    parsed = make_url(supported_database_url(url))
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
+        if parsed.database and parsed.database != ":memory:":
+            path = Path(parsed.database).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                event.listen(engine, "connect", _announce_created(path), once=True)
         return engine
     if autocommit:
         # Each statement commits by itself (no COMMIT round trip); transactions send BEGIN/COMMIT themselves

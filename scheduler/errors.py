@@ -52,11 +52,18 @@ class InvalidField(InvalidInput):
 
 
 class UnknownCommand(InvalidInput):
-    """The command is not registered."""
+    """The command is not registered (in the registry of ``worker``, when a worker looked it up)."""
 
-    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, known: Iterable[str] = (), *, worker: str | None = None) -> None:
         self.name = name
+        self.worker = worker
         self.suggestion = next(iter(difflib.get_close_matches(name, list(known), n=1)), None)
+        if worker is not None:
+            super().__init__(
+                f"worker {worker} has no command {name!r}: it was started before the command was installed "
+                "or configured; restart that worker"
+            )
+            return
         hint = f"; did you mean {self.suggestion!r}?" if self.suggestion else ""
         super().__init__(
             f"unknown command {name!r}{hint} ('systemprompt scheduler:commands' lists the registered ones; "

@@ -7,7 +7,10 @@ Four checks, each a :class:`CheckResult` ``(name, ok, detail)``:
 - ``broker``: a kombu connection to the broker opens within :data:`BROKER_TIMEOUT_S`;
 - ``planner``: some planner holds an unexpired lease (a ``scheduler_leases`` row with ``expires_at`` after the
   database's ``now()``), whoever it is: a standby is healthy when *a* leader exists;
-- ``workers``: at least one Celery worker answers a remote-control ping within :data:`PING_TIMEOUT_S`.
+- ``workers``: at least one Celery worker answers a remote-control request within :data:`PING_TIMEOUT_S`.
+  Each answer names the worker's queues and commands (:func:`discover_workers`); an active task whose queue no
+  live worker consumes, or whose command no worker on its queue has (it was started before the command was
+  installed), is a *warning* of the check (:func:`coverage_warning`), not a failure.
 
 Every check is bounded in time (connect timeouts, a 1 s ping), so a probe with a 10 s timeout gets an answer.
 A check never raises: what went wrong is its ``detail``. Nothing here writes anything. Celery and kombu are
@@ -36,11 +39,23 @@ PING_TIMEOUT_S = 1.0
 
 
 class CheckResult(NamedTuple):
-    """One check's answer: ``name`` (one of :data:`CHECKS`), ``ok``, and a one-line ``detail``."""
+    """One check's answer: ``name`` (one of :data:`CHECKS`), ``ok``, a one-line ``detail``, and one-line
+    ``warnings`` about what works but will not do what a user expects."""
 
     name: str
     ok: bool
     detail: str
+    warnings: tuple[str, ...] = ()
+
+
+class LiveWorker(NamedTuple):
+    """A worker that answered: its node name, the queues it consumes, and the commands it has (None, and no
+    queues: a worker that does not know the request, of an older version or another app on the same broker;
+    it counts as alive but as consuming nothing)."""
+
+    name: str
+    queues: frozenset[str]
+    commands: frozenset[str] | None
 
 
 def _one_line(error: BaseException) -> str:
@@ -158,14 +173,63 @@ def check_broker(settings: Settings, *, timeout_s: float = BROKER_TIMEOUT_S) -> 
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def check_workers(
-    settings: Settings, *, timeout_s: float = PING_TIMEOUT_S, app: Any = None, broker_checked: bool = False
-) -> CheckResult:
-    """At least one Celery worker of this app answers ``app.control.ping(timeout=timeout_s)``.
+def discover_workers(app: Any, *, timeout_s: float = PING_TIMEOUT_S) -> list[LiveWorker]:
+    """The workers of ``app``'s broker that answer the capabilities request within ``timeout_s``, by name.
 
-    Checks the broker first (a ping through a dead broker would retry instead of answering), unless
+    The request is :data:`workers.app.CAPABILITIES_COMMAND`, broadcast through Celery's remote control (the
+    mailbox ``celery inspect`` uses; it works on Redis and on the embedded broker). It waits ``timeout_s``.
+    """
+    from workers.app import CAPABILITIES_COMMAND
+
+    replies = app.control.broadcast(CAPABILITIES_COMMAND, reply=True, timeout=timeout_s) or []
+    found = []
+    for reply in replies:
+        for name, answer in reply.items():
+            said = isinstance(answer, dict) and "queues" in answer
+            found.append(
+                LiveWorker(
+                    name=name,
+                    queues=frozenset(answer["queues"]) if said else frozenset(),
+                    commands=frozenset(answer["commands"]) if said else None,
+                )
+            )
+    return sorted(found)
+
+
+def coverage_warning(workers: Sequence[LiveWorker], queue: str, command: str) -> str | None:
+    """Why no live worker in ``workers`` will run ``command`` from ``queue``, or None when one will."""
+    on_queue = [worker for worker in workers if queue in worker.queues]
+    if not on_queue:
+        return (
+            f"no worker consumes queue {queue!r}: start one with 'systemprompt scheduler:worker -Q {queue}'"
+        )
+    if all(worker.commands is not None and command not in worker.commands for worker in on_queue):
+        names = _first_names([worker.name for worker in on_queue])
+        return (
+            f"no live worker on queue {queue!r} has command {command!r} ({names}): "
+            "restart them so they load it"
+        )
+    return None
+
+
+def _first_names(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def check_workers(
+    settings: Settings,
+    *,
+    timeout_s: float = PING_TIMEOUT_S,
+    app: Any = None,
+    broker_checked: bool = False,
+    engine: Engine | None = None,
+) -> CheckResult:
+    """At least one Celery worker of this app answers :func:`discover_workers` within ``timeout_s``.
+
+    Checks the broker first (a request through a dead broker would retry instead of answering), unless
     ``broker_checked`` says the caller just did. ``app``: a Celery app (default
-    ``workers.app.create_app(settings)``).
+    ``workers.app.create_app(settings)``). With ``engine``, each (queue, command) of the active tasks that
+    no live worker serves is a warning (:func:`coverage_warning`).
     """
     if not broker_checked:
         broker = check_broker(settings)
@@ -176,14 +240,30 @@ def check_workers(
 
         app = create_app(settings)
     try:
-        replies = app.control.ping(timeout=timeout_s) or []
+        live = discover_workers(app, timeout_s=timeout_s)
     except Exception as error:
         return CheckResult("workers", False, f"ping failed: {_one_line(error)}")
-    nodes = sorted(name for reply in replies for name in reply)
-    if not nodes:
+    if not live:
         return CheckResult("workers", False, f"no worker answered a ping within {timeout_s:g} s")
-    shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
-    return CheckResult("workers", True, f"{len(nodes)} answered: {shown}")
+    detail = f"{len(live)} answered: {_first_names([worker.name for worker in live])}"
+    return CheckResult("workers", True, detail, () if engine is None else _coverage_warnings(engine, live))
+
+
+def _coverage_warnings(engine: Engine, live: Sequence[LiveWorker]) -> tuple[str, ...]:
+    from scheduler.repository.tasks import commands_by_queue
+
+    try:
+        with engine.connect() as connection:
+            needs = commands_by_queue(connection)
+    except Exception:  # the database check reports the database
+        return ()
+    warnings = []
+    for (queue, command), (name, count) in needs.items():
+        warning = coverage_warning(live, queue, command)
+        if warning is not None:
+            others = f" and {count - 1} more" if count > 1 else ""
+            warnings.append(f"task {name!r}{others}: {warning}")
+    return tuple(warnings)
 
 
 # ------------------------------------------------------------------------------------------------ all
@@ -199,6 +279,12 @@ def parse_checks(text_: str | Iterable[str]) -> tuple[str, ...]:
     if not names:
         raise ValueError(f"no check named (choose from {', '.join(CHECKS)})")
     return tuple(name for name in CHECKS if name in names)
+
+
+def _usable(results: dict[str, CheckResult], engine: Callable[[], Engine]) -> Engine | None:
+    """The probe engine when the database check passed (or was not asked for), else None."""
+    database = results.get("database")
+    return engine() if database is None or database.ok else None
 
 
 def run_checks(settings: Settings, names: Sequence[str] = CHECKS) -> list[CheckResult]:
@@ -221,7 +307,9 @@ def run_checks(settings: Settings, names: Sequence[str] = CHECKS) -> list[CheckR
         "database": lambda: check_database(database_engine()),
         "broker": lambda: check_broker(settings),
         "planner": lambda: check_planner(database_engine()),
-        "workers": lambda: check_workers(settings, broker_checked="broker" in results),
+        "workers": lambda: check_workers(
+            settings, broker_checked="broker" in results, engine=_usable(results, database_engine)
+        ),
     }
     depends_on = {"planner": "database", "workers": "broker"}
     try:

@@ -23,6 +23,8 @@ ExecutionStatus = Literal[
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
 FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost", "skipped")
+# How a run ended (a skipped slot is a decision, not a run).
+OUTCOME_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost")
 SUCCESS_STATUSES: tuple[str, ...] = ("completed",)
 FAILURE_STATUSES: tuple[str, ...] = ("failed", "timed_out", "lost")
 
@@ -83,6 +85,15 @@ class Task(_JsonRecord):
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListedTask(Task):
+    """A task as ``scheduler:list`` shows it: ``last_outcome`` is the status of its latest finished run
+    (:data:`OUTCOME_STATUSES`; None before the first), and ``next_run_at`` is None unless the planner will
+    fire it (as ``scheduler:next`` says: a paused task has none)."""
+
+    last_outcome: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
@@ -15,7 +16,7 @@ from sqlalchemy import Connection, Engine
 from scheduler import timing
 from scheduler.errors import ExecutionNotFound, TaskNotFound
 from scheduler.fields import check_count, check_limit, check_status, validate_instant, validate_timezone_name
-from scheduler.records import AuditEntry, Execution, LogLine, NextRun, Task, TaskStats
+from scheduler.records import AuditEntry, Execution, ListedTask, LogLine, NextRun, Task, TaskStats
 from scheduler.repository import audit as audit_sql
 from scheduler.repository import history as history_sql
 from scheduler.repository import stats as stats_sql
@@ -25,6 +26,12 @@ from scheduler.repository.errors import translate_db_errors
 from scheduler.repository.tables import storable_id
 
 TaskRef = int | str
+
+
+def _listed(task: Task, outcome: str | None) -> ListedTask:
+    upcoming = timing.upcoming_runs(task, 1)
+    fields = asdict(task) | {"next_run_at": upcoming[0] if upcoming else None}
+    return ListedTask(**fields, last_outcome=outcome)
 
 
 class ServiceReads:
@@ -48,12 +55,14 @@ class ServiceReads:
             names = tasks_sql.task_names(connection)
         return difflib.get_close_matches(name.strip(), names, n=limit)
 
-    def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[Task]:
-        """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``."""
+    def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[ListedTask]:
+        """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``;
+        each with its last outcome, and the next run :meth:`next_runs` would show first (None when paused)."""
         status = check_status("status", status, task=True)
         limit = None if limit is None else check_limit(limit)
         with self._read() as connection:
-            return tasks_sql.list_tasks(connection, status=status, limit=limit)
+            rows = tasks_sql.list_tasks(connection, status=status, limit=limit)
+        return [_listed(task, outcome) for task, outcome in rows]
 
     def count_tasks(self, *, status: str | None = None) -> int:
         """How many tasks there are, optionally of one status."""

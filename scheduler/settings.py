@@ -9,8 +9,10 @@ unit: milliseconds.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,15 @@ from scheduler.errors import ConfigError
 ENV_PREFIX = "SCHEDULER_"
 CONFIG_FILE_ENV = "SCHEDULER_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = Path("module.yaml")
+
+# SCHEDULER_* variables read outside :class:`Settings` (cli.context, cli.render); SCHEDULER_TEST_* belong to
+# the test suite. Any other SCHEDULER_* variable is a typo, warned about by every process (see load_settings).
+OTHER_ENV = frozenset({CONFIG_FILE_ENV, "SCHEDULER_DEBUG", "SCHEDULER_TABLES"})
+TEST_ENV_PREFIX = "SCHEDULER_TEST_"
+
+# Database URL schemes: backend -> the drivers installed for it ("" = the backend's default driver).
+DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg2")}
+DATABASE_ALIASES = {"postgres": "postgresql"}  # libpq's and Heroku's spelling; SQLAlchemy has no such name
 
 OverlapPolicy = Literal["allow", "forbid", "replace"]
 MisfirePolicy = Literal["skip", "run_once", "run_all"]
@@ -53,7 +64,9 @@ class Settings(BaseSettings):
 
     # Where things live. Unset URLs mean the embedded default under `home`.
     home: Path = Field(Path(".scheduler"), description="Directory of the embedded database and broker.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; unset: SQLite under `home`.")
+    database_url: str | None = Field(
+        None, description="postgresql:// (or postgres://) or sqlite:/// URL; unset: SQLite under `home`."
+    )
     broker_url: str | None = Field(
         None, description="Celery broker URL; unset: a filesystem transport under `home`."
     )
@@ -109,6 +122,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"command {name!r} has an empty argv list")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        return None if value is None else supported_database_url(value)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -134,6 +152,22 @@ class Settings(BaseSettings):
         return self.effective_database_url.startswith("sqlite")
 
 
+def supported_database_url(url: str) -> str:
+    """``url``, ``postgres://`` spelt ``postgresql://``; ValueError unless SQLite or PostgreSQL (psycopg2)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ValueError(
+            f"not a database URL: {url.split('@')[-1]!r} (expected postgresql://... or sqlite:///...)"
+        )
+    backend, _, driver = scheme.lower().partition("+")
+    backend = DATABASE_ALIASES.get(backend, backend)
+    if driver not in DATABASE_DRIVERS.get(backend, ()):
+        raise ValueError(
+            f"unsupported database {scheme!r}: use postgresql://user:password@host/db or sqlite:///path/file.db"
+        )
+    return f"{backend}{'+' + driver if driver else ''}://{rest}"
+
+
 @dataclass(frozen=True)
 class LoadedSettings:
     """Settings plus, per field, where its value came from (``default``, ``module.yaml``, or the env var)."""
@@ -145,6 +179,31 @@ class LoadedSettings:
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One warning per ``SCHEDULER_*`` variable that nothing reads, with the closest known name if any."""
+    known = {env_name(name) for name in Settings.model_fields} | OTHER_ENV
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known or name.startswith(TEST_ENV_PREFIX):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = (
+            f"did you mean {close[0]}?" if close else "see 'systemprompt scheduler:config' for the settings"
+        )
+        warnings.append(f"{name} is not a setting and is ignored ({hint})")
+    return warnings
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    # Printed, not logged: it must reach a person before any process has configured its logging.
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def _config_file(env: Mapping[str, str], explicit: Path | None) -> Path | None:
@@ -181,6 +240,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
     file_values = {by_alias.get(key, key): value for key, value in file_values.items()}
+    for warning in unknown_variables(env):
+        _warn_once(warning)
     env_values: dict[str, Any] = {
         name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env
     }
@@ -193,8 +254,14 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
         settings = Settings.model_validate({**file_values, **env_values})
     except ValidationError as error:
         first = error.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
         key = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"invalid setting {key}: {first['msg']}") from None
+        if name in env_values:
+            key += f" ({env_name(name)})"
+        elif name in file_values:
+            key += f" ({to_camel(name)} in {path})"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {key}: {message}") from None
     sources: dict[str, str] = {}
     for name in Settings.model_fields:
         if name in env_values:

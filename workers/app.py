@@ -8,6 +8,10 @@ default it is created or upgraded; on PostgreSQL an outdated schema stops the wo
 ``systemprompt scheduler:migrate`` (exit 69). It then loads the command registry: a command defined twice
 stops the worker with one line naming both definitions (exit 2). With the embedded broker, a background
 thread prunes delivered message files.
+
+Every worker answers the remote-control inspect command :data:`CAPABILITIES_COMMAND` with the queues it
+consumes and the commands it knows (:func:`capabilities`): ``scheduler:health`` and ``scheduler:run --wait``
+use it to say when no live worker can run a task (see :func:`scheduler.health.discover_workers`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 from typing import Any
 
 from celery import Celery, signals
+from celery.worker.control import inspect_command
 
 from celeryconfig import build_config
 from scheduler.errors import SchedulerError
@@ -32,6 +37,21 @@ from workers.tasks import register_tasks
 
 APP_NAME = "systemprompt"
 logger = logging.getLogger(__name__)
+CAPABILITIES_COMMAND = "scheduler_capabilities"
+
+
+@inspect_command(name=CAPABILITIES_COMMAND)  # type: ignore[untyped-decorator]
+def capabilities(state: Any) -> dict[str, list[str]]:
+    """The queues this worker consumes and the commands it can run: ``{"queues": [...], "commands": [...]}``.
+
+    The commands are the registry the worker built from what was installed and configured when it started
+    (its pool processes build the same); one installed later is missing until the worker is restarted.
+    """
+    consumer = state.consumer
+    queues = sorted(queue.name for queue in consumer.task_consumer.queues) if consumer.task_consumer else []
+    runtime: WorkerRuntime | None = getattr(consumer.app, "scheduler_runtime", None)
+    commands = [] if runtime is None else [spec.name for spec in runtime.registry.specs()]
+    return {"queues": queues, "commands": commands}
 
 
 def check_schema(runtime: WorkerRuntime) -> None:

@@ -243,10 +243,12 @@ def _function_origin(func: object) -> str:
 
 class CommandRegistry:
     """Names to :class:`CommandSpec`. Registering a name again is a no-op for the same command; a different
-    one raises :class:`~scheduler.errors.CommandCollision` naming where each was defined (``origin``)."""
+    one raises :class:`~scheduler.errors.CommandCollision` naming where each was defined (``origin``).
+    ``worker``: the worker whose registry it is, named by a failed lookup."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str | None = None) -> None:
         self._specs: dict[str, CommandSpec] = {}
+        self.worker = worker
 
     def register(
         self, name: str, func: PythonCommand, description: str = "", *, origin: str | None = None
@@ -293,7 +295,7 @@ class CommandRegistry:
         """The spec of ``name``; :class:`UnknownCommand` (naming the closest registered one) if none."""
         spec = self._specs.get(name) if isinstance(name, str) else None
         if spec is None:
-            raise UnknownCommand(str(name), self._specs)
+            raise UnknownCommand(str(name), self._specs, worker=self.worker)
         return spec
 
     def __contains__(self, name: object) -> bool:
@@ -414,6 +416,7 @@ def load_registry(
     extra: Mapping[str, tuple[PythonCommand, str]] | None = None,
     *,
     runtime: RuntimeCommands | None = None,
+    worker: str | None = None,
 ) -> CommandRegistry:
     """Build the command registry. The CLI, the service and every worker process build theirs with this.
 
@@ -432,10 +435,12 @@ def load_registry(
 
     A name given by two of these (or by two entry points) raises :class:`~scheduler.errors.CommandCollision`
     naming both: the built-in, the entry point and its distribution, the file and key.
+
+    ``worker``: the node name of the worker it is for (see :class:`CommandRegistry`).
     """
     from workers.builtins import register_builtins
 
-    registry = CommandRegistry()
+    registry = CommandRegistry(worker)
     register_builtins(registry, settings, runtime)
     for name, (func, description) in (extra or {}).items():
         registry.register(name, func, description)

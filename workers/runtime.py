@@ -116,7 +116,7 @@ class WorkerRuntime:
         worker's start builds it once to refuse a registry that does not load (:mod:`workers.app`)."""
         self._ensure_process()
         if self._registry is None:
-            self._registry = load_registry(self.settings, runtime=self)
+            self._registry = load_registry(self.settings, runtime=self, worker=self.nodename)
         return self._registry
 
     @property

@@ -8,6 +8,8 @@
   they ran for; a manual run's slot is the moment it was asked for) since midnight UTC, Monday 00:00 UTC (ISO
   week) and the 1st 00:00 UTC. Skipped executions (decisions, not runs) are not counted as runs;
 - ``last_run_at`` is the latest ``started_at``.
+
+:func:`last_outcome` is the status of a task's latest finished run, for ``scheduler:list``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, select, true
+from sqlalchemy import ColumnElement, Connection, ScalarSelect, and_, case, func, select, true
 
-from scheduler.records import FAILURE_STATUSES, TaskStats, as_utc
+from scheduler.records import FAILURE_STATUSES, OUTCOME_STATUSES, TaskStats, as_utc
 from scheduler.repository.tables import executions
 
 e = executions.c
@@ -28,6 +30,21 @@ def window_starts(now: datetime) -> tuple[datetime, datetime, datetime]:
     """(start of today, of this ISO week, of this month), all UTC, for ``now`` (aware)."""
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return day, day - timedelta(days=day.weekday()), day.replace(day=1)
+
+
+def last_outcome(task_id: ColumnElement[Any]) -> ScalarSelect[Any]:
+    """The status of the latest (highest id) finished run of the task ``task_id``, NULL before its first.
+
+    A correlated subquery walking the ``(task_id, id)`` index backwards: it stops at the first finished row,
+    so its cost does not grow with the task's history.
+    """
+    return (
+        select(e.status)
+        .where(e.task_id == task_id, e.status.in_(OUTCOME_STATUSES))
+        .order_by(e.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 def _count(condition: ColumnElement[bool]) -> Any:

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Select, delete, func, insert, select, update
 from scheduler.errors import TaskNotFound
 from scheduler.records import Task
 from scheduler.repository.mapping import task_from_row
+from scheduler.repository.stats import last_outcome
 from scheduler.repository.tables import MAX_ID, storable_id, tasks
 
 TaskRef = int | str
@@ -98,14 +99,17 @@ def delete_task(connection: Connection, task_id: int) -> None:
     connection.execute(delete(tasks).where(tasks.c.id == task_id))
 
 
-def list_tasks(connection: Connection, *, status: str | None = None, limit: int | None = None) -> list[Task]:
-    """Tasks ordered by id, optionally of one status and at most ``limit``."""
-    query = select(tasks).order_by(tasks.c.id)
+def list_tasks(
+    connection: Connection, *, status: str | None = None, limit: int | None = None
+) -> list[tuple[Task, str | None]]:
+    """Tasks ordered by id, optionally of one status and at most ``limit``, each with its last outcome
+    (:func:`scheduler.repository.stats.last_outcome`)."""
+    query = select(tasks, last_outcome(tasks.c.id).label("last_outcome")).order_by(tasks.c.id)
     if status is not None:
         query = query.where(tasks.c.status == status)
     if limit is not None:
         query = query.limit(limit)
-    return [task_from_row(row) for row in connection.execute(query)]
+    return [(task_from_row(row), row.last_outcome) for row in connection.execute(query)]
 
 
 def count_tasks(connection: Connection, *, status: str | None = None) -> int:
@@ -143,3 +147,15 @@ def tasks_due_by(connection: Connection, moment: datetime) -> list[Task]:
 def task_names(connection: Connection) -> list[str]:
     """Every task's name (for "did you mean" when a name is not found)."""
     return list(connection.execute(select(tasks.c.name)).scalars())
+
+
+def commands_by_queue(connection: Connection) -> dict[tuple[str, str], tuple[str, int]]:
+    """(queue, command) -> (the first name, how many) of the active tasks that need a worker of that queue
+    with that command. One group per pair, so its size does not grow with the number of tasks."""
+    query = (
+        select(tasks.c.queue, tasks.c.command, func.min(tasks.c.name), func.count())
+        .where(tasks.c.status == "active")
+        .group_by(tasks.c.queue, tasks.c.command)
+        .order_by(tasks.c.queue, tasks.c.command)
+    )
+    return {(queue, command): (name, count) for queue, command, name, count in connection.execute(query)}

@@ -47,7 +47,10 @@ def test_create_prints_the_task_and_list_shows_it(cli: Cli) -> None:
 
     listed = cli.tasks()
     assert [t["id"] for t in listed] == [task["id"]]
-    assert listed[0] == task
+    assert listed[0] == {
+        **task,
+        "last_outcome": None,
+    }  # the task object, and how its last run ended: none yet
     table = cli.ok("scheduler:list", real=True)
     assert "nightly-backup" in table.stdout and "2030-01-01 01:00:00 UTC" in table.stdout
     by_subgroup = cli.ok("scheduler", "list", "--format", "json", real=True)
@@ -170,6 +173,36 @@ def test_pause_and_resume_one_task_or_all(cli: Cli) -> None:
     assert "resumed 1 task(s)" in table.stdout and " a " in table.stdout
     assert {t["status"] for t in cli.tasks()} == {"active"}
     assert "no task to resume" in cli.ok("scheduler:resume").stdout
+
+
+def test_a_paused_task_has_no_next_run_in_list_as_in_next(cli: Cli) -> None:
+    cli.create("hourly-report", "--schedule", "@hourly")
+    paused = cli.ok("scheduler:pause", "--id", "hourly-report").stdout.splitlines()
+    at = paused[1].index("next run")
+    assert paused[3][at : at + len("next run")].strip() == "-", "\n".join(paused)
+    assert cli.json("scheduler:next", "--task", "hourly-report") == []
+    (listed,) = cli.tasks()
+    assert (listed["status"], listed["next_run_at"]) == ("paused", None)
+    table = cli.ok("scheduler:list", real=True).stdout.splitlines()
+    header, row = table[0], table[2]
+    at = header.index("next run")
+    assert row[at : at + len("next run")].strip() == "-", "\n".join(table)
+    cli.ok("scheduler:resume", "--id", "hourly-report")
+    (resumed,) = cli.tasks()
+    assert (
+        resumed["next_run_at"]
+        == cli.json("scheduler:next", "--task", "hourly-report", "--count", "1")[0]["at"]
+    )
+
+
+def test_list_says_what_its_run_count_counts(cli: Cli) -> None:
+    cli.create("nightly", "--schedule", "0 2 * * *")
+    header = cli.ok("scheduler:list", real=True).stdout.splitlines()[0]
+    assert "sched. runs" in header and "last outcome" in header
+    assert " runs " not in f" {header.replace('sched. runs', '')} "
+    assert "the planner dispatched (not manual ones)" in " ".join(
+        cli.ok("scheduler:list", "--help").stdout.split()
+    )
 
 
 def test_secret_looking_data_keys_are_redacted_in_every_output(cli: Cli) -> None:

@@ -109,6 +109,18 @@ def test_audit_and_validate_at_80_columns_keep_times_whole(busy: Cli) -> None:
         assert not re.search(r"\d{4}-\d?\s*[│┃]", shown), f"a time is broken:\n{shown}"
 
 
+@pytest.mark.parametrize("style", ["rich", "plain"])
+def test_list_at_80_columns_keeps_statuses_outcomes_and_times_whole(busy: Cli, style: str) -> None:
+    busy.create("weekly-report-for-the-finance-team", "--schedule", "0 6 * * 1")
+    busy.ok("scheduler:pause", "--id", "weekly-report-for-the-finance-team", "--reason", "quarter end")
+    shown = on_terminal(busy, "scheduler:list", SCHEDULER_TABLES=style)
+    assert_fits(shown, 80)
+    for word in ("active", "paused", "timed_out"):
+        assert re.search(rf"(^|[ │]){word}([ │]|$)", shown, re.M), f"{word} broken:\n{shown}"
+    assert FULL_TIME.search(shown) or COMPACT_TIME.search(shown), shown
+    assert not re.search(r"\d{4}-\d?\s*[│┃]", shown), f"a time is broken:\n{shown}"
+
+
 def test_a_wide_terminal_shows_every_history_column_in_full(busy: Cli) -> None:
     shown = on_terminal(busy, "scheduler:history", columns=200)
     assert all(header in shown for header in ("trigger", "attempt", "duration", "started", "1 min 35 s"))

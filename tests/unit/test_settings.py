@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.errors import ConfigError
-from scheduler.settings import load_settings
+from scheduler.settings import load_settings, unknown_variables
 
 SPEC_DEFAULTS = {
     "max_concurrent_tasks": 100,
@@ -101,3 +101,47 @@ def test_a_yaml_file_that_is_not_a_mapping_is_a_config_error(tmp_path: Path) -> 
     path = write_yaml(tmp_path, "- just\n- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(env={}, config_file=path)
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("postgres://u@h/db", "postgresql://u@h/db"),
+        ("postgres+psycopg2://u:p@h:5/db", "postgresql+psycopg2://u:p@h:5/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("sqlite+pysqlite:////abs/x.db", "sqlite+pysqlite:////abs/x.db"),
+    ],
+)
+def test_database_urls_of_postgresql_and_sqlite_are_accepted_postgres_spelt_out(
+    url: str, stored: str
+) -> None:
+    assert (
+        load_settings(env={"SCHEDULER_DATABASE_URL": url}, config_file=None).settings.database_url == stored
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://root@db/s", "postgresql+asyncpg://u@h/d", "redis://h/0", "just-a-path.db"]
+)
+def test_other_database_urls_are_a_config_error_naming_the_variable(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^invalid setting database_url \(SCHEDULER_DATABASE_URL\): "):
+        load_settings(env={"SCHEDULER_DATABASE_URL": url}, config_file=None)
+
+
+def test_unknown_variables_are_named_with_the_closest_setting_and_known_ones_are_not() -> None:
+    env = {
+        "SCHEDULER_DATABSE_URL": "x",
+        "SCHEDULER_NOTHING_LIKE_IT": "x",
+        "SCHEDULER_DEBUG": "1",
+        "SCHEDULER_TABLES": "plain",
+        "SCHEDULER_CONFIG_FILE": "m.yaml",
+        "SCHEDULER_TEST_FAULT": "x",
+        "SCHEDULER_TICK_INTERVAL": "5",
+        "HOME": "/root",
+    }
+    assert unknown_variables(env) == [
+        "SCHEDULER_DATABSE_URL is not a setting and is ignored (did you mean SCHEDULER_DATABASE_URL?)",
+        "SCHEDULER_NOTHING_LIKE_IT is not a setting and is ignored "
+        "(see 'systemprompt scheduler:config' for the settings)",
+    ]

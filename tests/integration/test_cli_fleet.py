@@ -1,0 +1,101 @@
+"""The CLI against a running fleet (PostgreSQL, Redis, a real worker subprocess): what ``scheduler:list``
+says about a task that keeps failing, what ``run --wait`` shows while it waits, and what a worker that lacks
+a task's command says."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from workerproc import SYSTEMPROMPT, EngineSetup
+
+from tests.support.terminal import TerminalRun
+
+
+def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_always_fails(
+    engine_setup: EngineSetup,
+) -> None:
+    setup = engine_setup
+    setup.start_worker()
+    setup.create("always-fails", "test:fail", retries=0)
+    setup.create("never-ran", "test:echo")
+    for _ in range(3):
+        run = setup.service.run_task_now("always-fails")
+        assert setup.wait_finished(run.id).status == "failed"
+    listed = {task["name"]: task for task in setup.cli("scheduler:list", "--format", "json").json()}
+    failing = listed["always-fails"]
+    assert (failing["status"], failing["last_outcome"], failing["consecutive_failures"]) == (
+        "active",
+        "failed",
+        3,
+    )
+    assert listed["never-ran"]["last_outcome"] is None
+    table = setup.cli("scheduler:list").stdout
+    (row,) = [line for line in table.splitlines() if "always-fails" in line]
+    assert "failed (3 in a row)" in row, table
+
+
+def _install_command_after_the_worker_started(setup: EngineSetup) -> None:
+    """Declare the external command ``report:disk`` in the module.yaml the CLI reads, once the worker runs."""
+    (setup.workdir / "module.yaml").write_text("commands:\n  report:disk: [echo, disk report]\n")
+
+
+def test_a_worker_started_before_a_command_was_installed_fails_its_runs_and_health_warns(
+    engine_setup: EngineSetup,
+) -> None:
+    setup = engine_setup
+    worker = setup.start_worker()
+    node = worker.name.replace("%h", socket.gethostname())
+    _install_command_after_the_worker_started(setup)
+    created = setup.cli(
+        "scheduler:create", "--name", "disk", "--command", "report:disk", "--queue", setup.queue
+    )
+    assert created.code == 0, created.stderr  # the CLI reads the new module.yaml: it knows the command
+    setup.create("echo-here", "test:echo")
+    setup.service.create_task(name="echo-nowhere", command="test:echo", queue=f"{setup.queue}-unserved")
+
+    health = setup.cli("scheduler:health", "--check", "database,broker,workers")
+    assert health.code == 0, health.stderr  # warnings, not failures
+    warnings = sorted(line for line in health.stderr.splitlines() if line.startswith("warning: "))
+    assert len(warnings) == 2, health.stderr
+    assert warnings[0].startswith("warning: task 'disk': no live worker on queue ")
+    assert f"has command 'report:disk' ({node})" in warnings[0]
+    assert warnings[0].endswith("restart them so they load it")
+    assert warnings[1] == (
+        f"warning: task 'echo-nowhere': no worker consumes queue '{setup.queue}-unserved': "
+        f"start one with 'systemprompt scheduler:worker -Q {setup.queue}-unserved'"
+    )
+    checks = setup.cli("scheduler:health", "--check", "database,broker,workers", "--format", "json").json()
+    (workers,) = [check for check in checks["checks"] if check["name"] == "workers"]
+    assert [warning.split(":")[0] for warning in workers["warnings"]] == [
+        "task 'disk'",
+        "task 'echo-nowhere'",
+    ]
+
+    result = setup.cli("scheduler:run", "--id", "disk", "--wait", "--timeout", "30", "--format", "json")
+    assert result.code == 1, result.stderr
+    assert json.loads(result.stdout)["status"] == "failed"  # at once: no retry can help
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: execution "), result.stderr
+    assert f"worker {node} has no command 'report:disk'" in error, error
+    assert error.endswith("restart that worker"), error
+
+
+def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setup: EngineSetup) -> None:
+    setup = engine_setup
+    setup.start_worker()
+    setup.create("slow", "test:sleep", data={"seconds": 1.5})
+    argv = [str(SYSTEMPROMPT), "scheduler:run", "--id", "slow", "--wait", "--timeout", "60"]
+    terminal = TerminalRun(argv, env=setup.env, cwd=setup.workdir)
+    try:
+        code, stdout = terminal.finish(60)
+    finally:
+        terminal.close()
+    assert code == 0, terminal.screen
+    lines = [line for line in terminal.screen.splitlines() if line.startswith("execution ")]
+    assert [line.split(")")[1].split()[0] for line in lines] == ["queued", "running", "completed"], (
+        terminal.screen
+    )
+    assert lines[1].endswith("(attempt 1/4)") and " running on " in lines[1]
+    assert "warning" not in terminal.screen
+    assert "completed" in stdout  # the execution itself, on stdout as without a terminal
