@@ -66,7 +66,7 @@ TASK_COLUMNS = (
     Column("run_count", "sched. runs", drop_order=1),
 )
 # drop_order: what a narrow terminal gives up first (see cli.table_fit). list: also how the last run ended.
-# "sched. runs" is run_count: slots the planner dispatched (what --max-runs limits); manual runs are not counted.
+# "sched. runs" is run_count: slots the planner dispatched (what --max-runs limits); manual runs don't count.
 LIST_COLUMNS = (
     *TASK_COLUMNS[:-1],
     Column("last_outcome", "last outcome", get=_outcome_text, flow="line"),
