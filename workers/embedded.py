@@ -28,6 +28,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 EMBEDDED_BROKER_URL = "filesystem://localhost/"
+# Celery's broker_transport: kombu's filesystem transport, made atomic (imported by kombu when it connects).
+EMBEDDED_TRANSPORT = "workers.filesystem_transport:Transport"
 POLLING_INTERVAL_S = 0.1  # how often an idle worker looks for new message files
 PRUNE_AFTER_S = 600.0
 PRUNE_EVERY_S = 60.0
@@ -37,18 +39,26 @@ _BROADCAST_MARKERS = ("celeryev.", ".pidbox", "celery.pidbox")
 
 @dataclass(frozen=True, slots=True)
 class BrokerFolders:
-    queue: Path
-    processed: Path
-    control: Path
+    queue: Path  # messages waiting to be taken
+    processed: Path  # messages taken by a consumer
+    control: Path  # exchange tables (which queue is bound to which exchange)
+    staging: Path  # messages being written, moved into ``queue`` once whole
+    bad: Path  # message files that do not decode, moved aside by the consumer that took them
 
     def create(self) -> None:
-        for folder in (self.queue, self.processed, self.control):
+        for folder in (self.queue, self.processed, self.control, self.staging, self.bad):
             folder.mkdir(parents=True, exist_ok=True)
 
 
 def broker_folders(home: Path) -> BrokerFolders:
     base = home.resolve() / "broker"
-    return BrokerFolders(queue=base / "queue", processed=base / "processed", control=base / "control")
+    return BrokerFolders(
+        queue=base / "queue",
+        processed=base / "processed",
+        control=base / "control",
+        staging=base / "staging",
+        bad=base / "bad",
+    )
 
 
 def is_embedded_broker(url: str) -> bool:
@@ -56,18 +66,17 @@ def is_embedded_broker(url: str) -> bool:
 
 
 def transport_options(home: Path) -> dict[str, Any]:
-    """kombu transport options of the embedded broker; creates its folders."""
+    """Transport options of the embedded broker (:mod:`workers.filesystem_transport`); creates its folders."""
     folders = broker_folders(home)
     folders.create()
     return {
         # Producers write where consumers read: one folder.
         "data_folder_in": str(folders.queue),
         "data_folder_out": str(folders.queue),
-        # store_processed=True makes kombu *rename* a taken message into our folder (atomic on one file
-        # system); without it kombu moves it to the system temp dir, a copy that two workers can both make.
-        "store_processed": True,
         "processed_folder": str(folders.processed),
         "control_folder": str(folders.control),
+        "staging_folder": str(folders.staging),
+        "bad_folder": str(folders.bad),
         "polling_interval": POLLING_INTERVAL_S,
     }
 
@@ -78,11 +87,12 @@ def _is_broadcast(filename: str) -> bool:
 
 
 def prune(home: Path, *, older_than_s: float = PRUNE_AFTER_S, now: float | None = None) -> int:
-    """Delete processed and orphaned broadcast messages older than ``older_than_s``; return how many."""
+    """Delete processed messages, orphaned broadcast messages and files a killed publisher left in staging,
+    older than ``older_than_s``; return how many. Files in ``bad/`` stay for a person to look at."""
     folders = broker_folders(home)
     cutoff = (time.time() if now is None else now) - older_than_s
     removed = 0
-    for folder, only_broadcast in ((folders.processed, False), (folders.queue, True)):
+    for folder, only_broadcast in ((folders.processed, False), (folders.staging, False), (folders.queue, True)):
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:
