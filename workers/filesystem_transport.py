@@ -25,10 +25,10 @@ import os
 import uuid
 from queue import Empty
 from time import monotonic
-from typing import Any
+from typing import Any, ClassVar
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, virtual
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
@@ -119,4 +119,16 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
 
 
 class Transport(filesystem.Transport):  # type: ignore[misc]
+    """The transport; its in-memory broker state (declared exchanges, bindings) is one per control folder.
+
+    kombu shares one state among all filesystem connections of a process, so once a binding was declared
+    for one folder it is never written to another folder's exchange table, and publishes there are routed to
+    no queue (two homes in one process: tests, tools)."""
+
     Channel = Channel
+    _states: ClassVar[dict[str, virtual.BrokerState]] = {}
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        folder = os.path.abspath(str(client.transport_options["control_folder"]))
+        self.state = self._states.setdefault(folder, virtual.BrokerState())
