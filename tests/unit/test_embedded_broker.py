@@ -11,15 +11,15 @@ from queue import Empty
 from typing import Any
 
 import pytest
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu import Connection
 
 from celeryconfig import build_config
 from scheduler.settings import Settings
 from workers.embedded import broker_folders, prune
 
 PUBLISHERS = 4
-PER_PUBLISHER = 150
-FILLER = "x" * 256 * 1024  # a large body: writing it takes long enough for a reader to catch a file half-done
+PER_PUBLISHER = 500
+FILLER = "x" * 16 * 1024  # a large body: writing it takes long enough for a reader to catch a file half-done
 
 
 def embedded_connection(home: Path) -> Any:
@@ -34,43 +34,37 @@ def embedded_connection(home: Path) -> Any:
 
 def publish_many(home: Path, publisher: int, count: int) -> None:
     with embedded_connection(home) as connection:
-        producer = Producer(connection.channel())
+        simple = connection.SimpleQueue("default")
         for n in range(count):
-            producer.publish(
-                {"id": f"{publisher}-{n}", "filler": FILLER}, routing_key="default", serializer="json"
-            )
+            simple.put({"id": f"{publisher}-{n}", "filler": FILLER}, serializer="json")
+        simple.close()
 
 
 def test_a_consumer_never_sees_a_half_written_message_while_processes_publish(tmp_path: Path) -> None:
-    queue = Queue("default", Exchange("default", type="direct"), routing_key="default")
     received: list[str] = []
-
-    def on_message(body: dict[str, str], message: Any) -> None:
-        assert body["filler"] == FILLER
-        received.append(body["id"])
-        message.ack()
-
     with embedded_connection(tmp_path) as connection:
-        channel = connection.channel()
-        queue(channel).declare()
-        with Consumer(channel, [queue], callbacks=[on_message], accept=["json"]):
-            context = multiprocessing.get_context("spawn")
-            publishers = [
-                context.Process(target=publish_many, args=(tmp_path, p, PER_PUBLISHER))
-                for p in range(PUBLISHERS)
-            ]
-            for process in publishers:
-                process.start()
-            deadline = time.monotonic() + 90
-            while len(received) < PUBLISHERS * PER_PUBLISHER and time.monotonic() < deadline:
-                try:
-                    connection.drain_events(timeout=1)
-                except TimeoutError:
-                    if not any(process.is_alive() for process in publishers):
-                        break
-            for process in publishers:
-                process.join(10)
-                assert process.exitcode == 0
+        simple = connection.SimpleQueue("default")  # declares queue and binding before anyone publishes
+        context = multiprocessing.get_context("spawn")
+        publishers = [
+            context.Process(target=publish_many, args=(tmp_path, p, PER_PUBLISHER)) for p in range(PUBLISHERS)
+        ]
+        for process in publishers:
+            process.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:  # no wait between takes: as many chances as possible to catch a file being written
+                message = simple.get_nowait()
+            except Empty:
+                if not any(process.is_alive() for process in publishers) and not simple.qsize():
+                    break
+                continue
+            assert message.payload["filler"] == FILLER
+            received.append(message.payload["id"])
+            message.ack()
+        for process in publishers:
+            process.join(10)
+            assert process.exitcode == 0
+        simple.close()
     expected = {f"{p}-{n}" for p in range(PUBLISHERS) for n in range(PER_PUBLISHER)}
     assert sorted(received) == sorted(expected)  # each one, once
     folders = broker_folders(tmp_path)
