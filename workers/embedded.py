@@ -1,17 +1,26 @@
-"""The embedded broker: kombu's filesystem transport under ``<home>/broker`` (no server, many processes).
+"""The embedded broker: kombu's filesystem transport, made atomic, under ``<home>/broker`` (no server).
 
-Why the filesystem transport and not ``sqla+sqlite://``: it supports fanout, so Celery's remote control and
-Flower work; a message is taken by an atomic ``rename`` into the processed folder (on the same file system, so
-two workers can never both take it); nothing piles up in a table (kombu's SQLAlchemy transport keeps every
-delivered row); and it does not contend for SQLite's single writer lock with the scheduler's own database.
+Celery uses :mod:`workers.filesystem_transport` (selected with the ``broker_transport`` setting): a publish
+writes the message under ``staging/`` and renames it into ``queue/``, so a consumer sees a whole message or
+none; a consumer takes a message by renaming it into ``processed/`` (one rename wins, so two workers never
+get the same one), and a file that does not decode is moved to ``bad/`` with one warning line instead of
+stopping the worker. kombu's own filesystem transport writes the file in place, and a worker that takes it
+while it is still empty dies with ``JSONDecodeError`` (what ``make run`` met).
+
+Why this and not ``sqla+sqlite://`` (kombu's SQLAlchemy transport), measured with ``bench/embedded_broker.py``
+(figures in docs/operations.md): it supports fanout across processes, so Celery's remote control
+(``celery inspect ping``) and Flower work, where the SQLAlchemy transport delivers fanout only inside one
+process; it publishes and consumes several times faster; nothing piles up (the SQLAlchemy transport keeps
+every delivered row); and it does not contend for SQLite's single write lock with the scheduler's database.
 
 Like every virtual transport it has no visibility timeout: a message is gone from the folder once a worker
-took it, and a worker killed with ``kill -9`` loses what it held. The database is the truth (invariant 1): the
+took it, and a worker killed with ``kill -9`` loses what it held. Writes are not fsynced: after a power loss a
+message may be missing or empty (an empty one goes to ``bad/``). The database is the truth (invariant 1): the
 planner's recovery sweep republishes executions nobody claimed, so nothing is lost, only delayed.
 
-kombu keeps delivered messages in ``processed/`` (that is what makes the take atomic) and leaves messages
-of broadcast queues whose consumer died (Flower, remote control replies) in ``queue/``; :func:`prune` deletes
-both after :data:`PRUNE_AFTER_S`, and serve and the worker run it in the background.
+:func:`prune` deletes taken messages (``processed/``), messages of broadcast queues whose consumer died
+(Flower, remote control replies) and files a killed publisher left in ``staging/`` after
+:data:`PRUNE_AFTER_S`; serve and the worker run it in the background. ``bad/`` is left for a person to read.
 """
 
 from __future__ import annotations
@@ -92,7 +101,8 @@ def prune(home: Path, *, older_than_s: float = PRUNE_AFTER_S, now: float | None 
     folders = broker_folders(home)
     cutoff = (time.time() if now is None else now) - older_than_s
     removed = 0
-    for folder, only_broadcast in ((folders.processed, False), (folders.staging, False), (folders.queue, True)):
+    sweeps = ((folders.processed, False), (folders.staging, False), (folders.queue, True))
+    for folder, only_broadcast in sweeps:
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:

@@ -8,8 +8,8 @@ replaces the two methods a virtual transport implements for messages:
 
 - :meth:`Channel._put` writes the message under ``staging_folder`` (same file system) and then ``os.replace``
   moves it into the queue folder: a consumer sees a complete file or none (POSIX ``rename`` is atomic).
-- :meth:`Channel._get` takes a file by ``os.rename`` into ``processed_folder`` (one consumer wins) and hands on
-  only a message kombu can build; anything else (empty, not JSON, not a kombu envelope) is moved to
+- :meth:`Channel._get` takes a file by ``os.rename`` into ``processed_folder`` (one consumer wins) and hands
+  on only a message kombu can build; anything else (empty, not JSON, not a kombu envelope) is moved to
   ``bad_folder`` with one warning line, and the next file is tried.
 
 Celery selects it through the documented ``broker_transport`` setting (a transport class path), see
@@ -34,12 +34,13 @@ from kombu.utils.objects import cached_property
 
 logger = logging.getLogger(__name__)
 
+
 def message_filename(queue: str) -> str:
     """kombu's name of a message file: ``<monotonic ms>_<uuid>.<queue>.msg`` (sorted: oldest first)."""
     return f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
 
 
-class Channel(filesystem.Channel):  # type: ignore[misc]
+class Channel(filesystem.Channel):
     """A filesystem channel whose consumers never see a half-written message and never stop on a bad one."""
 
     @cached_property
@@ -50,19 +51,20 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
     def bad_folder(self) -> str:
         return str(self.transport_options["bad_folder"])
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's filesystem channel names the parameter ``payload``, its abstract channel ``message``.
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = message_filename(queue)
         staged = os.path.join(self.staging_folder, name)
         try:
             with open(staged, "xb") as file:
-                file.write(dumps(payload).encode())
+                file.write(dumps(payload).encode())  # type: ignore[no-untyped-call]
             os.replace(staged, os.path.join(self.data_folder_out, name))
         except OSError as error:
             with contextlib.suppress(OSError):
                 os.unlink(staged)
             raise ChannelError(f"Cannot add file {name!r} to {self.data_folder_out!r}") from error
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         wanted = f"{queue}.msg"
         for name in sorted(os.listdir(self.data_folder_in)):
             if name.partition(".")[2] != wanted:
@@ -90,7 +92,7 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         if not raw:
             return None, "empty file"
         try:
-            payload = loads(raw.decode())
+            payload = loads(raw.decode())  # type: ignore[no-untyped-call]
         except (UnicodeDecodeError, ValueError) as error:
             return None, f"not JSON: {error}"
         properties = payload.get("properties") if isinstance(payload, dict) else None
@@ -103,7 +105,7 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
             return None, f"not a kombu message: unknown body_encoding {encoding!r}"
         if payload.get("body"):
             try:
-                self.decode_body(payload["body"], encoding)
+                self.decode_body(payload["body"], encoding)  # type: ignore[no-untyped-call]
             except (binascii.Error, TypeError) as error:  # binascii.Error is a ValueError
                 return None, f"body does not decode: {error}"
         return payload, None
@@ -118,7 +120,7 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         logger.warning("embedded broker: skipped message file %s (%s); it is in %s", name, problem, where)
 
 
-class Transport(filesystem.Transport):  # type: ignore[misc]
+class Transport(filesystem.Transport):
     """The transport; its in-memory broker state (declared exchanges, bindings) is one per control folder.
 
     kombu shares one state among all filesystem connections of a process, so once a binding was declared
@@ -129,6 +131,6 @@ class Transport(filesystem.Transport):  # type: ignore[misc]
     _states: ClassVar[dict[str, virtual.BrokerState]] = {}
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
+        super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
         folder = os.path.abspath(str(client.transport_options["control_folder"]))
-        self.state = self._states.setdefault(folder, virtual.BrokerState())
+        self.state = self._states.setdefault(folder, virtual.BrokerState())  # type: ignore[no-untyped-call]

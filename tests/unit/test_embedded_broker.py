@@ -1,5 +1,6 @@
 """The embedded broker (kombu's filesystem transport made atomic, ``workers.filesystem_transport``) through
-kombu's public API on real folders: publishers in several processes and a consumer reading at the same time."""
+kombu's public API on real folders: publishers in several processes, a consumer reading at the same time,
+files that are no message."""
 
 from __future__ import annotations
 
@@ -78,8 +79,8 @@ def test_a_consumer_never_sees_a_half_written_message_while_processes_publish(tm
         b"\x00\xff{not json",
         b'{"body": "x"}',
         b"[1, 2]",
-        b'{"body": "abc", "properties": {"delivery_tag": "t", "delivery_info": {}, "body_encoding": "base64"}}',
-        b'{"body": "x", "properties": {"delivery_tag": "t", "delivery_info": {}, "body_encoding": "rot13"}}',
+        b'{"body": "abc", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": "base64"}}',
+        b'{"body": "x", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": "rot13"}}',
     ],
     ids=["empty", "garbage", "no-properties", "not-an-object", "bad-base64", "unknown-encoding"],
 )
