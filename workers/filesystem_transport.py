@@ -4,16 +4,16 @@ kombu's own ``Channel._put`` creates the message file in the folder consumers po
 ``flock`` it takes is advisory: a consumer's ``rename`` ignores it), so a consumer can take a file that is
 still empty; its ``_get`` then raises ``JSONDecodeError``, which Celery's consumer treats as unrecoverable and
 the worker stops. This transport keeps kombu's folder layout, file names, exchange tables and fanout, and
-replaces the two methods a virtual transport implements for messages:
+replaces the two methods kombu documents for a virtual transport to implement (``AbstractChannel``):
 
 - :meth:`Channel._put` writes the message under ``staging_folder`` (same file system) and then ``os.replace``
   moves it into the queue folder: a consumer sees a complete file or none (POSIX ``rename`` is atomic).
 - :meth:`Channel._get` takes a file by ``os.rename`` into ``processed_folder`` (one consumer wins) and hands
-  on only a message kombu can build; anything else (empty, not JSON, not a kombu envelope) is moved to
-  ``bad_folder`` with one warning line, and the next file is tried.
+  on only a message kombu can build; anything else (unreadable, empty, not JSON, not a kombu envelope) is
+  moved to ``bad_folder`` with one warning line, and the next file is tried.
 
-Celery selects it through the documented ``broker_transport`` setting (a transport class path), see
-:mod:`workers.embedded`; it is not registered as a URL scheme, which kombu only accepts for its own aliases.
+Celery selects it through its documented ``broker_transport`` setting (a transport class path, see
+:mod:`workers.embedded`); kombu accepts URL schemes only for its own aliases.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ class Channel(filesystem.Channel):
                 with open(taken, "rb") as file:
                     raw = file.read()
             except OSError as error:
-                raise ChannelError(f"Cannot read file {taken!r} from queue") from error
+                self._move_aside(taken, f"unreadable: {error}")
+                continue
             payload, problem = self._decode(raw)
             if problem is None:
                 return payload
