@@ -72,7 +72,7 @@ class Channel(filesystem.Channel):
             taken = os.path.join(self.processed_folder, name)
             try:
                 os.rename(os.path.join(self.data_folder_in, name), taken)
-            except FileNotFoundError:  # another consumer took it first
+            except OSError:  # another consumer took it first
                 continue
             try:
                 with open(taken, "rb") as file:
@@ -102,7 +102,8 @@ class Channel(filesystem.Channel):
         if not isinstance(properties.get("delivery_info"), dict):
             return None, "not a kombu message: no properties.delivery_info"
         encoding = properties.get("body_encoding")
-        if encoding and encoding.lower() != "utf-8" and encoding not in self.codecs:
+        plain = encoding is None or (isinstance(encoding, str) and encoding.lower() in ("", "utf-8"))
+        if not plain and not (isinstance(encoding, str) and encoding in self.codecs):
             return None, f"not a kombu message: unknown body_encoding {encoding!r}"
         if payload.get("body"):
             try:

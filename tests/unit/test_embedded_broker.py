@@ -81,8 +81,17 @@ def test_a_consumer_never_sees_a_half_written_message_while_processes_publish(tm
         b"[1, 2]",
         b'{"body": "abc", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": "base64"}}',
         b'{"body": "x", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": "rot13"}}',
+        b'{"body": "x", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": ["x"]}}',
     ],
-    ids=["empty", "garbage", "no-properties", "not-an-object", "bad-base64", "unknown-encoding"],
+    ids=[
+        "empty",
+        "garbage",
+        "no-properties",
+        "not-an-object",
+        "bad-base64",
+        "unknown-encoding",
+        "odd-encoding",
+    ],
 )
 def test_a_message_kombu_cannot_build_is_moved_aside_and_the_next_one_delivered(
     tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
