@@ -5,7 +5,7 @@ Two tasks fire every second (published by serve's planner) while other processes
 through the broker's fanout. Each execution runs an external command that appends its execution id to a
 file, so "completed exactly once" is checked against what actually ran, not only the rows' status.
 
-The short variant (``make test``) runs ~25 s of load; the slow one four minutes.
+The short variant (``make test``) runs 20 s of load (~40 s in all); the slow one four minutes.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def soak(workdir: Path, load_s: float) -> dict[str, Any]:
 
 @pytest.mark.timeout(240)
 def test_serve_survives_a_short_soak_and_completes_every_execution_once(tmp_path: Path) -> None:
-    soak(tmp_path, load_s=25)
+    soak(tmp_path, load_s=20)
 
 
 @pytest.mark.slow
