@@ -31,7 +31,7 @@ import math
 from typing import Any
 
 from scheduler.settings import Settings, load_settings
-from workers.embedded import EMBEDDED_BROKER_URL, is_embedded_broker, transport_options
+from workers.embedded import EMBEDDED_BROKER_URL, EMBEDDED_TRANSPORT, is_embedded_broker, transport_options
 
 TASK_NAME = "scheduler.execute"
 
@@ -62,13 +62,16 @@ def build_config(settings: Settings) -> dict[str, Any]:
     """Celery settings (lower-case names) for ``settings``; creates the embedded broker's folders if used."""
     broker_url = settings.effective_broker_url
     options: dict[str, Any] = {"visibility_timeout": visibility_timeout_s(settings)}
+    transport = None  # the URL's scheme says
     if is_embedded_broker(broker_url):
         options.update(transport_options(settings.home))
         broker_url = EMBEDDED_BROKER_URL  # with a host: kombu warns about a missing one on every connection
+        transport = EMBEDDED_TRANSPORT
     elif broker_url.startswith(("redis://", "rediss://", "unix://")):
         options.update(socket_connect_timeout=BROKER_CONNECT_TIMEOUT_S)
     return {
         "broker_url": broker_url,
+        "broker_transport": transport,
         "broker_transport_options": options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": BROKER_CONNECT_TIMEOUT_S,

@@ -1,17 +1,26 @@
-"""The embedded broker: kombu's filesystem transport under ``<home>/broker`` (no server, many processes).
+"""The embedded broker: kombu's filesystem transport, made atomic, under ``<home>/broker`` (no server).
 
-Why the filesystem transport and not ``sqla+sqlite://``: it supports fanout, so Celery's remote control and
-Flower work; a message is taken by an atomic ``rename`` into the processed folder (on the same file system, so
-two workers can never both take it); nothing piles up in a table (kombu's SQLAlchemy transport keeps every
-delivered row); and it does not contend for SQLite's single writer lock with the scheduler's own database.
+Celery uses :mod:`workers.filesystem_transport` (selected with the ``broker_transport`` setting): a publish
+writes the message under ``staging/`` and renames it into ``queue/``, so a consumer sees a whole message or
+none; a consumer takes a message by renaming it into ``processed/`` (one rename wins, so two workers never
+get the same one), and a file that does not decode is moved to ``bad/`` with one warning line instead of
+stopping the worker. kombu's own filesystem transport writes the file in place, and a worker that takes it
+while it is still empty dies with ``JSONDecodeError`` (what ``make run`` met).
+
+Why this and not ``sqla+sqlite://`` (kombu's SQLAlchemy transport), measured with ``bench/embedded_broker.py``
+(figures in docs/operations.md): it supports fanout across processes, so Celery's remote control
+(``celery inspect ping``) and Flower work, where the SQLAlchemy transport delivers fanout only inside one
+process; it publishes and consumes several times faster; nothing piles up (the SQLAlchemy transport keeps
+every delivered row); and it does not contend for SQLite's single write lock with the scheduler's database.
 
 Like every virtual transport it has no visibility timeout: a message is gone from the folder once a worker
-took it, and a worker killed with ``kill -9`` loses what it held. The database is the truth (invariant 1): the
+took it, and a worker killed with ``kill -9`` loses what it held. Writes are not fsynced: after a power loss a
+message may be missing or empty (an empty one goes to ``bad/``). The database is the truth (invariant 1): the
 planner's recovery sweep republishes executions nobody claimed, so nothing is lost, only delayed.
 
-kombu keeps delivered messages in ``processed/`` (that is what makes the take atomic) and leaves messages
-of broadcast queues whose consumer died (Flower, remote control replies) in ``queue/``; :func:`prune` deletes
-both after :data:`PRUNE_AFTER_S`, and serve and the worker run it in the background.
+:func:`prune` deletes taken messages (``processed/``), messages of broadcast queues whose consumer died
+(Flower, remote control replies) and files a killed publisher left in ``staging/`` after
+:data:`PRUNE_AFTER_S`; serve and the worker run it in the background. ``bad/`` is left for a person to read.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 EMBEDDED_BROKER_URL = "filesystem://localhost/"
+# Celery's broker_transport: kombu's filesystem transport, made atomic (imported by kombu when it connects).
+EMBEDDED_TRANSPORT = "workers.filesystem_transport:Transport"
 POLLING_INTERVAL_S = 0.1  # how often an idle worker looks for new message files
 PRUNE_AFTER_S = 600.0
 PRUNE_EVERY_S = 60.0
@@ -37,18 +48,26 @@ _BROADCAST_MARKERS = ("celeryev.", ".pidbox", "celery.pidbox")
 
 @dataclass(frozen=True, slots=True)
 class BrokerFolders:
-    queue: Path
-    processed: Path
-    control: Path
+    queue: Path  # messages waiting to be taken
+    processed: Path  # messages taken by a consumer
+    control: Path  # exchange tables (which queue is bound to which exchange)
+    staging: Path  # messages being written, moved into ``queue`` once whole
+    bad: Path  # message files that do not decode, moved aside by the consumer that took them
 
     def create(self) -> None:
-        for folder in (self.queue, self.processed, self.control):
+        for folder in (self.queue, self.processed, self.control, self.staging, self.bad):
             folder.mkdir(parents=True, exist_ok=True)
 
 
 def broker_folders(home: Path) -> BrokerFolders:
     base = home.resolve() / "broker"
-    return BrokerFolders(queue=base / "queue", processed=base / "processed", control=base / "control")
+    return BrokerFolders(
+        queue=base / "queue",
+        processed=base / "processed",
+        control=base / "control",
+        staging=base / "staging",
+        bad=base / "bad",
+    )
 
 
 def is_embedded_broker(url: str) -> bool:
@@ -56,18 +75,17 @@ def is_embedded_broker(url: str) -> bool:
 
 
 def transport_options(home: Path) -> dict[str, Any]:
-    """kombu transport options of the embedded broker; creates its folders."""
+    """Transport options of the embedded broker (:mod:`workers.filesystem_transport`); creates its folders."""
     folders = broker_folders(home)
     folders.create()
     return {
         # Producers write where consumers read: one folder.
         "data_folder_in": str(folders.queue),
         "data_folder_out": str(folders.queue),
-        # store_processed=True makes kombu *rename* a taken message into our folder (atomic on one file
-        # system); without it kombu moves it to the system temp dir, a copy that two workers can both make.
-        "store_processed": True,
         "processed_folder": str(folders.processed),
         "control_folder": str(folders.control),
+        "staging_folder": str(folders.staging),
+        "bad_folder": str(folders.bad),
         "polling_interval": POLLING_INTERVAL_S,
     }
 
@@ -78,11 +96,13 @@ def _is_broadcast(filename: str) -> bool:
 
 
 def prune(home: Path, *, older_than_s: float = PRUNE_AFTER_S, now: float | None = None) -> int:
-    """Delete processed and orphaned broadcast messages older than ``older_than_s``; return how many."""
+    """Delete processed messages, orphaned broadcast messages and files a killed publisher left in staging,
+    older than ``older_than_s``; return how many. Files in ``bad/`` stay for a person to look at."""
     folders = broker_folders(home)
     cutoff = (time.time() if now is None else now) - older_than_s
     removed = 0
-    for folder, only_broadcast in ((folders.processed, False), (folders.queue, True)):
+    sweeps = ((folders.processed, False), (folders.staging, False), (folders.queue, True))
+    for folder, only_broadcast in sweeps:
         try:
             entries = list(os.scandir(folder))
         except FileNotFoundError:

@@ -185,7 +185,9 @@ def test_the_embedded_broker_lives_under_home_and_prunes_old_files(tmp_path: Pat
     folders = broker_folders(tmp_path)
     assert config["broker_url"].startswith("filesystem://")
     assert options["data_folder_in"] == options["data_folder_out"] == str(folders.queue)
-    assert options["store_processed"] and options["processed_folder"] == str(folders.processed)
+    assert config["broker_transport"] == "workers.filesystem_transport:Transport"
+    assert options["processed_folder"] == str(folders.processed)
+    assert (options["staging_folder"], options["bad_folder"]) == (str(folders.staging), str(folders.bad))
     old, fresh = folders.processed / "1_a.default.msg", folders.processed / "2_b.default.msg"
     task, orphan = folders.queue / "3_c.default.msg", folders.queue / "4_d.x.celery.pidbox.msg"
     for path in (old, fresh, task, orphan):
