@@ -23,11 +23,12 @@ from tests.support.processes import wait_for
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
-def run_timeouts(engine_setup: EngineSetup, count: int) -> Counter[str]:
-    """``count`` manual runs of a 1 s ``test:sleep`` with a 200 ms timeout on one worker (4 processes);
-    the status of each once all ended (those left ``running`` reaped by one planner tick: ``lost``)."""
-    engine_setup.start_worker(concurrency=4)
-    task = engine_setup.create("naps", "test:sleep", data={"seconds": 1}, timeout_ms=200, retries=0)
+def run_timeouts(engine_setup: EngineSetup, count: int, *, workers: int = 1) -> Counter[str]:
+    """``count`` manual runs of a 1 s ``test:sleep`` with a 100 ms timeout on ``workers`` workers of 4
+    processes; the status of each once all ended (those left ``running`` reaped by a planner tick: ``lost``)."""
+    for _ in range(workers):
+        engine_setup.start_worker(concurrency=4)
+    task = engine_setup.create("naps", "test:sleep", data={"seconds": 1}, timeout_ms=100, retries=0)
     ids = [engine_setup.service.run_task_now(task.id).id for _ in range(count)]
 
     def statuses() -> list[str]:
@@ -49,15 +50,15 @@ def run_timeouts(engine_setup: EngineSetup, count: int) -> Counter[str]:
 
 @pytest.mark.timeout(120)
 def test_every_timed_out_attempt_ends_timed_out_not_lost(engine_setup: EngineSetup) -> None:
-    count = 40
+    count = 100
     assert run_timeouts(engine_setup, count) == {"timed_out": count}
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_two_hundred_timed_out_attempts_all_end_timed_out(engine_setup: EngineSetup) -> None:
-    count = 200
-    assert run_timeouts(engine_setup, count) == {"timed_out": count}
+@pytest.mark.timeout(400)
+def test_five_hundred_timed_out_attempts_on_two_workers_all_end_timed_out(engine_setup: EngineSetup) -> None:
+    count = 500
+    assert run_timeouts(engine_setup, count, workers=2) == {"timed_out": count}
 
 
 @pytest.mark.timeout(120)
