@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -128,13 +129,17 @@ def run_echo(setup: EngineSetup) -> tuple[str, Execution]:
     return f"test:echo [{name}]", finished
 
 
-def wait_listed(flower: Flower, readable: str, execution_id: int, state: str = "SUCCESS") -> dict[str, Any]:
-    """Poll /api/tasks until it lists our execution under ``readable`` in ``state``."""
+def wait_listed(
+    flower: Flower, readable: str, execution_id: int, state: str = "SUCCESS", *, retried: bool = False
+) -> dict[str, Any]:
+    """Poll /api/tasks until it lists our execution under ``readable`` in ``state`` (and, with ``retried``,
+    once it has seen a ``task-retried`` event of it)."""
 
     def listed() -> dict[str, Any] | None:
         for uuid_, task in flower.tasks().items():
             if task.get("name") == readable and task.get("state") == state:
-                return {"uuid": uuid_, **task}
+                if not retried or task.get("retried"):
+                    return {"uuid": uuid_, **task}
         return None
 
     found: dict[str, Any] = wait_for(
@@ -165,6 +170,12 @@ def dump_dom(url: str, *, budget_ms: int = 5000) -> str:
     return completed.stdout
 
 
+def table_row(page: str, task_uuid: str) -> str:
+    """The ``<tr>`` of the tasks table that holds ``task_uuid`` (empty if none)."""
+    match = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{re.escape(task_uuid)}(?:(?!</tr>).)*</tr>", page, re.S)
+    return match.group(0) if match else ""
+
+
 # ------------------------------------------------------------------------------------------------- tests
 
 
@@ -190,7 +201,10 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
     engine_setup: EngineSetup,
 ) -> None:
     """A completed execution is SUCCESS; one that failed every attempt, or timed out, is FAILURE with our
-    error (its attempts before the last were retries); one waiting for its retry is RETRY."""
+    error (its attempts before the last were retries); a failed attempt with attempts left is a retry.
+
+    Flower shows RETRY only until the worker takes the retry's message: the worker's ``task-received`` of it
+    (with its ETA) sets the task back to RECEIVED, keeping the retry's time (``retried``) and our error."""
     require_chromium()
     engine_setup.start_worker(extra=["-E"])
     tag = uuid.uuid4().hex[:6]
@@ -208,7 +222,7 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
         runs["waits"] = engine_setup.service.run_task_now(waits.id)
         failed = wait_listed(flower, f"test:fail [fail-{tag}]", runs["fail"].id, "FAILURE")
         timed_out = wait_listed(flower, f"test:sleep [nap-{tag}]", runs["nap"].id, "FAILURE")
-        retrying = wait_listed(flower, f"test:fail [waits-{tag}]", runs["waits"].id, "RETRY")
+        retrying = wait_listed(flower, f"test:fail [waits-{tag}]", runs["waits"].id, "RECEIVED", retried=True)
         failed_filter = json.loads(flower.get("/api/tasks?state=FAILURE")[1])
         tasks_page = dump_dom(flower.base + "/tasks")
         task_page = dump_dom(f"{flower.base}/task/{task['uuid']}", budget_ms=1000)
@@ -221,12 +235,16 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
     assert failed["retries"] == 2  # attempts 1 and 2 were Celery retries of the same task
     assert "attempt 1 of 1 timed_out: timed out: the time limit of 0.5 s passed" in timed_out["exception"]
     assert "attempt 1 of 2 failed: RuntimeError: try later" in retrying["exception"], retrying
-    assert set(failed_filter) == {failed["uuid"], timed_out["uuid"]}  # Flower's Failed filter
+    assert retrying["retries"] == 1 and retrying["eta"]  # the retry's message, waiting for its countdown
+    ours = {uuid_ for uuid_, listed in failed_filter.items() if tag in listed["name"]}  # Redis is shared
+    assert ours == {failed["uuid"], timed_out["uuid"]}  # Flower's Failed filter
     # The tasks page fills its table by XHR (datatables): the name is there only if the scripts ran.
     assert readable in tasks_page, tasks_page[-3000:]
-    assert task["uuid"] in tasks_page and failed["uuid"] in tasks_page
+    assert 'text-bg-success">SUCCESS<' in table_row(tasks_page, task["uuid"])
+    assert 'text-bg-danger">FAILURE<' in table_row(tasks_page, failed["uuid"])
+    assert 'text-bg-danger">FAILURE<' in table_row(tasks_page, timed_out["uuid"])
     assert readable in task_page and "SUCCESS" in task_page
     assert "FAILURE" in failed_page and "attempt 3 of 3 failed: RuntimeError: disk full" in failed_page
     assert "FAILURE" in timed_out_page and "the time limit of 0.5 s passed" in timed_out_page
-    assert "RETRY" in retrying_page and "attempt 1 of 2 failed: RuntimeError: try later" in retrying_page
+    assert "attempt 1 of 2 failed: RuntimeError: try later" in retrying_page
     assert "s3cret" not in tasks_page + task_page  # the data never travels through the broker

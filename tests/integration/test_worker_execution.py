@@ -157,14 +157,26 @@ def test_deleting_a_task_cancels_its_queued_execution_before_a_worker_takes_it(
     assert after.status == "cancelled" and after.started_at is None
 
 
-def test_a_raising_command_is_recorded_with_its_traceback(engine_setup: EngineSetup) -> None:
+def test_an_error_is_one_line_and_its_traceback_is_in_the_logs(engine_setup: EngineSetup) -> None:
     engine_setup.start_worker()
-    task = engine_setup.create("raiser", "test:raise", retries=0)
-    execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
-    assert execution.status == "failed"
-    error = execution.error or ""
-    assert error.startswith(f"ValueError: bad value in execution {execution.id}")
-    assert "Traceback" in error and "in nested" in error
+    engine_setup.create("raiser", "test:raise", retries=0)
+    result = engine_setup.cli("scheduler:run", "--id", "raiser", "--wait", "--format", "json")
+    assert result.code == 1
+    execution = json.loads(result.stdout)
+    assert execution["error"] == f"ValueError: bad value in execution {execution['id']}"
+    logged = engine_setup.cli("scheduler:logs", "--execution", str(execution["id"]), "--format", "json").json()
+    messages = "\n".join(line["message"] for line in logged)
+    assert "Traceback (most recent call last)" in messages and "in nested" in messages
+    history = engine_setup.cli("scheduler:history", "--task", "raiser")
+    assert history.code == 0, history.stderr
+    assert f"ValueError: bad value in execution {execution['id']}" in history.stdout
+    assert "Traceback" not in history.stdout
+    shown = engine_setup.cli("scheduler:run", "--id", "raiser", "--wait")
+    assert shown.code == 1
+    second = engine_setup.service.history(task="raiser")[0].id
+    assert shown.stderr == f"error: execution {second} failed: ValueError: bad value in execution {second}\n"
+    assert "Traceback" not in shown.stdout
+    assert shown.stdout.count(f"ValueError: bad value in execution {second}") == 1, shown.stdout
 
 
 def test_a_command_printing_megabytes_keeps_a_bounded_log(engine_setup: EngineSetup) -> None:

@@ -2,7 +2,6 @@
 
 - every timed-out attempt ends ``timed_out``: nothing of Celery's lands in the outcome's bookkeeping, so none
   is left ``running`` for the planner's sweep to call ``lost``;
-- an execution's ``error`` is one line (exception and message); the traceback is in its logs;
 - the Celery task ends FAILURE (a retry: RETRY) with our error, and its message is acknowledged, not
   redelivered; the worker's log says so in one line, without a traceback.
 """
@@ -59,29 +58,6 @@ def test_every_timed_out_attempt_ends_timed_out_not_lost(engine_setup: EngineSet
 def test_five_hundred_timed_out_attempts_on_two_workers_all_end_timed_out(engine_setup: EngineSetup) -> None:
     count = 500
     assert run_timeouts(engine_setup, count, workers=2) == {"timed_out": count}
-
-
-@pytest.mark.timeout(120)
-def test_an_error_is_one_line_and_the_traceback_is_in_the_logs(engine_setup: EngineSetup) -> None:
-    engine_setup.start_worker()
-    engine_setup.create("raiser", "test:raise", retries=0)
-    result = engine_setup.cli("scheduler:run", "--id", "raiser", "--wait", "--format", "json")
-    assert result.code == 1
-    execution = json.loads(result.stdout)
-    assert execution["error"] == f"ValueError: bad value in execution {execution['id']}"
-    logged = engine_setup.cli("scheduler:logs", "--execution", str(execution["id"]), "--format", "json").json()
-    messages = "\n".join(line["message"] for line in logged)
-    assert "Traceback (most recent call last)" in messages and "in nested" in messages
-    history = engine_setup.cli("scheduler:history", "--task", "raiser")
-    assert history.code == 0, history.stderr
-    assert f"ValueError: bad value in execution {execution['id']}" in history.stdout
-    assert "Traceback" not in history.stdout
-    shown = engine_setup.cli("scheduler:run", "--id", "raiser", "--wait")
-    assert shown.code == 1
-    assert "Traceback" not in shown.stdout + shown.stderr
-    assert [line for line in shown.stderr.splitlines() if "ValueError" in line] == [
-        line for line in shown.stderr.splitlines() if line.strip()
-    ][-1:], shown.stderr
 
 
 @pytest.mark.timeout(120)
