@@ -1,17 +1,18 @@
 """One attempt of one execution: claim it, run its command under the watchdog, record the outcome, emit.
 
 :func:`execute` returns a :class:`Decision` for the Celery task: ``done`` (the attempt's outcome,
-``completed`` or ``cancelled``, is recorded), ``failed`` (its last attempt failed or timed out), ``noop`` (nothing
-recorded: a duplicate delivery, or the claim was taken from us while it ran), ``retry`` (the attempt failed and
-attempts remain: the row is already ``retrying``, the task publishes the retry), or ``recheck`` (the execution
-is ``running`` on another worker with a fresh heartbeat: look again once it could be stale, so an execution
-whose process died is taken over without waiting for the planner's sweep). Each carries a one-line summary
-(``attempt 2 of 3 failed: RuntimeError: disk full``) for the worker's log and Flower.
+``completed`` or ``cancelled``, is recorded), ``failed`` (its last attempt failed or timed out), ``noop``
+(nothing recorded: a duplicate delivery, or the claim was taken from us while it ran), ``retry`` (the attempt
+failed and attempts remain: the row is already ``retrying``, the task publishes the retry), or ``recheck``
+(the execution is ``running`` on another worker with a fresh heartbeat: look again once it could be stale, so
+an execution whose process died is taken over without waiting for the planner's sweep). Each carries a
+one-line summary (``attempt 2 of 3 failed: RuntimeError: disk full``) for the worker's log and Flower.
 
 Outcomes: the command's return value (as JSON; anything else as ``str``) -> ``completed``; an exception ->
-``failed``, its ``error`` one line (exception and message), its traceback in the execution's logs; the deadline
-(:class:`~workers.watchdog.Watchdog`) -> ``timed_out``; invalid input (a missing data key, an unknown command)
-fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
+``failed``, its ``error`` one line (exception and message), its traceback in the execution's logs; the
+deadline (:class:`~workers.watchdog.Watchdog`) -> ``timed_out``; invalid input (a missing data key, an unknown
+command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
+attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
 :data:`celeryconfig.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility timeout.
 An outcome that cannot be stored because the database is down is retried on fresh connections (up to
 :data:`OUTCOME_RETRY_S`), so a database restart during a run neither loses the outcome nor reruns the command.

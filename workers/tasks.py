@@ -8,8 +8,9 @@ Everything it does is in :mod:`workers.runner`; this module maps the runner's de
   (``attempt 3 of 3 failed: RuntimeError: disk full``), one line in the worker's log (``throws``), no
   traceback. The message is acknowledged all the same (``acks_late`` acks a failure:
   ``task_acks_on_failure_or_timeout``), so a failure is never redelivered;
-- ``retry`` -> RETRY, ``self.retry(exc=AttemptFailed(...), countdown=...)``: a new message with the same task
-  id, shadow name, queue and time limit (the row is already ``retrying``; the next claim makes it attempt + 1);
+- ``retry`` -> RETRY, ``self.retry(exc=AttemptFailed(...), countdown=...)``: a new message with the same
+  task id, shadow name, queue and time limit (the row is already ``retrying``; the next claim makes it
+  attempt + 1);
 - ``recheck`` -> RETRY with ``rechecks + 1``: the execution runs on another worker with a fresh heartbeat; if
   that worker died, the row's heartbeat goes stale and the recheck takes it over;
 - ``noop`` -> SUCCESS, the summary saying why nothing was recorded: a duplicate delivery did its job by doing

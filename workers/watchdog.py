@@ -10,16 +10,17 @@ How the command thread is interrupted: in the main thread (a prefork pool proces
 signal, ``SIGUSR2`` sent with ``pthread_kill``, whose handler raises; a signal also interrupts a blocking
 ``select`` or ``sleep``. Any other thread (``threads`` pool) gets an asynchronous exception, which takes
 effect at its next Python instruction. Nothing is raised before the watchdog is armed or once it is being
-disarmed (``__exit__`` first unsets what the handler reads), so the interruption lands in the command, never in
-the claim or the outcome's bookkeeping around it.
+disarmed (``__exit__`` first unsets what the handler reads), so the interruption lands in the command, never
+in the claim or the outcome's bookkeeping around it.
 
-The deadline is this watchdog's alone, the same for every pool: messages carry no Celery soft limit. Billiard
-enforces that one by a ``SIGUSR1`` that raises ``SoftTimeLimitExceeded`` wherever the pool process happens to
-be, up to a second late (its timeout thread looks once a second): often in the middle of writing the outcome,
-whose transaction then never commits (the execution ended ``lost`` when its heartbeat went stale). A worker may
-still ask for one (``--soft-time-limit``, a message of an older publisher): :func:`guard_celery_soft_limit`
-makes it interrupt only a running command. A command stuck in C code ignores every exception: Celery's hard
-limit (prefork), a grace after the deadline, kills its process (``ExecuteTask.on_failure`` records it).
+The deadline is this watchdog's alone, the same for every pool: messages carry no Celery soft limit.
+Billiard enforces that one by a ``SIGUSR1`` that raises ``SoftTimeLimitExceeded`` wherever the pool process
+happens to be, up to a second late (its timeout thread looks once a second): often in the middle of writing
+the outcome, whose transaction then never commits (the execution ended ``lost`` when its heartbeat went
+stale). A worker may still ask for one (``--soft-time-limit``, a message of an older publisher):
+:func:`guard_celery_soft_limit` makes it interrupt only a running command. A command stuck in C code ignores
+every exception: Celery's hard limit (prefork), a grace after the deadline, kills its process
+(``ExecuteTask.on_failure`` records it).
 
 The watchdog threads (runners) are reused: a process keeps one per execution running at the same time, so
 one slow beat delays no other execution's deadline. Most executions end long before their first beat, so

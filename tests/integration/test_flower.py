@@ -137,9 +137,9 @@ def wait_listed(
 
     def listed() -> dict[str, Any] | None:
         for uuid_, task in flower.tasks().items():
-            if task.get("name") == readable and task.get("state") == state:
-                if not retried or task.get("retried"):
-                    return {"uuid": uuid_, **task}
+            seen = not retried or task.get("retried")
+            if task.get("name") == readable and task.get("state") == state and seen:
+                return {"uuid": uuid_, **task}
         return None
 
     found: dict[str, Any] = wait_for(

@@ -164,7 +164,9 @@ def test_an_error_is_one_line_and_its_traceback_is_in_the_logs(engine_setup: Eng
     assert result.code == 1
     execution = json.loads(result.stdout)
     assert execution["error"] == f"ValueError: bad value in execution {execution['id']}"
-    logged = engine_setup.cli("scheduler:logs", "--execution", str(execution["id"]), "--format", "json").json()
+    logged = engine_setup.cli(
+        "scheduler:logs", "--execution", str(execution["id"]), "--format", "json"
+    ).json()
     messages = "\n".join(line["message"] for line in logged)
     assert "Traceback (most recent call last)" in messages and "in nested" in messages
     history = engine_setup.cli("scheduler:history", "--task", "raiser")

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 def run_timeouts(engine_setup: EngineSetup, count: int, *, workers: int = 1) -> Counter[str]:
     """``count`` manual runs of a 1 s ``test:sleep`` with a 100 ms timeout on ``workers`` workers of 4
-    processes; the status of each once all ended (those left ``running`` reaped by a planner tick: ``lost``)."""
+    processes; the status of each once all ended (any left ``running`` reaped by a planner tick: ``lost``)."""
     for _ in range(workers):
         engine_setup.start_worker(concurrency=4)
     task = engine_setup.create("naps", "test:sleep", data={"seconds": 1}, timeout_ms=100, retries=0)
@@ -76,7 +76,9 @@ def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
         return ours if any(final in line for line in ours) else None
 
     flaky = wait_for(lambda: celery_lines("test:fail [flaky]", "raised"), 15, message=worker.log()[-3000:])
-    assert any("retry:" in line and "attempt 1 of 2 failed: RuntimeError: disk full" in line for line in flaky)
+    assert any(
+        "retry:" in line and "attempt 1 of 2 failed: RuntimeError: disk full" in line for line in flaky
+    )
     assert any("attempt 2 of 2 failed: RuntimeError: disk full" in line for line in flaky), flaky
     assert not any("succeeded" in line for line in flaky), flaky
     nap = wait_for(lambda: celery_lines("test:sleep [nap]", "raised"), 15, message=worker.log()[-3000:])
