@@ -213,7 +213,9 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
     with running_flower(engine_setup, {"FLOWER_UNAUTHENTICATED_API": "true"}) as flower:
         readable, execution = run_echo(engine_setup)
         task = wait_listed(flower, readable, execution.id)
-        fail = engine_setup.create(f"fail-{tag}", "test:fail", data={"message": "disk full"}, retries=2)
+        fail = engine_setup.create(
+            f"fail-{tag}", "test:fail", data={"message": "disk full"}, retries=2, retry_delay_ms=100
+        )
         nap = engine_setup.create(f"nap-{tag}", "test:sleep", data={"seconds": 30}, timeout_ms=500, retries=0)
         waits = engine_setup.create(
             f"waits-{tag}", "test:fail", data={"message": "try later"}, retries=1, retry_delay_ms=120_000
@@ -225,10 +227,11 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
         retrying = wait_listed(flower, f"test:fail [waits-{tag}]", runs["waits"].id, "RECEIVED", retried=True)
         failed_filter = json.loads(flower.get("/api/tasks?state=FAILURE")[1])
         tasks_page = dump_dom(flower.base + "/tasks")
-        task_page = dump_dom(f"{flower.base}/task/{task['uuid']}", budget_ms=1000)
         failed_page = dump_dom(f"{flower.base}/task/{failed['uuid']}", budget_ms=1000)
-        timed_out_page = dump_dom(f"{flower.base}/task/{timed_out['uuid']}", budget_ms=1000)
-        retrying_page = dump_dom(f"{flower.base}/task/{retrying['uuid']}", budget_ms=1000)
+        task_page, timed_out_page, retrying_page = (
+            dump_dom(f"{flower.base}/task/{listed['uuid']}", budget_ms=1000)
+            for listed in (task, timed_out, retrying)
+        )
     execution_error = engine_setup.service.get_execution(runs["fail"].id).error
     assert execution_error == "RuntimeError: disk full"
     assert "attempt 3 of 3 failed: RuntimeError: disk full" in failed["exception"], failed
