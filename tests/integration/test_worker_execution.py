@@ -85,7 +85,7 @@ def test_a_sleep_past_its_timeout_ends_timed_out_and_the_worker_goes_on(engine_s
     assert worker.process.poll() is None
 
 
-def test_the_hard_limit_kills_a_command_that_ignores_the_soft_limit(
+def test_the_hard_limit_kills_a_command_that_ignores_its_timeout(
     engine_setup: EngineSetup, tmp_path: Path
 ) -> None:
     engine_setup.start_worker()
@@ -94,7 +94,7 @@ def test_the_hard_limit_kills_a_command_that_ignores_the_soft_limit(
         "hang", "test:hang", data={"pidfile": str(pidfile)}, timeout_ms=1000, retries=0
     )
     execution = engine_setup.pending_run(task)
-    engine_setup.publish(execution, timeout_s=1.0)  # soft limit 1 s, hard limit 1 s + 2 s grace
+    engine_setup.publish(execution, timeout_s=1.0)  # timeout 1 s (the watchdog), hard limit 1 s + 2 s grace
     done = engine_setup.wait_finished(execution.id, timeout_s=30)
     assert done.status == "timed_out"
     assert "hard time limit" in (done.error or "")
