@@ -39,7 +39,8 @@ MIN_VISIBILITY_TIMEOUT_S = 2 * 3600
 VISIBILITY_MARGIN_S = 15 * 60
 # Retries wait in the worker (an ETA message) for at most this long: well under the visibility timeout.
 RETRY_COUNTDOWN_CAP_S = 15 * 60
-# The hard limit kills the process this long after the soft limit was raised inside the command.
+# The hard limit (Celery's, in each message) kills the process this long after the timeout, which the worker's
+# watchdog enforces by itself (workers.watchdog): the backstop for a command that ignores the interruption.
 HARD_LIMIT_GRACE_MIN_S = 2.0
 HARD_LIMIT_GRACE_MAX_S = 30.0
 BROKER_CONNECT_TIMEOUT_S = 3.0
@@ -48,7 +49,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 
 
 
 def hard_limit_grace_s(timeout_s: float) -> float:
-    """Seconds between the soft limit (raised in the command) and the hard limit (the process is killed)."""
+    """Seconds between the timeout (raised in the command by the watchdog) and the hard limit (the process is
+    killed)."""
     return min(max(timeout_s * 0.1, HARD_LIMIT_GRACE_MIN_S), HARD_LIMIT_GRACE_MAX_S)
 
 

@@ -4,8 +4,8 @@ Messages are standard Celery protocol messages for the one task ``scheduler.exec
 ``[execution_id]``), so any Celery worker of this app and Flower understand them. Each carries:
 
 - ``shadow`` ``"<command> [<task name>]"``: the name Flower and the worker logs show;
-- the task's time limits: ``soft_time_limit`` = its timeout (raised inside the command), ``time_limit`` = the
-  timeout plus a grace (the pool process is killed; prefork pool only);
+- the task's hard time limit, ``time_limit`` = its timeout plus a grace (the pool process is killed; prefork
+  pool only); no soft limit: the worker's watchdog enforces the timeout (see :mod:`workers.watchdog`);
 - ``countdown`` when the dispatch is delayed.
 
 How a batch goes out:
@@ -51,10 +51,9 @@ def shadow_name(dispatch: Dispatch) -> str:
 
 
 def message_options(dispatch: Dispatch) -> dict[str, Any]:
-    """The ``send_task`` options of one dispatch (queue, shadow name, time limits, countdown)."""
+    """The ``send_task`` options of one dispatch (queue, shadow name, hard time limit, countdown)."""
     options: dict[str, Any] = {"queue": dispatch.queue, "shadow": shadow_name(dispatch)}
     if dispatch.timeout_s is not None and dispatch.timeout_s > 0:
-        options["soft_time_limit"] = dispatch.timeout_s
         options["time_limit"] = dispatch.timeout_s + hard_limit_grace_s(dispatch.timeout_s)
     if dispatch.countdown_s > 0:
         options["countdown"] = dispatch.countdown_s
@@ -203,7 +202,6 @@ def build_message(
         kwargs={},
         countdown=options.get("countdown"),
         time_limit=options.get("time_limit"),
-        soft_time_limit=options.get("soft_time_limit"),
         shadow=options["shadow"],
         ignore_result=True,
         argsrepr=f"[{dispatch.execution_id}]",

@@ -1,13 +1,17 @@
 """One attempt of one execution: claim it, run its command under the watchdog, record the outcome, emit.
 
-:func:`execute` returns a :class:`Decision` for the Celery task: ``done`` / ``noop``, ``retry`` (the
-attempt failed and attempts remain: the row is already ``retrying``, the task publishes the retry), or
-``recheck`` (the execution is ``running`` on another worker with a fresh heartbeat: look again once it could
-be stale, so an execution whose process died is taken over without waiting for the planner's sweep).
+:func:`execute` returns a :class:`Decision` for the Celery task: ``done`` (the attempt's outcome,
+``completed`` or ``cancelled``, is recorded), ``failed`` (its last attempt failed or timed out), ``noop``
+(nothing recorded: a duplicate delivery, or the claim was taken from us while it ran), ``retry`` (the attempt
+failed and attempts remain: the row is already ``retrying``, the task publishes the retry), or ``recheck``
+(the execution is ``running`` on another worker with a fresh heartbeat: look again once it could be stale, so
+an execution whose process died is taken over without waiting for the planner's sweep). Each carries a
+one-line summary (``attempt 2 of 3 failed: RuntimeError: disk full``) for the worker's log and Flower.
 
 Outcomes: the command's return value (as JSON; anything else as ``str``) -> ``completed``; an exception ->
-``failed`` with the traceback; the soft time limit -> ``timed_out``; invalid input (a missing data key, an
-unknown command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
+``failed``, its ``error`` one line (exception and message), its traceback in the execution's logs; the
+deadline (:class:`~workers.watchdog.Watchdog`) -> ``timed_out``; invalid input (a missing data key, an unknown
+command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
 attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
 :data:`celeryconfig.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility timeout.
 An outcome that cannot be stored because the database is down is retried on fresh connections (up to
@@ -75,16 +79,18 @@ JITTER = 0.15
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    kind: Literal["done", "noop", "retry", "recheck"]
+    kind: Literal["done", "failed", "noop", "retry", "recheck"]
     countdown_s: float = 0.0
+    summary: str = ""  # one line: what this delivery did
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: OutcomeStatus
     result: Any = None
-    error: str | None = None
+    error: str | None = None  # one line
     retryable: bool = True
+    trace: str | None = None  # the traceback, for the execution's logs
 
 
 def retry_delay_s(delay_ms: int, backoff: float, attempt: int, *, rng: random.Random | None = None) -> float:
@@ -108,10 +114,16 @@ def json_result(value: Any) -> Any:
     return value
 
 
-def _error_text(error: BaseException) -> str:
-    summary = f"{type(error).__name__}: {error}".strip()
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of white space as single spaces."""
+    return " ".join(text.split())
+
+
+def failure(error: BaseException) -> Outcome:
+    """``failed`` with ``error`` as one line (``ValueError: bad value``) and its traceback for the logs."""
     trace = "".join(traceback.format_exception(error)).rstrip()
-    return f"{summary}\n{trace}"
+    line = one_line(f"{type(error).__name__}: {error}").removesuffix(":")
+    return Outcome("failed", error=line, trace=trace)
 
 
 def execution_json(claim: ClaimedExecution, status: str, **extra: Any) -> dict[str, Any]:
@@ -175,24 +187,24 @@ def _attempt(runtime: WorkerRuntime, claim: ClaimedExecution, buffer: LogBuffer)
             return heartbeat(connection, claim.id, claim.worker)
 
     interval_s = runtime.settings.heartbeat_interval / 1000
+    timed_out = Outcome("timed_out", error=f"timed out: the time limit of {timeout_s:g} s passed")
+    # Only the command runs inside this try: the watchdog interrupts nothing else (see workers.watchdog).
     try:
         with Watchdog(beat=beat, buffer=buffer, interval_s=interval_s, deadline=deadline):
             result = _run_command(runtime, claim, buffer, deadline)
         return Outcome("completed", result=json_result(result))
     except (SoftTimeLimitExceeded, ExecutionTimedOut):
-        return Outcome("timed_out", error=f"timed out: the time limit of {timeout_s:g} s passed")
+        return timed_out
     except ExecutionCancelled:
         return Outcome("cancelled", error="the execution was cancelled or taken over while it ran")
     except ExternalCommandFailed as error:
-        return Outcome("timed_out" if error.timed_out else "failed", error=str(error))
-    except TimeoutError as error:
-        if time.monotonic() >= deadline - 0.05:
-            return Outcome("timed_out", error=f"timed out: {error}")
-        return Outcome("failed", error=_error_text(error))
+        return Outcome("timed_out" if error.timed_out else "failed", error=one_line(str(error)))
+    except TimeoutError as error:  # a command that saw its deadline (CommandContext.deadline) pass
+        return timed_out if time.monotonic() >= deadline - 0.05 else failure(error)
     except InvalidInput as error:
-        return Outcome("failed", error=str(error), retryable=False)
+        return Outcome("failed", error=one_line(str(error)), retryable=False)
     except Exception as error:
-        return Outcome("failed", error=_error_text(error))
+        return failure(error)
 
 
 def _next_status(claim: ClaimedExecution, outcome: Outcome) -> tuple[OutcomeStatus, float | None]:
@@ -213,13 +225,14 @@ def _record(
     retry_s: float = OUTCOME_RETRY_S,
 ) -> Decision:
     status, countdown = _next_status(claim, outcome)
+    summary = f"attempt {claim.attempt} of {claim.max_attempts} {outcome.status}"
+    if outcome.error:
+        summary += f": {outcome.error}"
     if outcome.status in ("failed", "timed_out"):
-        first_line = (outcome.error or outcome.status).splitlines()[0]
         tail = f"; retrying in {countdown:.3g} s" if countdown is not None else ""
-        attempt = f"attempt {claim.attempt} of {claim.max_attempts}"
-        buffer.log("ERROR", f"{attempt} {outcome.status}: {first_line}{tail}")
-        if outcome.error and "\n" in outcome.error:
-            buffer.log("DEBUG", outcome.error)  # the traceback
+        buffer.log("ERROR", summary + tail)
+    if outcome.trace:
+        buffer.log("ERROR", outcome.trace)
     lines = buffer.drain(final=True)
     # One statement (no log lines; an outcome that cannot auto-pause the task): it commits by itself.
     alone = not lines and outcome_kind(status) != "failure"
@@ -250,15 +263,15 @@ def _record(
         return finished, paused_task
 
     finished, paused_task = _write_outcome(runtime, connection, write, claim.id, retry_s)
-    if finished is None:
-        return Decision("noop")  # the claim was taken from us (cancelled, lost): its new owner decides
+    if finished is None:  # the claim was taken from us (cancelled, reaped, taken over): its new owner decides
+        return Decision("noop", summary=f"{summary}; not recorded: execution {claim.id} is no longer ours")
     record_execution(claim.command, outcome.status, duration_ms)
     _emit_outcome(runtime, claim, outcome, status, duration_ms)
     if paused_task is not None:
         runtime.emit(TASK_PAUSED, {"task": paused_task.to_json()})
     if countdown is not None:
-        return Decision("retry", countdown)
-    return Decision("done")
+        return Decision("retry", countdown, summary)
+    return Decision("failed" if outcome.status in ("failed", "timed_out") else "done", summary=summary)
 
 
 def _write_outcome(
@@ -302,8 +315,7 @@ def _emit_outcome(
         execution = execution_json(claim, "completed", duration_ms=duration_ms, result=outcome.result)
         runtime.emit(TASK_EVENT, {"type": "completed", "execution": execution})
     elif outcome.status in ("failed", "timed_out"):
-        error = (outcome.error or "").splitlines()[0] if outcome.error else None
-        execution = execution_json(claim, status, duration_ms=duration_ms, error=error)
+        execution = execution_json(claim, status, duration_ms=duration_ms, error=outcome.error)
         runtime.emit(TASK_EVENT, {"type": "failed", "final": status != "retrying", "execution": execution})
 
 
@@ -322,8 +334,11 @@ def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks:
             status = None if claim is not None else execution_status(connection, execution_id)
         if claim is None:
             if status == "running" and rechecks < MAX_RECHECKS:
-                return Decision("recheck", runtime.stale_after.total_seconds())
-            return Decision("noop")
+                wait_s = runtime.stale_after.total_seconds()
+                summary = f"execution {execution_id} is running elsewhere; looking again in {wait_s:g} s"
+                return Decision("recheck", wait_s, summary)
+            state = f"is {status}" if status is not None else "does not exist"
+            return Decision("noop", summary=f"nothing to do: execution {execution_id} {state}")
         # Every log record of this attempt (ours, the command's, Celery's) carries these fields.
         with bound_log_context(
             execution_id=execution_id, task_id=claim.task_id, attempt=claim.attempt, command=claim.command

@@ -1,11 +1,21 @@
 """The one Celery task: ``scheduler.execute(execution_id)`` runs one attempt of one execution.
 
-Everything it does is in :mod:`workers.runner`; this module maps the runner's decisions to Celery:
+Everything it does is in :mod:`workers.runner`; this module maps the runner's decisions to Celery task states
+(what Flower and the worker's log show), each with the decision's one-line summary:
 
-- ``retry`` -> ``self.retry(countdown=...)``: a new message with the same shadow name, queue and time limits
-  (the row is already ``retrying``; the next claim makes it attempt + 1);
-- ``recheck`` -> ``self.retry`` with ``rechecks + 1``: the execution runs on another worker with a fresh
-  heartbeat; if that worker died, the row's heartbeat goes stale and the recheck takes it over;
+- ``done`` -> SUCCESS, the summary as its result (``attempt 1 of 1 completed``);
+- ``failed`` (the last attempt failed or timed out) -> FAILURE: :class:`AttemptFailed` with our error
+  (``attempt 3 of 3 failed: RuntimeError: disk full``), one line in the worker's log (``throws``), no
+  traceback. The message is acknowledged all the same (``acks_late`` acks a failure:
+  ``task_acks_on_failure_or_timeout``), so a failure is never redelivered;
+- ``retry`` -> RETRY, ``self.retry(exc=AttemptFailed(...), countdown=...)``: a new message with the same
+  task id, shadow name, queue and time limit (the row is already ``retrying``; the next claim makes it
+  attempt + 1);
+- ``recheck`` -> RETRY with ``rechecks + 1``: the execution runs on another worker with a fresh heartbeat; if
+  that worker died, the row's heartbeat goes stale and the recheck takes it over;
+- ``noop`` -> SUCCESS, the summary saying why nothing was recorded: a duplicate delivery did its job by doing
+  nothing, and an attempt whose claim was taken from it (cancelled, reaped, taken over) leaves the outcome to
+  the execution's new owner; neither is a failure of this delivery;
 - an unreachable database -> ``self.retry`` with backoff (the message is not lost meanwhile).
 
 The hard time limit kills the pool process with its process group, so the command's children die with it
@@ -31,11 +41,16 @@ from scheduler.errors import SchedulerError, Unavailable
 from workers.publisher import CeleryPublisher
 from workers.runner import execute, record_hard_timeout
 from workers.runtime import WorkerRuntime
+from workers.watchdog import guard_celery_soft_limit
 
 logger = logging.getLogger(__name__)
 
 DB_RETRY_MAX = 30
 DB_RETRY_CAP_S = 60.0
+
+
+class AttemptFailed(Exception):
+    """An attempt failed or timed out (recorded as such): the Celery task's FAILURE, or a RETRY's reason."""
 
 
 class ExecuteTask(Task):  # type: ignore[misc]
@@ -45,6 +60,7 @@ class ExecuteTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     max_retries = None  # attempts are bounded by the execution's max_attempts, not by Celery
     typing = False
+    throws = (AttemptFailed,)  # an expected failure: one log line, no traceback
 
     @property
     def runtime(self) -> WorkerRuntime:
@@ -52,6 +68,7 @@ class ExecuteTask(Task):  # type: ignore[misc]
         return runtime
 
     def run(self, execution_id: int, rechecks: int = 0) -> str:
+        guard_celery_soft_limit()
         execution_id = int(execution_id)
         worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
         try:
@@ -66,13 +83,16 @@ class ExecuteTask(Task):  # type: ignore[misc]
                 kwargs={"rechecks": rechecks},
                 countdown=min(2.0**retries, DB_RETRY_CAP_S),
             ) from error
-        if decision.kind == "retry":
-            raise self.retry(args=[execution_id], kwargs={"rechecks": 0}, countdown=decision.countdown_s)
-        if decision.kind == "recheck":
+        if decision.kind == "failed":
+            raise AttemptFailed(decision.summary)
+        if decision.kind in ("retry", "recheck"):
             raise self.retry(
-                args=[execution_id], kwargs={"rechecks": rechecks + 1}, countdown=decision.countdown_s
+                args=[execution_id],
+                kwargs={"rechecks": rechecks + 1 if decision.kind == "recheck" else 0},
+                countdown=decision.countdown_s,
+                exc=AttemptFailed(decision.summary) if decision.kind == "retry" else None,
             )
-        return decision.kind
+        return decision.summary
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         if not isinstance(exc, TimeLimitExceeded) or not args:

@@ -9,9 +9,18 @@ taken over), or when the soft deadline passes, the watchdog interrupts the comma
 How the command thread is interrupted: in the main thread (a prefork pool process, ``solo``) by a real
 signal, ``SIGUSR2`` sent with ``pthread_kill``, whose handler raises; a signal also interrupts a blocking
 ``select`` or ``sleep``. Any other thread (``threads`` pool) gets an asynchronous exception, which takes
-effect at its next Python instruction. Celery's own soft limit (prefork only) usually fires first; this is the
-same limit for every pool and the fallback when a message carries no limit. Neither stops a command stuck in
-C code: only Celery's hard limit (prefork) does, by killing the process.
+effect at its next Python instruction. Nothing is raised before the watchdog is armed or once it is being
+disarmed (``__exit__`` first unsets what the handler reads), so the interruption lands in the command, never
+in the claim or the outcome's bookkeeping around it.
+
+The deadline is this watchdog's alone, the same for every pool: messages carry no Celery soft limit.
+Billiard enforces that one by a ``SIGUSR1`` that raises ``SoftTimeLimitExceeded`` wherever the pool process
+happens to be, up to a second late (its timeout thread looks once a second): often in the middle of writing
+the outcome, whose transaction then never commits (the execution ended ``lost`` when its heartbeat went
+stale). A worker may still ask for one (``--soft-time-limit``, a message of an older publisher):
+:func:`guard_celery_soft_limit` makes it interrupt only a running command. A command stuck in C code ignores
+every exception: Celery's hard limit (prefork), a grace after the deadline, kills its process
+(``ExecuteTask.on_failure`` records it).
 
 The watchdog threads (runners) are reused: a process keeps one per execution running at the same time, so
 one slow beat delays no other execution's deadline. Most executions end long before their first beat, so
@@ -34,6 +43,9 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
+
+from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler  # type: ignore[import-untyped]
+from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.repository.runs import PendingLog
 from workers.capture import LogBuffer
@@ -66,6 +78,23 @@ def _on_signal(_signum: int, _frame: FrameType | None) -> None:
     watchdog = _current
     if watchdog is not None:
         watchdog.raise_if_fired()
+
+
+def _on_celery_soft_limit(_signum: int, _frame: FrameType | None) -> None:
+    watchdog = _current
+    if watchdog is not None and watchdog.armed:  # the command runs: interrupt it; else ignore the signal
+        raise SoftTimeLimitExceeded()
+
+
+def guard_celery_soft_limit() -> None:
+    """In a prefork pool process, replace billiard's soft-time-limit handler by one that raises only while a
+    command runs under a :class:`Watchdog` (idempotent; anywhere else it changes nothing)."""
+    if (
+        SIG_SOFT_TIMEOUT is not None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(SIG_SOFT_TIMEOUT) is soft_timeout_sighandler
+    ):
+        signal.signal(SIG_SOFT_TIMEOUT, _on_celery_soft_limit)
 
 
 class Watchdog:
@@ -104,11 +133,11 @@ class Watchdog:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         global _current
+        if self._in_main:
+            _current = None  # first: from here on, a signal raises nothing
         with self._lock:
             self._armed = False  # from here on, no interrupt is sent
-        if self._in_main:
-            _current = None
-        elif self._fired is not None:
+        if not self._in_main and self._fired is not None:
             _async_raise(self._target, None)  # clear an exception that was sent but not yet raised
         runner, self._runner = self._runner, None
         if runner is not None:
@@ -125,6 +154,10 @@ class Watchdog:
     @property
     def fired(self) -> type[ExecutionInterrupted] | None:
         return self._fired
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
 
     # ------------------------------------------------------------------------------- watchdog thread side
 

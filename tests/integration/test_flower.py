@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -128,12 +129,16 @@ def run_echo(setup: EngineSetup) -> tuple[str, Execution]:
     return f"test:echo [{name}]", finished
 
 
-def wait_listed(flower: Flower, readable: str, execution_id: int) -> dict[str, Any]:
-    """Poll /api/tasks until it lists our execution under ``readable`` and has seen it succeed."""
+def wait_listed(
+    flower: Flower, readable: str, execution_id: int, state: str = "SUCCESS", *, retried: bool = False
+) -> dict[str, Any]:
+    """Poll /api/tasks until it lists our execution under ``readable`` in ``state`` (and, with ``retried``,
+    once it has seen a ``task-retried`` event of it)."""
 
     def listed() -> dict[str, Any] | None:
         for uuid_, task in flower.tasks().items():
-            if task.get("name") == readable and task.get("state") == "SUCCESS":
+            seen = not retried or task.get("retried")
+            if task.get("name") == readable and task.get("state") == state and seen:
                 return {"uuid": uuid_, **task}
         return None
 
@@ -141,7 +146,7 @@ def wait_listed(flower: Flower, readable: str, execution_id: int) -> dict[str, A
         listed,
         FLOWER_SEES_TASK_S,
         interval_s=0.25,
-        message=f"{readable!r} (execution {execution_id}) not in /api/tasks:\n{flower.log()[-3000:]}",
+        message=f"{readable!r} (execution {execution_id}) not {state} in /api/tasks:\n{flower.log()[-3000:]}",
     )
     return found
 
@@ -165,6 +170,12 @@ def dump_dom(url: str, *, budget_ms: int = 5000) -> str:
     return completed.stdout
 
 
+def table_row(page: str, task_uuid: str) -> str:
+    """The ``<tr>`` of the tasks table that holds ``task_uuid`` (empty if none)."""
+    match = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{re.escape(task_uuid)}(?:(?!</tr>).)*</tr>", page, re.S)
+    return match.group(0) if match else ""
+
+
 # ------------------------------------------------------------------------------------------------- tests
 
 
@@ -186,18 +197,57 @@ def test_flower_lists_an_execution_by_readable_name_with_its_id_behind_basic_aut
     assert flower.process.returncode == 0, flower.log()[-2000:]  # SIGTERM is a clean stop
 
 
-def test_flower_tasks_page_shows_the_execution_in_a_real_browser(engine_setup: EngineSetup) -> None:
+def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_browser(
+    engine_setup: EngineSetup,
+) -> None:
+    """A completed execution is SUCCESS; one that failed every attempt, or timed out, is FAILURE with our
+    error (its attempts before the last were retries); a failed attempt with attempts left is a retry.
+
+    Flower shows RETRY only until the worker takes the retry's message: the worker's ``task-received`` of it
+    (with its ETA) sets the task back to RECEIVED, keeping the retry's time (``retried``) and our error."""
     require_chromium()
     engine_setup.start_worker(extra=["-E"])
+    tag = uuid.uuid4().hex[:6]
     # Loopback without auth (Chromium will not send user:pass@ credentials to the page's XHRs); the API
     # needs this variable to answer without auth.
     with running_flower(engine_setup, {"FLOWER_UNAUTHENTICATED_API": "true"}) as flower:
         readable, execution = run_echo(engine_setup)
         task = wait_listed(flower, readable, execution.id)
+        fail = engine_setup.create(
+            f"fail-{tag}", "test:fail", data={"message": "disk full"}, retries=2, retry_delay_ms=100
+        )
+        nap = engine_setup.create(f"nap-{tag}", "test:sleep", data={"seconds": 30}, timeout_ms=500, retries=0)
+        waits = engine_setup.create(
+            f"waits-{tag}", "test:fail", data={"message": "try later"}, retries=1, retry_delay_ms=120_000
+        )
+        runs = {name: engine_setup.service.run_task_now(t.id) for name, t in [("fail", fail), ("nap", nap)]}
+        runs["waits"] = engine_setup.service.run_task_now(waits.id)
+        failed = wait_listed(flower, f"test:fail [fail-{tag}]", runs["fail"].id, "FAILURE")
+        timed_out = wait_listed(flower, f"test:sleep [nap-{tag}]", runs["nap"].id, "FAILURE")
+        retrying = wait_listed(flower, f"test:fail [waits-{tag}]", runs["waits"].id, "RECEIVED", retried=True)
+        failed_filter = json.loads(flower.get("/api/tasks?state=FAILURE")[1])
         tasks_page = dump_dom(flower.base + "/tasks")
-        task_page = dump_dom(f"{flower.base}/task/{task['uuid']}", budget_ms=1000)
+        failed_page = dump_dom(f"{flower.base}/task/{failed['uuid']}", budget_ms=1000)
+        task_page, timed_out_page, retrying_page = (
+            dump_dom(f"{flower.base}/task/{listed['uuid']}", budget_ms=1000)
+            for listed in (task, timed_out, retrying)
+        )
+    execution_error = engine_setup.service.get_execution(runs["fail"].id).error
+    assert execution_error == "RuntimeError: disk full"
+    assert "attempt 3 of 3 failed: RuntimeError: disk full" in failed["exception"], failed
+    assert failed["retries"] == 2  # attempts 1 and 2 were Celery retries of the same task
+    assert "attempt 1 of 1 timed_out: timed out: the time limit of 0.5 s passed" in timed_out["exception"]
+    assert "attempt 1 of 2 failed: RuntimeError: try later" in retrying["exception"], retrying
+    assert retrying["retries"] == 1 and retrying["eta"]  # the retry's message, waiting for its countdown
+    ours = {uuid_ for uuid_, listed in failed_filter.items() if tag in listed["name"]}  # Redis is shared
+    assert ours == {failed["uuid"], timed_out["uuid"]}  # Flower's Failed filter
     # The tasks page fills its table by XHR (datatables): the name is there only if the scripts ran.
     assert readable in tasks_page, tasks_page[-3000:]
-    assert task["uuid"] in tasks_page
+    assert 'text-bg-success">SUCCESS<' in table_row(tasks_page, task["uuid"])
+    assert 'text-bg-danger">FAILURE<' in table_row(tasks_page, failed["uuid"])
+    assert 'text-bg-danger">FAILURE<' in table_row(tasks_page, timed_out["uuid"])
     assert readable in task_page and "SUCCESS" in task_page
+    assert "FAILURE" in failed_page and "attempt 3 of 3 failed: RuntimeError: disk full" in failed_page
+    assert "FAILURE" in timed_out_page and "the time limit of 0.5 s passed" in timed_out_page
+    assert "attempt 1 of 2 failed: RuntimeError: try later" in retrying_page
     assert "s3cret" not in tasks_page + task_page  # the data never travels through the broker

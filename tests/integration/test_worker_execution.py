@@ -85,7 +85,7 @@ def test_a_sleep_past_its_timeout_ends_timed_out_and_the_worker_goes_on(engine_s
     assert worker.process.poll() is None
 
 
-def test_the_hard_limit_kills_a_command_that_ignores_the_soft_limit(
+def test_the_hard_limit_kills_a_command_that_ignores_its_timeout(
     engine_setup: EngineSetup, tmp_path: Path
 ) -> None:
     engine_setup.start_worker()
@@ -94,7 +94,7 @@ def test_the_hard_limit_kills_a_command_that_ignores_the_soft_limit(
         "hang", "test:hang", data={"pidfile": str(pidfile)}, timeout_ms=1000, retries=0
     )
     execution = engine_setup.pending_run(task)
-    engine_setup.publish(execution, timeout_s=1.0)  # soft limit 1 s, hard limit 1 s + 2 s grace
+    engine_setup.publish(execution, timeout_s=1.0)  # timeout 1 s (the watchdog), hard limit 1 s + 2 s grace
     done = engine_setup.wait_finished(execution.id, timeout_s=30)
     assert done.status == "timed_out"
     assert "hard time limit" in (done.error or "")
@@ -157,14 +157,28 @@ def test_deleting_a_task_cancels_its_queued_execution_before_a_worker_takes_it(
     assert after.status == "cancelled" and after.started_at is None
 
 
-def test_a_raising_command_is_recorded_with_its_traceback(engine_setup: EngineSetup) -> None:
+def test_an_error_is_one_line_and_its_traceback_is_in_the_logs(engine_setup: EngineSetup) -> None:
     engine_setup.start_worker()
-    task = engine_setup.create("raiser", "test:raise", retries=0)
-    execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
-    assert execution.status == "failed"
-    error = execution.error or ""
-    assert error.startswith(f"ValueError: bad value in execution {execution.id}")
-    assert "Traceback" in error and "in nested" in error
+    engine_setup.create("raiser", "test:raise", retries=0)
+    result = engine_setup.cli("scheduler:run", "--id", "raiser", "--wait", "--format", "json")
+    assert result.code == 1
+    execution = json.loads(result.stdout)
+    assert execution["error"] == f"ValueError: bad value in execution {execution['id']}"
+    logged = engine_setup.cli(
+        "scheduler:logs", "--execution", str(execution["id"]), "--format", "json"
+    ).json()
+    messages = "\n".join(line["message"] for line in logged)
+    assert "Traceback (most recent call last)" in messages and "in nested" in messages
+    history = engine_setup.cli("scheduler:history", "--task", "raiser")
+    assert history.code == 0, history.stderr
+    assert f"ValueError: bad value in execution {execution['id']}" in history.stdout
+    assert "Traceback" not in history.stdout
+    shown = engine_setup.cli("scheduler:run", "--id", "raiser", "--wait")
+    assert shown.code == 1
+    second = engine_setup.service.history(task="raiser")[0].id
+    assert shown.stderr == f"error: execution {second} failed: ValueError: bad value in execution {second}\n"
+    assert "Traceback" not in shown.stdout
+    assert shown.stdout.count(f"ValueError: bad value in execution {second}") == 1, shown.stdout
 
 
 def test_a_command_printing_megabytes_keeps_a_bounded_log(engine_setup: EngineSetup) -> None:

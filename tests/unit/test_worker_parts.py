@@ -160,7 +160,6 @@ def test_messages_carry_the_shadow_name_time_limits_and_countdown() -> None:
     assert message_options(dispatch) == {
         "queue": "reports",
         "shadow": "backup:run [nightly]",
-        "soft_time_limit": 60,
         "time_limit": 60 + hard_limit_grace_s(60),
         "countdown": 2.5,
     }

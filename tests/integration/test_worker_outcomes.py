@@ -1,0 +1,103 @@
+"""What a real Celery worker (prefork) on PostgreSQL and Redis records when an attempt fails or times out.
+
+- every timed-out attempt ends ``timed_out``: nothing of Celery's lands in the outcome's bookkeeping, so none
+  is left ``running`` for the planner's sweep to call ``lost``;
+- the Celery task ends FAILURE (a retry: RETRY) with our error, and its message is acknowledged, not
+  redelivered; the worker's log says so in one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+import redis
+from workerproc import EngineSetup
+
+from scheduler.records import FINISHED_STATUSES
+from tests.support.processes import wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+def run_timeouts(
+    engine_setup: EngineSetup, count: int, *, workers: Sequence[Sequence[str]] = ((),)
+) -> Counter[str]:
+    """``count`` manual runs of a 1 s ``test:sleep`` with a 100 ms timeout on one worker of 4 processes per
+    item of ``workers`` (its extra arguments); the status of each once all ended (any left ``running`` reaped
+    by a planner tick: ``lost``)."""
+    for extra in workers:
+        engine_setup.start_worker(concurrency=4, extra=extra)
+    task = engine_setup.create("naps", "test:sleep", data={"seconds": 1}, timeout_ms=100, retries=0)
+    ids = [engine_setup.service.run_task_now(task.id).id for _ in range(count)]
+
+    def statuses() -> list[str]:
+        return [engine_setup.service.get_execution(execution_id).status for execution_id in ids]
+
+    def settled() -> bool:
+        current = statuses()
+        if all(status in FINISHED_STATUSES for status in current):
+            return True
+        # An outcome whose bookkeeping was interrupted leaves the row running and silent.
+        return current.count("running") > 0 and all(s in (*FINISHED_STATUSES, "running") for s in current)
+
+    try:
+        wait_for(settled, 5 + count * 0.3, interval_s=0.5)
+    except AssertionError as error:
+        raise AssertionError(f"the runs did not settle: {Counter(statuses())} ({error})") from None
+    if "running" in statuses():
+        time.sleep(engine_setup.settings.heartbeat_interval * 4 / 1000)  # stale for the sweep
+        assert engine_setup.cli("scheduler:planner", "--once").code == 0
+    return Counter(statuses())
+
+
+@pytest.mark.timeout(120)
+def test_every_timed_out_attempt_ends_timed_out_not_lost(engine_setup: EngineSetup) -> None:
+    count = 100
+    assert run_timeouts(engine_setup, count) == {"timed_out": count}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_five_hundred_timed_out_attempts_on_two_workers_all_end_timed_out(engine_setup: EngineSetup) -> None:
+    """One of the workers asks Celery for a soft limit of its own: it interrupts only a running command."""
+    count = 500
+    workers = [(), ("--soft-time-limit", "0.1")]
+    assert run_timeouts(engine_setup, count, workers=workers) == {"timed_out": count}
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
+    engine_setup: EngineSetup,
+) -> None:
+    worker = engine_setup.start_worker()
+    engine_setup.create("flaky", "test:fail", data={"message": "disk full"}, retries=1, retry_delay_ms=100)
+    engine_setup.create("nap", "test:sleep", data={"seconds": 5}, timeout_ms=300, retries=0)
+    engine_setup.create("fine", "test:echo", data={"ok": True})
+    for name in ("flaky", "nap", "fine"):
+        assert engine_setup.cli("scheduler:run", "--id", name, "--wait").code == (0 if name == "fine" else 1)
+
+    def celery_lines(shadow: str, final: str) -> list[str] | None:
+        ours = [line for line in worker.log().splitlines() if shadow in line]
+        return ours if any(final in line for line in ours) else None
+
+    flaky = wait_for(lambda: celery_lines("test:fail [flaky]", "raised"), 15, message=worker.log()[-3000:])
+    assert any(
+        "retry:" in line and "attempt 1 of 2 failed: RuntimeError: disk full" in line for line in flaky
+    )
+    assert any("attempt 2 of 2 failed: RuntimeError: disk full" in line for line in flaky), flaky
+    assert not any("succeeded" in line for line in flaky), flaky
+    nap = wait_for(lambda: celery_lines("test:sleep [nap]", "raised"), 15, message=worker.log()[-3000:])
+    assert any("timed_out" in line and "time limit of 0.3 s" in line for line in nap), nap
+    assert not any("succeeded" in line for line in nap), nap
+    assert wait_for(lambda: celery_lines("test:echo [fine]", "succeeded"), 15)
+    log = worker.log()
+    assert "Traceback" not in log, log[-3000:]
+    # acks_late acknowledges a failed message too: nothing of this queue is left unacknowledged.
+    client = redis.Redis.from_url(engine_setup.broker_url)
+    unacked = [json.loads(value) for value in client.hvals("unacked")]  # [message, exchange, routing key]
+    ours = [message for message in unacked if message[2] == engine_setup.queue]
+    assert ours == [] and client.llen(engine_setup.queue) == 0
