@@ -84,7 +84,8 @@ class PlannerMetrics:
         self.misfired = counter("scheduler_planner_misfired_total", "Slots missed beyond their grace.")
         self.recovered = counter(
             "scheduler_planner_recovered_total",
-            "Executions of the recovery sweep: requeued (republished) or lost (worker gone).",
+            "Executions of the recovery sweep: requeued (next attempt), lost (worker gone), or republished "
+            "(unclaimed, message not on the broker).",
             ["kind"],
         )
         self.cleaned = counter("scheduler_planner_cleaned_total", "Finished executions deleted by retention.")
@@ -246,6 +247,8 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
         m.recovered.labels("requeued").inc(report.requeued)
     if report.lost:
         m.recovered.labels("lost").inc(report.lost)
+    if report.republished:
+        m.recovered.labels("republished").inc(report.republished)
     if report.broker_error is not None:
         m.publish_errors.inc()
     if report.leader:

@@ -10,7 +10,8 @@ One :meth:`Planner.tick` (DESIGN §1, §2):
    ``max_concurrent_tasks`` minus those queued, running or retrying, then marks them ``queued``. A publish
    failure leaves them ``pending`` for the next tick;
 3. every few seconds (:data:`SWEEP_INTERVAL_S`, less with short heartbeats) the recovery sweep
-   (:mod:`scheduler.recovery`): republish unclaimed ids, reap executions of dead workers;
+   (:mod:`scheduler.recovery`): republish unclaimed ids the broker no longer holds, reap executions of dead
+   workers;
 4. the relay again when no batch relayed (pending rows of manual runs, of the sweep's requeues);
 5. every ``cleanup_interval``, :func:`scheduler.cleanup.run_cleanup`.
 
@@ -37,7 +38,7 @@ from scheduler.events import EventBus
 from scheduler.fault_injection import fault_point
 from scheduler.lease import PLANNER_LEASE, Lease
 from scheduler.metrics import observe_tick
-from scheduler.publisher import Dispatch, Publisher
+from scheduler.publisher import Dispatch, Publisher, QueueInspector
 from scheduler.recovery import Recovery, SweepReport
 from scheduler.relay import BackgroundRelay, Relay
 from scheduler.repository.clock import db_now
@@ -57,7 +58,8 @@ class TickReport:
     ``due`` tasks handled; ``created`` executions to run; ``dispatched`` ids published (new, relayed and
     republished); ``skipped`` rows recorded skipped or cancelled; ``misfired`` slots missed beyond grace;
     ``more`` True when the time budget ended the tick with due tasks left; ``broker_error`` why a publish
-    failed.
+    failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
+    message was not found on the broker: each may reach a worker twice, whose claim then does nothing).
     """
 
     leader: bool
@@ -72,6 +74,7 @@ class TickReport:
     cleaned: int = 0
     more: bool = False
     broker_error: str | None = None
+    republished: int = 0
 
 
 class Planner:
@@ -161,6 +164,7 @@ class Planner:
                 requeued=swept.requeued,
                 lost=swept.lost,
                 dispatched=report.dispatched + swept.republished,
+                republished=swept.republished,
             )
             if not relayed or swept.requeued:  # pending rows the batches' relays did not see
                 report = self._relay(report)
@@ -214,7 +218,8 @@ class Planner:
         now = time.monotonic()
         if self._next_sweep is not None and now < self._next_sweep:
             return SweepReport()
-        swept = self.recovery.sweep(self.relay.publish)
+        inspector = self.publisher if isinstance(self.publisher, QueueInspector) else None
+        swept = self.recovery.sweep(self.relay.publish, inspector)
         self._next_sweep = now + self.sweep_interval_s
         return swept
 
