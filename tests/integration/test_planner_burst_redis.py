@@ -17,14 +17,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 import redis
 from planner_support import make_service, now_of
-from sqlalchemy import Engine, delete, text, update
+from sqlalchemy import Engine, delete, select, text, update
 
 from scheduler.db import make_engine
 from scheduler.planner import Planner
@@ -56,15 +56,23 @@ class Burst:
             connection.execute(text("DELETE FROM scheduler_leases"))
             connection.execute(update(tasks).values(anchor_at=slot, next_run_at=slot))
 
-    def run(self, lead_s: float, observe_s: float) -> dict[str, object]:
-        """Start a planner ``lead_s`` before the slot, let it run ``observe_s`` past it, and read the result:
-        statuses, the lateness of ``enqueued_at``, and how often each id is on the queue."""
+    def run(
+        self, lead_s: float, observe_s: float, meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, object]:
+        """Start a planner ``lead_s`` before the slot, let it run ``observe_s`` past it (calling ``meanwhile``
+        halfway), and read the result: statuses, the lateness of ``enqueued_at``, and how often each id is on
+        the queue."""
         self.arm(lead_s)
         planner = Planner(self.engine, self.settings, CeleryPublisher(create_app(self.settings)))
         stop = threading.Event()
         thread = threading.Thread(target=planner.run_forever, args=(stop,), daemon=True)
         thread.start()
-        time.sleep(lead_s + observe_s)
+        if meanwhile is not None:
+            time.sleep(lead_s + observe_s / 2)
+            meanwhile()
+            time.sleep(observe_s / 2)
+        else:
+            time.sleep(lead_s + observe_s)
         stop.set()
         thread.join(30)
         assert not thread.is_alive()
@@ -103,9 +111,17 @@ def burst(pg_url: str, redis_url: str) -> Iterator[Burst]:
         history_retention_days=30,
     )
     engine = make_engine(pg_url)
-    service = make_service(engine, settings)
-    for i in range(TASKS):
-        service.create_task(name=f"burst-{i}", command="test:echo", schedule="1m")
+    make_service(engine, settings).create_task(name="burst-0", command="test:echo", schedule="1m")
+    with engine.begin() as connection:  # the other tasks as copies of the first (a thousand creates: 3 s)
+        columns = [c.name for c in tasks.columns if c.name not in ("id", "name")]
+        names = ", ".join(columns)
+        connection.execute(
+            text(
+                f"INSERT INTO scheduled_tasks (name, {names}) SELECT 'burst-' || i, {names} "
+                "FROM scheduled_tasks, generate_series(1, :more) AS i"
+            ),
+            {"more": TASKS - 1},
+        )
     client = redis.Redis.from_url(redis_url)
     try:
         yield Burst(engine, settings, client, queue)
@@ -136,4 +152,26 @@ def test_repeated_bursts_are_queued_on_time_and_on_redis_once(burst: Burst, lead
     """Five rounds per planner lead (the user saw 2 of 5 runs go wrong); leads past a third of the lease TTL
     put a mid-tick lease renewal inside the burst."""
     results = [burst.run(lead_s=lead_s, observe_s=OBSERVE_S) for _ in range(5)]
-    assert results == [_expected()] * 5
+    wrong = [result for result in results if result != _expected()]
+    assert not wrong, f"{len(wrong)} of 5 rounds went wrong: {wrong}"
+
+
+@pytest.mark.timeout(120)
+def test_messages_lost_from_redis_are_republished_once_and_the_rest_left_alone(burst: Burst) -> None:
+    """The sweep still does its job: ids whose message vanished from the queue (a Redis restart, a flush)
+    are published again, once; the others, still waiting, are not."""
+    lost: list[int] = []
+
+    def lose_some() -> None:
+        lost.extend(_execution_id(raw) for raw in burst.client.rpop(burst.queue, 10) or [])
+
+    # Lost once the burst is out; then the sweep's threshold and two of its rounds.
+    result = burst.run(lead_s=0.5, observe_s=2 * (1.5 + RECOVERY_AFTER_MS / 1000), meanwhile=lose_some)
+
+    assert len(lost) == 10
+    assert result == _expected()  # the lost ten are back, once; enqueued_at kept the first publish
+    with burst.engine.connect() as connection:
+        seen = connection.execute(
+            select(executions.c.heartbeat_at).where(executions.c.id.in_(lost))
+        ).scalars()
+        assert all(stamp is not None for stamp in seen)
