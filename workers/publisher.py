@@ -148,10 +148,10 @@ class CeleryPublisher:
             wanted.setdefault(dispatch.queue, set()).add(dispatch.execution_id)
         found: set[int] = set()
         try:
-            with self._app.producer_or_acquire() as producer:
-                with producer.channel.conn_or_acquire() as client:  # with the transport's key prefix
-                    for queue, ids in wanted.items():
-                        found |= ids & set(_ids_on_list(client, queue))
+            # conn_or_acquire: the channel's client, with the transport's key prefix if one is set.
+            with self._app.producer_or_acquire() as producer, producer.channel.conn_or_acquire() as client:
+                for queue, ids in wanted.items():
+                    found |= ids & set(_ids_on_list(client, queue))
         except self._errors() as error:
             raise BrokerUnavailable(_detail(error)) from error
         return found

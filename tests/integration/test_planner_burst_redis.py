@@ -2,17 +2,15 @@
 planner, no worker. Every execution must be ``queued`` on time, keep its ``enqueued_at``, and be on Redis
 exactly once -- also after the recovery sweep has looked at the unclaimed rows.
 
-The user's run: cron ``* * * * *``, planner started 0.5 s (or 25 s) before the minute, ``recovery_after`` 60 s;
-after a minute every id was on Redis twice and ``enqueued_at`` a minute late. Here the slot is one instant a
-little ahead of the database clock (interval tasks anchored there: the same due query, batch and relay as a
-cron minute), and ``recovery_after`` is 1 s, so the sweep's verdict on the unclaimed rows comes within the
-test. The planner runs ``run_forever`` in a thread, as ``scheduler:planner`` does.
+The user's run: cron ``* * * * *``, planner started 0.5 s (or 25 s) before the minute, ``recovery_after``
+60 s; after a minute every id was on Redis twice and ``enqueued_at`` a minute late. Here the slot is one
+instant a little ahead of the database clock (interval tasks anchored there: the same due query, batch and
+relay as a cron minute), and ``recovery_after`` is 1 s, so the sweep's verdict on the unclaimed rows comes
+within the test. The planner runs ``run_forever`` in a thread, as ``scheduler:planner`` does.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 import uuid
@@ -30,6 +28,7 @@ from scheduler.db import make_engine
 from scheduler.planner import Planner
 from scheduler.repository.tables import executions, tasks
 from scheduler.settings import Settings
+from tests.support.redis_queue import ids_on_queue, message_execution_id
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
 
@@ -83,7 +82,7 @@ class Burst:
                     "FROM task_executions"
                 )
             ).all()
-        on_queue = Counter(_execution_id(raw) for raw in self.client.lrange(self.queue, 0, -1))
+        on_queue = ids_on_queue(self.client, self.queue)
         return {
             "executions": len(rows),
             "statuses": dict(Counter(row.status for row in rows)),
@@ -92,11 +91,6 @@ class Burst:
             "twice": sum(1 for count in on_queue.values() if count > 1),
             "missing": len({row.id for row in rows} - set(on_queue)),
         }
-
-
-def _execution_id(raw: bytes) -> int:
-    body = json.loads(base64.b64decode(json.loads(raw)["body"]))
-    return int(body[0][0])
 
 
 @pytest.fixture
@@ -163,7 +157,7 @@ def test_messages_lost_from_redis_are_republished_once_and_the_rest_left_alone(b
     lost: list[int] = []
 
     def lose_some() -> None:
-        lost.extend(_execution_id(raw) for raw in burst.client.rpop(burst.queue, 10) or [])
+        lost.extend(message_execution_id(raw) for raw in burst.client.rpop(burst.queue, 10) or [])
 
     # Lost once the burst is out; then the sweep's threshold and two of its rounds.
     result = burst.run(lead_s=0.5, observe_s=2 * (1.5 + RECOVERY_AFTER_MS / 1000), meanwhile=lose_some)
