@@ -202,6 +202,9 @@ class CeleryPublisher:
                             # Priority 0 (Celery's default): kombu's Redis key of the queue is its name.
                             for first in range(0, len(payloads), LPUSH_CHUNK):
                                 pipe.lpush(queue, *payloads[first : first + LPUSH_CHUNK])
+                        # The pipeline connects lazily, inside execute(): a PING first leaves it a live
+                        # pooled connection, so an unreachable Redis fails here, certainly before sending.
+                        client.ping()
                         sent = True  # from here on Redis may run the batch, whatever the client hears
                         pipe.execute()
                 return

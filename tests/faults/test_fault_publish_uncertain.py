@@ -1,26 +1,24 @@
 """A publish whose reply is lost: Redis ran the batch, the planner never heard back (a socket timeout).
 
-The planner used to retry the pipeline and then leave the rows ``pending`` for the next tick, so every id went
-to Redis two, three or four times. Now the publisher never sends a batch again once it was sent
+The planner used to send the pipeline again and then leave the rows ``pending`` for the next tick, so ids went
+to Redis twice. Now the publisher never sends a batch again once it was sent
 (:class:`~scheduler.errors.PublishUncertain`), the relay marks the rows ``queued``, and the recovery sweep
-leaves them alone as long as their message waits on the queue. A private ``redis-server`` (with ``DEBUG
-SLEEP`` enabled) freezes for longer than the publisher's socket timeout while the batch is in flight.
+leaves them alone as long as their message waits on the queue. A relay in front of a private ``redis-server``
+drops Redis's answer to the batch's ``EXEC``; the publisher's socket timeout ends the wait.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import select, update
-from worker_support import PrivateRedis
+from worker_support import PrivateRedis, private_redis
 
 from scheduler.db import make_engine
 from scheduler.planner import Planner
@@ -29,46 +27,37 @@ from scheduler.repository.tables import executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from tests.support.redis_queue import ids_on_queue
+from tests.support.reply_dropper import ReplyDropper
 from workers.app import create_app
 from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
+
+__all__ = ["private_redis"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 TASKS = 50
 SOCKET_TIMEOUT_S = 0.3
-FREEZE_S = 1.5  # longer than the publisher's socket timeout and its retries
 
 
 @pytest.fixture
-def frozen_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = PrivateRedis(workdir, options=("--enable-debug-command", "yes"))
-    server.start()
+def dropper(private_redis: PrivateRedis) -> Iterator[ReplyDropper]:
+    relay = ReplyDropper(private_redis.port)
+    relay.start()
     try:
-        yield server
+        yield relay
     finally:
-        server.stop()
-
-
-def _freeze(server: PrivateRedis) -> threading.Thread:
-    """Redis stops answering for FREEZE_S; what clients sent meanwhile it runs when it wakes."""
-    client = redis.Redis(port=server.port)
-    thread = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", FREEZE_S), daemon=True)
-    thread.start()
-    time.sleep(0.1)  # the server is asleep now
-    return thread
+        relay.stop()
 
 
 @pytest.mark.timeout(60)
 def test_a_batch_whose_reply_is_lost_is_on_redis_once_and_queued(
-    pg_url: str, frozen_redis: PrivateRedis
+    pg_url: str, private_redis: PrivateRedis, dropper: ReplyDropper
 ) -> None:
     queue = f"uncertain-{uuid.uuid4().hex[:10]}"
     settings = Settings(
         database_url=pg_url,
-        broker_url=frozen_redis.url,
+        broker_url=dropper.url,
         default_queue=queue,
         max_concurrent_tasks=1000,
         recovery_after=1000,
@@ -90,13 +79,12 @@ def test_a_batch_whose_reply_is_lost_is_on_redis_once_and_queued(
         due = db_now(connection) - timedelta(seconds=1)
         connection.execute(update(tasks).where(tasks.c.id.in_(ids)).values(next_run_at=due, anchor_at=due))
 
-    sleeper = _freeze(frozen_redis)
+    dropper.arm()
     report = planner.tick()
-    sleeper.join()
     time.sleep(1.2)  # past recovery_after: the next tick's sweep looks at the unclaimed rows
     later = planner.tick()
 
-    client = redis.Redis(port=frozen_redis.port)
+    client = redis.Redis(port=private_redis.port)
     on_queue = ids_on_queue(client, queue)
     with engine.connect() as connection:
         query = select(executions.c.id, executions.c.status, executions.c.enqueued_at)

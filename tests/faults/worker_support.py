@@ -160,7 +160,6 @@ class PrivateRedis:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    options: tuple[str, ...] = ()  # more redis-server arguments
 
     @property
     def url(self) -> str:
@@ -171,7 +170,7 @@ class PrivateRedis:
         assert server is not None
         argv = [
             server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--dir", str(self.workdir), *self.options,
+            "--daemonize", "no", "--dir", str(self.workdir),
         ]  # fmt: skip
         with (self.workdir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
