@@ -92,6 +92,10 @@ class PlannerMetrics:
         self.publish_errors = counter(
             "scheduler_planner_publish_errors_total", "Ticks whose publishing to the broker failed."
         )
+        self.publish_uncertain = counter(
+            "scheduler_planner_publish_uncertain_total",
+            "Executions whose publish got no answer (marked queued, not sent again).",
+        )
         self.lease_renewals = counter(
             "scheduler_planner_lease_renewals_total", "Times this planner took or renewed the leader lease."
         )
@@ -240,6 +244,7 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
         (m.skipped, report.skipped),
         (m.misfired, report.misfired),
         (m.cleaned, report.cleaned),
+        (m.publish_uncertain, report.uncertain),
     ):
         if value:
             counter.inc(value)

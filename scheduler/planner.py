@@ -59,7 +59,9 @@ class TickReport:
     republished); ``skipped`` rows recorded skipped or cancelled; ``misfired`` slots missed beyond grace;
     ``more`` True when the time budget ended the tick with due tasks left; ``broker_error`` why a publish
     failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
-    message was not found on the broker: each may reach a worker twice, whose claim then does nothing).
+    message was not found on the broker: each may reach a worker twice, whose claim then does nothing);
+    ``uncertain`` of ``dispatched``, ids whose publish got no answer (:meth:`Relay.publish
+    <scheduler.relay.Relay.publish>`).
     """
 
     leader: bool
@@ -75,6 +77,7 @@ class TickReport:
     more: bool = False
     broker_error: str | None = None
     republished: int = 0
+    uncertain: int = 0
 
 
 class Planner:
@@ -140,6 +143,7 @@ class Planner:
         started = time.monotonic()
         if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():
             return TickReport(leader=False, duration_s=time.monotonic() - started)
+        uncertain_before = self.relay.uncertain
         self.relay.new_tick()
         # PostgreSQL: publish in a helper thread while the next batch is planned (SQLite has one writer).
         background = BackgroundRelay(self.relay) if self.engine.dialect.name == "postgresql" else None
@@ -156,7 +160,8 @@ class Planner:
                 report, dispatched=report.dispatched + published, broker_error=report.broker_error or error
             )
         if not report.leader:
-            return replace(report, duration_s=time.monotonic() - started)
+            uncertain = self.relay.uncertain - uncertain_before
+            return replace(report, uncertain=uncertain, duration_s=time.monotonic() - started)
         if self._still_leader():
             swept = self._maybe_sweep()
             report = replace(
@@ -169,7 +174,8 @@ class Planner:
             if not relayed or swept.requeued:  # pending rows the batches' relays did not see
                 report = self._relay(report)
             report = replace(report, cleaned=self._maybe_cleanup())
-        return replace(report, more=more, duration_s=time.monotonic() - started)
+        uncertain = self.relay.uncertain - uncertain_before
+        return replace(report, more=more, uncertain=uncertain, duration_s=time.monotonic() - started)
 
     def _plan_batches(
         self, started: float, background: BackgroundRelay | None
