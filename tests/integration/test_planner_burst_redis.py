@@ -143,8 +143,9 @@ def test_a_burst_is_queued_on_time_and_on_redis_once(burst: Burst) -> None:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("lead_s", [0.5, 0.4, 3.5, 6.5])
 def test_repeated_bursts_are_queued_on_time_and_on_redis_once(burst: Burst, lead_s: float) -> None:
-    """Five rounds per planner lead (the user saw 2 of 5 runs go wrong); leads past a third of the lease TTL
-    put a mid-tick lease renewal inside the burst."""
+    """Five rounds per planner lead (the user saw 2 of 5 runs go wrong). The lease is renewed every third of
+    its TTL (3.3 s): leads of 3.5 s and 6.5 s put a renewal right next to the burst tick, as the user's 25 s
+    lead did."""
     results = [burst.run(lead_s=lead_s, observe_s=OBSERVE_S) for _ in range(5)]
     wrong = [result for result in results if result != _expected()]
     assert not wrong, f"{len(wrong)} of 5 rounds went wrong: {wrong}"
