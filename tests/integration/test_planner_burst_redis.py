@@ -151,6 +151,7 @@ def test_repeated_bursts_are_queued_on_time_and_on_redis_once(burst: Burst, lead
     assert not wrong, f"{len(wrong)} of 5 rounds went wrong: {wrong}"
 
 
+@pytest.mark.slow  # make test: the Redis-restart fault scenario covers the republishing of lost messages
 @pytest.mark.timeout(120)
 def test_messages_lost_from_redis_are_republished_once_and_the_rest_left_alone(burst: Burst) -> None:
     """The sweep still does its job: ids whose message vanished from the queue (a Redis restart, a flush)
