@@ -69,7 +69,7 @@ def message_options(dispatch: Dispatch) -> dict[str, Any]:
 LPUSH_CHUNK = 1000  # messages per LPUSH command (a batch of several thousand stays a few commands)
 LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
 # The execution id in a message as it lies on a Redis list: the header argsrepr "[<id>]" of scheduler.execute,
-# as this module and send_task write it (json.dumps' default separators).
+# as this module and send_task write it (kombu's JSON envelope, json.dumps' default separators).
 _WAITING_ID = re.compile(rb'"argsrepr": "\[(\d+)\]"')
 JSON_CONTENT = ("application/json", "utf-8")
 
@@ -141,7 +141,8 @@ class CeleryPublisher:
         A message a worker has taken but not acknowledged (kombu's ``unacked`` hash) does not count: that
         worker may have died with it, which is what the recovery sweep is for.
         """
-        if not self.batched or not dispatches:
+        self._errors()  # learns whether the broker is Redis
+        if not self._redis or not dispatches:
             return None
         wanted: dict[str, set[int]] = {}
         for dispatch in dispatches:
