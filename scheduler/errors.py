@@ -135,6 +135,13 @@ class BrokerUnavailable(Unavailable):
         super().__init__("broker unreachable" + (f": {detail}" if detail else ""))
 
 
+class PublishUncertain(BrokerUnavailable):
+    """The broker took a publish but its reply was lost: the messages may be on their queues or not."""
+
+    def __init__(self, detail: str = "") -> None:
+        Unavailable.__init__(self, "publish outcome unknown" + (f": {detail}" if detail else ""))
+
+
 class SchemaOutdated(SchedulerError):
     """The database schema is older than this code."""
 

@@ -124,7 +124,8 @@ def acquire_or_renew_sql(
 
 
 class Lease:
-    """One process's view of a named lease; not thread-safe (one planner thread uses it).
+    """One process's view of a named lease. One planner thread renews it; other threads of that planner (the
+    relay's) only read :meth:`locally_valid`.
 
     ``ttl``: how long a grant lasts on the database clock; ``margin``: how much earlier this process stops
     trusting it (default :func:`default_margin`). ``monotonic`` is injectable for tests only.
@@ -162,19 +163,29 @@ class Lease:
         return self._term
 
     def acquire_or_renew(self) -> bool:
-        """Take or extend the lease; True if we hold it now. Database errors propagate (then we hold none)."""
+        """Take or extend the lease; True if we hold it now. Database errors propagate (then we hold none).
+
+        While the renewal is in flight the previous grant stays trusted (its window was counted from when
+        *it* was sent, so it cannot outlive the stored lease): the planner's relay thread asks
+        :meth:`locally_valid` before each publish, and a renewal must not look like a lost lease to it.
+        """
         sent = self._monotonic()
-        self._term = None  # until the grant is confirmed, act as a standby
-        self._valid_until = 0.0
-        with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
-            now = db_now(connection)
-            term = acquire_or_renew_sql(connection, name=self.name, holder=self.holder, now=now, ttl=self.ttl)
+        try:
+            with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
+                now = db_now(connection)
+                term = acquire_or_renew_sql(
+                    connection, name=self.name, holder=self.holder, now=now, ttl=self.ttl
+                )
+        except BaseException:
+            self.forget()
+            raise
         if term is None:
+            self.forget()
             return False
+        self._valid_until = sent + (self.ttl - self.margin).total_seconds()
+        self._renewed_at = sent
         self._term = term
         self.grants += 1
-        self._renewed_at = sent
-        self._valid_until = sent + (self.ttl - self.margin).total_seconds()
         return True
 
     def locally_valid(self) -> bool:

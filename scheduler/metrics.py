@@ -84,12 +84,17 @@ class PlannerMetrics:
         self.misfired = counter("scheduler_planner_misfired_total", "Slots missed beyond their grace.")
         self.recovered = counter(
             "scheduler_planner_recovered_total",
-            "Executions of the recovery sweep: requeued (republished) or lost (worker gone).",
+            "Executions of the recovery sweep: requeued (next attempt), lost (worker gone), or republished "
+            "(unclaimed, message not on the broker).",
             ["kind"],
         )
         self.cleaned = counter("scheduler_planner_cleaned_total", "Finished executions deleted by retention.")
         self.publish_errors = counter(
             "scheduler_planner_publish_errors_total", "Ticks whose publishing to the broker failed."
+        )
+        self.publish_uncertain = counter(
+            "scheduler_planner_publish_uncertain_total",
+            "Executions whose publish got no answer (marked queued, not sent again).",
         )
         self.lease_renewals = counter(
             "scheduler_planner_lease_renewals_total", "Times this planner took or renewed the leader lease."
@@ -239,6 +244,7 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
         (m.skipped, report.skipped),
         (m.misfired, report.misfired),
         (m.cleaned, report.cleaned),
+        (m.publish_uncertain, report.uncertain),
     ):
         if value:
             counter.inc(value)
@@ -246,6 +252,8 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
         m.recovered.labels("requeued").inc(report.requeued)
     if report.lost:
         m.recovered.labels("lost").inc(report.lost)
+    if report.republished:
+        m.recovered.labels("republished").inc(report.republished)
     if report.broker_error is not None:
         m.publish_errors.inc()
     if report.leader:

@@ -10,7 +10,8 @@ One :meth:`Planner.tick` (DESIGN §1, §2):
    ``max_concurrent_tasks`` minus those queued, running or retrying, then marks them ``queued``. A publish
    failure leaves them ``pending`` for the next tick;
 3. every few seconds (:data:`SWEEP_INTERVAL_S`, less with short heartbeats) the recovery sweep
-   (:mod:`scheduler.recovery`): republish unclaimed ids, reap executions of dead workers;
+   (:mod:`scheduler.recovery`): republish unclaimed ids the broker no longer holds, reap executions of dead
+   workers;
 4. the relay again when no batch relayed (pending rows of manual runs, of the sweep's requeues);
 5. every ``cleanup_interval``, :func:`scheduler.cleanup.run_cleanup`.
 
@@ -37,7 +38,7 @@ from scheduler.events import EventBus
 from scheduler.fault_injection import fault_point
 from scheduler.lease import PLANNER_LEASE, Lease
 from scheduler.metrics import observe_tick
-from scheduler.publisher import Dispatch, Publisher
+from scheduler.publisher import Dispatch, Publisher, QueueInspector
 from scheduler.recovery import Recovery, SweepReport
 from scheduler.relay import BackgroundRelay, Relay
 from scheduler.repository.clock import db_now
@@ -57,7 +58,10 @@ class TickReport:
     ``due`` tasks handled; ``created`` executions to run; ``dispatched`` ids published (new, relayed and
     republished); ``skipped`` rows recorded skipped or cancelled; ``misfired`` slots missed beyond grace;
     ``more`` True when the time budget ended the tick with due tasks left; ``broker_error`` why a publish
-    failed.
+    failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
+    message was not found on the broker: each may reach a worker twice, whose claim then does nothing);
+    ``uncertain`` of ``dispatched``, ids whose publish got no answer (:meth:`Relay.publish
+    <scheduler.relay.Relay.publish>`).
     """
 
     leader: bool
@@ -72,6 +76,8 @@ class TickReport:
     cleaned: int = 0
     more: bool = False
     broker_error: str | None = None
+    republished: int = 0
+    uncertain: int = 0
 
 
 class Planner:
@@ -137,6 +143,7 @@ class Planner:
         started = time.monotonic()
         if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():
             return TickReport(leader=False, duration_s=time.monotonic() - started)
+        uncertain_before = self.relay.uncertain
         self.relay.new_tick()
         # PostgreSQL: publish in a helper thread while the next batch is planned (SQLite has one writer).
         background = BackgroundRelay(self.relay) if self.engine.dialect.name == "postgresql" else None
@@ -153,7 +160,8 @@ class Planner:
                 report, dispatched=report.dispatched + published, broker_error=report.broker_error or error
             )
         if not report.leader:
-            return replace(report, duration_s=time.monotonic() - started)
+            uncertain = self.relay.uncertain - uncertain_before
+            return replace(report, uncertain=uncertain, duration_s=time.monotonic() - started)
         if self._still_leader():
             swept = self._maybe_sweep()
             report = replace(
@@ -161,11 +169,13 @@ class Planner:
                 requeued=swept.requeued,
                 lost=swept.lost,
                 dispatched=report.dispatched + swept.republished,
+                republished=swept.republished,
             )
             if not relayed or swept.requeued:  # pending rows the batches' relays did not see
                 report = self._relay(report)
             report = replace(report, cleaned=self._maybe_cleanup())
-        return replace(report, more=more, duration_s=time.monotonic() - started)
+        uncertain = self.relay.uncertain - uncertain_before
+        return replace(report, more=more, uncertain=uncertain, duration_s=time.monotonic() - started)
 
     def _plan_batches(
         self, started: float, background: BackgroundRelay | None
@@ -214,7 +224,8 @@ class Planner:
         now = time.monotonic()
         if self._next_sweep is not None and now < self._next_sweep:
             return SweepReport()
-        swept = self.recovery.sweep(self.relay.publish)
+        inspector = self.publisher if isinstance(self.publisher, QueueInspector) else None
+        swept = self.recovery.sweep(self.relay.publish, inspector)
         self._next_sweep = now + self.sweep_interval_s
         return swept
 

@@ -1,7 +1,12 @@
 """The recovery sweep the leader runs every few seconds (invariant 1: a lost broker or worker loses nothing).
 
-- ``queued`` executions no worker claimed within ``recovery_after`` ms of their publish are published again
-  (same id; claims are conditional, so if the first message was only slow, the second is a no-op);
+- ``queued`` executions no worker claimed within ``recovery_after`` ms of their publish, and whose message is
+  no longer on the broker, are published again (same id; claims are conditional, so if the first message was
+  only slow, the second is a no-op). A message still waiting on its queue (no worker runs, or all are busy)
+  is left alone: republishing it put a second copy of every id on Redis per ``recovery_after`` while nobody
+  consumed, and moved ``enqueued_at`` a minute late. Each row looked at is stamped (``heartbeat_at``) and
+  looked at again ``recovery_after`` later; ``enqueued_at`` keeps the first publish. A broker that cannot
+  tell (not Redis) gets every unclaimed row republished, as before;
 - ``retrying`` executions whose retry message should have arrived long ago (``recovery_after`` after twice
   their retry delay) are published again; the claim then starts their next attempt;
 - ``running`` executions whose worker went silent are reaped: no heartbeat for 3 x ``heartbeat_interval``, or
@@ -16,6 +21,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,9 +30,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from scheduler.errors import BrokerUnavailable
 from scheduler.events import TASK_EVENT, TASK_PAUSED, EventBus
 from scheduler.lease import Lease
-from scheduler.publisher import Dispatch
+from scheduler.publisher import Dispatch, QueueInspector
 from scheduler.records import Task
 from scheduler.repository.clock import db_now
 from scheduler.repository.dispatch import write_transaction
@@ -38,10 +45,13 @@ from scheduler.repository.recovery import (
     open_executions,
     refresh_enqueued,
     requeue_lost,
+    stamp_seen,
     unclaimed_dispatches,
 )
 from scheduler.repository.task_outcomes import load_task, record_auto_pause
 from scheduler.settings import Settings
+
+logger = logging.getLogger("scheduler.planner")
 
 OPEN_LIMIT = 10_000  # running/retrying rows read per sweep; bounded by the concurrency cap in practice
 OVERRUN_MARGIN = timedelta(seconds=60)  # beyond the worker's hard limit (timeout + at most 30 s of grace)
@@ -119,17 +129,19 @@ class Recovery:
         self._last_sweep = now
         return now - self._watching_since >= bound_s
 
-    def sweep(self, publish: Publish) -> SweepReport:
+    def sweep(self, publish: Publish, inspector: QueueInspector | None = None) -> SweepReport:
         """One sweep (see the module docstring). Database errors propagate; a failed publish leaves the rows
-        as they are for the next sweep."""
+        as they are for the next sweep. ``inspector`` (the publisher, when it can tell) says which unclaimed
+        ``queued`` executions still have their message on the broker: those are not published again."""
         timeout = self.settings.task_timeout
         with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
             now = db_now(connection)
             if self.lease is not None and not self.lease.holds(connection, now):
                 return SweepReport()
             before = now - timedelta(milliseconds=self.settings.recovery_after)
-            batch = self.settings.planner_batch_size
-            queued = unclaimed_dispatches(connection, "queued", before, batch, default_timeout_ms=timeout)
+            # With an inspector one read of the queue answers for many rows; without, each is republished.
+            limit = OPEN_LIMIT if inspector is not None else self.settings.planner_batch_size
+            queued = unclaimed_dispatches(connection, before, limit, default_timeout_ms=timeout)
             overdue = [
                 e.id
                 for e in open_executions(connection, "retrying", OPEN_LIMIT)
@@ -138,20 +150,62 @@ class Recovery:
             retrying = dispatches_by_id(connection, overdue, default_timeout_ms=timeout)
             trusted = self._heartbeats_trusted()
             requeued, lost, paused = self._reap(connection, now) if trusted else ({}, [], [])
-        republished = 0
-        for status, dispatches in (("queued", queued), ("retrying", retrying)):
-            if self.lease is not None and not self.lease.locally_valid():
-                break  # leadership lost since the transaction: the new leader's sweep republishes them
-            if dispatches and publish(dispatches) is None:
-                with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
-                    ids = [d.execution_id for d in dispatches]
-                    refresh_enqueued(connection, ids, status, now=db_now(connection))
-                republished += len(dispatches)
+        republished = self._recover_queued(queued, publish, inspector)
+        if retrying and self._may_publish() and publish(retrying) is None:
+            with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
+                ids = [d.execution_id for d in retrying]
+                refresh_enqueued(connection, ids, "retrying", now=db_now(connection))
+            republished += len(retrying)
         self._emit_failed(requeued, lost)
         if self.events is not None:
             for task in paused:
                 self.events.emit(TASK_PAUSED, {"task": task.to_json()})
         return SweepReport(republished=republished, requeued=len(requeued), lost=len(lost))
+
+    def _may_publish(self) -> bool:
+        """False once leadership is no longer trusted: the new leader's sweep republishes instead."""
+        return self.lease is None or self.lease.locally_valid()
+
+    def _recover_queued(
+        self, queued: list[Dispatch], publish: Publish, inspector: QueueInspector | None
+    ) -> int:
+        """Republish the unclaimed ``queued`` executions whose message is not on the broker (all of them when
+        the broker cannot tell), in batches; stamp every one looked at (:func:`stamp_seen`). Returns how many
+        were republished.
+
+        A message still waiting on its queue is not lost: no worker took it yet (none runs, or all are busy).
+        Publishing it again would only add a second copy per sweep round for as long as nobody consumes.
+        """
+        if not queued or not self._may_publish():
+            return 0
+        waiting: set[int] = set()
+        if inspector is not None:
+            try:
+                waiting = inspector.waiting(queued) or set()
+            except BrokerUnavailable:
+                return 0  # the broker is down: nothing to publish to; the next sweep looks again
+        seen = [d.execution_id for d in queued if d.execution_id in waiting]
+        missing = [d for d in queued if d.execution_id not in waiting]
+        republished = 0
+        batch = self.settings.planner_batch_size
+        for first in range(0, len(missing), batch):
+            chunk = missing[first : first + batch]
+            if not self._may_publish() or publish(chunk) is not None:
+                break
+            seen += [d.execution_id for d in chunk]
+            republished += len(chunk)
+        if seen:
+            with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
+                stamp_seen(connection, seen, now=db_now(connection))
+        if republished:
+            logger.warning(
+                "recovery: republished %d queued executions that no worker took within %.0f s and whose "
+                "message %s",
+                republished,
+                self.settings.recovery_after / 1000,
+                "was not on the broker" if inspector is not None else "the broker cannot account for",
+            )
+        return republished
 
     def _reap(self, connection: Connection, now: datetime) -> tuple[dict[int, int], list[int], list[Task]]:
         """Reap silent ``running`` rows: ({requeued id: the lost attempt}, [ids now lost], [tasks that the

@@ -3,7 +3,8 @@
 ``pending`` rows come from the planner's batches, from ``run_task_now`` without a publisher (or whose publish
 failed), and from the recovery sweep (a lost attempt's retry). :meth:`Relay.relay_pending` publishes up to
 ``max_concurrent_tasks`` minus the executions queued, running or retrying, then marks them ``queued``. A
-publish failure leaves the rows ``pending``: nothing is lost, the next tick tries again.
+publish failure leaves the rows ``pending``: nothing is lost, the next tick tries again; a publish whose
+outcome is unknown marks them ``queued`` (see :meth:`Relay.publish`).
 :meth:`Relay.relay_created` is the planner's shortcut right after a batch commits: when the batch's rows are
 all the pending rows there are and fit under the cap, it publishes them without reading them back.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
+from scheduler.errors import PublishUncertain
 from scheduler.fault_injection import fault_point
 from scheduler.metrics import observe_queued
 from scheduler.publisher import Dispatch, Publisher
@@ -56,11 +58,28 @@ class Relay:
         self.idle_timeout_ms = idle_timeout_ms
         self._broker_down = False
         self._in_flight: int | None = None  # see new_tick
+        self.uncertain = 0  # executions whose publish outcome was unknown (see publish)
 
     def publish(self, dispatches: list[Dispatch]) -> str | None:
-        """Publish ``dispatches``; return None, or the error text (logged once per outage, not per tick)."""
+        """Publish ``dispatches``; return None when they are (or may be) on the broker, else the error text
+        (logged once per outage, not per tick).
+
+        A publish whose outcome is unknown (:class:`~scheduler.errors.PublishUncertain`: sent, the reply
+        lost) counts as done, so the caller marks the rows: publishing them again would put every id that did
+        arrive on its queue twice. The recovery sweep republishes, after ``recovery_after``, those whose
+        message it does not find on the queue. Counted in :attr:`uncertain`.
+        """
         try:
             self.publisher.publish(dispatches)
+        except PublishUncertain as error:
+            self.uncertain += len(dispatches)
+            logger.warning(
+                "planner: the broker's answer to a publish of %d executions was lost (%s); they count as "
+                "queued, the recovery sweep republishes any whose message is not on the queue",
+                len(dispatches),
+                error,
+            )
+            return None
         except Exception as error:  # whatever the publisher raises, rows stay as they are: nothing is lost
             if not self._broker_down:
                 logger.error("planner: publishing failed, executions stay pending until it works: %s", error)

@@ -23,25 +23,30 @@ How a batch goes out:
 - **anything else** (the embedded filesystem broker, sent events on): ``send_task`` per message over one
   producer (one connection).
 
-Connection failures give up after a short, bounded retry (``PUBLISH_RETRY_POLICY``) and raise
-:class:`~scheduler.errors.BrokerUnavailable`; the rows stay ``pending``/``queued`` for the planner's relay
-and recovery sweep (a batch that did reach Redis is then sent again: claims are conditional).
+Connection failures before anything was sent are retried briefly (``PUBLISH_RETRY_POLICY``), then raise
+:class:`~scheduler.errors.BrokerUnavailable`: nothing is on the broker, the rows stay ``pending`` for the
+relay. A failure once the batch was sent (the ``EXEC`` reply lost: a dropped connection, a socket timeout;
+or a ``send_task`` loop cut short) is never retried -- Redis may have run it, and a second push would put
+every id on the queue twice -- and raises :class:`~scheduler.errors.PublishUncertain`: the relay marks the
+rows ``queued`` and the recovery sweep, which asks :meth:`CeleryPublisher.waiting`, republishes only those
+whose message is not on the queue after ``recovery_after``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import KombuError
 
 from celeryconfig import PUBLISH_RETRY_POLICY, TASK_NAME, hard_limit_grace_s
-from scheduler.errors import BrokerUnavailable
+from scheduler.errors import BrokerUnavailable, PublishUncertain
 from scheduler.publisher import Dispatch
 
 
@@ -61,6 +66,10 @@ def message_options(dispatch: Dispatch) -> dict[str, Any]:
 
 
 LPUSH_CHUNK = 1000  # messages per LPUSH command (a batch of several thousand stays a few commands)
+LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
+# The execution id in a message as it lies on a Redis list: the header argsrepr "[<id>]" of scheduler.execute,
+# as this module and send_task write it (kombu's JSON envelope, json.dumps' default separators).
+_WAITING_ID = re.compile(rb'"argsrepr": "\[(\d+)\]"')
 JSON_CONTENT = ("application/json", "utf-8")
 
 
@@ -102,6 +111,7 @@ class CeleryPublisher:
         if not dispatches:
             return
         errors = self._errors()
+        sent = 0
         try:
             if self.batched:
                 self._publish_pipelined(dispatches)
@@ -117,8 +127,34 @@ class CeleryPublisher:
                         ignore_result=True,
                         **message_options(dispatch),
                     )
+                    sent += 1
         except errors as error:
+            if sent:  # the first messages are on the broker: sending the batch again would double them
+                raise PublishUncertain(f"{sent} of {len(dispatches)} sent: {_detail(error)}") from error
             raise BrokerUnavailable(_detail(error)) from error
+
+    def waiting(self, dispatches: Sequence[Dispatch]) -> set[int] | None:
+        """The ids of ``dispatches`` whose message still lies on its queue's Redis list (no worker took it:
+        none runs, or all are busy); None for another broker. Reads each queue once, in ``LRANGE`` chunks.
+
+        A message a worker has taken but not acknowledged (kombu's ``unacked`` hash) does not count: that
+        worker may have died with it, which is what the recovery sweep is for.
+        """
+        self._errors()  # learns whether the broker is Redis
+        if not self._redis or not dispatches:
+            return None
+        wanted: dict[str, set[int]] = {}
+        for dispatch in dispatches:
+            wanted.setdefault(dispatch.queue, set()).add(dispatch.execution_id)
+        found: set[int] = set()
+        try:
+            # conn_or_acquire: the channel's client, with the transport's key prefix if one is set.
+            with self._app.producer_or_acquire() as producer, producer.channel.conn_or_acquire() as client:
+                for queue, ids in wanted.items():
+                    found |= ids & set(_ids_on_list(client, queue))
+        except self._errors() as error:
+            raise BrokerUnavailable(_detail(error)) from error
+        return found
 
     # ------------------------------------------------------------------------------- the Redis fast path
 
@@ -132,6 +168,7 @@ class CeleryPublisher:
         policy = PUBLISH_RETRY_POLICY
         retryable: tuple[type[BaseException], ...] = (*self._transport_errors, OSError)
         attempt = 0
+        sent = False
         while True:
             try:
                 with self._app.producer_or_acquire() as producer:
@@ -165,9 +202,15 @@ class CeleryPublisher:
                             # Priority 0 (Celery's default): kombu's Redis key of the queue is its name.
                             for first in range(0, len(payloads), LPUSH_CHUNK):
                                 pipe.lpush(queue, *payloads[first : first + LPUSH_CHUNK])
+                        # The pipeline connects lazily, inside execute(): a PING first leaves it a live
+                        # pooled connection, so an unreachable Redis fails here, certainly before sending.
+                        client.ping()
+                        sent = True  # from here on Redis may run the batch, whatever the client hears
                         pipe.execute()
                 return
-            except retryable:
+            except retryable as error:
+                if sent:
+                    raise PublishUncertain(_detail(error)) from error
                 if attempt >= int(policy["max_retries"]):
                     raise
                 wait = policy["interval_start"] + attempt * policy["interval_step"]
@@ -265,6 +308,21 @@ class MessageTemplate:
             out.append(values[field])
             out.append(rest)
         return "".join(out)
+
+
+def _ids_on_list(client: Any, queue: str) -> Iterator[int]:
+    """The execution ids of the messages on ``queue``'s list, read in chunks of :data:`LRANGE_CHUNK`.
+
+    Workers pop from the right end and publishers push on the left, so an index only ever moves right while
+    the list is read: a message on the list throughout the scan is seen (some perhaps twice), never skipped.
+    """
+    start = 0
+    while chunk := client.lrange(queue, start, start + LRANGE_CHUNK - 1):
+        for message in chunk:
+            raw = message if isinstance(message, bytes) else str(message).encode()
+            if match := _WAITING_ID.search(raw):
+                yield int(match.group(1))
+        start += len(chunk)
 
 
 def _detail(error: BaseException) -> str:

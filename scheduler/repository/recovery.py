@@ -2,8 +2,10 @@
 
 Invariant 1: the broker carries only ids, so whatever it loses is found again here from the database:
 
-- ``queued`` (and ``retrying``) rows that no worker claimed in time are published again under the same id
-  (claims are conditional, so a duplicate message is a no-op) and their ``enqueued_at`` is refreshed;
+- ``queued`` rows that no worker claimed in time and whose message is no longer on the broker are published
+  again under the same id (claims are conditional, so a duplicate message is a no-op); ``heartbeat_at``
+  records when the sweep last looked (:func:`stamp_seen`), ``enqueued_at`` keeps the first publish;
+- ``retrying`` rows whose retry message is overdue are published again and their ``enqueued_at`` refreshed;
 - ``running`` rows whose worker stopped heart-beating are reaped: back to ``pending`` as the next attempt when
   attempts remain (the relay publishes them under the concurrency cap), else ``lost``: a failure of its
   task, counted toward the auto-pause like ``failed``.
@@ -30,18 +32,37 @@ from scheduler.repository.task_outcomes import TaskOutcome, count_failure
 
 
 def unclaimed_dispatches(
-    connection: Connection, status: str, before: datetime, limit: int, *, default_timeout_ms: int
+    connection: Connection, before: datetime, limit: int, *, default_timeout_ms: int
 ) -> list[Dispatch]:
-    """Up to ``limit`` rows of ``status`` (``queued``) enqueued before ``before`` (or never), oldest first."""
+    """Up to ``limit`` ``queued`` rows last looked at before ``before`` (or never), oldest first.
+
+    Looked at: published (``enqueued_at``), or since then found waiting on the broker or republished by the
+    sweep (``heartbeat_at``, see :func:`stamp_seen`).
+    """
+    seen = func.coalesce(executions.c.heartbeat_at, executions.c.enqueued_at)
     query = dispatch_query(default_timeout_ms).where(
-        executions.c.status == status,
-        or_(executions.c.enqueued_at < before, executions.c.enqueued_at.is_(None)),
+        executions.c.status == "queued", or_(seen < before, seen.is_(None))
     )
     return read_dispatches(connection, query.order_by(executions.c.created_at, executions.c.id).limit(limit))
 
 
+def stamp_seen(connection: Connection, ids: Sequence[int], *, now: datetime) -> int:
+    """``heartbeat_at = now`` on those of ``ids`` still ``queued``: the sweep found their message waiting on
+    the broker, or published it again. Their ``enqueued_at`` (the first publish) stays; a claim overwrites
+    ``heartbeat_at`` with the running attempt's."""
+    if not ids:
+        return 0
+    statement = (
+        update(executions)
+        .where(executions.c.id.in_(ids), executions.c.status == "queued")
+        .values(heartbeat_at=now)
+    )
+    return int(connection.execute(statement).rowcount)
+
+
 def refresh_enqueued(connection: Connection, ids: Sequence[int], status: str, *, now: datetime) -> int:
-    """Set ``enqueued_at = now`` on those of ``ids`` still in ``status`` (after publishing them again)."""
+    """Set ``enqueued_at = now`` on those of ``ids`` still in ``status`` (``retrying``: after publishing them
+    again; :func:`retry_overdue <scheduler.recovery.retry_overdue>` counts from it)."""
     if not ids:
         return 0
     statement = (

@@ -126,6 +126,10 @@ class CountingPublisher:
         with self._lock:
             self.sent.update(dispatch.execution_id for dispatch in dispatches)
 
+    def waiting(self, dispatches: Sequence[Dispatch]) -> set[int] | None:
+        """What the real publisher tells the recovery sweep (which messages still wait on their queue)."""
+        return self._inner.waiting(dispatches)
+
 
 @dataclass
 class PlannerThread:

@@ -54,10 +54,10 @@ def test_a_queued_execution_nobody_claimed_is_published_again_under_the_same_id(
 
     assert publisher.ids == [lost] and report.dispatched == 1
     rows = {r.id: r for r in executions_of(engine, task.id)}
-    refreshed = rows[lost].enqueued_at
-    assert rows[lost].status == "queued" and refreshed is not None
-    assert refreshed > now - timedelta(seconds=1)  # refreshed: not republished every tick
-    assert rows[fresh].enqueued_at == now
+    seen = rows[lost].heartbeat_at  # when the sweep looked: not republished every tick
+    assert rows[lost].status == "queued" and seen is not None and seen > now - timedelta(seconds=1)
+    assert rows[lost].enqueued_at == now - timedelta(seconds=5)  # the first publish stays on record
+    assert rows[fresh].enqueued_at == now and rows[fresh].heartbeat_at is None
     assert _planner(engine, publisher).tick().dispatched == 0
 
 
