@@ -206,8 +206,10 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
     from workers.commands import load_registry
 
     settings = get_settings(ctx)
-    _engine(settings).dispose()  # schema and commands checked with a one-line error before Celery starts
+    # Commands, then the schema, checked with a one-line error before Celery starts (commands first: a worker
+    # that cannot start creates no database).
     load_registry(settings)
+    _engine(settings).dispose()
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
         argv += ["-Q", settings.default_queue]

@@ -78,7 +78,8 @@ class SchedulerService(ServiceReads):
     @property
     def commands(self) -> CommandRegistry:
         """The command registry (default: :func:`~workers.commands.load_registry` of the settings, built on
-        first use: only creating and changing tasks need it, so reading verbs do not load plugins)."""
+        first use; :meth:`from_settings` builds it up front, so a registry that does not load stops every
+        process that uses the service, reading verbs included)."""
         if self._commands is None:
             self._commands = load_registry(self.settings)
         return self._commands
@@ -96,13 +97,15 @@ class SchedulerService(ServiceReads):
         actor: str | None = None,
         commands: CommandRegistry | None = None,
     ) -> SchedulerService:
-        """Engine from settings (the registry loads on first use); upgrade an embedded schema, refuse an
-        outdated server one.
+        """The command registry (loaded first: a registry that does not load, e.g. a command defined twice,
+        fails before a database is touched or created), then the engine of the settings; upgrade an embedded
+        schema, refuse an outdated server one.
 
         With a Redis broker, the service's events also go to the Redis pub/sub channel (DESIGN §4), so other
         processes (``scheduler:events``) see the tasks this one creates, changes and deletes.
         """
         settings = settings or load_settings().settings
+        commands = commands or load_registry(settings)
         engine = engine_from_settings(settings)
         with translate_db_errors():
             ensure_schema(engine, auto_upgrade=settings.is_embedded)

@@ -81,8 +81,8 @@ def create_app(settings: Settings | None = None) -> Any:
             return
         runtime.nodename = sender.hostname
         try:
+            check_commands(runtime)  # first: a worker that cannot start creates no database
             check_schema(runtime)
-            check_commands(runtime)
         except SchedulerError as error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(error.exit_code) from None

@@ -41,11 +41,12 @@ def test_a_module_yaml_key_naming_a_builtin_is_refused_by_the_cli(colliding_conf
     message = created.stderr_lines[0]
     assert str(colliding_config / "module.yaml") in message, message
     assert "commands.system:health" in message and "built-in" in message, message
-    assert cli.json("scheduler:list") == []  # nothing stored
+    assert not (colliding_config / ".scheduler").exists()  # nothing stored, not even an empty database
 
-    listed = cli.run("scheduler:commands")
-    assert_one_line_error(listed, 2)
-    assert listed.stderr_lines == created.stderr_lines
+    for verb in ("scheduler:commands", "scheduler:list"):  # every verb that loads the service refuses alike
+        refused = cli.run(verb)
+        assert_one_line_error(refused, 2)
+        assert refused.stderr_lines == created.stderr_lines
 
 
 def test_the_worker_refuses_to_start_with_a_colliding_command(colliding_config: Path) -> None:
