@@ -1,8 +1,9 @@
 """One attempt of one execution: claim it, run its command under the watchdog, record the outcome, emit.
 
 :func:`execute` returns a :class:`Decision` for the Celery task: ``done`` (the attempt's outcome,
-``completed`` or ``cancelled``, is recorded), ``failed`` (its last attempt failed or timed out), ``noop``
-(nothing recorded: a duplicate delivery, or the claim was taken from us while it ran), ``retry`` (the attempt
+``completed`` or ``cancelled``, is recorded), ``failed`` (its last attempt failed or timed out, or the claim
+was taken from us while it ran: reaped as lost, cancelled, taken over; nothing recorded), ``noop`` (a
+duplicate delivery found nothing to do), ``retry`` (the attempt
 failed and attempts remain: the row is already ``retrying``, the task publishes the retry), or ``recheck``
 (the execution is ``running`` on another worker with a fresh heartbeat: look again once it could be stale, so
 an execution whose process died is taken over without waiting for the planner's sweep). Each carries a
@@ -263,8 +264,8 @@ def _record(
         return finished, paused_task
 
     finished, paused_task = _write_outcome(runtime, connection, write, claim.id, retry_s)
-    if finished is None:  # the claim was taken from us (cancelled, reaped, taken over): its new owner decides
-        return Decision("noop", summary=f"{summary}; not recorded: execution {claim.id} is no longer ours")
+    if finished is None:  # the claim was taken from us (cancelled, reaped as lost, taken over): not a success
+        return Decision("failed", summary=f"{summary}; not recorded: execution {claim.id} is no longer ours")
     record_execution(claim.command, outcome.status, duration_ms)
     _emit_outcome(runtime, claim, outcome, status, duration_ms)
     if paused_task is not None:

@@ -4,9 +4,9 @@ Everything it does is in :mod:`workers.runner`; this module maps the runner's de
 (what Flower and the worker's log show), each with the decision's one-line summary:
 
 - ``done`` -> SUCCESS, the summary as its result (``attempt 1 of 1 completed``);
-- ``failed`` (the last attempt failed or timed out) -> FAILURE: :class:`AttemptFailed` with our error
-  (``attempt 3 of 3 failed: RuntimeError: disk full``), one line in the worker's log (``throws``), no
-  traceback. The message is acknowledged all the same (``acks_late`` acks a failure:
+- ``failed`` (the last attempt failed or timed out, or lost its claim) -> FAILURE: :class:`AttemptFailed`
+  with our error (``attempt 3 of 3 failed: RuntimeError: disk full``), one line in the worker's log
+  (``throws``), no traceback. The message is acknowledged all the same (``acks_late`` acks a failure:
   ``task_acks_on_failure_or_timeout``), so a failure is never redelivered;
 - ``retry`` -> RETRY, ``self.retry(exc=AttemptFailed(...), countdown=...)``: a new message with the same
   task id, shadow name, queue and time limit (the row is already ``retrying``; the next claim makes it
@@ -14,8 +14,8 @@ Everything it does is in :mod:`workers.runner`; this module maps the runner's de
 - ``recheck`` -> RETRY with ``rechecks + 1``: the execution runs on another worker with a fresh heartbeat; if
   that worker died, the row's heartbeat goes stale and the recheck takes it over;
 - ``noop`` -> SUCCESS, the summary saying why nothing was recorded: a duplicate delivery did its job by doing
-  nothing, and an attempt whose claim was taken from it (cancelled, reaped, taken over) leaves the outcome to
-  the execution's new owner; neither is a failure of this delivery;
+  nothing. An attempt whose claim was taken from it while it ran (reaped as lost, cancelled, taken over) is
+  ``failed``: the database does not call it a success, so Flower must not either;
 - an unreachable database -> ``self.retry`` with backoff (the message is not lost meanwhile).
 
 The hard time limit kills the pool process with its process group, so the command's children die with it

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import pytest
 import redis
+from sqlalchemy import text
 from workerproc import EngineSetup
 
 from scheduler.records import FINISHED_STATUSES
@@ -101,3 +102,27 @@ def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
     unacked = [json.loads(value) for value in client.hvals("unacked")]  # [message, exchange, routing key]
     ours = [message for message in unacked if message[2] == engine_setup.queue]
     assert ours == [] and client.llen(engine_setup.queue) == 0
+
+
+@pytest.mark.timeout(120)
+def test_an_attempt_reaped_as_lost_while_it_ran_fails_its_celery_task(engine_setup: EngineSetup) -> None:
+    """The sweep called the attempt lost (its heartbeats stalled) while the command still ran: the worker
+    stops it and records nothing, and Flower's state must not call that delivery a success."""
+    worker = engine_setup.start_worker()
+    task = engine_setup.create("reaped", "test:sleep", data={"seconds": 30}, retries=0)
+    execution_id = engine_setup.service.run_task_now(task.id).id
+    wait_for(lambda: engine_setup.service.get_execution(execution_id).status == "running", 15)
+    with engine_setup.service.engine.begin() as connection:  # what the sweep's reaping writes
+        connection.execute(
+            text("UPDATE task_executions SET status = 'lost', error = 'lost: no heartbeat' WHERE id = :id"),
+            {"id": execution_id},
+        )
+
+    def celery_lines() -> list[str] | None:
+        ours = [line for line in worker.log().splitlines() if "test:sleep [reaped]" in line]
+        return ours if any("raised" in line or "succeeded" in line for line in ours) else None
+
+    lines = wait_for(celery_lines, 15, message=worker.log()[-3000:])
+    assert any("raised expected: AttemptFailed" in line and "no longer ours" in line for line in lines), lines
+    assert not any("succeeded" in line for line in lines), lines
+    assert engine_setup.service.get_execution(execution_id).status == "lost"
