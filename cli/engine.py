@@ -182,8 +182,7 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
         log = logging.getLogger("scheduler.planner")
         with _stop_on_signals() as stop:
             log.info("planner %s started; Ctrl-C or SIGTERM stops it", loop.holder)
-            loop.run_forever(stop)
-        log.info("planner %s stopped: its lease is released, so a standby planner takes over", loop.holder)
+            loop.run_forever(stop)  # logs that it stopped, and whether its lease was released
         return 0
     finally:
         engine.dispose()

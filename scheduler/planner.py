@@ -313,7 +313,15 @@ class Planner:
         try:
             self.lease.release()
         except Exception as error:  # shutting down anyway; the lease then simply expires
-            logger.warning("planner: could not release the lease: %s", _one_line(error))
+            logger.warning(
+                "planner %s stopped without releasing its lease (a standby takes over once it expires): %s",
+                self.holder,
+                _one_line(error),
+            )
+        else:
+            logger.info(
+                "planner %s stopped: its lease is released, so a standby planner takes over", self.holder
+            )
 
     def _log_failure(self, error: Exception, backoff: float) -> None:
         text, now = _one_line(error), time.monotonic()

@@ -359,7 +359,8 @@ def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks:
             runtime.emit(TASK_EVENT, {"type": "executed", "execution": execution_json(claim, "running")})
             outcome = _attempt(runtime, claim, buffer)
             duration_ms = int((time.monotonic() - started) * 1000)
-            logger.info("attempt ended %s after %d ms", outcome.status, duration_ms)
+            level = logging.WARNING if outcome.status in ("failed", "timed_out") else logging.INFO
+            logger.log(level, "attempt ended %s after %d ms", outcome.status, duration_ms)
             return _record(runtime, connection, claim, outcome, buffer, duration_ms)
 
 

@@ -4,6 +4,7 @@ no configuration) runs tasks end to end; an outdated PostgreSQL schema is refuse
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ def test_serve_runs_tasks_end_to_end_on_the_embedded_default(tmp_path: Path) -> 
         assert json.loads(run.stdout)["result"] == {"a": 1}
 
         assert stop(process) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert re.search(r"planner \S+ stopped: its lease is released", log), log[-3000:]
     assert not [row for row in history(tmp_path) if row["status"] == "running"]
     assert (tmp_path / ".scheduler" / "broker" / "queue").is_dir()
 

@@ -97,6 +97,12 @@ def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
     assert wait_for(lambda: celery_lines("test:echo [fine]", "succeeded"), 15)
     log = worker.log()
     assert "Traceback" not in log, log[-3000:]
+    # A failed attempt is a warning in the worker's log, a completed one is not.
+    ended = [line for line in log.splitlines() if "workers.runner: attempt ended" in line]
+    assert {line.split()[1] for line in ended if "ended failed" in line or "ended timed_out" in line} == {
+        "WARNING"
+    }, ended
+    assert {line.split()[1] for line in ended if "ended completed" in line} == {"INFO"}, ended
     # acks_late acknowledges a failed message too: nothing of this queue is left unacknowledged.
     client = redis.Redis.from_url(engine_setup.broker_url)
     unacked = [json.loads(value) for value in client.hvals("unacked")]  # [message, exchange, routing key]
