@@ -6,7 +6,8 @@
 - **Nobody to run it**: while the execution waits, the workers are asked once (the discovery of
   ``scheduler:health``, :func:`scheduler.health.discover_workers`, on every broker including the embedded
   one); when no live worker consumes its queue, or none there has its command, one ``warning:`` line says so
-  (always, on stderr) and the wait goes on: a worker started meanwhile still runs it.
+  (always, on stderr) and the wait goes on: a worker started meanwhile still runs it (in the second case
+  one of those workers may take it first and fail it, and the warning says so).
 - **Ctrl-C** stops the wait, not the execution: one line says it stays queued (or running) and will still run;
   exit 130.
 """
@@ -17,6 +18,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -83,14 +85,18 @@ class _Discovery:
         return not self._thread.is_alive()
 
 
-def _nobody_warning(discovery: _Discovery, execution: Execution) -> str | None:
+def nobody_warning(live: Sequence[LiveWorker] | None, execution: Execution) -> str | None:
+    """The warning of ``run --wait`` when none of the ``live`` workers (None: not known) will run
+    ``execution``, or None."""
     from scheduler.health import coverage_warning
 
-    if discovery.live is None:
+    if live is None:
         return None
-    problem = coverage_warning(discovery.live, execution.queue, execution.command)
+    problem = coverage_warning(live, execution.queue, execution.command)
     if problem is None:
         return None
+    if any(execution.queue in worker.queues for worker in live):  # they lack the command: one takes it
+        return f"{problem}; execution {execution.id} fails when one of them takes it"
     return f"{problem}; execution {execution.id} stays {execution.status} until a worker that can run it does"
 
 
@@ -132,7 +138,7 @@ def wait_and_report(
                 break
             if not warned and discovery.done and execution.status in ("pending", "queued"):
                 warned = True
-                warning = _nobody_warning(discovery, execution)
+                warning = nobody_warning(discovery.live, execution)
                 if warning is not None:
                     click.echo(f"warning: {warning}", err=True)
             if deadline is not None and time.monotonic() >= deadline:
