@@ -6,6 +6,7 @@ them (retries included), and ``scheduler:list`` shows the outcome, as a table an
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -95,6 +96,10 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
     again = max(execution.id for execution in setup.service.history(task=failing.id))
     task = setup.service.get_task(failing.id)
     assert (task.status, task.status_reason) == ("failed", f"execution {again} failed")
+    # A new fire time does not re-arm it: its one run is spent (docs/cli.md, task statuses).
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    moved = setup.service.update_task(failing.id, schedule=later)
+    assert (moved.status, moved.next_run_at) == ("failed", None)
     setup.service.update_task(failing.id, command="test:echo")  # the cause fixed
     assert setup.cli("scheduler:run", "--id", "once-fails", "--wait").code == 0
     task = setup.service.get_task(failing.id)
