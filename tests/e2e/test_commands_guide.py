@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.records import FINISHED_STATUSES
 from tests.support.processes import kill_process_group, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,7 +136,7 @@ def test_the_guide_gives_the_spec_examples_verbatim() -> None:
 
 def finished(scheduler: Scheduler, task: str) -> list[dict[str, Any]]:
     rows = scheduler.json("scheduler:history", "--task", task)
-    return [row for row in rows if row["status"] in ("completed", "failed", "timeout", "lost", "cancelled")]
+    return [row for row in rows if row["status"] in FINISHED_STATUSES]
 
 
 @pytest.mark.timeout(180)
