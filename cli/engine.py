@@ -161,8 +161,12 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
 
     from scheduler.metrics import start_metrics_server
     from scheduler.planner import Planner
+    from workers.commands import load_registry
 
     settings = get_settings(ctx)
+    # The planner runs no command, but it refuses a registry the workers refuse (a command defined twice):
+    # planning for a fleet that cannot start would only pile executions up on the broker.
+    load_registry(settings)
     engine = _engine(settings)
     _configure_logging(settings)  # after the schema check: Alembic's own INFO lines are noise here
     try:

@@ -43,8 +43,9 @@ def test_a_module_yaml_key_naming_a_builtin_is_refused_by_the_cli(colliding_conf
     assert "commands.system:health" in message and "built-in" in message, message
     assert not (colliding_config / ".scheduler").exists()  # nothing stored, not even an empty database
 
-    for verb in ("scheduler:commands", "scheduler:list"):  # every verb that loads the service refuses alike
-        refused = cli.run(verb)
+    # Every verb that loads the service refuses alike, and so does the planner (its workers would refuse).
+    for verb in (("scheduler:commands",), ("scheduler:list",), ("scheduler:planner", "--once")):
+        refused = cli.run(*verb)
         assert_one_line_error(refused, 2)
         assert refused.stderr_lines == created.stderr_lines
 
