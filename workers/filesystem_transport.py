@@ -18,11 +18,11 @@ Celery selects it through its documented ``broker_transport`` setting (a transpo
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Hashable
 from queue import Empty
 from time import monotonic
 from typing import Any, ClassVar
@@ -99,17 +99,18 @@ class Channel(filesystem.Channel):
         properties = payload.get("properties") if isinstance(payload, dict) else None
         if not isinstance(properties, dict) or "delivery_tag" not in properties:
             return None, "not a kombu message: no properties.delivery_tag"
+        if not isinstance(properties["delivery_tag"], Hashable):  # kombu keys its unacked messages by it
+            return None, "not a kombu message: properties.delivery_tag is a list or an object"
         if not isinstance(properties.get("delivery_info"), dict):
             return None, "not a kombu message: no properties.delivery_info"
         encoding = properties.get("body_encoding")
         plain = encoding is None or (isinstance(encoding, str) and encoding.lower() in ("", "utf-8"))
         if not plain and not (isinstance(encoding, str) and encoding in self.codecs):
             return None, f"not a kombu message: unknown body_encoding {encoding!r}"
-        if payload.get("body"):
-            try:
-                self.decode_body(payload["body"], encoding)  # type: ignore[no-untyped-call]
-            except (binascii.Error, TypeError) as error:  # binascii.Error is a ValueError
-                return None, f"body does not decode: {error}"
+        try:  # what the consumer does next (decodes the body, reads the headers), so it cannot fail there
+            self.Message(payload, channel=self)  # type: ignore[no-untyped-call]
+        except Exception as error:  # binascii.Error of a bad body, AttributeError of headers not an object
+            return None, f"not a kombu message: {type(error).__name__}: {error}"
         return payload, None
 
     def _move_aside(self, taken: str, problem: str) -> None:

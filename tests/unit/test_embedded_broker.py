@@ -82,6 +82,8 @@ def test_a_consumer_never_sees_a_half_written_message_while_processes_publish(tm
         b'{"body": "abc", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": "base64"}}',
         b'{"body": "x", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": "rot13"}}',
         b'{"body": "x", "properties": {"delivery_tag": 1, "delivery_info": {}, "body_encoding": ["x"]}}',
+        b'{"body": "x", "headers": "x", "properties": {"delivery_tag": 1, "delivery_info": {}}}',
+        b'{"body": "x", "properties": {"delivery_tag": [1], "delivery_info": {}}}',
     ],
     ids=[
         "empty",
@@ -91,6 +93,8 @@ def test_a_consumer_never_sees_a_half_written_message_while_processes_publish(tm
         "bad-base64",
         "unknown-encoding",
         "odd-encoding",
+        "headers-not-an-object",
+        "unhashable-delivery-tag",
     ],
 )
 def test_a_message_kombu_cannot_build_is_moved_aside_and_the_next_one_delivered(
