@@ -51,10 +51,21 @@ def current_revision(engine: Engine) -> str | None:
     return ",".join(sorted(rows)) if rows else None
 
 
+def _unknown_to_us(current: str | None) -> bool:
+    """``current`` (a database's revision) is none of the migration scripts' (named ``0001_....py``): a
+    later release wrote it."""
+    known = {path.name.partition("_")[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py")}
+    return current is not None and not set(current.split(",")) <= known
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply every migration up to ``revision`` in one transaction per run."""
+    """Apply every migration up to ``revision`` in one transaction per run; :class:`SchemaOutdated`
+    (``newer``) when the database is at a revision none of the scripts has."""
     from alembic import command
 
+    current = current_revision(engine)
+    if _unknown_to_us(current):
+        raise SchemaOutdated(current, HEAD_REVISION, newer=True)
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -67,5 +78,5 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
     if current == HEAD_REVISION:
         return
     if not auto_upgrade:
-        raise SchemaOutdated(current, HEAD_REVISION)
+        raise SchemaOutdated(current, HEAD_REVISION, newer=_unknown_to_us(current))
     upgrade(engine)
