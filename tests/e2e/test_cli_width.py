@@ -129,6 +129,17 @@ def test_the_other_table_verbs_fit_80_columns(busy: Cli, style: str, sqlite_url:
 
 
 @pytest.mark.parametrize("style", ["rich", "plain"])
+def test_config_at_80_columns_keeps_each_source_whole(tmp_path: Path, style: str) -> None:
+    url = "postgresql://scheduler:secret@db.internal.example.com:5432/scheduler"
+    cli = Cli(url, tmp_path)  # SCHEDULER_HOME: the long path of tmp_path
+    shown = on_terminal(cli, "scheduler:config", SCHEDULER_TABLES=style)
+    table = shown.split("broker:", 1)[1].split("\n", 1)[1]  # below the summary of URLs, shown whole
+    assert_fits(table, 80)
+    for source in ("env SCHEDULER_HOME", "env SCHEDULER_DATABASE_URL"):
+        assert re.search(rf"(^|[ │]){source}([ │]|$)", table, re.M), f"{source} cut:\n{shown}"
+
+
+@pytest.mark.parametrize("style", ["rich", "plain"])
 def test_list_at_80_columns_keeps_statuses_outcomes_and_times_whole(busy: Cli, style: str) -> None:
     busy.create("weekly-report-for-the-finance-team", "--schedule", "0 6 * * 1")
     busy.ok("scheduler:pause", "--id", "weekly-report-for-the-finance-team", "--reason", "quarter end")
