@@ -41,6 +41,10 @@ def create_args(name: str, *options: str) -> tuple[str, ...]:
     [
         ("*/61 * * * *", "minute field (0-59): a step can be 1-60"),
         ("0 */25 * * *", "hour field (0-23): a step can be 1-24"),
+        ("0 0 */32 * *", "day-of-month field (1-31): a step can be 1-31"),
+        ("0 0 1-20/40 * *", "day-of-month field (1-31): a step can be 1-31"),
+        ("0 0 * */13 *", "month field (1-12): a step can be 1-12"),
+        ("0 0 * * */9", "day-of-week field (0-7): a step can be 1-8"),
     ],
 )
 def test_a_step_beyond_the_fields_range_is_refused_not_read_as_hourly(
