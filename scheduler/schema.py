@@ -51,11 +51,13 @@ def current_revision(engine: Engine) -> str | None:
     return ",".join(sorted(rows)) if rows else None
 
 
-def _unknown_to_us(current: str | None) -> bool:
-    """``current`` (a database's revision) is none of the migration scripts' (named ``0001_....py``): a
-    later release wrote it."""
+def newer_than_this_version(current: str | None) -> bool:
+    """``current`` (a database's revision) is none of the migration scripts' (named ``0001_....py``) and
+    sorts after :data:`HEAD_REVISION` (revisions are zero-padded numbers): a later release wrote it."""
+    if current is None:
+        return False
     known = {path.name.partition("_")[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py")}
-    return current is not None and not set(current.split(",")) <= known
+    return any(revision not in known and revision > HEAD_REVISION for revision in current.split(","))
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -64,7 +66,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     current = current_revision(engine)
-    if _unknown_to_us(current):
+    if newer_than_this_version(current):
         raise SchemaOutdated(current, HEAD_REVISION, newer=True)
     config = alembic_config()
     with engine.begin() as connection:
@@ -78,5 +80,5 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
     if current == HEAD_REVISION:
         return
     if not auto_upgrade:
-        raise SchemaOutdated(current, HEAD_REVISION, newer=_unknown_to_us(current))
+        raise SchemaOutdated(current, HEAD_REVISION, newer=newer_than_this_version(current))
     upgrade(engine)

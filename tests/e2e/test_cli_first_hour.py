@@ -184,6 +184,10 @@ def test_a_schema_newer_than_this_version_says_so_in_every_verb_and_migrate(tmp_
         refused = cli.run(*argv)
         assert_one_line_error(refused, 69)
         assert refused.stderr_lines == [newer], refused.describe()
+    health = cli.run("scheduler:health", "--check", "database")
+    assert health.code == 1, health.describe()
+    assert "schema 9999 is newer than this version (it needs" in health.stderr, health.describe()
+    assert "migrate" not in health.stderr, health.describe()
 
 
 def test_planner_once_prints_a_sentence_not_a_repr(cli: Cli) -> None:
