@@ -105,8 +105,8 @@ def config(ctx: click.Context, output_format: str) -> None:
     columns = (
         Column("name", flow="line"),
         Column("env", flow="line", drop_order=1),
-        Column("value", max_width=70, flow="text"),
-        Column("source", flow="text"),
+        Column("value", max_width=70),
+        Column("source", flow="line"),
     )
     print_table(rows, columns)
 

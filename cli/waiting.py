@@ -118,6 +118,12 @@ def wait_and_report(
     warned = False
     shown_lines = 0
     last_seen: tuple[str, int] | None = None
+    if show_progress:
+        # How it was published (queued; pending when the broker refused it), even when a warm worker started
+        # it before run_task_now read it back.
+        published = execution if execution.status == "pending" else replace(execution, status="queued")
+        click.echo(progress_line(published), err=True)
+        last_seen = (published.status, published.attempt)
     ran = False
     try:
         while True:

@@ -143,13 +143,21 @@ class PublishUncertain(BrokerUnavailable):
 
 
 class SchemaOutdated(SchedulerError):
-    """The database schema is older than this code."""
+    """The database schema is not this code's: older (migrate upgrades it), or ``newer`` than any
+    revision this code has (a later release migrated it; no migration of ours can go back)."""
 
     exit_code = 69
 
-    def __init__(self, current: str | None, expected: str) -> None:
+    def __init__(self, current: str | None, expected: str, *, newer: bool = False) -> None:
         self.current = current
         self.expected = expected
+        if newer:
+            super().__init__(
+                f"the database schema is at revision {current}, newer than this version knows (it needs "
+                f"{expected}): a newer systemprompt-scheduler migrated it; "
+                "run that version or upgrade this one"
+            )
+            return
         if current is None:
             found = "the database has no scheduler tables yet (a new database?)"
             fix = "to create them"

@@ -83,7 +83,7 @@ def probe_engine(settings: Settings) -> Engine:
 
 def check_database(engine: Engine) -> CheckResult:
     """The database answers and its schema revision is the code's head revision."""
-    from scheduler.schema import HEAD_REVISION, current_revision
+    from scheduler.schema import HEAD_REVISION, current_revision, newer_than_this_version
 
     database = engine.url.database
     is_file = engine.url.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
@@ -95,6 +95,12 @@ def check_database(engine: Engine) -> CheckResult:
         current, head = current_revision(engine), HEAD_REVISION
     except Exception as error:
         return CheckResult("database", False, f"unreachable: {_one_line(error)}")
+    if newer_than_this_version(current):
+        return CheckResult(
+            "database",
+            False,
+            f"schema {current} is newer than this version (it needs {head}): run the newer release",
+        )
     if current != head:
         found = "no schema" if current is None else f"schema {current}"
         return CheckResult(

@@ -310,6 +310,9 @@ class Planner:
                 if report.more:
                     wait = 0.0
             stop.wait(wait)
+        if self.lease.term is None:
+            logger.info("planner %s stopped: it held no lease (a standby): nothing to hand over", self.holder)
+            return
         try:
             self.lease.release()
         except Exception as error:  # shutting down anyway; the lease then simply expires

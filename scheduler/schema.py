@@ -51,10 +51,23 @@ def current_revision(engine: Engine) -> str | None:
     return ",".join(sorted(rows)) if rows else None
 
 
+def newer_than_this_version(current: str | None) -> bool:
+    """``current`` (a database's revision) is none of the migration scripts' (named ``0001_....py``) and
+    sorts after :data:`HEAD_REVISION` (revisions are zero-padded numbers): a later release wrote it."""
+    if current is None:
+        return False
+    known = {path.name.partition("_")[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py")}
+    return any(revision not in known and revision > HEAD_REVISION for revision in current.split(","))
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply every migration up to ``revision`` in one transaction per run."""
+    """Apply every migration up to ``revision`` in one transaction per run; :class:`SchemaOutdated`
+    (``newer``) when the database is at a revision none of the scripts has."""
     from alembic import command
 
+    current = current_revision(engine)
+    if newer_than_this_version(current):
+        raise SchemaOutdated(current, HEAD_REVISION, newer=True)
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -67,5 +80,5 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
     if current == HEAD_REVISION:
         return
     if not auto_upgrade:
-        raise SchemaOutdated(current, HEAD_REVISION)
+        raise SchemaOutdated(current, HEAD_REVISION, newer=newer_than_this_version(current))
     upgrade(engine)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 from test_cli_reports import record_execution
 from test_cli_runner import Cli, assert_one_line_error
 
@@ -40,6 +41,10 @@ def create_args(name: str, *options: str) -> tuple[str, ...]:
     [
         ("*/61 * * * *", "minute field (0-59): a step can be 1-60"),
         ("0 */25 * * *", "hour field (0-23): a step can be 1-24"),
+        ("0 0 */32 * *", "day-of-month field (1-31): a step can be 1-31"),
+        ("0 0 1-20/40 * *", "day-of-month field (1-31): a step can be 1-31"),
+        ("0 0 * */13 *", "month field (1-12): a step can be 1-12"),
+        ("0 0 * * */9", "day-of-week field (0-7): a step can be 1-8"),
     ],
 )
 def test_a_step_beyond_the_fields_range_is_refused_not_read_as_hourly(
@@ -160,6 +165,29 @@ def test_a_database_without_tables_is_named_as_such(tmp_path: Path) -> None:
         ]
     finally:
         drop_pg_database(name)
+
+
+def test_a_schema_newer_than_this_version_says_so_in_every_verb_and_migrate(tmp_path: Path) -> None:
+    database = tmp_path / "newer.db"
+    cli = Cli(f"sqlite:///{database}", tmp_path)
+    cli.ok("scheduler:migrate")
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.begin() as connection:  # what a later release's migration leaves behind
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    newer = (
+        f"error: the database schema is at revision 9999, newer than this version knows (it needs "
+        f"{head_revision()}): a newer systemprompt-scheduler migrated it; "
+        "run that version or upgrade this one"
+    )
+    for argv in (("scheduler:list",), ("scheduler:migrate",)):
+        refused = cli.run(*argv)
+        assert_one_line_error(refused, 69)
+        assert refused.stderr_lines == [newer], refused.describe()
+    health = cli.run("scheduler:health", "--check", "database")
+    assert health.code == 1, health.describe()
+    assert "schema 9999 is newer than this version (it needs" in health.stderr, health.describe()
+    assert "migrate" not in health.stderr, health.describe()
 
 
 def test_planner_once_prints_a_sentence_not_a_repr(cli: Cli) -> None:

@@ -8,13 +8,16 @@ import os
 import signal
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from test_cli_runner import SYSTEMPROMPT, Cli
 
 from cli.operations import flower_argv, is_loopback
+from scheduler.db import make_engine
 from scheduler.errors import ConfigError
+from scheduler.lease import Lease
 from scheduler.settings import Settings
 
 
@@ -142,6 +145,19 @@ def test_a_long_running_verb_logs_text_by_default(cli: Cli) -> None:
     assert any(" INFO    scheduler." in line for line in lines)
     # Stopped by SIGTERM, it says so last, and what that means for a standby.
     assert lines[-1].endswith("stopped: its lease is released, so a standby planner takes over"), lines[-1]
+
+
+def test_a_standby_planner_stopped_says_it_held_no_lease(cli: Cli) -> None:
+    cli.run("scheduler:list")  # creates the embedded database
+    engine = make_engine(f"sqlite:///{cli.workdir / '.scheduler' / 'scheduler.db'}")
+    try:
+        other = Lease(engine, ttl=timedelta(minutes=5), holder="the-leader")
+        assert other.acquire_or_renew()
+        lines = _planner(cli, "text")
+    finally:
+        engine.dispose()
+    assert any(line.endswith(": standby") for line in lines), lines
+    assert lines[-1].endswith("stopped: it held no lease (a standby): nothing to hand over"), lines[-1]
 
 
 # ------------------------------------------------------------------------------------------- completion

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_cli_reports import record_execution
+from test_cli_reports import record_execution, record_logs
 from test_cli_runner import SYSTEMPROMPT, TIMEOUT_S, Cli
 
 from cli.render import Column, plain_table_lines
@@ -107,6 +107,36 @@ def test_audit_and_validate_at_80_columns_keep_times_whole(busy: Cli) -> None:
         assert_fits(shown, 80)
         assert FULL_TIME.search(shown) or COMPACT_TIME.search(shown), shown
         assert not re.search(r"\d{4}-\d?\s*[│┃]", shown), f"a time is broken:\n{shown}"
+
+
+@pytest.mark.parametrize("style", ["rich", "plain"])
+def test_the_other_table_verbs_fit_80_columns(busy: Cli, style: str, sqlite_url: str) -> None:
+    (task,) = [t for t in busy.tasks() if t["name"] == "nightly-db-backup"]
+    execution = record_execution(sqlite_url, task, status="completed")
+    record_logs(sqlite_url, execution, ("INFO", "copied " + "the table rows of every schema, " * 6))
+    (busy.workdir / "module.yaml").write_text(
+        "commands:\n  report:disk-usage-of-every-mounted-volume: [df, --human-readable, --print-type]\n"
+    )
+    for args in (
+        ("scheduler:next", "--count", "3"),
+        ("scheduler:stats",),
+        ("scheduler:logs", "--execution", str(execution)),
+        ("scheduler:commands",),
+    ):
+        shown = on_terminal(busy, *args, SCHEDULER_TABLES=style)
+        assert_fits(shown, 80)
+        assert not re.search(r"\d{4}-\d?\s*[│┃]", shown), f"a time is broken:\n{shown}"
+
+
+@pytest.mark.parametrize("style", ["rich", "plain"])
+def test_config_at_80_columns_keeps_each_source_whole(tmp_path: Path, style: str) -> None:
+    url = "postgresql://scheduler:secret@db.internal.example.com:5432/scheduler"
+    cli = Cli(url, tmp_path)  # SCHEDULER_HOME: the long path of tmp_path
+    shown = on_terminal(cli, "scheduler:config", SCHEDULER_TABLES=style)
+    table = shown.split("broker:", 1)[1].split("\n", 1)[1]  # below the summary of URLs, shown whole
+    assert_fits(table, 80)
+    for source in ("env SCHEDULER_HOME", "env SCHEDULER_DATABASE_URL"):
+        assert re.search(rf"(^|[ │]){source}([ │]|$)", table, re.M), f"{source} cut:\n{shown}"
 
 
 @pytest.mark.parametrize("style", ["rich", "plain"])

@@ -99,3 +99,23 @@ def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setu
     assert lines[1].endswith("(attempt 1/4)") and " running on " in lines[1]
     assert "warning" not in terminal.screen
     assert "completed" in stdout  # the execution itself, on stdout as without a terminal
+
+
+def test_run_wait_at_a_terminal_shows_queued_even_when_the_worker_starts_it_before_the_first_look(
+    engine_setup: EngineSetup,
+) -> None:
+    setup = engine_setup
+    setup.start_worker()
+    setup.create("quick", "test:echo")
+    setup.service.run_task_now("quick")  # the worker is warm: the next run starts as soon as it is published
+    argv = [str(SYSTEMPROMPT), "scheduler:run", "--id", "quick", "--wait", "--timeout", "60"]
+    terminal = TerminalRun(argv, env=setup.env, cwd=setup.workdir)
+    try:
+        code, _stdout = terminal.finish(60)
+    finally:
+        terminal.close()
+    assert code == 0, terminal.screen
+    lines = [line for line in terminal.screen.splitlines() if line.startswith("execution ")]
+    assert [line.split(")")[1].split()[0] for line in lines] == ["queued", "running", "completed"], (
+        terminal.screen
+    )
