@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
-	bench-cli-latency bench-worker-throughput
+	bench-cli-latency bench-worker-throughput bench-embedded-broker
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-idle-tick: $(BENCH_STAMP)
 
 bench-cli-latency: $(BENCH_STAMP)
 	$(BIN)/python -m bench.cli_latency $(ARGS)
+
+bench-embedded-broker: $(BENCH_STAMP)
+	$(BIN)/python -m bench.embedded_broker $(ARGS)
 
 bench-worker-throughput: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_worker_throughput.py $(ARGS)
