@@ -50,28 +50,28 @@ def test_a_module_yaml_key_naming_a_builtin_is_refused_by_the_cli(colliding_conf
         assert refused.stderr_lines == created.stderr_lines
 
 
-def test_the_worker_refuses_to_start_with_a_colliding_command(colliding_config: Path) -> None:
-    cli = Cli(None, colliding_config)
-    expected = cli.run("scheduler:commands").stderr_lines
-    worker = subprocess.run(
-        [str(SYSTEMPROMPT), "scheduler:worker", "-P", "solo"],
-        cwd=colliding_config,
+def run_to_exit(argv: list[str], cli: Cli) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` where ``cli`` runs (its directory and environment) until it exits by itself."""
+    return subprocess.run(
+        argv,
+        cwd=cli.workdir,
         env=cli.env,
         capture_output=True,
         text=True,
         timeout=WORKER_EXIT_TIMEOUT_S,
         check=False,
     )
+
+
+def test_the_worker_refuses_to_start_with_a_colliding_command(colliding_config: Path) -> None:
+    cli = Cli(None, colliding_config)
+    expected = cli.run("scheduler:commands").stderr_lines
+    worker = run_to_exit([str(SYSTEMPROMPT), "scheduler:worker", "-P", "solo"], cli)
     assert (worker.returncode, worker.stdout, worker.stderr.splitlines()) == (2, "", expected)
 
-    bare = subprocess.run(  # a bare celery worker checks the registry when it starts, too
+    bare = run_to_exit(  # a bare celery worker checks the registry when it starts, too
         [str(CELERY), "-A", "workers.app", "worker", "-P", "solo", "--without-mingle", "--without-gossip"],
-        cwd=colliding_config,
-        env=cli.env,
-        capture_output=True,
-        text=True,
-        timeout=WORKER_EXIT_TIMEOUT_S,
-        check=False,
+        cli,
     )
     assert bare.returncode == 2, bare.stderr[-3000:]
     assert expected[0] in bare.stderr.splitlines(), bare.stderr[-3000:]

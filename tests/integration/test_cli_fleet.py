@@ -81,11 +81,10 @@ def test_a_worker_started_before_a_command_was_installed_fails_its_runs_and_heal
     assert error.endswith("restart that worker"), error
 
 
-def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setup: EngineSetup) -> None:
-    setup = engine_setup
-    setup.start_worker()
-    setup.create("slow", "test:sleep", data={"seconds": 1.5})
-    argv = [str(SYSTEMPROMPT), "scheduler:run", "--id", "slow", "--wait", "--timeout", "60"]
+def run_wait_on_terminal(setup: EngineSetup, task: str) -> tuple[str, str, list[str]]:
+    """``scheduler:run --id task --wait`` on a pseudo-terminal, which must succeed and show the progress
+    queued -> running -> completed; returns the screen, stdout and the progress lines."""
+    argv = [str(SYSTEMPROMPT), "scheduler:run", "--id", task, "--wait", "--timeout", "60"]
     terminal = TerminalRun(argv, env=setup.env, cwd=setup.workdir)
     try:
         code, stdout = terminal.finish(60)
@@ -96,8 +95,16 @@ def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setu
     assert [line.split(")")[1].split()[0] for line in lines] == ["queued", "running", "completed"], (
         terminal.screen
     )
+    return terminal.screen, stdout, lines
+
+
+def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setup: EngineSetup) -> None:
+    setup = engine_setup
+    setup.start_worker()
+    setup.create("slow", "test:sleep", data={"seconds": 1.5})
+    screen, stdout, lines = run_wait_on_terminal(setup, "slow")
     assert lines[1].endswith("(attempt 1/4)") and " running on " in lines[1]
-    assert "warning" not in terminal.screen
+    assert "warning" not in screen
     assert "completed" in stdout  # the execution itself, on stdout as without a terminal
 
 
@@ -108,14 +115,4 @@ def test_run_wait_at_a_terminal_shows_queued_even_when_the_worker_starts_it_befo
     setup.start_worker()
     setup.create("quick", "test:echo")
     setup.service.run_task_now("quick")  # the worker is warm: the next run starts as soon as it is published
-    argv = [str(SYSTEMPROMPT), "scheduler:run", "--id", "quick", "--wait", "--timeout", "60"]
-    terminal = TerminalRun(argv, env=setup.env, cwd=setup.workdir)
-    try:
-        code, _stdout = terminal.finish(60)
-    finally:
-        terminal.close()
-    assert code == 0, terminal.screen
-    lines = [line for line in terminal.screen.splitlines() if line.startswith("execution ")]
-    assert [line.split(")")[1].split()[0] for line in lines] == ["queued", "running", "completed"], (
-        terminal.screen
-    )
+    run_wait_on_terminal(setup, "quick")
