@@ -324,10 +324,10 @@ def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks:
     """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
 
     One connection serves the attempt (claim, then outcome): :meth:`WorkerRuntime.hot_connection`. On
-    PostgreSQL it autocommits and the thread keeps it for the next execution: the claim is one prepared
-    statement that commits by itself, not durably (it turns synchronous_commit off for its own transaction,
-    ``run_statements.pg_claim_returning``), and so is an outcome with nothing else to write: two round trips
-    for a no-op execution.
+    PostgreSQL it autocommits and the thread keeps it for the next execution (and with it what psycopg 3
+    prepared on it, :func:`scheduler.db.make_engine`): the claim is one statement that commits by itself, not
+    durably (it turns synchronous_commit off for its own transaction, ``run_statements.pg_claim_returning``),
+    and so is an outcome with nothing else to write: two round trips for a no-op execution.
     """
     with runtime.hot_connection() as connection:
         with contextlib.nullcontext() if autocommits(connection) else transaction(connection):
