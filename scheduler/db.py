@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 
 from scheduler.settings import PREPARE_THRESHOLD, Settings, prepare_threshold, supported_database_url
 
@@ -44,27 +44,30 @@ def _stamp_checkin(_dbapi_connection: Any, record: Any) -> None:
     record.info["idle_since"] = time.monotonic()
 
 
-def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    """Pessimistic disconnect check, only for a connection that sat idle in the pool for ``IDLE_PING_S``.
+def _ping_if_idle(dialect: Dialect) -> Any:
+    """A ``checkout`` listener: pessimistic disconnect check, only for a connection that sat idle in the pool
+    for ``IDLE_PING_S``.
 
     ``pool_pre_ping`` would spend a round trip on every checkout: five per planner tick, one per worker
     execution. Connections in steady use are not pinged; one whose server went away while it was in use
     fails its statement, which invalidates the pool (SQLAlchemy's disconnect handling), and the caller's
     retry (the planner's next tick, the worker's database retry) gets a fresh connection. One that idled
     -- the usual victim of a server restart, a proxy or firewall timeout -- is pinged, and replaced if
-    dead (raising ``DisconnectionError`` here makes the pool reconnect and check out again).
+    dead (raising ``DisconnectionError`` here makes the pool reconnect and check out again). The ping is the
+    dialect's (``Dialect.do_ping``, what ``pool_pre_ping`` runs): it leaves no transaction open, which
+    psycopg 3 would refuse to switch to autocommit.
     """
-    idle_since = record.info.get("idle_since")
-    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
-        return
-    try:
-        cursor = dbapi_connection.cursor()
+
+    def ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_S:
+            return
         try:
-            cursor.execute("SELECT 1")
-        finally:
-            cursor.close()
-    except Exception as error:
-        raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
+
+    return ping
 
 
 def _mark_autocommit(_dbapi_connection: Any, record: Any) -> None:
@@ -120,7 +123,7 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
     else:
         engine = create_engine(parsed, connect_args=connect_args)
     event.listen(engine.pool, "checkin", _stamp_checkin)
-    event.listen(engine.pool, "checkout", _ping_if_idle)
+    event.listen(engine.pool, "checkout", _ping_if_idle(engine.dialect))
     return engine
 
 
