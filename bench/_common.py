@@ -155,7 +155,8 @@ def insert_tasks(
     names = ", ".join(values)
     expressions = ", ".join(values.values())
     statement = text(
-        f"INSERT INTO scheduled_tasks ({names}) SELECT {expressions} FROM generate_series(:lo, :hi) AS i"
+        f"INSERT INTO scheduled_tasks ({names}) SELECT {expressions} "
+        "FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS i"
     )
     lo = first
     while lo < first + n:

@@ -93,7 +93,8 @@ def insert_executions(connection: Connection, total: int, tasks: int, chunk: int
     names = ", ".join(EXECUTION_COLUMNS)
     expressions = ", ".join(EXECUTION_COLUMNS.values())
     statement = text(
-        f"INSERT INTO task_executions ({names}) SELECT {expressions} FROM generate_series(:lo, :hi) AS i"
+        f"INSERT INTO task_executions ({names}) SELECT {expressions} "
+        "FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS i"
     )
     base = connection.execute(
         text("SELECT now() - :span * interval '1 minute'"), {"span": total // tasks + 1}
