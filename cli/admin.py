@@ -43,7 +43,7 @@ def commands(ctx: click.Context, output_format: str) -> None:
 
     JSON: an array of {name, kind, description, argv, placeholders}.
     """
-    from workers.commands import load_registry, placeholders
+    from scheduler.commands.registry import load_registry, placeholders
 
     specs = load_registry(get_settings(ctx)).specs()
     rows = [
@@ -119,9 +119,9 @@ def migrate(ctx: click.Context, output_format: str) -> None:
 
     Brings the configured database to this version's schema. JSON: {database, from, to, changed}.
     """
-    from scheduler.db import engine_from_settings
-    from scheduler.repository.errors import translate_db_errors
-    from scheduler.schema import current_revision, upgrade
+    from scheduler.storage.db import engine_from_settings
+    from scheduler.storage.errors import translate_db_errors
+    from scheduler.storage.schema import current_revision, upgrade
 
     settings = get_settings(ctx)
     engine = engine_from_settings(settings)

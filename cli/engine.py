@@ -23,7 +23,7 @@ from cli.options import format_option, task_ref
 from cli.render import human_ms, print_json, print_note, render_one
 
 if TYPE_CHECKING:
-    from scheduler.planner import TickReport
+    from scheduler.planning.planner import TickReport
     from scheduler.settings import Settings
 
 
@@ -40,9 +40,9 @@ def _publisher(settings: Settings, *, check: bool) -> Any:
 
 def _engine(settings: Settings) -> Any:
     """An engine on a usable schema: the embedded one is upgraded; an outdated server one is refused (69)."""
-    from scheduler.db import engine_from_settings
-    from scheduler.repository.errors import translate_db_errors
-    from scheduler.schema import ensure_schema
+    from scheduler.storage.db import engine_from_settings
+    from scheduler.storage.errors import translate_db_errors
+    from scheduler.storage.schema import ensure_schema
 
     engine = engine_from_settings(settings)
     with translate_db_errors():
@@ -51,8 +51,8 @@ def _engine(settings: Settings) -> Any:
 
 
 def _event_bus(settings: Settings) -> Any:
-    from scheduler.events import EventBus
-    from scheduler.remote_events import forward_to_redis
+    from scheduler.observability.events import EventBus
+    from workers.remote_events import forward_to_redis
 
     bus = EventBus()
     forward_to_redis(bus, settings)
@@ -159,9 +159,9 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     """
     from dataclasses import asdict
 
-    from scheduler.metrics import start_metrics_server
-    from scheduler.planner import Planner
-    from workers.commands import load_registry
+    from scheduler.commands.registry import load_registry
+    from scheduler.observability.metrics import start_metrics_server
+    from scheduler.planning.planner import Planner
 
     settings = get_settings(ctx)
     # The planner runs no command, but it refuses a registry the workers refuse (a command defined twice):
@@ -172,7 +172,7 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     try:
         loop = Planner(engine, settings, _publisher(settings, check=False), events=_event_bus(settings))
         if once:
-            from scheduler.repository.errors import translate_db_errors
+            from scheduler.storage.errors import translate_db_errors
 
             with translate_db_errors():  # a refused role is exit 77, an unreachable database 69
                 report = loop.tick()
@@ -183,7 +183,7 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
                 print_note(tick_summary(report))
             return 0
         start_metrics_server(settings)  # on SCHEDULER_METRICS_PORT when set; a daemon thread
-        log = logging.getLogger("scheduler.planner")
+        log = logging.getLogger("scheduler.planning.planner")
         with _stop_on_signals() as stop:
             log.info("planner %s started; Ctrl-C or SIGTERM stops it", loop.holder)
             loop.run_forever(stop)  # logs that it stopped, and whether its lease was released
@@ -205,8 +205,8 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
     Example: systemprompt scheduler:worker -P prefork -c 4 -Q default,reports. Without -Q it consumes the
     default queue (SCHEDULER_DEFAULT_QUEUE). Time limits are enforced by the prefork pool (the default).
     """
+    from scheduler.commands.registry import load_registry
     from workers.app import create_app
-    from workers.commands import load_registry
 
     settings = get_settings(ctx)
     # Commands, then the schema, checked with a one-line error before Celery starts (commands first: a worker
@@ -238,8 +238,8 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
     uses the prefork pool with N processes, so time limits are enforced. Ctrl-C stops it: running executions
     finish first (a second Ctrl-C kills them; the planner's recovery sweep then retries them).
     """
-    from scheduler.repository.errors import translate_db_errors
-    from workers.commands import load_registry
+    from scheduler.commands.registry import load_registry
+    from scheduler.storage.errors import translate_db_errors
     from workers.serve import serve as serve_forever
 
     settings = get_settings(ctx)
@@ -266,8 +266,8 @@ def cleanup(ctx: click.Context, output_format: str) -> int:
 
     In bounded batches; running and pending executions are never deleted. JSON: {deleted, retention_days}.
     """
-    from scheduler.cleanup import run_cleanup
-    from scheduler.repository.errors import translate_db_errors
+    from scheduler.planning.cleanup import run_cleanup
+    from scheduler.storage.errors import translate_db_errors
 
     settings = get_settings(ctx)
     engine = _engine(settings)
@@ -305,7 +305,7 @@ def events(ctx: click.Context, follow: bool, recent: int) -> int:
     import redis
 
     from scheduler.errors import BrokerUnavailable, ConfigError
-    from scheduler.remote_events import events_channel, is_redis_url, listen
+    from workers.remote_events import events_channel, is_redis_url, listen
 
     settings = get_settings(ctx)
     url = settings.effective_broker_url

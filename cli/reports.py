@@ -173,8 +173,8 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
 
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
-    from scheduler.schedules import validate_timezone
-    from scheduler.timing import preview_schedule
+    from scheduler.rules.schedules import validate_timezone
+    from scheduler.rules.timing import preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
     # the rules create applies, so whatever validate accepts, create accepts.

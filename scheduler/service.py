@@ -18,27 +18,27 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exc
 
-from scheduler import events as ev
-from scheduler import timing
-from scheduler.db import engine_from_settings
+from scheduler.commands.registry import CommandRegistry, load_registry
 from scheduler.errors import BrokerUnavailable, InvalidField, NameTaken
-from scheduler.events import EventBus, Handler
-from scheduler.fields import check_actor, check_reason
-from scheduler.publisher import Dispatch, Publisher
+from scheduler.observability import events as ev
+from scheduler.observability.events import EventBus, Handler
+from scheduler.planning.publisher import Dispatch, Publisher
 from scheduler.records import FINISHED_STATUSES, Execution, Task
-from scheduler.redaction import public_task
-from scheduler.repository import audit as audit_sql
-from scheduler.repository import executions as runs_sql
-from scheduler.repository import tasks as tasks_sql
-from scheduler.repository.audit import AuditRecord
-from scheduler.repository.clock import db_now
-from scheduler.repository.dispatch import write_transaction
-from scheduler.repository.errors import translate_db_errors
-from scheduler.schema import ensure_schema
+from scheduler.rules import timing
+from scheduler.rules.fields import check_actor, check_reason
+from scheduler.rules.redaction import public_task
+from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.service_reads import ServiceReads, TaskRef
 from scheduler.settings import Settings, load_settings
-from scheduler.validation import validate_changes, validate_new_task
-from workers.commands import CommandRegistry, load_registry
+from scheduler.storage import audit as audit_sql
+from scheduler.storage import manual_runs as runs_sql
+from scheduler.storage import tasks as tasks_sql
+from scheduler.storage.audit import AuditRecord
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import engine_from_settings
+from scheduler.storage.dispatch import write_transaction
+from scheduler.storage.errors import translate_db_errors
+from scheduler.storage.schema import ensure_schema
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ class SchedulerService(ServiceReads):
 
     @property
     def commands(self) -> CommandRegistry:
-        """The command registry (default: :func:`~workers.commands.load_registry` of the settings, built on
+        """The command registry (default: :func:`~scheduler.commands.registry.load_registry` of the settings,
+        built on
         first use; :meth:`from_settings` builds it up front, so a registry that does not load stops every
         process that uses the service, reading verbs included)."""
         if self._commands is None:
@@ -114,7 +115,7 @@ class SchedulerService(ServiceReads):
         return service
 
     def on(self, event: str, handler: Handler) -> None:
-        """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.events`)."""
+        """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.observability.events`)."""
         self.events.on(event, handler)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -304,7 +305,7 @@ class SchedulerService(ServiceReads):
 
 @functools.cache
 def _redis_events(url: str, prefix: str) -> Any:
-    from scheduler.remote_events import RedisEventPublisher, channel_for
+    from workers.remote_events import RedisEventPublisher, channel_for
 
     # One per deployment and process: one sender thread, one exit flush.
     return RedisEventPublisher(url, channel_for(url, prefix))

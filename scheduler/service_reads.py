@@ -13,17 +13,23 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
 
-from scheduler import timing
 from scheduler.errors import ExecutionNotFound, TaskNotFound
-from scheduler.fields import check_count, check_limit, check_status, validate_instant, validate_timezone_name
 from scheduler.records import AuditEntry, Execution, ListedTask, LogLine, NextRun, Task, TaskStats
-from scheduler.repository import audit as audit_sql
-from scheduler.repository import history as history_sql
-from scheduler.repository import stats as stats_sql
-from scheduler.repository import tasks as tasks_sql
-from scheduler.repository.clock import db_now
-from scheduler.repository.errors import translate_db_errors
-from scheduler.repository.tables import storable_id
+from scheduler.rules import timing
+from scheduler.rules.fields import (
+    check_count,
+    check_limit,
+    check_status,
+    validate_instant,
+    validate_timezone_name,
+)
+from scheduler.storage import audit as audit_sql
+from scheduler.storage import history as history_sql
+from scheduler.storage import stats as stats_sql
+from scheduler.storage import tasks as tasks_sql
+from scheduler.storage.clock import db_now
+from scheduler.storage.errors import translate_db_errors
+from scheduler.storage.table_names import storable_id
 
 TaskRef = int | str
 
@@ -157,7 +163,7 @@ class ServiceReads:
         return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
 
     def get_task_stats(self, task: TaskRef | None = None) -> TaskStats:
-        """Statistics of one task's executions or of all (see :mod:`scheduler.repository.stats`)."""
+        """Statistics of one task's executions or of all (see :mod:`scheduler.storage.stats`)."""
         with self._read() as connection:
             task_id = None if task is None else tasks_sql.get_task(connection, task).id
             return stats_sql.task_stats(connection, task_id=task_id, now=db_now(connection))
@@ -166,7 +172,7 @@ class ServiceReads:
         self, schedule: str, *, timezone: str = "UTC", count: int = 5, after: datetime | None = None
     ) -> list[datetime]:
         """The first ``count`` fire times of ``schedule``: from the first run a new task would get, or after
-        ``after`` when given (see :func:`scheduler.timing.preview_schedule`; host clock).
+        ``after`` when given (see :func:`scheduler.rules.timing.preview_schedule`; host clock).
 
         Raises what ``create_task`` raises for the same schedule (:class:`~scheduler.errors.InvalidSchedule`
         for an instant in the past too, :class:`~scheduler.errors.InvalidTimezone`); needs no database.

@@ -17,17 +17,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, text
 
-from scheduler.db import IDLE_PING_S, engine_from_settings, make_engine
-from scheduler.events import EventBus
-from scheduler.remote_events import forward_to_redis
-from scheduler.repository.clock import db_now
+from scheduler.commands.registry import CommandContext, CommandRegistry, load_registry
+from scheduler.observability.events import EventBus
 from scheduler.settings import Settings
-from workers.commands import CommandContext, CommandRegistry, load_registry
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import IDLE_PING_S, engine_from_settings, make_engine
+from workers.remote_events import forward_to_redis
 
 logger = logging.getLogger(__name__)
 
 # A running execution whose heartbeat is this many intervals old is presumed dead (the planner's recovery
-# sweep uses the same rule: scheduler.recovery.silent_reason).
+# sweep uses the same rule: scheduler.planning.recovery.silent_reason).
 STALE_AFTER_BEATS = 3
 
 
@@ -82,7 +82,8 @@ class WorkerRuntime:
         """A connection of :attr:`hot_engine`; on PostgreSQL one kept by this thread between executions
         (checking one out of the pool and back for every execution costs about as much as a statement).
 
-        A kept connection that sat unused for :data:`scheduler.db.IDLE_PING_S` goes back to the pool and a
+        A kept connection that sat unused for :data:`scheduler.storage.db.IDLE_PING_S` goes back to the pool
+        and a
         fresh checkout replaces it (the pool pings connections that idled). An exception leaving the block
         also gives it back, so the pool resets it, or replaces it when it is broken. SQLite connections
         are not kept (an idle one could hold a read snapshot open).
@@ -167,7 +168,7 @@ class WorkerRuntime:
 
     def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]:
         """scheduler:cleanup: delete finished executions older than historyRetentionDays."""
-        from scheduler.cleanup import run_cleanup
+        from scheduler.planning.cleanup import run_cleanup
 
         deleted = run_cleanup(self.engine, self.settings)
         ctx.log("INFO", f"deleted {deleted} finished executions and their logs")
@@ -175,7 +176,7 @@ class WorkerRuntime:
 
 
 def _planner_lease(connection: Any) -> dict[str, Any] | None:
-    from scheduler.tables import scheduler_leases as leases
+    from scheduler.storage.tables import scheduler_leases as leases
 
     now = db_now(connection)
     row = connection.execute(

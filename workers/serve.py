@@ -28,17 +28,17 @@ from typing import Any
 from celery import signals
 from sqlalchemy import Engine, select
 
-from scheduler.db import engine_from_settings
 from scheduler.errors import TaskNotFound
-from scheduler.events import EventBus
-from scheduler.metrics import enable as enable_planner_metrics
-from scheduler.planner import Planner
-from scheduler.remote_events import forward_to_redis
-from scheduler.repository.tables import tasks
-from scheduler.schema import ensure_schema
+from scheduler.observability.events import EventBus
+from scheduler.observability.metrics import enable as enable_planner_metrics
+from scheduler.planning.planner import Planner
 from scheduler.settings import Settings
+from scheduler.storage.db import engine_from_settings
+from scheduler.storage.schema import ensure_schema
+from scheduler.storage.table_names import tasks
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
+from workers.remote_events import forward_to_redis
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from faultkit import FaultSetup
 from sqlalchemy import select
 
 from cli.main import cli
-from scheduler.remote_events import events_channel
-from scheduler.repository.tables import audit, executions
 from scheduler.settings import Settings
+from scheduler.storage.table_names import audit, executions
 from tests.support.processes import wait_for
+from workers.remote_events import events_channel
 
 MARK = uuid.uuid4().hex[:8]
 SECRETS = {

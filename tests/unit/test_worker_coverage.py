@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cli.waiting import nobody_warning
-from scheduler.health import LiveWorker, coverage_warning
+from scheduler.observability.health import LiveWorker, coverage_warning
 from scheduler.records import Execution
 
 A = LiveWorker("a@h1", frozenset({"default"}), frozenset({"test:echo"}))
