@@ -23,7 +23,7 @@ from cli.options import format_option, task_ref
 from cli.render import human_ms, print_json, print_note, render_one
 
 if TYPE_CHECKING:
-    from scheduler.planning.planner import TickReport
+    from scheduler.records import TickReport
     from scheduler.settings import Settings
 
 

@@ -22,8 +22,8 @@ from scheduler.commands.registry import CommandRegistry, load_registry
 from scheduler.errors import BrokerUnavailable, InvalidField, NameTaken
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
-from scheduler.planning.publisher import Dispatch, Publisher
-from scheduler.records import FINISHED_STATUSES, Execution, Task
+from scheduler.planning.publisher import Publisher
+from scheduler.records import FINISHED_STATUSES, AuditRecord, Dispatch, Execution, Task
 from scheduler.rules import timing
 from scheduler.rules.fields import check_actor, check_reason
 from scheduler.rules.redaction import public_task
@@ -33,12 +33,11 @@ from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import manual_runs as runs_sql
 from scheduler.storage import tasks as tasks_sql
-from scheduler.storage.audit import AuditRecord
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import engine_from_settings
-from scheduler.storage.dispatch import write_transaction
 from scheduler.storage.errors import translate_db_errors
 from scheduler.storage.schema import ensure_schema
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 

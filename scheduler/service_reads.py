@@ -29,7 +29,7 @@ from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.clock import db_now
 from scheduler.storage.errors import translate_db_errors
-from scheduler.storage.table_names import storable_id
+from scheduler.storage.tables import storable_id
 
 TaskRef = int | str
 

@@ -48,7 +48,7 @@ from kombu.exceptions import KombuError
 
 from celeryconfig import PUBLISH_RETRY_POLICY, TASK_NAME, hard_limit_grace_s
 from scheduler.errors import BrokerUnavailable, PublishUncertain
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 
 
 def shadow_name(dispatch: Dispatch) -> str:

@@ -46,15 +46,11 @@ from scheduler.execution.sandbox import ExternalCommandFailed, ResourceLimits, r
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 from scheduler.observability.events import TASK_EVENT, TASK_PAUSED
 from scheduler.observability.log_setup import bound_log_context
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import Task
+from scheduler.records import ClaimedExecution, Dispatch, FinishedExecution, PendingLog, Task
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import autocommits
 from scheduler.storage.run_statements import OutcomeStatus, outcome_kind
 from scheduler.storage.runs import (
-    ClaimedExecution,
-    FinishedExecution,
-    PendingLog,
     append_logs,
     claim_execution,
     execution_status,
@@ -63,8 +59,8 @@ from scheduler.storage.runs import (
     load_task,
     record_auto_pause,
     running_claim,
-    transaction,
 )
+from scheduler.storage.transactions import write_transaction
 from workers.metrics import record_execution
 from workers.runtime import WorkerRuntime
 
@@ -184,7 +180,7 @@ def _attempt(runtime: WorkerRuntime, claim: ClaimedExecution, buffer: LogBuffer)
     deadline = time.monotonic() + timeout_s
 
     def beat(lines: list[PendingLog]) -> bool:
-        with runtime.engine.connect() as connection, transaction(connection, durable=False):
+        with runtime.engine.connect() as connection, write_transaction(connection, durable=False):
             append_logs(connection, claim.id, claim.attempt, lines)
             return heartbeat(connection, claim.id, claim.worker)
 
@@ -255,7 +251,7 @@ def _record(
         if alone and autocommits(connection):  # commits by itself, durably (the session's default)
             return _finish(connection), None
         paused_task = None
-        with transaction(connection):
+        with write_transaction(connection):
             finished = _finish(connection)
             if finished is not None or not retried:  # a retry after a lost commit must not log twice
                 append_logs(connection, claim.id, claim.attempt, lines)
@@ -332,7 +328,7 @@ def execute(runtime: WorkerRuntime, execution_id: int, *, worker: str, rechecks:
     for a no-op execution.
     """
     with runtime.hot_connection() as connection:
-        with contextlib.nullcontext() if autocommits(connection) else transaction(connection):
+        with contextlib.nullcontext() if autocommits(connection) else write_transaction(connection):
             claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
             status = None if claim is not None else execution_status(connection, execution_id)
         if claim is None:
@@ -375,7 +371,7 @@ def record_hard_timeout(
     retries, else None.
     """
     with runtime.engine.connect() as connection:
-        with transaction(connection):
+        with write_transaction(connection):
             claim = running_claim(connection, execution_id)
             if claim is None or not claim.worker.startswith(nodename + ":"):
                 return None

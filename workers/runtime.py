@@ -176,7 +176,7 @@ class WorkerRuntime:
 
 
 def _planner_lease(connection: Any) -> dict[str, Any] | None:
-    from scheduler.storage.tables import scheduler_leases as leases
+    from scheduler.storage.tables import leases
 
     now = db_now(connection)
     row = connection.execute(

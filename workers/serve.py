@@ -35,7 +35,7 @@ from scheduler.planning.planner import Planner
 from scheduler.settings import Settings
 from scheduler.storage.db import engine_from_settings
 from scheduler.storage.schema import ensure_schema
-from scheduler.storage.table_names import tasks
+from scheduler.storage.tables import tasks
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
 from workers.remote_events import forward_to_redis

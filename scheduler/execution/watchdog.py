@@ -48,7 +48,7 @@ from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler  # type: ign
 from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.execution.capture import LogBuffer
-from scheduler.storage.runs import PendingLog
+from scheduler.records import PendingLog
 
 logger = logging.getLogger(__name__)
 

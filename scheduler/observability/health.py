@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from scheduler.records import as_utc
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from scheduler.storage.tables import scheduler_leases
+from scheduler.storage.tables import leases as scheduler_leases
 
 CHECKS = ("database", "broker", "planner", "workers")
 DATABASE_TIMEOUT_S = 3

@@ -10,6 +10,8 @@ Contract of :func:`run_cleanup`:
   slot) constraint still guards every slot a planner could plan again and still run (a lagging planner
   replaying a stale view of the task finds the row and inserts nothing);
 - works in transactions of at most ``batch_size`` executions (never one long transaction holding locks).
+
+This module decides the windows and the batches; the SQL is :mod:`scheduler.storage.retention`'s.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, or_, select
+from sqlalchemy import Engine
 
-from scheduler.records import FINISHED_STATUSES
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
-from scheduler.storage.table_names import executions, logs, tasks
+from scheduler.storage.retention import delete_expired_executions, graces_longer_than
+from scheduler.storage.transactions import write_transaction
 
 BATCH_SIZE = 5000
 SLOT_WINDOW = timedelta(hours=1)  # the longest default misfire grace
@@ -66,30 +66,21 @@ def cleanup_step(
             now = db_now(connection)
     finished_before = now - timedelta(days=settings.history_retention_days)
     with engine.connect() as connection:
-        windows = slot_windows(connection, now)
+        windows = slot_windows(graces_longer_than(connection, _SLOT_WINDOW_MS), now)
     deleted = 0
-    for index, (tasks_of_window, slots_before) in enumerate(windows):
+    for index, (grace_ms, slots_before) in enumerate(windows):
         while True:
             with write_transaction(engine) as connection:
-                query = (
-                    select(executions.c.id)
-                    .where(
-                        executions.c.finished_at < finished_before,
-                        executions.c.status.in_(FINISHED_STATUSES),
-                        executions.c.scheduled_for < slots_before,
-                        tasks_of_window,
-                    )
-                    .order_by(executions.c.finished_at)
-                    .limit(batch_size)
+                batch = delete_expired_executions(
+                    connection,
+                    finished_before=finished_before,
+                    slots_before=slots_before,
+                    grace_ms=grace_ms,
+                    default_grace_ms=_SLOT_WINDOW_MS,
+                    limit=batch_size,
                 )
-                ids = list(connection.execute(query).scalars())
-                if ids:
-                    # Logs first: do not rely on ON DELETE CASCADE (SQLite enforces it only with
-                    # foreign_keys=ON).
-                    connection.execute(delete(logs).where(logs.c.execution_id.in_(ids)))
-                    connection.execute(delete(executions).where(executions.c.id.in_(ids)))
-            deleted += len(ids)
-            window_done = len(ids) < batch_size
+            deleted += batch
+            window_done = batch < batch_size
             if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
                 return CleanupResult(deleted, window_done and index == len(windows) - 1)
             if window_done:
@@ -97,23 +88,12 @@ def cleanup_step(
     return CleanupResult(deleted, True)
 
 
-def slot_windows(connection: Connection, now: datetime) -> list[tuple[Any, datetime]]:
-    """(condition on executions, slots before this instant may go) pairs that cover every execution once.
+def slot_windows(longer_graces: list[int], now: datetime) -> list[tuple[int | None, datetime]]:
+    """(misfire grace in ms, slots before this instant may go) pairs that cover every execution once.
 
-    Most tasks share :data:`SLOT_WINDOW`; each longer ``misfire_grace_ms`` among the tasks gets its own pair
-    (there are few distinct values). Executions of deleted tasks (``task_id`` NULL) use the default window.
+    Most tasks share :data:`SLOT_WINDOW` (grace None: every task whose grace is at most that, and executions
+    of deleted tasks); each longer ``misfire_grace_ms`` among the tasks (``longer_graces``) gets its own pair.
     """
-    longer = tasks.c.misfire_grace_ms > _SLOT_WINDOW_MS
-    graces = sorted(connection.execute(select(tasks.c.misfire_grace_ms).where(longer).distinct()).scalars())
-    pairs: list[tuple[Any, datetime]] = [
-        (
-            or_(
-                executions.c.task_id.is_(None), executions.c.task_id.not_in(select(tasks.c.id).where(longer))
-            ),
-            now - SLOT_WINDOW,
-        )
-    ]
-    for grace in graces:
-        same = select(tasks.c.id).where(tasks.c.misfire_grace_ms == grace)
-        pairs.append((executions.c.task_id.in_(same), now - timedelta(milliseconds=int(grace))))
+    pairs: list[tuple[int | None, datetime]] = [(None, now - SLOT_WINDOW)]
+    pairs += [(grace, now - timedelta(milliseconds=grace)) for grace in longer_graces]
     return pairs

@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 from scheduler.errors import PublishUncertain
 from scheduler.observability.metrics import observe_queued
 from scheduler.planning.fault_injection import fault_point
-from scheduler.planning.publisher import Dispatch, Publisher
+from scheduler.planning.publisher import Publisher
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from scheduler.storage.dispatch import (
     first_pending_id,
@@ -29,8 +30,8 @@ from scheduler.storage.dispatch import (
     mark_queued,
     pending_dispatches,
     relay_counts,
-    write_transaction,
 )
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger("scheduler.planning.planner")
 

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select
 
-from scheduler.records import AuditEntry
+from scheduler.records import AuditEntry, AuditRecord
 from scheduler.storage.mapping import audit_from_row
-from scheduler.storage.table_names import audit
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One row to write: ``before``/``after`` are task JSON, secrets already redacted (None: no side)."""
-
-    action: str
-    task_id: int | None
-    task_name: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+from scheduler.storage.tables import audit
 
 
 def insert_audit(connection: Connection, records: Sequence[AuditRecord], *, actor: str, at: datetime) -> None:

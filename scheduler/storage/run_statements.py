@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from sqlalchemy import LargeBinary, bindparam, case, cast, func, select, update
 
-from scheduler.storage.table_names import executions, logs, tasks
+from scheduler.storage.tables import executions, logs, tasks
 from scheduler.storage.task_outcomes import (
     TASK_OUTCOME_COLUMNS,
     task_outcome_condition,
@@ -76,8 +76,9 @@ def pg_claim_returning(statement: Any) -> Any:
     """One statement: the task's fields and the log budget come back as correlated subqueries.
 
     It also turns ``synchronous_commit`` off for its transaction (``set_config(..., true)`` is ``SET
-    LOCAL``): a claim's commit need not wait for the WAL flush (see ``runs.transaction``), and setting it
-    here spares the claim a round trip. Evaluated for the claimed row only; no row, nothing to commit.
+    LOCAL``): a claim's commit need not wait for the WAL flush (see ``transactions.write_transaction``), and
+    setting it here spares the claim a round trip. Evaluated for the claimed row only; no row, nothing to
+    commit.
     """
     extra = [
         select(column).where(tasks.c.id == executions.c.task_id).scalar_subquery().label(f"t_{column.name}")

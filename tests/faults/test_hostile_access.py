@@ -24,7 +24,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from cli.main import cli
-from scheduler.storage.audit import AuditRecord, insert_audit
+from scheduler.records import AuditRecord
+from scheduler.storage.audit import insert_audit
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
 from tests.support.roles import apply_roles

@@ -27,7 +27,7 @@ from scheduler.rules.redaction import public_task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.mapping import audit_from_row, task_from_row
-from scheduler.storage.table_names import audit, executions, tasks
+from scheduler.storage.tables import audit, executions, tasks
 
 MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
 READS = {

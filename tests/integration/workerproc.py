@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 
 from scheduler.commands.registry import CommandContext, load_registry
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from tests.support import celery_worker

@@ -13,7 +13,7 @@ import pytest
 from celeryconfig import MIN_VISIBILITY_TIMEOUT_S, RETRY_COUNTDOWN_CAP_S, build_config, hard_limit_grace_s
 from scheduler.execution.capture import LogBuffer, LogWriter
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from workers.embedded import broker_folders, prune
 from workers.publisher import message_options, shadow_name
