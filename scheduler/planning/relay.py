@@ -40,7 +40,8 @@ class Relay:
     """Publishes for one planner; remembers whether the broker is down so an outage is logged once.
 
     ``may_publish`` is asked right before each publish (a leader that lost its lease meanwhile stops there);
-    ``idle_timeout_ms`` bounds how long its transactions may sit idle (see :func:`write_transaction`).
+    ``idle_timeout_ms`` bounds how long its transactions may sit idle (see
+    :func:`~scheduler.storage.transactions.write_transaction`).
     """
 
     def __init__(
