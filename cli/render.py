@@ -131,7 +131,7 @@ def field_of(row: Any, field: str) -> Any:
 def _redacted(data: Any) -> Any:
     if not isinstance(data, Mapping):
         return data
-    from scheduler.rules.redaction import redact
+    from scheduler.redaction import redact
 
     return redact(data)
 

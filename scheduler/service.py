@@ -24,9 +24,9 @@ from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
 from scheduler.planning.publisher import Dispatch, Publisher
 from scheduler.records import FINISHED_STATUSES, Execution, Task
+from scheduler.redaction import public_task
 from scheduler.rules import timing
 from scheduler.rules.fields import check_actor, check_reason
-from scheduler.rules.redaction import public_task
 from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.service_reads import ServiceReads, TaskRef
 from scheduler.settings import Settings, load_settings

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from scheduler.commands.registry import CommandContext, CommandRegistry, PythonCommand
 from scheduler.errors import InvalidField
-from scheduler.rules.redaction import redact
+from scheduler.redaction import redact
 
 if TYPE_CHECKING:
     from scheduler.settings import Settings

@@ -28,7 +28,7 @@ from scheduler.errors import (
 )
 from scheduler.observability.events import EVENT_NAMES, TASK_EVENT
 from scheduler.records import as_utc
-from scheduler.rules.redaction import REDACTED
+from scheduler.redaction import REDACTED
 from scheduler.rules.validation import validate_new_task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings

@@ -20,7 +20,7 @@ import redis
 from scheduler.errors import ConfigError
 from scheduler.observability.events import TASK_CREATED, TASK_EVENT, EventBus
 from scheduler.records import iso_utc
-from scheduler.rules.redaction import REDACTED, is_secret_key, redact
+from scheduler.redaction import REDACTED, is_secret_key, redact
 from scheduler.settings import load_settings
 from workers import remote_events
 from workers.remote_events import (
