@@ -72,7 +72,7 @@ _registered: list[bool] = []
 def _register_noop() -> None:
     if _registered:  # bench_scheduler runs once per interleaved run
         return
-    from scheduler.commands.registry import CommandContext, command
+    from scheduler.commands import CommandContext, command
 
     @command("bench:noop", "Do nothing (benchmark).")
     def noop(ctx: CommandContext) -> None:

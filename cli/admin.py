@@ -43,9 +43,12 @@ def commands(ctx: click.Context, output_format: str) -> None:
 
     JSON: an array of {name, kind, description, argv, placeholders}.
     """
-    from scheduler.commands.registry import load_registry, placeholders
+    from scheduler.commands.loading import load_registry
+    from scheduler.commands.registry import placeholders
+    from workers.runtime_commands import deferred_worker_runtime
 
-    specs = load_registry(get_settings(ctx)).specs()
+    settings = get_settings(ctx)
+    specs = load_registry(settings, runtime=deferred_worker_runtime(settings)).specs()
     rows = [
         {
             "name": spec.name,

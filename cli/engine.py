@@ -159,14 +159,15 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     """
     from dataclasses import asdict
 
-    from scheduler.commands.registry import load_registry
+    from scheduler.commands.loading import load_registry
     from scheduler.observability.metrics import start_metrics_server
     from scheduler.planning.planner import Planner
+    from workers.runtime_commands import deferred_worker_runtime
 
     settings = get_settings(ctx)
     # The planner runs no command, but it refuses a registry the workers refuse (a command defined twice):
     # planning for a fleet that cannot start would only pile executions up on the broker.
-    load_registry(settings)
+    load_registry(settings, runtime=deferred_worker_runtime(settings))
     engine = _engine(settings)
     _configure_logging(settings)  # after the schema check: Alembic's own INFO lines are noise here
     try:
@@ -205,13 +206,14 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
     Example: systemprompt scheduler:worker -P prefork -c 4 -Q default,reports. Without -Q it consumes the
     default queue (SCHEDULER_DEFAULT_QUEUE). Time limits are enforced by the prefork pool (the default).
     """
-    from scheduler.commands.registry import load_registry
+    from scheduler.commands.loading import load_registry
     from workers.app import create_app
+    from workers.runtime_commands import deferred_worker_runtime
 
     settings = get_settings(ctx)
     # Commands, then the schema, checked with a one-line error before Celery starts (commands first: a worker
     # that cannot start creates no database).
-    load_registry(settings)
+    load_registry(settings, runtime=deferred_worker_runtime(settings))
     _engine(settings).dispose()
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
@@ -238,12 +240,14 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
     uses the prefork pool with N processes, so time limits are enforced. Ctrl-C stops it: running executions
     finish first (a second Ctrl-C kills them; the planner's recovery sweep then retries them).
     """
-    from scheduler.commands.registry import load_registry
+    from scheduler.commands.loading import load_registry
     from scheduler.storage.errors import translate_db_errors
+    from workers.runtime_commands import deferred_worker_runtime
     from workers.serve import serve as serve_forever
 
     settings = get_settings(ctx)
-    load_registry(settings)  # a command defined twice is one line before anything starts
+    # A command defined twice is one line before anything starts.
+    load_registry(settings, runtime=deferred_worker_runtime(settings))
     with translate_db_errors():
         return serve_forever(
             settings,

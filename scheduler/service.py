@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exc
 
-from scheduler.commands.registry import CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import BrokerUnavailable, InvalidField, NameTaken
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
@@ -77,7 +78,7 @@ class SchedulerService(ServiceReads):
 
     @property
     def commands(self) -> CommandRegistry:
-        """The command registry (default: :func:`~scheduler.commands.registry.load_registry` of the settings,
+        """The command registry (default: :func:`~scheduler.commands.loading.load_registry` of the settings,
         built on
         first use; :meth:`from_settings` builds it up front, so a registry that does not load stops every
         process that uses the service, reading verbs included)."""

@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, text
 
-from scheduler.commands.registry import CommandContext, CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext, CommandRegistry
 from scheduler.observability.events import EventBus
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now

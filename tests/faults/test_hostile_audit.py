@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.planner import Planner
 from scheduler.planning.publisher import NullPublisher
 from scheduler.records import AuditEntry

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.errors import (
     DatabaseUnavailable,
     InvalidField,
