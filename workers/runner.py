@@ -15,7 +15,8 @@ deadline (:class:`~scheduler.execution.watchdog.Watchdog`) -> ``timed_out``; inv
 key, an unknown
 command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
 attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
-:data:`celeryconfig.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility timeout.
+:data:`scheduler.limits.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility
+timeout.
 An outcome that cannot be stored because the database is down is retried on fresh connections (up to
 :data:`OUTCOME_RETRY_S`), so a database restart during a run neither loses the outcome nor reruns the command.
 """
@@ -38,12 +39,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from celeryconfig import RETRY_COUNTDOWN_CAP_S
 from scheduler.commands.registry import CommandContext
 from scheduler.errors import InvalidInput
 from scheduler.execution.capture import LogBuffer, LogWriter
 from scheduler.execution.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
+from scheduler.limits import RETRY_COUNTDOWN_CAP_S
 from scheduler.observability.events import TASK_EVENT, TASK_PAUSED
 from scheduler.observability.log_setup import bound_log_context
 from scheduler.planning.publisher import Dispatch

@@ -189,7 +189,7 @@ def _planner_lease(connection: Any) -> dict[str, Any] | None:
 def _broker_status(settings: Settings) -> str:
     from kombu.connection import Connection
 
-    from celeryconfig import build_config
+    from workers.celery_config import build_config
 
     config = build_config(settings)
     try:

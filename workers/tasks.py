@@ -36,8 +36,8 @@ from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from sqlalchemy import exc as sa_exc
 
-from celeryconfig import TASK_NAME
 from scheduler.errors import SchedulerError, Unavailable
+from scheduler.limits import TASK_NAME
 from workers.publisher import CeleryPublisher
 from workers.runner import execute, record_hard_timeout
 from workers.runtime import WorkerRuntime
