@@ -1,7 +1,8 @@
 """The one Celery task: ``scheduler.execute(execution_id)`` runs one attempt of one execution.
 
-Everything it does is in :mod:`workers.runner`; this module maps the runner's decisions to Celery task states
-(what Flower and the worker's log show), each with the decision's one-line summary:
+Everything it does is in :mod:`scheduler.execution.runner` (through :mod:`workers.runner`); this module maps
+the runner's decisions to Celery task states (what Flower and the worker's log show), each with the
+decision's one-line summary:
 
 - ``done`` -> SUCCESS, the summary as its result (``attempt 1 of 1 completed``);
 - ``failed`` (the last attempt failed or timed out, or lost its claim) -> FAILURE: :class:`AttemptFailed`

@@ -49,7 +49,7 @@ class Key(str):
 
 
 def execution(number: int, status: str, **extra: Any) -> dict[str, Any]:
-    """Shaped like workers.runner.execution_json."""
+    """Shaped like scheduler.execution.outcomes.execution_json."""
     return {
         "id": number, "task_id": 7, "task_name": "noop", "command": "test:noop", "trigger": "schedule",
         "queue": "default", "worker": "host:1", "attempt": 1, "max_attempts": 3, "status": status, **extra,

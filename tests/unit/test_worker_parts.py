@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.execution.capture import LogBuffer, LogWriter
+from scheduler.execution.outcomes import json_result, retry_delay_s
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 from scheduler.limits import RETRY_COUNTDOWN_CAP_S, hard_limit_grace_s
 from scheduler.planning.publisher import Dispatch
@@ -21,7 +22,6 @@ from scheduler.settings import Settings
 from workers.celery_config import MIN_VISIBILITY_TIMEOUT_S, build_config
 from workers.embedded import broker_folders, prune
 from workers.publisher import message_options, shadow_name
-from workers.runner import json_result, retry_delay_s
 
 REPO = Path(__file__).resolve().parents[2]
 
