@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
+from cli.cells import Column
 from cli.context import get_loaded_settings, get_settings
 from cli.options import format_option
-from cli.render import Column, print_json, print_note, print_table, render
+from cli.render import print_json, print_note, print_table, render
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/@:?#]*:)(?P<password>[^/@?#]*)@")
 MASK = "***"
