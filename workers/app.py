@@ -12,7 +12,7 @@ thread prunes delivered message files.
 Every worker answers the remote-control inspect command :data:`CAPABILITIES_COMMAND` with the queues it
 consumes and the commands it knows (:func:`capabilities`): ``scheduler:health`` and ``scheduler:run --wait``
 use it to say when no live worker can run a task (see
-:func:`scheduler.observability.health.discover_workers`).
+:func:`workers.health.discover_workers`).
 """
 
 from __future__ import annotations

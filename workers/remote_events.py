@@ -230,13 +230,6 @@ def forward(bus: EventBus, publisher: RedisEventPublisher) -> None:
         bus.on(name, functools.partial(publisher.publish_redacted, name))
 
 
-def forward_to_redis(bus: EventBus, settings: Settings) -> None:
-    """When the broker of ``settings`` is Redis, :func:`forward` ``bus`` to the deployment's channel."""
-    url = settings.effective_broker_url
-    if is_redis_url(url):
-        forward(bus, RedisEventPublisher(url, events_channel(settings)))
-
-
 def listen(
     url: str,
     channel: str,
