@@ -18,45 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.cells import human_ms
 from cli.context import get_service, get_settings
 from cli.options import format_option, task_ref
-from cli.render import human_ms, print_json, print_note, render_one
+from cli.render import print_json, print_note, render_one
 
 if TYPE_CHECKING:
     from scheduler.records import TickReport
     from scheduler.settings import Settings
 
 
-def _publisher(settings: Settings, *, check: bool) -> Any:
-    """A Celery publisher; with ``check``, one whose broker answered (else BrokerUnavailable, exit 69)."""
-    from workers.app import create_app
-    from workers.publisher import CeleryPublisher
-
-    publisher = CeleryPublisher(create_app(settings))
-    if check:
-        publisher.check()
-    return publisher
-
-
 def _engine(settings: Settings) -> Any:
     """An engine on a usable schema: the embedded one is upgraded; an outdated server one is refused (69)."""
-    from scheduler.storage.db import engine_from_settings
-    from scheduler.storage.errors import translate_db_errors
-    from scheduler.storage.schema import ensure_schema
+    from scheduler.storage.schema import open_database
 
-    engine = engine_from_settings(settings)
-    with translate_db_errors():
-        ensure_schema(engine, auto_upgrade=settings.is_embedded)
-    return engine
-
-
-def _event_bus(settings: Settings) -> Any:
-    from scheduler.observability.events import EventBus
-    from workers.remote_events import forward_to_redis
-
-    bus = EventBus()
-    forward_to_redis(bus, settings)
-    return bus
+    return open_database(settings)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -114,7 +90,9 @@ def run(
 
     service = get_service(ctx)  # the database first: unreachable is exit 69
     settings = get_settings(ctx)
-    service.publisher = _publisher(settings, check=True)
+    from workers.wiring import celery_publisher
+
+    service.publisher = celery_publisher(settings, check=True)
     execution = service.run_task_now(task_ref(ref))
     if not (wait or follow):
         render_one(execution, output_format)
@@ -159,18 +137,17 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     """
     from dataclasses import asdict
 
-    from scheduler.commands.registry import load_registry
     from scheduler.observability.metrics import start_metrics_server
-    from scheduler.planning.planner import Planner
+    from workers import wiring
 
     settings = get_settings(ctx)
     # The planner runs no command, but it refuses a registry the workers refuse (a command defined twice):
     # planning for a fleet that cannot start would only pile executions up on the broker.
-    load_registry(settings)
+    wiring.commands(settings)
     engine = _engine(settings)
     _configure_logging(settings)  # after the schema check: Alembic's own INFO lines are noise here
     try:
-        loop = Planner(engine, settings, _publisher(settings, check=False), events=_event_bus(settings))
+        loop = wiring.planner(settings, engine)
         if once:
             from scheduler.storage.errors import translate_db_errors
 
@@ -205,13 +182,13 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
     Example: systemprompt scheduler:worker -P prefork -c 4 -Q default,reports. Without -Q it consumes the
     default queue (SCHEDULER_DEFAULT_QUEUE). Time limits are enforced by the prefork pool (the default).
     """
-    from scheduler.commands.registry import load_registry
     from workers.app import create_app
+    from workers.wiring import commands
 
     settings = get_settings(ctx)
     # Commands, then the schema, checked with a one-line error before Celery starts (commands first: a worker
     # that cannot start creates no database).
-    load_registry(settings)
+    commands(settings)
     _engine(settings).dispose()
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
@@ -238,12 +215,12 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
     uses the prefork pool with N processes, so time limits are enforced. Ctrl-C stops it: running executions
     finish first (a second Ctrl-C kills them; the planner's recovery sweep then retries them).
     """
-    from scheduler.commands.registry import load_registry
     from scheduler.storage.errors import translate_db_errors
     from workers.serve import serve as serve_forever
+    from workers.wiring import commands
 
     settings = get_settings(ctx)
-    load_registry(settings)  # a command defined twice is one line before anything starts
+    commands(settings)  # a command defined twice is one line before anything starts
     with translate_db_errors():
         return serve_forever(
             settings,

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.cells import Column, human_ms, show_value
 from cli.context import get_service
 from cli.options import format_option, parse_time, task_ref, warn_about_timezone
-from cli.render import Column, human_ms, print_fields, print_json, print_note, print_table, render, show_value
+from cli.render import print_fields, print_json, print_note, print_table, render
 from scheduler.records import EXECUTION_STATUSES, iso_utc
 
 if TYPE_CHECKING:

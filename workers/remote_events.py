@@ -31,7 +31,7 @@ import redis
 from redis.commands.core import Script
 
 from scheduler.observability.events import EVENT_NAMES, EventBus
-from scheduler.rules.redaction import redact
+from scheduler.redaction import redact
 from scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -228,13 +228,6 @@ def forward(bus: EventBus, publisher: RedisEventPublisher) -> None:
     :meth:`~RedisEventPublisher.publish_redacted`: the bus has redacted the payload)."""
     for name in EVENT_NAMES:
         bus.on(name, functools.partial(publisher.publish_redacted, name))
-
-
-def forward_to_redis(bus: EventBus, settings: Settings) -> None:
-    """When the broker of ``settings`` is Redis, :func:`forward` ``bus`` to the deployment's channel."""
-    url = settings.effective_broker_url
-    if is_redis_url(url):
-        forward(bus, RedisEventPublisher(url, events_channel(settings)))
 
 
 def listen(

@@ -15,14 +15,16 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine
 
-from scheduler.commands.registry import CommandContext, CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext, CommandRegistry
 from scheduler.observability.events import EventBus
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import IDLE_PING_S, engine_from_settings, make_engine
-from workers.remote_events import forward_to_redis
+from scheduler.storage.probes import held_lease, ping
+from workers.event_bus import event_bus
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +127,7 @@ class WorkerRuntime:
         """The in-process bus; forwarded to Redis pub/sub when the broker is Redis."""
         self._ensure_process()
         if self._events is None:
-            bus = EventBus()
-            forward_to_redis(bus, self.settings)
-            self._events = bus
+            self._events = event_bus(self.settings)
         return self._events
 
     @property
@@ -149,9 +149,9 @@ class WorkerRuntime:
         problems: list[str] = []
         try:
             with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                ping(connection)
                 report["database"] = "ok"
-                report["planner"] = _planner_lease(connection)
+                report["planner"] = held_lease(connection, db_now(connection))
         except Exception as error:
             report["database"] = f"unreachable: {error}".splitlines()[0]
             problems.append("database")
@@ -175,20 +175,10 @@ class WorkerRuntime:
         return {"deleted": deleted}
 
 
-def _planner_lease(connection: Any) -> dict[str, Any] | None:
-    from scheduler.storage.tables import leases
-
-    now = db_now(connection)
-    row = connection.execute(
-        select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.expires_at > now)
-    ).first()
-    return None if row is None else {"lease": row.name, "holder": row.holder}
-
-
 def _broker_status(settings: Settings) -> str:
     from kombu.connection import Connection
 
-    from celeryconfig import build_config
+    from workers.celery_config import build_config
 
     config = build_config(settings)
     try:

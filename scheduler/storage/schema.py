@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, text
 
 from scheduler.errors import SchemaOutdated
+from scheduler.settings import Settings
+from scheduler.storage.db import engine_from_settings
+from scheduler.storage.errors import translate_db_errors
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -82,3 +85,19 @@ def ensure_schema(engine: Engine, *, auto_upgrade: bool) -> None:
     if not auto_upgrade:
         raise SchemaOutdated(current, HEAD_REVISION, newer=newer_than_this_version(current))
     upgrade(engine)
+
+
+def open_database(settings: Settings) -> Engine:
+    """The engine of ``settings`` on a usable schema: the embedded default's is created or upgraded, a server
+    schema that is not this version's raises :class:`SchemaOutdated` (exit 69 naming the command to run).
+
+    The one place every entry point (service, CLI verbs, planner, serve) gets its database from.
+    """
+    engine = engine_from_settings(settings)
+    try:
+        with translate_db_errors():
+            ensure_schema(engine, auto_upgrade=settings.is_embedded)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine

@@ -159,3 +159,8 @@ def commands_by_queue(connection: Connection) -> dict[tuple[str, str], tuple[str
         .order_by(tasks.c.queue, tasks.c.command)
     )
     return {(queue, command): (name, count) for queue, command, name, count in connection.execute(query)}
+
+
+def task_queues(connection: Connection) -> list[str]:
+    """The distinct queues of existing tasks, sorted."""
+    return sorted(str(queue) for queue in connection.execute(select(tasks.c.queue).distinct()).scalars())

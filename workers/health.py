@@ -24,13 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from scheduler.records import as_utc
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from scheduler.storage.tables import leases as scheduler_leases
+from scheduler.storage.probes import leases_by_expiry, ping
 
 CHECKS = ("database", "broker", "planner", "workers")
 DATABASE_TIMEOUT_S = 3
@@ -91,7 +91,7 @@ def check_database(engine: Engine) -> CheckResult:
         return CheckResult("database", False, f"no database file at {database} (nothing ran here yet)")
     try:
         with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            ping(connection)
         current, head = current_revision(engine), HEAD_REVISION
     except Exception as error:
         return CheckResult("database", False, f"unreachable: {_one_line(error)}")
@@ -113,15 +113,10 @@ def check_planner(engine: Engine) -> CheckResult:
     """Some planner holds an unexpired lease by the database clock (a standby is not required)."""
     from scheduler.storage.clock import db_now
 
-    leases = scheduler_leases
     try:
         with engine.connect() as connection:
             now = db_now(connection)
-            rows = connection.execute(
-                select(leases.c.name, leases.c.holder, leases.c.term, leases.c.expires_at).order_by(
-                    leases.c.expires_at.desc()
-                )
-            ).all()
+            rows = leases_by_expiry(connection)
     except Exception as error:
         return CheckResult("planner", False, f"cannot read the lease: {_one_line(error)}")
     live = [row for row in rows if _after(row.expires_at, now)]
@@ -158,7 +153,7 @@ def check_broker(settings: Settings, *, timeout_s: float = BROKER_TIMEOUT_S) -> 
     """A kombu connection to the configured broker opens (one attempt, ``timeout_s`` to connect)."""
     from kombu.connection import Connection
 
-    from celeryconfig import build_config
+    from workers.celery_config import build_config
 
     config = build_config(settings)
     options = dict(config["broker_transport_options"])
