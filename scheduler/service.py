@@ -24,10 +24,12 @@ from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import BrokerUnavailable, ExecutionNotFound, InvalidField, NameTaken, TaskNotFound
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
-from scheduler.planning.publisher import Dispatch, Publisher
+from scheduler.planning.publisher import Publisher
 from scheduler.records import (
     FINISHED_STATUSES,
     AuditEntry,
+    AuditRecord,
+    Dispatch,
     Execution,
     ListedTask,
     LogLine,
@@ -53,12 +55,11 @@ from scheduler.storage import history as history_sql
 from scheduler.storage import manual_runs
 from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
-from scheduler.storage.audit import AuditRecord
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
 from scheduler.storage.errors import translate_db_errors
 from scheduler.storage.schema import open_database
-from scheduler.storage.table_names import storable_id
+from scheduler.storage.tables import storable_id
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 
