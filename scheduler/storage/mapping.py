@@ -178,4 +178,9 @@ def audit_from_row(row: object) -> AuditEntry:
         task_name=c["task_name"],
         before=c["before"],
         after=c["after"],
+        db_user=c["db_user"],
+        db_role=c["db_role"],
+        db_host=c["db_host"],
+        prev_hash=c["prev_hash"],
+        row_hash=c["row_hash"],
     )
