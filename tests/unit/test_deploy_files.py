@@ -397,6 +397,11 @@ LEASE_UPSERT = """
     RETURNING term
 """
 READ_VERSION = "SELECT version_num FROM alembic_version"
+REWRITE_AUDIT = "UPDATE task_audit SET actor = 'someone else'"
+DELETE_AUDIT = "DELETE FROM task_audit"
+PRUNE_AUDIT = "SELECT scheduler_prune_audit(1, 1000, 'probe')"
+TASK_OUTCOME = "SELECT * FROM scheduler_task_outcome(:task_id, :finished_id, 'completed')"
+PAUSE_TASK = "UPDATE scheduled_tasks SET status = 'paused' WHERE id = :task_id"
 DELETE_TASK = "DELETE FROM scheduled_tasks WHERE id = :task_id"
 CHANGE_COMMAND = "UPDATE scheduled_tasks SET command = 'x' WHERE id = :task_id"
 LOCK_TASK = "SELECT id FROM scheduled_tasks WHERE id = :task_id FOR UPDATE"
@@ -417,6 +422,10 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "run a task now": (NEW_EXECUTION, False),
         "truncate logs": ("TRUNCATE task_logs", False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "prune the audit log": (PRUNE_AUDIT, False),
+        "record a task's outcome": (TASK_OUTCOME, False),
     },
     "scheduler_operator": {
         "read the schema version": (READ_VERSION, True),
@@ -449,7 +458,10 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "change a schedule": ("UPDATE scheduled_tasks SET schedule = '@hourly' WHERE id = :task_id", False),
         "finish an execution": ("UPDATE task_executions SET result = '{}' WHERE id = :queued_id", False),
         "delete executions": ("DELETE FROM task_executions", False),
-        "rewrite the audit log": ("UPDATE task_audit SET actor = 'someone else'", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "prune the audit log": (PRUNE_AUDIT, False),
+        "record a task's outcome": (TASK_OUTCOME, False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
     },
     "scheduler_planner": {
@@ -476,9 +488,20 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "delete old logs": ("DELETE FROM task_logs WHERE execution_id IN (:finished_id)", True),
         "delete old executions": ("DELETE FROM task_executions WHERE id IN (:finished_id)", True),
         "audit a task it pauses": (NEW_AUDIT, True),
+        "count a lost execution's failure": (
+            "UPDATE scheduled_tasks SET consecutive_failures = consecutive_failures + 1, status = 'paused',"
+            " status_reason = 'auto-paused', updated_at = now() WHERE id = :task_id",
+            True,
+        ),
+        "prune the audit log": (PRUNE_AUDIT, True),
         "create a task": (NEW_TASK, False),
         "delete a task": (DELETE_TASK, False),
-        "rewrite the audit log": ("UPDATE task_audit SET actor = 'someone else'", False),
+        "change a command": (CHANGE_COMMAND, False),
+        "change a schedule": ("UPDATE scheduled_tasks SET schedule = '@hourly' WHERE id = :task_id", False),
+        "change task data": ("UPDATE scheduled_tasks SET data = '{}' WHERE id = :task_id", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "record a task's outcome": (TASK_OUTCOME, False),
         "read the audit log": ("SELECT * FROM task_audit", False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
     },
@@ -497,11 +520,14 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
             True,
         ),
         "append log lines": (NEW_LOG, True),
-        "finish and auto-pause its task": (
+        # Only through the function, which auto-pauses only by the task's own rule (migration 0002).
+        "record its task's outcome": (TASK_OUTCOME, True),
+        "pause its task itself": (PAUSE_TASK, False),
+        "count a failure itself": (
             "UPDATE scheduled_tasks SET consecutive_failures = consecutive_failures + 1,"
             " status = 'paused', status_reason = 'auto-paused', updated_at = now() WHERE id = :task_id"
             " RETURNING id, status, status_reason, consecutive_failures",
-            True,
+            False,
         ),
         "audit an auto-pause": (NEW_AUDIT, True),
         "read the lease for health": ("SELECT * FROM scheduler_leases WHERE expires_at > now()", True),
@@ -517,6 +543,9 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "delete logs": ("DELETE FROM task_logs", False),
         "take the lease": (LEASE_UPSERT, False),
         "read the audit log": ("SELECT * FROM task_audit", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "prune the audit log": (PRUNE_AUDIT, False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
     },
     "scheduler_admin": {
@@ -527,6 +556,8 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "change the schema": ("ALTER TABLE scheduled_tasks ADD COLUMN probe integer", True),
         "add a table": ("CREATE TABLE roles_probe (id bigserial PRIMARY KEY)", True),
         "stamp the schema version": ("UPDATE alembic_version SET version_num = version_num", True),
+        # The owner may (so may a superuser): --verify then finds the edit (tests/faults/test_audit_chain.py).
+        "rewrite the audit log": (REWRITE_AUDIT, True),
     },
 }
 
@@ -608,8 +639,36 @@ def test_roles_are_group_roles_that_cannot_log_in_and_admin_owns_the_tables(
                 {"tables": list(TABLES)},
             ).all()
         )
+        functions = connection.execute(
+            text(
+                "SELECT proname, pg_get_userbyid(proowner), has_function_privilege('public', oid, 'EXECUTE')"
+                " FROM pg_proc WHERE proname LIKE 'scheduler\\_%'"
+            )
+        ).all()
     assert can_login == dict.fromkeys(ROLES, False)
     assert owners == dict.fromkeys(TABLES, "scheduler_admin")
+    # The functions of migration 0002 (SECURITY DEFINER ones run as their owner): the admin's, and no one
+    # may call them unless roles.sql says so.
+    assert len(functions) == 7
+    assert {(owner, public) for _, owner, public in functions} == {("scheduler_admin", False)}
+
+
+@pytest.mark.postgres
+def test_audit_rows_stay_append_only_even_for_a_role_granted_update_and_delete(
+    roles_db: tuple[Engine, dict[str, int]],
+) -> None:
+    engine, ids = roles_db
+    with engine.begin() as connection:
+        connection.execute(text(NEW_AUDIT), ids)
+    for statement in (REWRITE_AUDIT, DELETE_AUDIT, "TRUNCATE task_audit"):
+        with engine.connect() as connection, connection.begin() as transaction:
+            connection.execute(text("GRANT UPDATE, DELETE, TRUNCATE ON task_audit TO scheduler_operator"))
+            connection.execute(text("SET LOCAL ROLE scheduler_operator"))
+            with pytest.raises(DBAPIError) as refused:
+                connection.execute(text(statement))
+            assert getattr(refused.value.orig, "pgcode", None) == "42501"
+            assert "task_audit is append-only" in str(refused.value.orig)
+            transaction.rollback()
 
 
 @pytest.mark.postgres
