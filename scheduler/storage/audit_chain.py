@@ -113,10 +113,11 @@ def append_sqlite(connection: Connection, rows: list[dict[str, Any]]) -> None:
     }
     complete = []
     for offset, row in enumerate(rows):
-        full = {**row, "id": next_id + offset, "at": as_utc(row["at"]), "db_user": user, "db_role": None}
-        full["db_host"] = host
-        texts = {f"{name}_text": (convert or str)(row[name]) for name, convert in as_text.items()}
-        full["prev_hash"] = prev
+        full = {**row, "id": next_id + offset, "at": as_utc(row["at"])}
+        full.update(db_user=user, db_role=None, db_host=host, prev_hash=prev)
+        texts = {
+            f"{name}_text": convert(row[name]) for name, convert in as_text.items() if convert is not None
+        }
         full["row_hash"] = prev = row_hash(prev, {**full, **texts})
         complete.append(full)
     connection.execute(insert(audit), complete)
