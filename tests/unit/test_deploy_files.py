@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from scheduler.storage.audit_chain import verify
 from tests.support.roles import apply_roles
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -690,3 +691,26 @@ def test_roles_script_takes_away_privileges_granted_by_hand_when_run_again(
     apply_roles(engine.url.render_as_string(hide_password=False))
     with engine.connect() as connection:
         assert connection.execute(snapshot).all() == before
+
+
+@pytest.mark.postgres
+def test_the_planner_prunes_old_audit_rows_only_through_the_function_which_leaves_a_checkpoint(
+    roles_db: tuple[Engine, dict[str, int]],
+) -> None:
+    engine, ids = roles_db
+    with engine.begin() as connection:
+        connection.execute(
+            text(NEW_AUDIT.replace("VALUES (now(),", "VALUES (now() - interval '10 days',")), ids
+        )
+        connection.execute(text(NEW_AUDIT), ids)
+    with engine.connect() as connection, connection.begin():
+        connection.execute(text("SET LOCAL ROLE scheduler_planner"))
+        assert connection.execute(text("SELECT scheduler_prune_audit(7, 1000, 'probe')")).scalar_one() == 1
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT action, actor, db_role FROM task_audit ORDER BY id")).all()
+        verdict = verify(connection)
+    assert [tuple(row) for row in rows] == [
+        ("pause", "probe", "postgres"),
+        ("checkpoint", "probe", "scheduler_admin"),
+    ]
+    assert (verdict.intact, verdict.rows) == (True, 2)
