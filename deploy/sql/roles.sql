@@ -156,7 +156,11 @@ GRANT EXECUTE ON FUNCTION scheduler_prune_audit(integer, integer, text) TO sched
 -- cleanupInterval anyway.
 GRANT SELECT ON scheduled_tasks TO scheduler_worker;
 GRANT EXECUTE ON FUNCTION scheduler_task_outcome(bigint, bigint, text) TO scheduler_worker;
-GRANT SELECT, UPDATE ON task_executions TO scheduler_worker;
+-- On executions, only what a claim, a heartbeat and an outcome write: never which task, command, slot or queue
+-- an execution is (the command a worker runs comes from that row).
+GRANT SELECT ON task_executions TO scheduler_worker;
+GRANT UPDATE (status, attempt, worker, started_at, heartbeat_at, finished_at, enqueued_at, duration_ms, result,
+    error, reason) ON task_executions TO scheduler_worker;
 -- SELECT because the per-execution log cap sums what is already stored.
 GRANT SELECT, INSERT ON task_logs TO scheduler_worker;
 GRANT USAGE ON SEQUENCE task_logs_id_seq TO scheduler_worker;

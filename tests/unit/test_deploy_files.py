@@ -540,6 +540,11 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "move the next run": ("UPDATE scheduled_tasks SET next_run_at = now() WHERE id = :task_id", False),
         "move the last run": ("UPDATE scheduled_tasks SET last_run_at = now() WHERE id = :task_id", False),
         "insert an execution": (NEW_EXECUTION, False),
+        "re-point an execution": ("UPDATE task_executions SET task_id = NULL WHERE id = :queued_id", False),
+        "change an execution's command": (
+            "UPDATE task_executions SET command = 'x' WHERE id = :queued_id",
+            False,
+        ),
         "delete executions": ("DELETE FROM task_executions WHERE id IN (:finished_id)", False),
         "delete logs": ("DELETE FROM task_logs", False),
         "take the lease": (LEASE_UPSERT, False),
