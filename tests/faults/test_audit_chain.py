@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select, text
 
 from cli.main import cli
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.cleanup import cleanup_step
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
