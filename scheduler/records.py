@@ -139,6 +139,17 @@ class LogLine(_JsonRecord):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry(_JsonRecord):
+    """One row of the audit trail.
+
+    ``actor`` is the label the caller declared (``--actor``, the OS user): informative, not proof. The
+    database identity that wrote the row is authoritative: on PostgreSQL ``db_user`` is ``session_user``
+    (the login) and ``db_role`` ``current_user`` (the role it acted as), both taken by the database's insert
+    trigger, and ``db_host`` the client address (``local``: a Unix socket); on SQLite ``db_user`` and
+    ``db_host`` are the OS user and host of the process that wrote the file and ``db_role`` is None. All
+    three are None on rows written before schema revision 0002. ``row_hash`` chains the row to the one
+    before it (``prev_hash``): see ``scheduler:audit --verify``.
+    """
+
     id: int
     at: datetime
     actor: str
@@ -147,6 +158,25 @@ class AuditEntry(_JsonRecord):
     task_name: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    db_user: str | None
+    db_role: str | None
+    db_host: str | None
+    prev_hash: str
+    row_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditVerdict(_JsonRecord):
+    """What verifying the audit chain found: ``intact``, or the first row (``broken_at``) that breaks it and
+    why (``problem``). ``rows`` counts the rows checked; ``head_id``/``head_hash`` are the newest row's, worth
+    keeping outside the database (a chain whose newest rows were deleted is still a valid, shorter chain)."""
+
+    intact: bool
+    rows: int
+    head_id: int | None
+    head_hash: str | None
+    broken_at: int | None
+    problem: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,7 @@ from scheduler.records import (
     FINISHED_STATUSES,
     AuditEntry,
     AuditRecord,
+    AuditVerdict,
     Dispatch,
     Execution,
     ListedTask,
@@ -51,8 +52,8 @@ from scheduler.rules.fields import (
 from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
+from scheduler.storage import audit_chain, manual_runs
 from scheduler.storage import history as history_sql
-from scheduler.storage import manual_runs
 from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.clock import db_now
@@ -261,6 +262,12 @@ class SchedulerService:
             if isinstance(task, int):
                 return audit_sql.list_audit(connection, task_id=task, limit=limit)
             return audit_sql.list_audit(connection, task_name=task.strip(), limit=limit)
+
+    def verify_audit(self) -> AuditVerdict:
+        """Check the audit trail's hash chain: intact, or the first row that was changed, or after which rows
+        were deleted (see :mod:`scheduler.storage.audit_chain`). Reads every audit row."""
+        with self._read() as connection:
+            return audit_chain.verify(connection)
 
     def next_runs(
         self, *, task: TaskRef | None = None, count: int = 5, after: datetime | None = None

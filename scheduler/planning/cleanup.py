@@ -12,6 +12,10 @@ Contract of :func:`run_cleanup`:
 - works in transactions of at most ``batch_size`` executions (never one long transaction holding locks).
 
 This module decides the windows and the batches; the SQL is :mod:`scheduler.storage.retention`'s.
+
+Audit rows older than ``audit_retention_days`` (0, the default: kept for ever) go too, a prefix of the hash
+chain at a time, each batch after a ``checkpoint`` row that keeps the chain verifiable
+(:func:`scheduler.storage.audit_chain.prune`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from scheduler.settings import Settings
+from scheduler.storage import audit_chain
 from scheduler.storage.clock import db_now
 from scheduler.storage.retention import delete_expired_executions, graces_longer_than
 from scheduler.storage.transactions import write_transaction
@@ -30,14 +35,17 @@ from scheduler.storage.transactions import write_transaction
 BATCH_SIZE = 5000
 SLOT_WINDOW = timedelta(hours=1)  # the longest default misfire grace
 _SLOT_WINDOW_MS = int(SLOT_WINDOW.total_seconds() * 1000)
+CLEANUP_ACTOR = "cleanup"  # the actor of the checkpoint rows audit pruning appends
 
 
 @dataclass(frozen=True, slots=True)
 class CleanupResult:
-    """``deleted`` executions; ``done`` False when the time budget ran out with expired rows left."""
+    """``deleted`` executions and ``audit_pruned`` audit rows; ``done`` False when the time budget ran out
+    with expired rows left."""
 
     deleted: int
     done: bool
+    audit_pruned: int = 0
 
 
 def run_cleanup(
@@ -61,6 +69,10 @@ def cleanup_step(
     """Like :func:`run_cleanup`, but stop starting batches after ``time_budget_s`` (the planner's way: a large
     backlog is worked off over several ticks instead of stalling one)."""
     started = time.monotonic()
+    deadline = None if time_budget_s is None else started + time_budget_s
+    audit_pruned, audit_done = prune_audit(engine, settings, batch_size=batch_size, deadline=deadline)
+    if not audit_done:
+        return CleanupResult(0, False, audit_pruned)
     if now is None:
         with engine.connect() as connection:
             now = db_now(connection)
@@ -82,10 +94,33 @@ def cleanup_step(
             deleted += batch
             window_done = batch < batch_size
             if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
-                return CleanupResult(deleted, window_done and index == len(windows) - 1)
+                return CleanupResult(deleted, window_done and index == len(windows) - 1, audit_pruned)
             if window_done:
                 break
-    return CleanupResult(deleted, True)
+    return CleanupResult(deleted, True, audit_pruned)
+
+
+def prune_audit(
+    engine: Engine, settings: Settings, *, batch_size: int = BATCH_SIZE, deadline: float | None = None
+) -> tuple[int, bool]:
+    """Prune audit rows older than ``audit_retention_days`` (0: none), ``batch_size`` per transaction, until
+    none is left (True) or ``deadline`` (``time.monotonic()``) passed (False). Returns (pruned, done)."""
+    if settings.audit_retention_days == 0:
+        return 0, True
+    pruned = 0
+    while True:
+        with write_transaction(engine) as connection:
+            count = audit_chain.prune(
+                connection,
+                retention_days=settings.audit_retention_days,
+                limit=batch_size,
+                actor=CLEANUP_ACTOR,
+            )
+        pruned += count
+        if count < batch_size:
+            return pruned, True
+        if deadline is not None and time.monotonic() >= deadline:
+            return pruned, False
 
 
 def slot_windows(longer_graces: list[int], now: datetime) -> list[tuple[int | None, datetime]]:

@@ -133,7 +133,10 @@ logs = Table(
     Column("message", Text, nullable=False),
 )
 
-# Who changed which task, how, with the definition before and after (secrets redacted).
+# Who changed which task, how, with the definition before and after (secrets redacted). ``actor`` is the
+# declared label; ``db_user``/``db_role``/``db_host`` the database identity that wrote the row (PostgreSQL:
+# set by the insert trigger of migration 0002). Rows form a hash chain in id order: ``row_hash`` covers the
+# row and ``prev_hash``, the hash of the row before it (scheduler.storage.audit_chain). Append-only.
 audit = Table(
     "task_audit",
     metadata,
@@ -145,6 +148,11 @@ audit = Table(
     Column("task_name", String(200)),
     Column("before", Json),
     Column("after", Json),
+    Column("db_user", String(200)),
+    Column("db_role", String(200)),
+    Column("db_host", String(255)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
 )
 
 # A leadership lease: the holder may act for ``term`` until ``expires_at`` (database clock).

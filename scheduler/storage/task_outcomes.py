@@ -13,6 +13,10 @@ too, so the task shows how its latest run ended. A failed once task is never aut
 
 Callers own the transaction and audit the pause with :func:`record_auto_pause`. ``last_run_at`` is not an
 outcome's: it is stamped when a run is dispatched (the planner's slot, a manual run).
+
+The worker's path on PostgreSQL applies the same rule in SQL, through the ``scheduler_task_outcome``
+function of migration 0002 (the worker role may not update tasks itself); the outcome tests run on both
+databases and hold the two equal.
 """
 
 from __future__ import annotations
