@@ -6,13 +6,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, func, insert, select
 
 from scheduler.storage.db import make_engine
-from scheduler.storage.tables import audit
+from scheduler.storage.tables import leases
 from scheduler.storage.transactions import write_transaction
 
 Begin = Callable[[Engine], AbstractContextManager[Connection]]
@@ -22,13 +23,16 @@ class Boom(Exception):
     pass
 
 
-def audit_rows(engine: Engine) -> int:
+def lease_rows(engine: Engine) -> int:
     with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(audit)).scalar_one())
+        return int(connection.execute(select(func.count()).select_from(leases)).scalar_one())
 
 
-def add_audit_row(connection: Connection, action: str) -> None:
-    connection.execute(insert(audit).values(actor="test", action=action))
+def add_lease_row(connection: Connection, name: str) -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    connection.execute(
+        insert(leases).values(name=name, holder="test", term=1, expires_at=moment, renewed_at=moment)
+    )
 
 
 @pytest.fixture(params=["on the engine", "on an open connection"])
@@ -56,12 +60,12 @@ def test_a_write_transaction_commits_on_success_and_rolls_all_back_on_an_excepti
     any_engine: Engine, begin: Begin
 ) -> None:
     with begin(any_engine) as connection:
-        add_audit_row(connection, "kept")
+        add_lease_row(connection, "kept")
     with pytest.raises(Boom), begin(any_engine) as connection:
-        add_audit_row(connection, "first of two")
-        add_audit_row(connection, "second of two")
+        add_lease_row(connection, "first of two")
+        add_lease_row(connection, "second of two")
         raise Boom
-    assert audit_rows(any_engine) == 1
+    assert lease_rows(any_engine) == 1
 
 
 @pytest.mark.postgres
