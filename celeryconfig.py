@@ -40,7 +40,7 @@ VISIBILITY_MARGIN_S = 15 * 60
 # Retries wait in the worker (an ETA message) for at most this long: well under the visibility timeout.
 RETRY_COUNTDOWN_CAP_S = 15 * 60
 # The hard limit (Celery's, in each message) kills the process this long after the timeout, which the worker's
-# watchdog enforces by itself (workers.watchdog): the backstop for a command that ignores the interruption.
+# watchdog enforces by itself (scheduler.execution.watchdog): the backstop for a command that ignores the interruption.
 HARD_LIMIT_GRACE_MIN_S = 2.0
 HARD_LIMIT_GRACE_MAX_S = 30.0
 BROKER_CONNECT_TIMEOUT_S = 3.0

@@ -72,7 +72,7 @@ _registered: list[bool] = []
 def _register_noop() -> None:
     if _registered:  # bench_scheduler runs once per interleaved run
         return
-    from workers.commands import CommandContext, command
+    from scheduler.commands.registry import CommandContext, command
 
     @command("bench:noop", "Do nothing (benchmark).")
     def noop(ctx: CommandContext) -> None:
@@ -227,12 +227,12 @@ def bench_raw(count: int, runs: int, workdir: Path) -> list[Run]:
 def bench_scheduler(count: int, runs: int, workdir: Path) -> list[Run]:
     from sqlalchemy import func, insert, select, text
 
-    from scheduler.db import make_engine
-    from scheduler.publisher import Dispatch
-    from scheduler.repository.tables import executions
-    from scheduler.schema import upgrade
+    from scheduler.planning.publisher import Dispatch
     from scheduler.service import SchedulerService
     from scheduler.settings import Settings
+    from scheduler.storage.db import make_engine
+    from scheduler.storage.schema import upgrade
+    from scheduler.storage.table_names import executions
     from workers.app import create_app
     from workers.publisher import CeleryPublisher
 

@@ -1,11 +1,12 @@
-"""The Celery-backed :class:`scheduler.publisher.Publisher`: execution ids onto their queues.
+"""The Celery-backed :class:`scheduler.planning.publisher.Publisher`: execution ids onto their queues.
 
 Messages are standard Celery protocol-2 messages for the one task ``scheduler.execute`` (args
 ``[execution_id]``), so any Celery worker of this app and Flower understand them. Each carries:
 
 - ``shadow`` ``"<command> [<task name>]"``: the name Flower and the worker logs show;
 - the task's hard time limit, ``time_limit`` = its timeout plus a grace (the pool process is killed; prefork
-  pool only); no soft limit: the worker's watchdog enforces the timeout (see :mod:`workers.watchdog`);
+  pool only); no soft limit: the worker's watchdog enforces the timeout (see
+  :mod:`scheduler.execution.watchdog`);
 - ``countdown`` when the dispatch is delayed (an ``eta``).
 
 How a batch goes out, through Celery's and kombu's public API only, the same way on every broker:
@@ -45,7 +46,7 @@ from kombu.utils.json import loads as json_loads
 
 from celeryconfig import PUBLISH_RETRY_POLICY, TASK_NAME, hard_limit_grace_s
 from scheduler.errors import BrokerUnavailable, PublishUncertain
-from scheduler.publisher import Dispatch
+from scheduler.planning.publisher import Dispatch
 
 LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
 ACCEPT = ["application/json"]  # what a message on our queues is decoded from (celeryconfig accept_content)

@@ -11,7 +11,8 @@ one-line summary (``attempt 2 of 3 failed: RuntimeError: disk full``) for the wo
 
 Outcomes: the command's return value (as JSON; anything else as ``str``) -> ``completed``; an exception ->
 ``failed``, its ``error`` one line (exception and message), its traceback in the execution's logs; the
-deadline (:class:`~workers.watchdog.Watchdog`) -> ``timed_out``; invalid input (a missing data key, an unknown
+deadline (:class:`~scheduler.execution.watchdog.Watchdog`) -> ``timed_out``; invalid input (a missing data
+key, an unknown
 command) fails at once without retries, as a retry could not succeed. ``timed_out`` counts as a failed
 attempt. Retry delay: ``retry_delay_ms * retry_backoff ** (attempt - 1)``, +-15 % jitter, capped at
 :data:`celeryconfig.RETRY_COUNTDOWN_CAP_S` (15 min) so a waiting retry never outlives the visibility timeout.
@@ -38,15 +39,19 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from celeryconfig import RETRY_COUNTDOWN_CAP_S
-from scheduler.db import autocommits
+from scheduler.commands.registry import CommandContext
 from scheduler.errors import InvalidInput
-from scheduler.events import TASK_EVENT, TASK_PAUSED
-from scheduler.log_setup import bound_log_context
-from scheduler.publisher import Dispatch
+from scheduler.execution.capture import LogBuffer, LogWriter
+from scheduler.execution.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
+from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
+from scheduler.observability.events import TASK_EVENT, TASK_PAUSED
+from scheduler.observability.log_setup import bound_log_context
+from scheduler.planning.publisher import Dispatch
 from scheduler.records import Task
-from scheduler.repository.clock import db_now
-from scheduler.repository.run_statements import OutcomeStatus, outcome_kind
-from scheduler.repository.runs import (
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import autocommits
+from scheduler.storage.run_statements import OutcomeStatus, outcome_kind
+from scheduler.storage.runs import (
     ClaimedExecution,
     FinishedExecution,
     PendingLog,
@@ -60,12 +65,8 @@ from scheduler.repository.runs import (
     running_claim,
     transaction,
 )
-from workers.capture import LogBuffer, LogWriter
-from workers.commands import CommandContext
 from workers.metrics import record_execution
 from workers.runtime import WorkerRuntime
-from workers.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
-from workers.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ def _attempt(runtime: WorkerRuntime, claim: ClaimedExecution, buffer: LogBuffer)
 
     interval_s = runtime.settings.heartbeat_interval / 1000
     timed_out = Outcome("timed_out", error=f"timed out: the time limit of {timeout_s:g} s passed")
-    # Only the command runs inside this try: the watchdog interrupts nothing else (see workers.watchdog).
+    # Only the command runs inside this try: the watchdog interrupts nothing else (see
+    # scheduler.execution.watchdog).
     try:
         with Watchdog(beat=beat, buffer=buffer, interval_s=interval_s, deadline=deadline):
             result = _run_command(runtime, claim, buffer, deadline)

@@ -38,10 +38,10 @@ from sqlalchemy import exc as sa_exc
 
 from celeryconfig import TASK_NAME
 from scheduler.errors import SchedulerError, Unavailable
+from scheduler.execution.watchdog import guard_celery_soft_limit
 from workers.publisher import CeleryPublisher
 from workers.runner import execute, record_hard_timeout
 from workers.runtime import WorkerRuntime
-from workers.watchdog import guard_celery_soft_limit
 
 logger = logging.getLogger(__name__)
 

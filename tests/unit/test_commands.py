@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
-from scheduler.settings import Settings, load_settings
-from workers import builtins, commands
-from workers.commands import (
+from scheduler.commands import builtins
+from scheduler.commands import registry as commands
+from scheduler.commands.registry import (
     CommandContext,
     CommandRegistry,
     CommandSpec,
@@ -27,6 +26,8 @@ from workers.commands import (
     placeholders,
     render_argv,
 )
+from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
+from scheduler.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -434,7 +435,7 @@ def test_bad_settings_commands_are_config_errors(commands_setting: dict[str, lis
 
 def test_importing_the_registry_does_not_import_celery_or_sqlalchemy() -> None:
     code = (
-        "import sys, workers.commands, workers.builtins, workers.sandbox\n"
+        "import sys, scheduler.commands.registry, scheduler.commands.builtins, scheduler.execution.sandbox\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'sqlalchemy'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
@@ -458,7 +459,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (site / "sp_test_plugin_good.py").write_text(
         textwrap.dedent(
             '''
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command("plugin:hello")
             def hello(ctx):
@@ -477,7 +478,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (site / "sp_test_plugin_broken.py").write_text(
         textwrap.dedent(
             """
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command("plugin:partial")
             def partial(ctx):
@@ -490,7 +491,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (site / "sp_test_plugin_clash.py").write_text(
         textwrap.dedent(
             """
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command("test:echo")
             def echo(ctx):
@@ -531,7 +532,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 def test_entry_point_plugins_load_and_broken_ones_are_skipped(
     plugin_dist: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="workers.commands"):
+    with caplog.at_level(logging.WARNING, logger="scheduler.commands.registry"):
         registry = load_registry(Settings())
     names = {spec.name for spec in registry.specs()}
 

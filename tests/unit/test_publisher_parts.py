@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from celeryconfig import TASK_NAME, hard_limit_grace_s
-from scheduler.publisher import Dispatch
+from scheduler.planning.publisher import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
 from workers.publisher import task_message

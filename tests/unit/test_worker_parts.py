@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from celeryconfig import MIN_VISIBILITY_TIMEOUT_S, RETRY_COUNTDOWN_CAP_S, build_config, hard_limit_grace_s
-from scheduler.publisher import Dispatch
+from scheduler.execution.capture import LogBuffer, LogWriter
+from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
+from scheduler.planning.publisher import Dispatch
 from scheduler.settings import Settings
-from workers.capture import LogBuffer, LogWriter
 from workers.embedded import broker_folders, prune
 from workers.publisher import message_options, shadow_name
 from workers.runner import json_result, retry_delay_s
-from workers.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 
 # ------------------------------------------------------------------------------------------- log budget
 
