@@ -12,11 +12,12 @@ Messages are standard Celery protocol-2 messages for the one task ``scheduler.ex
 How a batch goes out, through Celery's and kombu's public API only, the same way on every broker:
 
 1. each message is built once by Celery (``app.amqp.as_task_v2``, the message ``send_task`` builds);
-2. one producer of the app's pool: its connection is made (one attempt per try), and the batch's queues are
-   declared (kombu's ``Queue.declare``, as ``send_task`` declares a queue). Declaring is a round trip on the
-   connection the batch then uses, so an unreachable broker fails here, before anything was sent; these
-   steps are retried as ``PUBLISH_RETRY_POLICY`` says, then raise :class:`~scheduler.errors.BrokerUnavailable`
-   (the rows stay ``pending`` for the relay);
+2. one producer of the app's pool: its connection is made (one attempt per try), the batch's queues are
+   declared as ``send_task`` declares them (kombu's ``maybe_declare``, once per connection) and, on Redis,
+   a ``PING`` goes out on the connection pool the batch then uses, so an unreachable broker fails here,
+   before anything was sent (kombu's batch connects inside its flush, where a failure is an unknown
+   outcome); these steps are retried as ``PUBLISH_RETRY_POLICY`` says, then raise
+   :class:`~scheduler.errors.BrokerUnavailable` (the rows stay ``pending`` for the relay);
 3. the messages go through ``app.amqp.send_task_message`` (Celery's routing, its publish signals, the
    ``task-sent`` event when sent events are on) inside kombu's ``Producer.batch``: on Redis kombu buffers the
    ``LPUSH`` commands and sends them all in one pipeline when the batch ends (one round trip); a transport
@@ -130,15 +131,20 @@ class CeleryPublisher:
                     return
 
     def _ready(self, producer: Any, dispatches: Sequence[Dispatch], *, last_try: bool) -> bool:
-        """Connect and declare the batch's queues; False to try again, :class:`BrokerUnavailable` on the last
-        try. Nothing was sent yet."""
+        """Connect, declare the batch's queues and, on Redis, check the connection; False to try again,
+        :class:`BrokerUnavailable` on the last try. Nothing was sent yet."""
         errors = self._errors()
         try:
             # One connection attempt (the caller's loop is the retry policy): kombu's own back-off (2 s steps
             # up to the connect timeout) would stall the planner's tick for 6 s per failed publish.
             producer.connection.ensure_connection(max_retries=0)
             for name in dict.fromkeys(d.queue for d in dispatches):
-                self._app.amqp.queues[name].declare(channel=producer.channel)
+                producer.maybe_declare(self._app.amqp.queues[name])  # as send_task: once per connection
+            if self._redis:
+                # kombu's batch takes a connection inside its flush and reports any failure there as an
+                # unknown outcome: a PING on the pool it takes from (the channel's conn_or_acquire) first.
+                with producer.channel.conn_or_acquire() as client:
+                    client.ping()
         except errors as error:
             if last_try:
                 raise BrokerUnavailable(_detail(error)) from error
