@@ -68,25 +68,36 @@ def message_options(dispatch: Dispatch) -> dict[str, Any]:
     return options
 
 
-def task_message(app: Any, dispatch: Dispatch, origin: str) -> Any:
-    """The protocol-2 message ``send_task`` builds for ``dispatch`` (Celery's ``as_task_v2``: headers,
-    properties, body, sent event), its args' repr given: computing it (``saferepr``) is most of the cost."""
-    options = message_options(dispatch)
-    return app.amqp.as_task_v2(
-        str(uuid.uuid4()),
-        TASK_NAME,
-        args=[dispatch.execution_id],
-        kwargs={},
-        countdown=options.get("countdown"),
-        time_limit=options.get("time_limit"),
-        shadow=options["shadow"],
-        ignore_result=True,
-        argsrepr=f"[{dispatch.execution_id}]",
-        kwargsrepr="{}",
-        origin=origin,
-        reply_to=app.thread_oid,
-        create_sent_event=app.conf.task_send_sent_event,
-    )
+def task_messages(app: Any, dispatches: Sequence[Dispatch]) -> list[Any]:
+    """The protocol-2 messages ``send_task`` builds for ``dispatches`` (Celery's ``as_task_v2``: headers,
+    properties, body, sent event). The args' repr is given (computing it, Celery's ``saferepr``, is most of
+    ``as_task_v2``'s cost) and what every message shares is looked up once (a setting read from ``app.conf``
+    costs as much as a third of a message)."""
+    build = app.amqp.as_task_v2
+    shared = {
+        "origin": anon_nodename(),  # what as_task_v2 would compute per message
+        "reply_to": app.thread_oid,  # what send_task sets (unused: no result backend)
+        "create_sent_event": app.conf.task_send_sent_event,
+        "ignore_result": True,
+        "kwargsrepr": "{}",
+    }
+    messages = []
+    for dispatch in dispatches:
+        options = message_options(dispatch)
+        messages.append(
+            build(
+                str(uuid.uuid4()),
+                TASK_NAME,
+                args=[dispatch.execution_id],
+                kwargs={},
+                countdown=options.get("countdown"),
+                time_limit=options.get("time_limit"),
+                shadow=options["shadow"],
+                argsrepr=f"[{dispatch.execution_id}]",
+                **shared,
+            )
+        )
+    return messages
 
 
 class CeleryPublisher:
@@ -117,8 +128,7 @@ class CeleryPublisher:
     def publish(self, dispatches: Sequence[Dispatch]) -> None:
         if not dispatches:
             return
-        origin = anon_nodename()  # what as_task_v2 would compute per message
-        messages = [task_message(self._app, d, origin) for d in dispatches]  # once, whatever the retries
+        messages = task_messages(self._app, dispatches)  # built once, whatever the retries
         policy = PUBLISH_RETRY_POLICY
         retries = int(policy["max_retries"])
         for attempt in range(retries + 1):

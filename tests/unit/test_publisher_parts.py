@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.utils.nodenames import anon_nodename
 
 from celeryconfig import TASK_NAME, hard_limit_grace_s
 from scheduler.planning.publisher import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
-from workers.publisher import task_message
+from workers.publisher import task_messages
 
 
 @pytest.fixture
@@ -24,8 +25,9 @@ def app(tmp_path: Path) -> Any:
 
 def test_each_message_gets_its_own_random_version_4_task_id_in_canonical_form(app: Any) -> None:
     seen = set()
-    for number in range(5000):
-        headers, properties, _body, _event = task_message(app, Dispatch(number, "q", "c", "t"), "me@host")
+    for headers, properties, _body, _event in task_messages(
+        app, [Dispatch(n, "q", "c", "t") for n in range(5000)]
+    ):
         parsed = uuid.UUID(headers["id"])
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
         assert str(parsed) == headers["id"] == headers["root_id"] == properties["correlation_id"]
@@ -35,10 +37,10 @@ def test_each_message_gets_its_own_random_version_4_task_id_in_canonical_form(ap
 
 def test_a_message_carries_task_args_shadow_time_limit_and_eta(app: Any) -> None:
     before = time.time()
-    headers, properties, body, event = task_message(
-        app, Dispatch(41, "q", "backup:run", "nightly", timeout_s=60.0, countdown_s=30.0), "me@host"
+    ((headers, properties, body, event),) = task_messages(
+        app, [Dispatch(41, "q", "backup:run", "nightly", timeout_s=60.0, countdown_s=30.0)]
     )
-    assert headers["task"] == TASK_NAME and headers["origin"] == "me@host"
+    assert headers["task"] == TASK_NAME and headers["origin"] == anon_nodename()
     assert headers["shadow"] == "backup:run [nightly]"
     assert headers["timelimit"] == [60.0 + hard_limit_grace_s(60.0), None]
     assert headers["argsrepr"] == "[41]" and headers["kwargsrepr"] == "{}"
@@ -51,6 +53,6 @@ def test_a_message_carries_task_args_shadow_time_limit_and_eta(app: Any) -> None
 
 def test_with_sent_events_on_a_message_comes_with_its_task_sent_event(app: Any) -> None:
     app.conf.task_send_sent_event = True
-    headers, _properties, _body, event = task_message(app, Dispatch(7, "q", "c", "t"), "me@host")
+    ((headers, _properties, _body, event),) = task_messages(app, [Dispatch(7, "q", "c", "t")])
     assert event is not None and event["uuid"] == headers["id"] and event["name"] == TASK_NAME
     assert headers["eta"] is None and headers["timelimit"] == [None, None]
