@@ -226,7 +226,7 @@ def run_apply_async(app: Any, client: redis.Redis, n: int, queue: str) -> float:
 
 def run_send_task_ours(app: Any, client: redis.Redis, n: int, queue: str) -> float:
     """Seconds for a loop of send_task with our Celery configuration (one call per id, no producer reuse)."""
-    from celeryconfig import TASK_NAME
+    from scheduler.limits import TASK_NAME
 
     app.send_task(TASK_NAME, args=[-1], queue=queue, ignore_result=True)
     client.delete(queue)

@@ -44,9 +44,13 @@ def commands(ctx: click.Context, output_format: str) -> None:
 
     JSON: an array of {name, kind, description, argv, placeholders}.
     """
-    from scheduler.commands.registry import load_registry, placeholders
+    from scheduler.commands.loading import load_registry
+    from scheduler.commands.registry import placeholders
+    from workers.runtime_commands import deferred_worker_runtime
 
-    specs = load_registry(get_settings(ctx)).specs()
+    # As workers.wiring.commands builds it, without importing the wiring's database modules (a reading verb).
+    settings = get_settings(ctx)
+    specs = load_registry(settings, runtime=deferred_worker_runtime(settings)).specs()
     rows = [
         {
             "name": spec.name,

@@ -44,7 +44,7 @@ TABLES_ENV = "SCHEDULER_TABLES"
 def _redacted(data: Any) -> Any:
     if not isinstance(data, Mapping):
         return data
-    from scheduler.rules.redaction import redact
+    from scheduler.redaction import redact
 
     return redact(data)
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, exc
 
-from scheduler.commands.registry import CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import BrokerUnavailable, ExecutionNotFound, InvalidField, NameTaken, TaskNotFound
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
@@ -34,6 +35,7 @@ from scheduler.records import (
     Task,
     TaskStats,
 )
+from scheduler.redaction import public_task
 from scheduler.rules import timing
 from scheduler.rules.fields import (
     check_actor,
@@ -44,7 +46,6 @@ from scheduler.rules.fields import (
     validate_instant,
     validate_timezone_name,
 )
-from scheduler.rules.redaction import public_task
 from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
@@ -104,7 +105,7 @@ class SchedulerService:
 
     @property
     def commands(self) -> CommandRegistry:
-        """The command registry (default: :func:`~scheduler.commands.registry.load_registry` of the settings,
+        """The command registry (default: :func:`~scheduler.commands.loading.load_registry` of the settings,
         built on
         first use; :meth:`from_settings` builds it up front, so a registry that does not load stops every
         process that uses the service, reading verbs included)."""

@@ -25,11 +25,11 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
-from celeryconfig import build_config
 from scheduler.errors import SchedulerError
 from scheduler.observability.log_setup import configure_logging
 from scheduler.settings import Settings, load_settings
 from scheduler.storage.schema import ensure_schema
+from workers.celery_config import build_config
 from workers.embedded import is_embedded_broker, start_pruner
 from workers.metrics import install as install_metrics
 from workers.process_group import lead_own_process_group

@@ -153,7 +153,7 @@ def check_broker(settings: Settings, *, timeout_s: float = BROKER_TIMEOUT_S) -> 
     """A kombu connection to the configured broker opens (one attempt, ``timeout_s`` to connect)."""
     from kombu.connection import Connection
 
-    from celeryconfig import build_config
+    from workers.celery_config import build_config
 
     config = build_config(settings)
     options = dict(config["broker_transport_options"])

@@ -45,12 +45,15 @@ from kombu.exceptions import BatchPublishError, KombuError
 from kombu.serialization import loads
 from kombu.utils.json import loads as json_loads
 
-from celeryconfig import PUBLISH_RETRY_POLICY, TASK_NAME, hard_limit_grace_s
 from scheduler.errors import BrokerUnavailable, PublishUncertain
+from scheduler.limits import TASK_NAME, hard_limit_grace_s
 from scheduler.planning.publisher import Dispatch
+from workers.celery_config import PUBLISH_RETRY_POLICY
 
 LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
-ACCEPT = ["application/json"]  # what a message on our queues is decoded from (celeryconfig accept_content)
+ACCEPT = [
+    "application/json"
+]  # what a message on our queues is decoded from (workers.celery_config accept_content)
 
 
 def shadow_name(dispatch: Dispatch) -> str:

@@ -31,7 +31,7 @@ import redis
 from redis.commands.core import Script
 
 from scheduler.observability.events import EVENT_NAMES, EventBus
-from scheduler.rules.redaction import redact
+from scheduler.redaction import redact
 from scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)

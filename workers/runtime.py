@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scheduler.commands.registry import CommandContext, CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext, CommandRegistry
 from scheduler.observability.events import EventBus
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
@@ -177,7 +178,7 @@ class WorkerRuntime:
 def _broker_status(settings: Settings) -> str:
     from kombu.connection import Connection
 
-    from celeryconfig import build_config
+    from workers.celery_config import build_config
 
     config = build_config(settings)
     try:

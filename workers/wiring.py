@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scheduler.commands.registry import CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandRegistry
 from scheduler.settings import Settings, load_settings
 from scheduler.storage.schema import open_database
 from workers.event_bus import event_bus
+from workers.runtime_commands import deferred_worker_runtime
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -30,8 +32,9 @@ __all__ = ["celery_publisher", "commands", "event_bus", "open_database", "open_s
 
 def commands(settings: Settings) -> CommandRegistry:
     """The command registry of ``settings`` (a command defined twice raises
-    :class:`~scheduler.errors.CommandCollision`: load it before touching the database)."""
-    return load_registry(settings)
+    :class:`~scheduler.errors.CommandCollision`: load it before touching the database). ``system:health``
+    and ``scheduler:cleanup`` run on a worker runtime of ``settings``, built when one is first called."""
+    return load_registry(settings, runtime=deferred_worker_runtime(settings))
 
 
 def celery_publisher(settings: Settings, *, check: bool) -> CeleryPublisher:

@@ -1,10 +1,10 @@
-"""Built-in commands, registered first by :func:`scheduler.commands.registry.load_registry` in every process.
+"""Built-in commands, registered first by :func:`scheduler.commands.loading.load_registry` in every process.
 
 The test helpers (``test:echo``, ``test:sleep``, ``test:fail``) need nothing. ``system:health`` and
-``scheduler:cleanup`` need the database and the broker, which this module must not import (the CLI loads it
-too): they run on a :class:`RuntimeCommands`, the worker's :class:`~workers.runtime.WorkerRuntime`. A registry
-built elsewhere (the CLI, the service) knows the same names; there a worker runtime of its settings is built
-when one of them is first called.
+``scheduler:cleanup`` need the database and the broker, which the core must not import: they run on the
+:class:`RuntimeCommands` the caller supplies (a worker its runtime; the CLI a :class:`DeferredRuntime`
+that builds a worker runtime of its settings when one of them is first called). Every registry knows their
+names, so a task may name them wherever it is created.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
 
 from scheduler.commands.registry import CommandContext, CommandRegistry, PythonCommand
 from scheduler.errors import InvalidField
-from scheduler.rules.redaction import redact
-
-if TYPE_CHECKING:
-    from scheduler.settings import Settings
-    from workers.runtime import WorkerRuntime
+from scheduler.redaction import redact
 
 __all__ = [
     "BUILTIN_ORIGIN",
     "CLEANUP_COMMAND",
     "HEALTH_COMMAND",
+    "DeferredRuntime",
     "RuntimeCommands",
     "echo",
     "fail",
@@ -99,26 +97,24 @@ BUILTINS: tuple[tuple[str, PythonCommand, str], ...] = (
 
 
 class RuntimeCommands(Protocol):
-    """What ``system:health`` and ``scheduler:cleanup`` run on (:class:`~workers.runtime.WorkerRuntime`)."""
+    """What ``system:health`` and ``scheduler:cleanup`` run on: a worker's runtime (``workers.runtime``)."""
 
     def check_health(self, ctx: CommandContext) -> dict[str, Any]: ...
 
     def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]: ...
 
 
-class _DeferredRuntime:
-    """The runtime commands of a registry built outside a worker: a worker runtime of ``settings``, built
-    (and its database engine with it) only when one of them is called."""
+class DeferredRuntime:
+    """Runtime commands built by ``factory`` when one of them is first called: a registry built outside a
+    worker (the CLI's) runs them, and builds nothing (no database engine) until then."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._runtime: WorkerRuntime | None = None
+    def __init__(self, factory: Callable[[], RuntimeCommands]) -> None:
+        self._factory = factory
+        self._runtime: RuntimeCommands | None = None
 
-    def _built(self) -> WorkerRuntime:
+    def _built(self) -> RuntimeCommands:
         if self._runtime is None:
-            from workers.runtime import WorkerRuntime
-
-            self._runtime = WorkerRuntime(self._settings)
+            self._runtime = self._factory()
         return self._runtime
 
     def check_health(self, ctx: CommandContext) -> dict[str, Any]:
@@ -128,12 +124,21 @@ class _DeferredRuntime:
         return self._built().run_cleanup(ctx)
 
 
-def register_builtins(
-    registry: CommandRegistry, settings: Settings, runtime: RuntimeCommands | None = None
-) -> None:
-    """Register every built-in; ``system:health`` and ``scheduler:cleanup`` run on ``runtime`` (default: one
-    built from ``settings`` on first call)."""
-    host = runtime if runtime is not None else _DeferredRuntime(settings)
+class _NoRuntime:
+    """The runtime commands of a registry built without a runtime (the service's: it validates tasks and runs
+    no command): known by name, failing when called."""
+
+    def check_health(self, ctx: CommandContext) -> dict[str, Any]:
+        raise RuntimeError(f"{HEALTH_COMMAND} runs in a worker; this command registry has no runtime")
+
+    def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]:
+        raise RuntimeError(f"{CLEANUP_COMMAND} runs in a worker; this command registry has no runtime")
+
+
+def register_builtins(registry: CommandRegistry, runtime: RuntimeCommands | None = None) -> None:
+    """Register every built-in; ``system:health`` and ``scheduler:cleanup`` run on ``runtime`` (without one
+    they are registered all the same, so tasks may name them, and fail when called)."""
+    host = runtime if runtime is not None else _NoRuntime()
     runtime_commands: tuple[tuple[str, PythonCommand, str], ...] = (
         (
             HEALTH_COMMAND,

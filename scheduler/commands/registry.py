@@ -4,7 +4,8 @@ A command is a *name* in the registry, never a command line. There are two kinds
 
 - **python**: a registered callable taking a :class:`CommandContext` and returning a JSON-serialisable result.
   Application code registers with the :func:`command` decorator; packages add commands through the
-  ``systemprompt.commands`` entry-point group; the built-ins live in :mod:`scheduler.commands.builtins`.
+  ``systemprompt.commands`` entry-point group; the built-ins live in :mod:`scheduler.commands.builtins`;
+  :func:`scheduler.commands.loading.load_registry` gathers them all.
 - **external**: an argv list declared under ``commands:`` in ``module.yaml``. ``{key}`` placeholders are
   filled from the task's ``data``; a placeholder fills part or all of *one* argv element and never splits into
   several, and no shell ever sees the result, so ``$(...)``, ``;`` or spaces in data are inert characters.
@@ -30,14 +31,9 @@ import shlex
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
-
-if TYPE_CHECKING:
-    from scheduler.commands.builtins import RuntimeCommands
-    from scheduler.settings import Settings
+from scheduler.errors import CommandCollision, InvalidField, UnknownCommand
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -48,8 +44,8 @@ __all__ = [
     "CommandSpec",
     "PythonCommand",
     "command",
-    "load_registry",
     "placeholders",
+    "register_plugins",
     "render_argv",
     "validate_name",
 ]
@@ -324,7 +320,7 @@ _loading_plugin: str | None = None
 
 
 def command(name: str, description: str = "") -> Callable[[_F], _F]:
-    """Decorator: register the function as python command ``name`` (collected by :func:`load_registry`).
+    """Decorator: register the function as python command ``name`` (collected by :func:`register_plugins`).
 
     ``@command("backup:run")`` on ``def run(ctx: CommandContext) -> dict[str, Any]``. The name is validated at
     decoration time; decorating a different function with a name already taken raises
@@ -395,56 +391,14 @@ def _load_plugins() -> list[tuple[str, str, PythonCommand]]:
     return callables
 
 
-def _commands_source(settings: Settings) -> str:
-    """Where ``settings.commands`` came from, for an error message: the config file (an absolute path) or the
-    variable that :func:`~scheduler.settings.load_settings` read them from in this process, when they are
-    these commands; else ``the settings``."""
-    from scheduler.settings import load_settings
+def register_plugins(registry: CommandRegistry) -> None:
+    """Register the commands of the ``systemprompt.commands`` entry points and every ``@command`` function.
 
-    try:
-        loaded = load_settings()
-    except ConfigError:
-        return "the settings"
-    source = loaded.sources["commands"]
-    if loaded.settings.commands != settings.commands or source == "default":
-        return "the settings"
-    return source if source.startswith("env ") else str(Path(source).resolve())
-
-
-def load_registry(
-    settings: Settings,
-    extra: Mapping[str, tuple[PythonCommand, str]] | None = None,
-    *,
-    runtime: RuntimeCommands | None = None,
-    worker: str | None = None,
-) -> CommandRegistry:
-    """Build the command registry. The CLI, the service and every worker process build theirs with this.
-
-    In order:
-
-    1. the built-ins of :mod:`scheduler.commands.builtins`: the test helpers, and ``system:health`` and
-       ``scheduler:cleanup``, which run on ``runtime`` (a worker passes itself; elsewhere a worker runtime of
-       ``settings`` is built when one of them is first called);
-    2. ``extra``: name -> (callable, description), for a program that embeds the scheduler;
-    3. entry points of the ``systemprompt.commands`` group: each loads a module (whose ``@command`` functions
-       register themselves) or a callable (registered under the entry point's name). A plugin that fails to
-       import, or whose entry point name is not a command name, is logged as a warning and skipped;
-    4. every ``@command``-decorated function imported so far;
-    5. ``settings.commands``, the external argv lists of ``module.yaml``; a bad one raises
-       :class:`~scheduler.errors.ConfigError` naming the key.
-
-    A name given by two of these (or by two entry points) raises :class:`~scheduler.errors.CommandCollision`
-    naming both: the built-in, the entry point and its distribution, the file and key.
-
-    ``worker``: the node name of the worker it is for (see :class:`CommandRegistry`).
+    Each entry point loads a module (whose ``@command`` functions register themselves) or a callable
+    (registered under the entry point's name); a plugin that fails to import, or whose entry point name is
+    not a command name, is logged as a warning and skipped. Then every ``@command``-decorated function
+    imported so far is registered, then the callables.
     """
-    from scheduler.commands.builtins import register_builtins
-
-    registry = CommandRegistry(worker)
-    register_builtins(registry, settings, runtime)
-    for name, (func, description) in (extra or {}).items():
-        registry.register(name, func, description)
-
     plugin_callables = _load_plugins()
     for name, item in sorted(_DECORATED.items()):
         registry.register(name, item.func, item.description, origin=item.origin)
@@ -453,11 +407,3 @@ def load_registry(
             registry.register(name, func, origin=origin)
         except InvalidField as error:
             logger.warning("skipping command plugin %s: %s", origin.removeprefix("by "), error)
-
-    source = _commands_source(settings) if settings.commands else ""
-    for name, argv in settings.commands.items():
-        try:
-            registry.add_external(name, argv, origin=f"by {source} (key commands.{name})")
-        except InvalidField as error:
-            raise ConfigError(f"invalid setting commands.{name}: {error.reason}") from None
-    return registry

@@ -18,9 +18,9 @@ Billiard enforces that one by a ``SIGUSR1`` that raises ``SoftTimeLimitExceeded`
 happens to be, up to a second late (its timeout thread looks once a second): often in the middle of writing
 the outcome, whose transaction then never commits (the execution ended ``lost`` when its heartbeat went
 stale). A worker may still ask for one (``--soft-time-limit``, a message of an older publisher):
-:func:`guard_celery_soft_limit` makes it interrupt only a running command. A command stuck in C code ignores
-every exception: Celery's hard limit (prefork), a grace after the deadline, kills its process
-(``ExecuteTask.on_failure`` records it).
+``workers.soft_limit`` makes it interrupt only a running command (:func:`command_running`). A command
+stuck in C code ignores every exception: Celery's hard limit (prefork), a grace after the deadline, kills its
+process (``ExecuteTask.on_failure`` records it).
 
 The watchdog threads (runners) are reused: a process keeps one per execution running at the same time, so
 one slow beat delays no other execution's deadline. Most executions end long before their first beat, so
@@ -43,9 +43,6 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
-
-from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler  # type: ignore[import-untyped]
-from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.execution.capture import LogBuffer
 from scheduler.storage.runs import PendingLog
@@ -80,21 +77,11 @@ def _on_signal(_signum: int, _frame: FrameType | None) -> None:
         watchdog.raise_if_fired()
 
 
-def _on_celery_soft_limit(_signum: int, _frame: FrameType | None) -> None:
+def command_running() -> bool:
+    """True while a command of the main thread runs under an armed :class:`Watchdog`: what a signal handler
+    may interrupt (an exception raised anywhere else would land in the claim or the outcome's bookkeeping)."""
     watchdog = _current
-    if watchdog is not None and watchdog.armed:  # the command runs: interrupt it; else ignore the signal
-        raise SoftTimeLimitExceeded()
-
-
-def guard_celery_soft_limit() -> None:
-    """In a prefork pool process, replace billiard's soft-time-limit handler by one that raises only while a
-    command runs under a :class:`Watchdog` (idempotent; anywhere else it changes nothing)."""
-    if (
-        SIG_SOFT_TIMEOUT is not None
-        and threading.current_thread() is threading.main_thread()
-        and signal.getsignal(SIG_SOFT_TIMEOUT) is soft_timeout_sighandler
-    ):
-        signal.signal(SIG_SOFT_TIMEOUT, _on_celery_soft_limit)
+    return watchdog is not None and watchdog.armed
 
 
 class Watchdog:

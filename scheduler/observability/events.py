@@ -3,7 +3,7 @@
 Handlers get one argument: a JSON-able payload dict (``{"task": {...}}`` for task events;
 ``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). The bus hands them a
 copy of the emitted payload with the values of secret-looking keys redacted
-(:func:`scheduler.rules.redaction.redact`).
+(:func:`scheduler.redaction.redact`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from blinker import Namespace
 
-from scheduler.rules.redaction import redact
+from scheduler.redaction import redact
 
 TASK_CREATED: Final = "task-created"
 TASK_UPDATED: Final = "task-updated"

@@ -12,7 +12,7 @@
 Fields bound with :func:`bound_log_context` (``task_id``, ``execution_id``, ``attempt``, ``command``, or any
 other) appear on every record logged inside the block, in this thread or task; ``extra=`` fields of one call
 appear on that record (and win over bound ones). Before a record leaves the process, dict-valued fields and a
-``data`` field go through :func:`scheduler.rules.redaction.redact`, and a field whose own name looks secret
+``data`` field go through :func:`scheduler.redaction.redact`, and a field whose own name looks secret
 (``password``, ``token``, ...) is replaced by ``"***"``.
 
 Lines go to stderr: stdout stays for the CLI's output (``--format json``).
@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from scheduler.errors import ConfigError
-from scheduler.rules.redaction import REDACTED, is_secret_key, redact
+from scheduler.redaction import REDACTED, is_secret_key, redact
 from scheduler.settings import Settings
 
 # The fields the planner and the workers bind, in the order text lines show them.

@@ -18,8 +18,8 @@ from sqlalchemy import Connection
 from scheduler.errors import SchedulerError
 from scheduler.planning.publisher import Dispatch
 from scheduler.records import Task
+from scheduler.redaction import public_task
 from scheduler.rules.policies import PlannedSlot, TaskPlan, plan_task
-from scheduler.rules.redaction import public_task
 from scheduler.rules.schedules import Schedule
 from scheduler.rules.timing import task_schedule
 from scheduler.storage import tasks as tasks_sql

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select, text, update
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.lease import read_lease
 from scheduler.records import Execution
 from scheduler.service import SchedulerService

@@ -22,7 +22,7 @@ import pytest
 from faultkit import FaultSetup, figures
 from sqlalchemy import Engine, func, insert, select, text, update
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.batch import ScheduleCache, plan_tasks
 from scheduler.planning.cleanup import SLOT_WINDOW, run_cleanup
 from scheduler.records import Task, as_utc

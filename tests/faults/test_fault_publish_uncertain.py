@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import select, update
 from worker_support import PrivateRedis, private_redis
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.planner import Planner
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings

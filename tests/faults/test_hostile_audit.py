@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.planner import Planner
 from scheduler.planning.publisher import NullPublisher
 from scheduler.records import AuditEntry
-from scheduler.rules.redaction import public_task
+from scheduler.redaction import public_task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.mapping import audit_from_row, task_from_row

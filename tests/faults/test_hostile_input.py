@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from cli.main import cli
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from worker_support import WorkerWorld, world
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.records import Execution
 from scheduler.service import SchedulerService
 from tests.support.fork_bomb import fork_bomb_script, live_with_marker

@@ -17,7 +17,7 @@ from faultkit import figures
 from sqlalchemy import func, update
 from worker_support import STALE_S, WorkerWorld, pg_world
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.planning.publisher import Dispatch
 from scheduler.planning.recovery import Recovery
 from scheduler.service import SchedulerService

@@ -28,7 +28,8 @@ import pytest
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler.commands.registry import CommandContext, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext
 from scheduler.errors import SchedulerError
 from scheduler.observability.events import EventBus
 from scheduler.planning.planner import Planner

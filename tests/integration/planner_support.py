@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.errors import BrokerUnavailable
 from scheduler.planning.publisher import Dispatch
 from scheduler.records import Execution, Task

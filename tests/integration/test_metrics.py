@@ -24,7 +24,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 from workerproc import SYSTEMPROMPT, EngineSetup, clean_env, unique_queue
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.observability import metrics
 from scheduler.planning.planner import Planner, TickReport
 from scheduler.planning.publisher import NullPublisher

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from celeryconfig import TASK_NAME, hard_limit_grace_s
 from scheduler.errors import BrokerUnavailable
+from scheduler.limits import TASK_NAME, hard_limit_grace_s
 from scheduler.planning.publisher import Dispatch
 from scheduler.settings import Settings
 from tests.support.processes import wait_for

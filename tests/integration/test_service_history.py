@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.errors import (
     BrokerUnavailable,
     ExecutionNotFound,

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from scheduler.commands.registry import load_registry
+from scheduler.commands.loading import load_registry
 from scheduler.errors import (
     DatabaseUnavailable,
     InvalidField,
@@ -28,7 +28,7 @@ from scheduler.errors import (
 )
 from scheduler.observability.events import EVENT_NAMES, TASK_EVENT
 from scheduler.records import as_utc
-from scheduler.rules.redaction import REDACTED
+from scheduler.redaction import REDACTED
 from scheduler.rules.validation import validate_new_task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings

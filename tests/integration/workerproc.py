@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.commands.registry import CommandContext, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext
 from scheduler.planning.publisher import Dispatch
 from scheduler.records import FINISHED_STATUSES, Execution
 from scheduler.service import SchedulerService

@@ -17,17 +17,19 @@ import pytest
 
 from scheduler.commands import builtins
 from scheduler.commands import registry as commands
+from scheduler.commands.builtins import DeferredRuntime
+from scheduler.commands.loading import load_registry
 from scheduler.commands.registry import (
     CommandContext,
     CommandRegistry,
     CommandSpec,
     command,
-    load_registry,
     placeholders,
     render_argv,
 )
 from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
 from scheduler.settings import Settings, load_settings
+from workers.runtime_commands import deferred_worker_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -413,10 +415,34 @@ def test_runtime_commands_run_on_the_given_runtime() -> None:
 
 
 def test_runtime_commands_outside_a_worker_build_a_runtime_of_the_settings(sqlite_url: str) -> None:
-    registry = load_registry(Settings(database_url=sqlite_url))
+    settings = Settings(database_url=sqlite_url)
+    registry = load_registry(settings, runtime=deferred_worker_runtime(settings))  # as the CLI builds it
     ctx, logs = context()
     assert registry.get("scheduler:cleanup").func(ctx) == {"deleted": 0}  # type: ignore[misc]
     assert logs.lines == [("INFO", "deleted 0 finished executions and their logs")]
+
+
+def test_a_deferred_runtime_is_built_once_on_first_call() -> None:
+    built: list[FakeRuntime] = []
+
+    def factory() -> FakeRuntime:
+        built.append(FakeRuntime())
+        return built[-1]
+
+    registry = load_registry(Settings(), runtime=DeferredRuntime(factory))
+    assert built == []  # loading the registry builds nothing
+    ctx, _ = context()
+    assert registry.get("system:health").func(ctx) == {"healthy": 7}  # type: ignore[misc]
+    assert registry.get("scheduler:cleanup").func(ctx) == {"deleted": 7}  # type: ignore[misc]
+    assert len(built) == 1
+
+
+def test_without_a_runtime_the_runtime_commands_are_known_and_fail_when_called() -> None:
+    registry = load_registry(Settings())  # the service's: it validates tasks, it runs no command
+    ctx, _ = context()
+    for name in ("system:health", "scheduler:cleanup"):
+        with pytest.raises(RuntimeError, match=f"^{name} runs in a worker; this command registry has no"):
+            registry.get(name).func(ctx)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -435,7 +461,7 @@ def test_bad_settings_commands_are_config_errors(commands_setting: dict[str, lis
 
 def test_importing_the_registry_does_not_import_celery_or_sqlalchemy() -> None:
     code = (
-        "import sys, scheduler.commands.registry, scheduler.commands.builtins, scheduler.execution.sandbox\n"
+        "import sys, scheduler.commands, scheduler.commands.loading, scheduler.execution.sandbox\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'sqlalchemy'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

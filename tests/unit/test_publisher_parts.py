@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from celery.utils.nodenames import anon_nodename
 
-from celeryconfig import TASK_NAME, hard_limit_grace_s
+from scheduler.limits import TASK_NAME, hard_limit_grace_s
 from scheduler.planning.publisher import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
@@ -48,7 +48,7 @@ def test_a_message_carries_task_args_shadow_time_limit_and_eta(app: Any) -> None
     assert before + 29 <= datetime.fromisoformat(headers["eta"]).timestamp() <= time.time() + 31
     assert body[0] == [41] and body[1] == {}
     assert properties["reply_to"] == app.thread_oid
-    assert event is None  # sent events are off (celeryconfig)
+    assert event is None  # sent events are off (workers.celery_config)
 
 
 def test_with_sent_events_on_a_message_comes_with_its_task_sent_event(app: Any) -> None:

@@ -20,7 +20,7 @@ import redis
 from scheduler.errors import ConfigError
 from scheduler.observability.events import TASK_CREATED, TASK_EVENT, EventBus
 from scheduler.records import iso_utc
-from scheduler.rules.redaction import REDACTED, is_secret_key, redact
+from scheduler.redaction import REDACTED, is_secret_key, redact
 from scheduler.settings import load_settings
 from workers import remote_events
 from workers.remote_events import (
@@ -49,7 +49,7 @@ class Key(str):
 
 
 def execution(number: int, status: str, **extra: Any) -> dict[str, Any]:
-    """Shaped like workers.runner.execution_json."""
+    """Shaped like scheduler.execution.outcomes.execution_json."""
     return {
         "id": number, "task_id": 7, "task_name": "noop", "command": "test:noop", "trigger": "schedule",
         "queue": "default", "worker": "host:1", "attempt": 1, "max_attempts": 3, "status": status, **extra,

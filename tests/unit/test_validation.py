@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.commands.registry import CommandRegistry, load_registry
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import (
     InvalidField,
     InvalidInput,

@@ -1,4 +1,4 @@
-"""Fire-time placement (scheduler.rules.timing) and secret redaction (scheduler.rules.redaction), pure."""
+"""Fire-time placement (scheduler.rules.timing) and secret redaction (scheduler.redaction), pure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scheduler.errors import InvalidSchedule
 from scheduler.planning.batch import ScheduleCache
 from scheduler.records import Task
-from scheduler.rules.redaction import REDACTED, public_task, redact
+from scheduler.redaction import REDACTED, public_task, redact
 from scheduler.rules.schedules import parse_schedule
 from scheduler.rules.timing import first_fire, plan_schedule, preview_schedule, upcoming_runs
 
