@@ -51,9 +51,8 @@ from scheduler.planning.publisher import Dispatch
 from workers.celery_config import PUBLISH_RETRY_POLICY
 
 LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
-ACCEPT = [
-    "application/json"
-]  # what a message on our queues is decoded from (workers.celery_config accept_content)
+# What a message on our queues is decoded from (accept_content in workers.celery_config).
+ACCEPT = ["application/json"]
 
 
 def shadow_name(dispatch: Dispatch) -> str:
