@@ -47,7 +47,7 @@ from kombu.utils.json import loads as json_loads
 
 from scheduler.errors import BrokerUnavailable, PublishUncertain
 from scheduler.limits import TASK_NAME, hard_limit_grace_s
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from workers.celery_config import PUBLISH_RETRY_POLICY
 
 LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)

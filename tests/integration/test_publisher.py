@@ -21,7 +21,7 @@ import redis
 
 from scheduler.errors import BrokerUnavailable
 from scheduler.limits import TASK_NAME, hard_limit_grace_s
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from tests.support.processes import wait_for
 from workers.app import create_app

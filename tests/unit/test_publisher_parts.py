@@ -12,7 +12,7 @@ import pytest
 from celery.utils.nodenames import anon_nodename
 
 from scheduler.limits import TASK_NAME, hard_limit_grace_s
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
 from workers.publisher import task_messages
