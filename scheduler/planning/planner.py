@@ -1,6 +1,6 @@
 """The planner: the leader turns due slots into executions and hands their ids to the broker.
 
-One :meth:`Planner.tick` (DESIGN §1, §2):
+One :meth:`Planner.tick` (docs/architecture.md: the life of one execution):
 
 1. take the leader lease, or renew it once a third of its TTL has passed (a standby stops here);
 2. in batches of ``planner_batch_size``, each one transaction fenced by the lease: select due tasks by index,

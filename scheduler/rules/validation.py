@@ -1,4 +1,5 @@
-"""Raw task fields -> a validated, normalised definition, or a typed :class:`InvalidInput` (invariant 8).
+"""Raw task fields -> a validated, normalised definition, or a typed :class:`InvalidInput` (invariant 8
+of docs/architecture.md).
 
 Pure: no I/O and no clock (``now`` is passed in, normally the database clock). Name uniqueness needs the
 database and is checked by the service. ``None`` for a field with a default means the default (settings); for
