@@ -133,7 +133,7 @@ def running_worker(
     try:
         yield worker
     finally:
-        worker.stop()
+        worker.stop_later()
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class EngineSetup:
 
     def close(self) -> None:
         for worker in self._workers:
-            worker.stop()
+            worker.stop_later()
         self.service.engine.dispose()
 
 

@@ -8,6 +8,9 @@ environment (database, broker, a ``PYTHONPATH`` that reaches that module) is up 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support import background
 from tests.support.processes import kill_process_group, stop_process_group
 from workers.commands import CommandContext, command
 
@@ -61,6 +65,16 @@ class WorkerProcess:
             return self.process.returncode
         self.stopped = True
         return stop_process_group(self.process, timeout_s)
+
+    def stop_later(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM (warm shutdown) to its group now; the wait for its exit (and the SIGKILL if it lingers)
+        happens in the background (:mod:`tests.support.background`), for a test that is over."""
+        if self.stopped:
+            return
+        self.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        background.later(stop_process_group, self.process, timeout_s, ())
 
     def kill(self) -> None:
         """SIGKILL at once (after a test: its state is in the database); the pool processes die with it."""
