@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.cells import Column, human_ms, show_value
 from cli.context import get_service
 from cli.options import format_option, parse_time, task_ref, warn_about_timezone
-from cli.render import Column, human_ms, print_fields, print_json, print_note, print_table, render, show_value
+from cli.render import print_fields, print_json, print_note, print_table, render
 from scheduler.records import EXECUTION_STATUSES, iso_utc
 
 if TYPE_CHECKING:
@@ -173,8 +174,8 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
 
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
-    from scheduler.schedules import validate_timezone
-    from scheduler.timing import preview_schedule
+    from scheduler.rules.schedules import validate_timezone
+    from scheduler.rules.timing import preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
     # the rules create applies, so whatever validate accepts, create accepts.

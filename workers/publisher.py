@@ -1,11 +1,12 @@
-"""The Celery-backed :class:`scheduler.publisher.Publisher`: execution ids onto their queues.
+"""The Celery-backed :class:`scheduler.planning.publisher.Publisher`: execution ids onto their queues.
 
 Messages are standard Celery protocol messages for the one task ``scheduler.execute`` (args
 ``[execution_id]``), so any Celery worker of this app and Flower understand them. Each carries:
 
 - ``shadow`` ``"<command> [<task name>]"``: the name Flower and the worker logs show;
 - the task's hard time limit, ``time_limit`` = its timeout plus a grace (the pool process is killed; prefork
-  pool only); no soft limit: the worker's watchdog enforces the timeout (see :mod:`workers.watchdog`);
+  pool only); no soft limit: the worker's watchdog enforces the timeout (see
+  :mod:`scheduler.execution.watchdog`);
 - ``countdown`` when the dispatch is delayed.
 
 How a batch goes out:
@@ -18,8 +19,8 @@ How a batch goes out:
   batch, all or nothing, same order as one ``LPUSH`` per message. The queues are declared through kombu
   (``maybe_declare``) as ``send_task`` declares them. Any Celery worker and Flower read these messages as
   their own. Not done here: the ``before/after_task_publish`` signals and the ``task-sent`` event; sent events
-  are off in ``celeryconfig`` (Flower learns of a task from the worker's ``task-received``), and with them on
-  this publisher uses the path below so they are still sent.
+  are off in ``workers.celery_config`` (Flower learns of a task from the worker's ``task-received``), and
+  with them on this publisher uses the path below so they are still sent.
 - **anything else** (the embedded filesystem broker, sent events on): ``send_task`` per message over one
   producer (one connection).
 
@@ -45,9 +46,10 @@ from typing import Any
 from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import KombuError
 
-from celeryconfig import PUBLISH_RETRY_POLICY, TASK_NAME, hard_limit_grace_s
 from scheduler.errors import BrokerUnavailable, PublishUncertain
-from scheduler.publisher import Dispatch
+from scheduler.limits import TASK_NAME, hard_limit_grace_s
+from scheduler.planning.publisher import Dispatch
+from workers.celery_config import PUBLISH_RETRY_POLICY
 
 
 def shadow_name(dispatch: Dispatch) -> str:

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import insert
 from test_cli_runner import Cli, assert_one_line_error
 
-from scheduler.db import make_engine
-from scheduler.models import ExecutionRow, LogRow
-from scheduler.schema import head_revision
+from scheduler.storage.db import make_engine
+from scheduler.storage.models import ExecutionRow, LogRow
+from scheduler.storage.schema import head_revision
 from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 

@@ -20,16 +20,16 @@ import redis
 from sqlalchemy import select, update
 from worker_support import PrivateRedis, private_redis
 
-from scheduler.db import make_engine
-from scheduler.planner import Planner
-from scheduler.repository.clock import db_now
-from scheduler.repository.tables import executions, tasks
+from scheduler.commands.loading import load_registry
+from scheduler.planning.planner import Planner
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import make_engine
+from scheduler.storage.table_names import executions, tasks
 from tests.support.redis_queue import ids_on_queue
 from tests.support.reply_dropper import ReplyDropper
 from workers.app import create_app
-from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
 __all__ = ["private_redis"]

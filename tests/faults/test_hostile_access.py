@@ -24,9 +24,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from cli.main import cli
-from scheduler.db import make_engine
-from scheduler.repository.audit import AuditRecord, insert_audit
-from scheduler.repository.clock import db_now
+from scheduler.storage.audit import AuditRecord, insert_audit
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import make_engine
 from tests.support.roles import apply_roles
 
 ROLES = ("admin", "operator", "viewer", "planner", "worker")

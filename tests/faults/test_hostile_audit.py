@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from scheduler.planner import Planner
-from scheduler.publisher import NullPublisher
+from scheduler.commands.loading import load_registry
+from scheduler.planning.planner import Planner
+from scheduler.planning.publisher import NullPublisher
 from scheduler.records import AuditEntry
 from scheduler.redaction import public_task
-from scheduler.repository.mapping import audit_from_row, task_from_row
-from scheduler.repository.tables import audit, executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage.mapping import audit_from_row, task_from_row
+from scheduler.storage.table_names import audit, executions, tasks
 
 MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
 READS = {

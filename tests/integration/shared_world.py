@@ -25,7 +25,7 @@ import redis
 from sqlalchemy import text
 from workerproc import EngineSetup, build_setup, scheduler_env, start_worker, unique_queue
 
-from scheduler.db import make_engine
+from scheduler.storage.db import make_engine
 from tests.support import background
 from tests.support.celery_worker import SharedWorkerView, WorkerProcess
 from tests.support.processes import wait_for

@@ -17,8 +17,8 @@ from planner_support import (
 )
 from sqlalchemy import Engine, update
 
-from scheduler.lease import Lease, leases, read_lease
-from scheduler.planner import Planner
+from scheduler.planning.lease import Lease, leases, read_lease
+from scheduler.planning.planner import Planner
 
 TTL = timedelta(seconds=10)
 

@@ -24,15 +24,15 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 from workerproc import SYSTEMPROMPT, EngineSetup, clean_env, unique_queue
 
-from scheduler import metrics
-from scheduler.db import make_engine
-from scheduler.planner import Planner, TickReport
-from scheduler.publisher import NullPublisher
+from scheduler.commands.loading import load_registry
+from scheduler.observability import metrics
+from scheduler.planning.planner import Planner, TickReport
+from scheduler.planning.publisher import NullPublisher
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
 from tests.support.processes import free_port, wait_for
 from workers.app import create_app
-from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

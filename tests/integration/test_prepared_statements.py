@@ -1,4 +1,4 @@
-"""Prepared statements on the worker's hot path (scheduler.repository.prepared), on a real PostgreSQL.
+"""Prepared statements on the worker's hot path (scheduler.storage.prepared), on a real PostgreSQL.
 
 They must give the same rows as the plain statements, survive a connection losing them, and step aside
 where they cannot be used (inside an explicit transaction, or where prepared statements keep vanishing).
@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from test_worker_runs import add_execution, add_task
 
-from scheduler.db import make_engine
-from scheduler.repository import prepared
-from scheduler.repository.runs import ClaimedExecution, claim_execution, finish_execution, transaction
-from scheduler.repository.tables import executions, tasks
+from scheduler.storage import prepared
+from scheduler.storage.db import make_engine
+from scheduler.storage.runs import ClaimedExecution, claim_execution, finish_execution, transaction
+from scheduler.storage.table_names import executions, tasks
 from tests.support.statements import record_statements
 
 STALE = timedelta(seconds=30)

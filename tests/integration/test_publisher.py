@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from celeryconfig import TASK_NAME
 from scheduler.errors import BrokerUnavailable
-from scheduler.publisher import Dispatch
+from scheduler.limits import TASK_NAME
+from scheduler.planning.publisher import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
 from workers.publisher import CeleryPublisher, message_options
@@ -58,7 +58,7 @@ def _stable(message: dict[str, Any]) -> dict[str, Any]:
 def test_the_fast_path_pushes_the_message_send_task_would_have_pushed(redis_url: str, queue: str) -> None:
     app = _app(redis_url, queue)
     publisher = CeleryPublisher(app)
-    assert publisher.batched  # Redis broker, sent events off (celeryconfig)
+    assert publisher.batched  # Redis broker, sent events off (workers.celery_config)
     dispatch = Dispatch(41, queue, "backup:run", "nightly [prod]", timeout_s=60.0)
     publisher.publish([dispatch])
     with app.producer_or_acquire() as producer:

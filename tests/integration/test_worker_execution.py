@@ -15,7 +15,7 @@ import workerproc
 from sqlalchemy import delete, func, select
 from workerproc import EngineSetup
 
-from scheduler.repository.tables import logs, tasks
+from scheduler.storage.table_names import logs, tasks
 from tests.support.celery_worker import WorkerProcess
 from tests.support.processes import free_port, process_alive, wait_for
 

@@ -384,7 +384,8 @@ NEW_LOG = """
     INSERT INTO task_logs (execution_id, attempt, at, level, message)
     VALUES (:queued_id, 1, now(), 'INFO', 'hi')
 """
-# The planner's lease statement (scheduler/lease.py): take it when free or expired, renew it when ours.
+# The planner's lease statement (scheduler/planning/lease.py): take it when free or expired, renew it when
+# ours.
 LEASE_UPSERT = """
     INSERT INTO scheduler_leases (name, holder, term, expires_at, renewed_at)
     VALUES ('planner', 'probe', 1, now() + interval '10 seconds', now())
