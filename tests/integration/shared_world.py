@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import text
 from workerproc import EngineSetup, build_setup, scheduler_env, start_worker, unique_queue
 
@@ -29,6 +28,7 @@ from scheduler.storage.db import make_engine
 from tests.support import background
 from tests.support.celery_worker import SharedWorkerView, WorkerProcess
 from tests.support.processes import wait_for
+from tests.support.redis_queue import queue_idle
 from tests.support.services import (
     REDIS_URL,
     create_pg_database,
@@ -78,19 +78,6 @@ class SharedWorld:
         finally:
             engine.dispose()
 
-    def idle(self) -> bool:
-        """Nothing of the queue on the broker: no message waiting, none reserved by the worker (running,
-        prefetched or held for a retry: kombu keeps those in its ``unacked`` hash until acknowledged)."""
-        client = redis.Redis.from_url(self.broker_url)
-        try:
-            for key in client.scan_iter(match=f"{self.queue}*", count=1000):
-                if client.type(key) == b"list" and client.llen(key):
-                    return False
-            # Each entry is [message, exchange, routing key], the queue's name in it (a unique name).
-            return not any(self.queue.encode() in value for value in client.hvals("unacked"))
-        finally:
-            client.close()
-
     def settle(self) -> None:
         """Wait until the worker is idle (twice in a row: a message moves from the list to the hash); retire
         it if it does not get there."""
@@ -99,7 +86,7 @@ class SharedWorld:
         seen: list[bool] = []
 
         def settled() -> bool:
-            seen.append(self.idle())
+            seen.append(queue_idle(self.broker_url, self.queue))
             return seen[-2:] == [True, True]
 
         try:

@@ -1,6 +1,9 @@
 """A real Celery worker (prefork, 2 processes) on PostgreSQL and Redis runs executions and records them.
 
-Each test has its own database, queue and worker subprocess; nothing is mocked and nothing runs eagerly.
+The tests that take ``worker_setup`` share the module's worker subprocess and database in turn (emptied
+before each, see ``shared_world``); those that need a worker of their own (other settings, or started at a
+given moment) take ``engine_setup``: their own database, queue and worker. Nothing is mocked and nothing runs
+eagerly.
 """
 
 from __future__ import annotations
