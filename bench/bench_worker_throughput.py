@@ -227,12 +227,12 @@ def bench_raw(count: int, runs: int, workdir: Path) -> list[Run]:
 def bench_scheduler(count: int, runs: int, workdir: Path) -> list[Run]:
     from sqlalchemy import func, insert, select, text
 
-    from scheduler.planning.publisher import Dispatch
+    from scheduler.records import Dispatch
     from scheduler.service import SchedulerService
     from scheduler.settings import Settings
     from scheduler.storage.db import make_engine
     from scheduler.storage.schema import upgrade
-    from scheduler.storage.table_names import executions
+    from scheduler.storage.tables import executions
     from workers.app import create_app
     from workers.publisher import CeleryPublisher
 

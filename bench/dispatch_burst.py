@@ -54,7 +54,8 @@ from bench._common import (
     vacuum_analyze,
     verdict,
 )
-from scheduler.planning.planner import Planner, TickReport
+from scheduler.planning.planner import Planner
+from scheduler.records import TickReport
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
 from workers.app import create_app
@@ -248,7 +249,7 @@ def run_pipelined_ceiling(app: Any, client: redis.Redis, n: int, queue: str) -> 
     import json
     import uuid
 
-    from scheduler.planning.publisher import Dispatch
+    from scheduler.records import Dispatch
 
     client.delete(queue)
     CeleryPublisher(app).publish([Dispatch(0, queue, "test:echo", "bench-0", timeout_s=60.0)])

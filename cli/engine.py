@@ -24,7 +24,7 @@ from cli.options import format_option, task_ref
 from cli.render import print_json, print_note, render_one
 
 if TYPE_CHECKING:
-    from scheduler.planning.planner import TickReport
+    from scheduler.records import TickReport
     from scheduler.settings import Settings
 
 
@@ -239,25 +239,37 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
 @format_option
 @click.pass_context
 def cleanup(ctx: click.Context, output_format: str) -> int:
-    """Delete finished executions older than historyRetentionDays, with their logs.
+    """Delete finished executions older than historyRetentionDays, with their logs, and audit rows older
+    than auditRetentionDays (0: none).
 
-    In bounded batches; running and pending executions are never deleted. JSON: {deleted, retention_days}.
+    In bounded batches; running and pending executions are never deleted; pruned audit rows leave a
+    checkpoint row, so `scheduler:audit --verify` still holds. JSON: {deleted, retention_days, audit_pruned,
+    audit_retention_days}.
     """
-    from scheduler.planning.cleanup import run_cleanup
+    from scheduler.planning.cleanup import cleanup_step
     from scheduler.storage.errors import translate_db_errors
 
     settings = get_settings(ctx)
     engine = _engine(settings)
     try:
         with translate_db_errors():
-            deleted = run_cleanup(engine, settings)
+            result = cleanup_step(engine, settings)
     finally:
         engine.dispose()
-    days = settings.history_retention_days
+    days, audit_days = settings.history_retention_days, settings.audit_retention_days
     if output_format == "json":
-        print_json({"deleted": deleted, "retention_days": days})
+        print_json(
+            {
+                "deleted": result.deleted,
+                "retention_days": days,
+                "audit_pruned": result.audit_pruned,
+                "audit_retention_days": audit_days,
+            }
+        )
     else:
-        print_note(f"deleted {deleted} finished executions older than {days} days")
+        print_note(f"deleted {result.deleted} finished executions older than {days} days")
+        if audit_days:
+            print_note(f"pruned {result.audit_pruned} audit rows older than {audit_days} days")
     return 0
 
 

@@ -24,10 +24,13 @@ from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import BrokerUnavailable, ExecutionNotFound, InvalidField, NameTaken, TaskNotFound
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
-from scheduler.planning.publisher import Dispatch, Publisher
+from scheduler.planning.publisher import Publisher
 from scheduler.records import (
     FINISHED_STATUSES,
     AuditEntry,
+    AuditRecord,
+    AuditVerdict,
+    Dispatch,
     Execution,
     ListedTask,
     LogLine,
@@ -49,16 +52,15 @@ from scheduler.rules.fields import (
 from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
+from scheduler.storage import audit_chain, manual_runs
 from scheduler.storage import history as history_sql
-from scheduler.storage import manual_runs
 from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
-from scheduler.storage.audit import AuditRecord
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
 from scheduler.storage.errors import translate_db_errors
 from scheduler.storage.schema import open_database
-from scheduler.storage.table_names import storable_id
+from scheduler.storage.tables import storable_id
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +262,12 @@ class SchedulerService:
             if isinstance(task, int):
                 return audit_sql.list_audit(connection, task_id=task, limit=limit)
             return audit_sql.list_audit(connection, task_name=task.strip(), limit=limit)
+
+    def verify_audit(self) -> AuditVerdict:
+        """Check the audit trail's hash chain: intact, or the first row that was changed, or after which rows
+        were deleted (see :mod:`scheduler.storage.audit_chain`). Reads every audit row."""
+        with self._read() as connection:
+            return audit_chain.verify(connection)
 
     def next_runs(
         self, *, task: TaskRef | None = None, count: int = 5, after: datetime | None = None

@@ -48,7 +48,7 @@ from kombu.exceptions import KombuError
 
 from scheduler.errors import BrokerUnavailable, PublishUncertain
 from scheduler.limits import TASK_NAME, hard_limit_grace_s
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from workers.celery_config import PUBLISH_RETRY_POLICY
 
 

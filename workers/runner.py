@@ -11,7 +11,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from scheduler.execution import runner
 from scheduler.execution.host import ExecutionHooks
 from scheduler.execution.outcomes import Decision
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from workers.metrics import record_execution
 from workers.runtime import WorkerRuntime
 

@@ -23,7 +23,9 @@ from scheduler.execution.host import ExecutionHooks, ExecutionRuntime
 from scheduler.execution.outcomes import Outcome, failure, json_result, one_line
 from scheduler.execution.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
-from scheduler.storage.runs import ClaimedExecution, PendingLog, append_logs, heartbeat, transaction
+from scheduler.records import ClaimedExecution, PendingLog
+from scheduler.storage.runs import append_logs, heartbeat
+from scheduler.storage.transactions import write_transaction as transaction
 
 
 def _run_command(

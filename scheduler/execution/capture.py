@@ -12,7 +12,7 @@ import io
 import threading
 from datetime import UTC, datetime
 
-from scheduler.storage.runs import PendingLog
+from scheduler.records import PendingLog
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRUNCATION_MARKER = (

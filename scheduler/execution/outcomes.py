@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from scheduler.limits import RETRY_COUNTDOWN_CAP_S
+from scheduler.records import ClaimedExecution
 from scheduler.storage.run_statements import OutcomeStatus
-from scheduler.storage.runs import ClaimedExecution
 
 MAX_RESULT_BYTES = 1 << 20
 JITTER = 0.15

@@ -19,18 +19,11 @@ from scheduler.execution.capture import LogBuffer
 from scheduler.execution.host import ExecutionHooks, ExecutionRuntime
 from scheduler.execution.outcomes import Decision, Outcome, execution_json, next_status
 from scheduler.observability.events import TASK_EVENT, TASK_PAUSED
-from scheduler.records import Task
+from scheduler.records import ClaimedExecution, FinishedExecution, Task
 from scheduler.storage.db import autocommits
 from scheduler.storage.run_statements import outcome_kind
-from scheduler.storage.runs import (
-    ClaimedExecution,
-    FinishedExecution,
-    append_logs,
-    finish_execution,
-    load_task,
-    record_auto_pause,
-    transaction,
-)
+from scheduler.storage.runs import append_logs, finish_execution, load_task, record_auto_pause
+from scheduler.storage.transactions import write_transaction as transaction
 
 logger = logging.getLogger(__name__)
 

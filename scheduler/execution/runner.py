@@ -34,10 +34,11 @@ from scheduler.execution.outcomes import Decision, Outcome, execution_json
 from scheduler.execution.recording import record_outcome
 from scheduler.observability.events import TASK_EVENT
 from scheduler.observability.log_setup import bound_log_context
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import autocommits
-from scheduler.storage.runs import claim_execution, execution_status, running_claim, transaction
+from scheduler.storage.runs import claim_execution, execution_status, running_claim
+from scheduler.storage.transactions import write_transaction as transaction
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 
 from scheduler.execution.capture import LogBuffer
-from scheduler.storage.runs import PendingLog
+from scheduler.records import PendingLog
 
 logger = logging.getLogger(__name__)
 

@@ -4,14 +4,15 @@ Recording is off until :func:`start_metrics_server` (``scheduler:planner``) or :
 (``scheduler:serve``, whose worker endpoint exposes these too) turns it on; while off every hook returns at
 once. The hooks:
 
-- :func:`observe_tick` (once per tick or failed tick, from
-:meth:`scheduler.planning.planner.Planner.run_forever`):
-  the leader gauge, the tick duration, the counters of the :class:`~scheduler.planning.planner.TickReport`,
-  lease
+- :func:`observe_tick` (once per tick, from :meth:`scheduler.planning.planner.Planner.run_forever`): the
+  leader gauge, the tick duration, the counters of the :class:`~scheduler.records.TickReport`, lease
   renewals and, on the leader only and at most every :data:`STATUS_REFRESH_S`, the executions per active
-  status (one ``GROUP BY status`` over the ``(status, created_at)`` index);
+  status (:func:`scheduler.storage.monitoring.active_status_counts`); :func:`observe_failed_tick` (once per
+  failed tick): the failure counter and the leader gauge;
 - :func:`observe_queued` (per relayed batch, after its transaction): the dispatch lag of first attempts,
   ``enqueued_at - scheduled_for``, read for the batch's ids by primary key.
+
+The hooks take plain values and records, not the planner: planning imports this module, never the reverse.
 
 Metric objects are created on first use, so a process that switched to Prometheus' multiprocess mode first
 (``PROMETHEUS_MULTIPROC_DIR``, as a prefork worker does: :mod:`workers.metrics`) records them in its files.
@@ -26,22 +27,20 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Engine
 
 from scheduler.errors import ConfigError
-from scheduler.records import as_utc
+from scheduler.records import Dispatch, TickReport
 from scheduler.storage.dispatch import ACTIVE_STATUSES
-from scheduler.storage.table_names import executions
+from scheduler.storage.monitoring import active_status_counts, first_attempt_enqueue_times
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from scheduler.planning.planner import Planner, TickReport
-    from scheduler.planning.publisher import Dispatch
     from scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -215,31 +214,41 @@ def _metrics() -> PlannerMetrics:
 # ------------------------------------------------------------------------------------------------ hooks
 
 
-def observe_tick(planner: Planner, report: TickReport | None) -> None:
-    """Record one tick's :class:`~scheduler.planning.planner.TickReport`, or (None) a failed tick (a no-op
-    while
-    metrics are off). After a failure the leader gauge follows the lease's local validity."""
+def observe_tick(report: TickReport, *, engine: Engine, holder: str, lease_grants: int | None) -> None:
+    """Record one tick's :class:`~scheduler.records.TickReport` (a no-op while metrics are off).
+
+    ``holder``: the planner's lease holder id; ``lease_grants``: how many times it took or renewed its lease
+    so far (None: it plans without a lease); ``engine``: where the leader reads the status counts.
+    """
     if not _state.enabled:
         return
     try:
-        if report is None:
-            m = _metrics()
-            m.tick_failures.inc()
-            m.leader.set(1 if planner.require_lease and planner.lease.locally_valid() else 0)
-        else:
-            _observe_tick(planner, report)
+        _observe_tick(report, engine, holder, lease_grants)
     except Exception as error:  # metrics never fail a tick
         logger.debug("metrics: recording the tick failed: %s", error)
 
 
-def _observe_tick(planner: Planner, report: TickReport) -> None:
+def observe_failed_tick(*, leader: bool) -> None:
+    """Record a failed tick (a no-op while metrics are off); ``leader``: whether the planner still trusts its
+    lease (the leader gauge follows it)."""
+    if not _state.enabled:
+        return
+    try:
+        m = _metrics()
+        m.tick_failures.inc()
+        m.leader.set(1 if leader else 0)
+    except Exception as error:  # metrics never fail a tick
+        logger.debug("metrics: recording the tick failed: %s", error)
+
+
+def _observe_tick(report: TickReport, engine: Engine, holder: str, lease_grants: int | None) -> None:
     m = _metrics()
     m.leader.set(1 if report.leader else 0)
     m.tick_duration.labels("leader" if report.leader else "standby").observe(report.duration_s)
-    if planner.require_lease:  # grants since the last observation, mid-tick renewals included
-        seen = m.grants_seen.get(planner.holder, 0)
-        m.lease_renewals.inc(planner.lease.grants - seen)
-        m.grants_seen[planner.holder] = planner.lease.grants
+    if lease_grants is not None:  # grants since the last observation, mid-tick renewals included
+        seen = m.grants_seen.get(holder, 0)
+        m.lease_renewals.inc(lease_grants - seen)
+        m.grants_seen[holder] = lease_grants
     for counter, value in (
         (m.due, report.due),
         (m.created, report.created),
@@ -260,7 +269,7 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
     if report.broker_error is not None:
         m.publish_errors.inc()
     if report.leader:
-        _refresh_statuses(m, planner.engine)
+        _refresh_statuses(m, engine)
     elif _state.statuses_shown:
         # A standby reports no counts: only the leader's are meaningful (and sums over planners stay right).
         for status in ACTIVE_STATUSES:
@@ -270,24 +279,12 @@ def _observe_tick(planner: Planner, report: TickReport) -> None:
         _state.next_refresh = 0.0
 
 
-_STATEMENT_TIMEOUT = text(f"SET LOCAL statement_timeout = {STATUS_QUERY_TIMEOUT_MS}")
-_STATUS_COUNTS = (
-    select(executions.c.status, func.count())
-    .where(executions.c.status.in_(ACTIVE_STATUSES))
-    .group_by(executions.c.status)
-)
-
-
 def _refresh_statuses(m: PlannerMetrics, engine: Engine) -> None:
     now = time.monotonic()
     if now < _state.next_refresh:
         return
     _state.next_refresh = now + STATUS_REFRESH_S
-    with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(_STATEMENT_TIMEOUT)
-        counts = {str(status): int(count) for status, count in connection.execute(_STATUS_COUNTS)}
-        connection.rollback()
+    counts = active_status_counts(engine, timeout_ms=STATUS_QUERY_TIMEOUT_MS)
     for status in ACTIVE_STATUSES:
         m.executions.labels(status).set(counts.get(status, 0))
     _state.statuses_shown = True
@@ -303,20 +300,9 @@ def observe_queued(engine: Engine, dispatches: Sequence[Dispatch]) -> None:
     if not _state.enabled or not dispatches:
         return
     try:
-        with engine.connect() as connection:
-            _observe_queued(connection, [d.execution_id for d in dispatches])
+        rows = first_attempt_enqueue_times(engine, [d.execution_id for d in dispatches])
+        histogram = _metrics().dispatch_lag
+        for trigger, scheduled, enqueued in rows:
+            histogram.labels(trigger).observe(max((enqueued - scheduled).total_seconds(), 0.0))
     except Exception as error:  # metrics never fail a relay
         logger.debug("metrics: recording the dispatch lag failed: %s", error)
-
-
-def _observe_queued(connection: Connection, ids: list[int]) -> None:
-    query = select(
-        executions.c.trigger, executions.c.scheduled_for, executions.c.enqueued_at, executions.c.started_at
-    ).where(executions.c.id.in_(ids), executions.c.attempt == 1)
-    histogram = _metrics().dispatch_lag
-    for row in connection.execute(query):
-        scheduled: Any = as_utc(row.scheduled_for)
-        enqueued = as_utc(row.enqueued_at or row.started_at)  # a worker may have claimed it before the mark
-        if scheduled is None or enqueued is None:
-            continue
-        histogram.labels(str(row.trigger)).observe(max((enqueued - scheduled).total_seconds(), 0.0))

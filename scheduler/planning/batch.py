@@ -16,15 +16,14 @@ from typing import Any
 from sqlalchemy import Connection
 
 from scheduler.errors import SchedulerError
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import Task
+from scheduler.records import AuditRecord, Dispatch, Task, TaskAdvance
 from scheduler.redaction import public_task
 from scheduler.rules.policies import PlannedSlot, TaskPlan, plan_task
 from scheduler.rules.schedules import Schedule
 from scheduler.rules.timing import task_schedule
 from scheduler.storage import tasks as tasks_sql
-from scheduler.storage.audit import AuditRecord, insert_audit
-from scheduler.storage.dispatch import TaskAdvance, active_executions, advance_tasks, insert_executions
+from scheduler.storage.audit import insert_audit
+from scheduler.storage.dispatch import active_executions, advance_tasks, insert_executions
 
 logger = logging.getLogger("scheduler.planning.planner")
 

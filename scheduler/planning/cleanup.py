@@ -10,6 +10,12 @@ Contract of :func:`run_cleanup`:
   slot) constraint still guards every slot a planner could plan again and still run (a lagging planner
   replaying a stale view of the task finds the row and inserts nothing);
 - works in transactions of at most ``batch_size`` executions (never one long transaction holding locks).
+
+This module decides the windows and the batches; the SQL is :mod:`scheduler.storage.retention`'s.
+
+Audit rows older than ``audit_retention_days`` (0, the default: kept for ever) go too, a prefix of the hash
+chain at a time, each batch after a ``checkpoint`` row that keeps the chain verifiable
+(:func:`scheduler.storage.audit_chain.prune`).
 """
 
 from __future__ import annotations
@@ -17,27 +23,29 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, or_, select
+from sqlalchemy import Engine
 
-from scheduler.records import FINISHED_STATUSES
 from scheduler.settings import Settings
+from scheduler.storage import audit_chain
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
-from scheduler.storage.table_names import executions, logs, tasks
+from scheduler.storage.retention import delete_expired_executions, graces_longer_than
+from scheduler.storage.transactions import write_transaction
 
 BATCH_SIZE = 5000
 SLOT_WINDOW = timedelta(hours=1)  # the longest default misfire grace
 _SLOT_WINDOW_MS = int(SLOT_WINDOW.total_seconds() * 1000)
+CLEANUP_ACTOR = "cleanup"  # the actor of the checkpoint rows audit pruning appends
 
 
 @dataclass(frozen=True, slots=True)
 class CleanupResult:
-    """``deleted`` executions; ``done`` False when the time budget ran out with expired rows left."""
+    """``deleted`` executions and ``audit_pruned`` audit rows; ``done`` False when the time budget ran out
+    with expired rows left."""
 
     deleted: int
     done: bool
+    audit_pruned: int = 0
 
 
 def run_cleanup(
@@ -61,59 +69,66 @@ def cleanup_step(
     """Like :func:`run_cleanup`, but stop starting batches after ``time_budget_s`` (the planner's way: a large
     backlog is worked off over several ticks instead of stalling one)."""
     started = time.monotonic()
+    deadline = None if time_budget_s is None else started + time_budget_s
+    audit_pruned, audit_done = prune_audit(engine, settings, batch_size=batch_size, deadline=deadline)
+    if not audit_done:
+        return CleanupResult(0, False, audit_pruned)
     if now is None:
         with engine.connect() as connection:
             now = db_now(connection)
     finished_before = now - timedelta(days=settings.history_retention_days)
     with engine.connect() as connection:
-        windows = slot_windows(connection, now)
+        windows = slot_windows(graces_longer_than(connection, _SLOT_WINDOW_MS), now)
     deleted = 0
-    for index, (tasks_of_window, slots_before) in enumerate(windows):
+    for index, (grace_ms, slots_before) in enumerate(windows):
         while True:
             with write_transaction(engine) as connection:
-                query = (
-                    select(executions.c.id)
-                    .where(
-                        executions.c.finished_at < finished_before,
-                        executions.c.status.in_(FINISHED_STATUSES),
-                        executions.c.scheduled_for < slots_before,
-                        tasks_of_window,
-                    )
-                    .order_by(executions.c.finished_at)
-                    .limit(batch_size)
+                batch = delete_expired_executions(
+                    connection,
+                    finished_before=finished_before,
+                    slots_before=slots_before,
+                    grace_ms=grace_ms,
+                    default_grace_ms=_SLOT_WINDOW_MS,
+                    limit=batch_size,
                 )
-                ids = list(connection.execute(query).scalars())
-                if ids:
-                    # Logs first: do not rely on ON DELETE CASCADE (SQLite enforces it only with
-                    # foreign_keys=ON).
-                    connection.execute(delete(logs).where(logs.c.execution_id.in_(ids)))
-                    connection.execute(delete(executions).where(executions.c.id.in_(ids)))
-            deleted += len(ids)
-            window_done = len(ids) < batch_size
+            deleted += batch
+            window_done = batch < batch_size
             if time_budget_s is not None and time.monotonic() - started >= time_budget_s:
-                return CleanupResult(deleted, window_done and index == len(windows) - 1)
+                return CleanupResult(deleted, window_done and index == len(windows) - 1, audit_pruned)
             if window_done:
                 break
-    return CleanupResult(deleted, True)
+    return CleanupResult(deleted, True, audit_pruned)
 
 
-def slot_windows(connection: Connection, now: datetime) -> list[tuple[Any, datetime]]:
-    """(condition on executions, slots before this instant may go) pairs that cover every execution once.
+def prune_audit(
+    engine: Engine, settings: Settings, *, batch_size: int = BATCH_SIZE, deadline: float | None = None
+) -> tuple[int, bool]:
+    """Prune audit rows older than ``audit_retention_days`` (0: none), ``batch_size`` per transaction, until
+    none is left (True) or ``deadline`` (``time.monotonic()``) passed (False). Returns (pruned, done)."""
+    if settings.audit_retention_days == 0:
+        return 0, True
+    pruned = 0
+    while True:
+        with write_transaction(engine) as connection:
+            count = audit_chain.prune(
+                connection,
+                retention_days=settings.audit_retention_days,
+                limit=batch_size,
+                actor=CLEANUP_ACTOR,
+            )
+        pruned += count
+        if count < batch_size:
+            return pruned, True
+        if deadline is not None and time.monotonic() >= deadline:
+            return pruned, False
 
-    Most tasks share :data:`SLOT_WINDOW`; each longer ``misfire_grace_ms`` among the tasks gets its own pair
-    (there are few distinct values). Executions of deleted tasks (``task_id`` NULL) use the default window.
+
+def slot_windows(longer_graces: list[int], now: datetime) -> list[tuple[int | None, datetime]]:
+    """(misfire grace in ms, slots before this instant may go) pairs that cover every execution once.
+
+    Most tasks share :data:`SLOT_WINDOW` (grace None: every task whose grace is at most that, and executions
+    of deleted tasks); each longer ``misfire_grace_ms`` among the tasks (``longer_graces``) gets its own pair.
     """
-    longer = tasks.c.misfire_grace_ms > _SLOT_WINDOW_MS
-    graces = sorted(connection.execute(select(tasks.c.misfire_grace_ms).where(longer).distinct()).scalars())
-    pairs: list[tuple[Any, datetime]] = [
-        (
-            or_(
-                executions.c.task_id.is_(None), executions.c.task_id.not_in(select(tasks.c.id).where(longer))
-            ),
-            now - SLOT_WINDOW,
-        )
-    ]
-    for grace in graces:
-        same = select(tasks.c.id).where(tasks.c.misfire_grace_ms == grace)
-        pairs.append((executions.c.task_id.in_(same), now - timedelta(milliseconds=int(grace))))
+    pairs: list[tuple[int | None, datetime]] = [(None, now - SLOT_WINDOW)]
+    pairs += [(grace, now - timedelta(milliseconds=grace)) for grace in longer_graces]
     return pairs

@@ -3,8 +3,9 @@
 No session-level advisory locks (they break behind PgBouncer in transaction mode): the lease is a row.
 
 - :meth:`Lease.acquire_or_renew` is one ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE holder = me OR
-  expires_at <= now RETURNING term``: it creates the lease, renews our own, or takes over an expired one. The
-  ``term`` goes up by one whenever the holder changes, so terms order leaders.
+  expires_at <= now RETURNING term`` (:func:`scheduler.storage.leases.acquire_or_renew`): it creates the
+  lease, renews our own, or takes over an expired one. The ``term`` goes up by one whenever the holder
+  changes, so terms order leaders.
 - Fencing, two layers: every dispatch transaction calls :meth:`Lease.holds` (or :meth:`Lease.fence`) first,
   which re-reads ``(name, holder, term)`` with ``expires_at > now`` (``FOR SHARE`` on PostgreSQL, so a
   takeover waits for the transaction to end; SQLite's write lock serialises them anyway) and the planner rolls
@@ -20,41 +21,14 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, Engine, case, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine
 
-from scheduler.records import as_utc
+from scheduler.storage import leases
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
-from scheduler.storage.tables import scheduler_leases
-
-PLANNER_LEASE = "planner"
-leases = scheduler_leases
-# Lease.fence on PostgreSQL: the clock and the fencing check (row locked FOR SHARE) in one round trip; the
-# second form also sets the transaction's idle timeout first (what write_transaction would do separately).
-_PG_FENCE = text(
-    """
-    SELECT c.now FROM (SELECT clock_timestamp() AS now) AS c
-    JOIN scheduler_leases AS l ON l.name = :name AND l.holder = :holder AND l.term = :term
-        AND l.expires_at > c.now
-    FOR SHARE OF l
-    """
-)
-_PG_FENCE_IDLE = text(
-    """
-    SELECT c.now FROM (
-        SELECT set_config('idle_in_transaction_session_timeout', :idle, true) AS idle,
-            clock_timestamp() AS now
-    ) AS c
-    JOIN scheduler_leases AS l ON l.name = :name AND l.holder = :holder AND l.term = :term
-        AND l.expires_at > c.now
-    FOR SHARE OF l
-    """
-)
+from scheduler.storage.leases import PLANNER_LEASE
+from scheduler.storage.transactions import write_transaction
 
 
 def default_holder() -> str:
@@ -76,51 +50,6 @@ def idle_timeout_ms(ttl: timedelta) -> int:
     the grant expires; planning a batch never leaves the database waiting that long.
     """
     return max(1, round(ttl.total_seconds() * 500))
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseState:
-    """A lease row as stored (times aware, UTC)."""
-
-    name: str
-    holder: str
-    term: int
-    expires_at: datetime
-    renewed_at: datetime
-
-
-def read_lease(connection: Connection, name: str = PLANNER_LEASE) -> LeaseState | None:
-    """The lease row ``name``, or None when nobody ever held it."""
-    row = connection.execute(select(leases).where(leases.c.name == name)).first()
-    if row is None:
-        return None
-    expires, renewed = as_utc(row.expires_at), as_utc(row.renewed_at)
-    assert expires is not None and renewed is not None
-    return LeaseState(row.name, row.holder, int(row.term), expires, renewed)
-
-
-def acquire_or_renew_sql(
-    connection: Connection, *, name: str, holder: str, now: datetime, ttl: timedelta
-) -> int | None:
-    """One statement: our term if ``holder`` now holds ``name`` until ``now + ttl``; None if another does."""
-    dialect: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(leases).values(
-        name=name, holder=holder, term=1, expires_at=now + ttl, renewed_at=now
-    )
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=["name"],
-        set_={
-            # SET expressions read the old row: the term moves on only when the holder changes.
-            "term": case((leases.c.holder == excluded.holder, leases.c.term), else_=leases.c.term + 1),
-            "holder": excluded.holder,
-            "expires_at": excluded.expires_at,
-            "renewed_at": excluded.renewed_at,
-        },
-        where=(leases.c.holder == excluded.holder) | (leases.c.expires_at <= excluded.renewed_at),
-    ).returning(leases.c.term)
-    term = connection.execute(statement).scalar_one_or_none()
-    return None if term is None else int(term)
 
 
 class Lease:
@@ -173,7 +102,7 @@ class Lease:
         try:
             with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
                 now = db_now(connection)
-                term = acquire_or_renew_sql(
+                term = leases.acquire_or_renew(
                     connection, name=self.name, holder=self.holder, now=now, ttl=self.ttl
                 )
         except BaseException:
@@ -210,47 +139,22 @@ class Lease:
         self._valid_until = 0.0
 
     def fence(self, connection: Connection, *, idle_timeout_ms: int | None = None) -> datetime | None:
-        """:meth:`holds` and the database clock together: the clock if we hold the lease, else None.
-
-        PostgreSQL: one statement, ``clock_timestamp()`` joined to our lease row ``FOR SHARE`` (the row lock
-        of :meth:`holds`, taken with the same instant it is checked against); with ``idle_timeout_ms`` it
-        also sets the transaction's ``idle_in_transaction_session_timeout`` before taking that lock (see
-        :func:`~scheduler.storage.dispatch.write_transaction`), so it must be the transaction's first
-        statement. SQLite: the two statements (``idle_timeout_ms`` means nothing there).
-        """
+        """:meth:`holds` and the database clock together: the clock if we hold the lease, else None (also when
+        the last grant is no longer locally valid). See :func:`scheduler.storage.leases.fence`, which on
+        PostgreSQL with ``idle_timeout_ms`` must be the transaction's first statement."""
         if self._term is None or not self.locally_valid():
             return None
-        if connection.dialect.name != "postgresql":
-            now = db_now(connection)
-            return now if self.holds(connection, now) else None
-        params: dict[str, object] = {"name": self.name, "holder": self.holder, "term": self._term}
-        statement = _PG_FENCE
-        if idle_timeout_ms is not None:
-            statement, params["idle"] = _PG_FENCE_IDLE, f"{int(idle_timeout_ms)}ms"
-        row = connection.execute(statement, params).first()
-        if row is None:
-            return None
-        return as_utc(row.now)
+        return leases.fence(
+            connection, name=self.name, holder=self.holder, term=self._term, idle_timeout_ms=idle_timeout_ms
+        )
 
     def holds(self, connection: Connection, now: datetime) -> bool:
-        """Fencing check inside a dispatch transaction: our (name, holder, term) is stored and unexpired.
-
-        On PostgreSQL the row is locked ``FOR SHARE`` until the transaction ends, so a standby's takeover
-        (an update of the row) waits for it: no dispatch of an old term can commit after a new term began.
-        """
+        """Fencing check inside a dispatch transaction: our (name, holder, term) is stored and unexpired
+        (:func:`scheduler.storage.leases.holds`: on PostgreSQL the row stays locked ``FOR SHARE``, so no
+        dispatch of an old term can commit after a new term began)."""
         if self._term is None or not self.locally_valid():
             return False
-        query = (
-            select(leases.c.term)
-            .where(
-                leases.c.name == self.name,
-                leases.c.holder == self.holder,
-                leases.c.term == self._term,
-                leases.c.expires_at > now,
-            )
-            .with_for_update(read=True)  # FOR SHARE on PostgreSQL; nothing on SQLite
-        )
-        return connection.execute(query).first() is not None
+        return leases.holds(connection, name=self.name, holder=self.holder, term=self._term, now=now)
 
     def release(self) -> None:
         """Give the lease up now (on a clean shutdown) so a standby takes over at its next attempt."""
@@ -258,9 +162,4 @@ class Lease:
             return
         term, self._term, self._valid_until = self._term, None, 0.0
         with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
-            now = db_now(connection)
-            connection.execute(
-                update(leases)
-                .where(leases.c.name == self.name, leases.c.holder == self.holder, leases.c.term == term)
-                .values(expires_at=now)
-            )
+            leases.expire_lease(connection, name=self.name, holder=self.holder, term=term)

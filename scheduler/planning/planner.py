@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -35,51 +35,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.errors import SchedulerError
 from scheduler.observability.events import EventBus
-from scheduler.observability.metrics import observe_tick
+from scheduler.observability.metrics import observe_failed_tick, observe_tick
 from scheduler.planning.batch import BatchReport, ScheduleCache, plan_tasks
 from scheduler.planning.cleanup import cleanup_step
 from scheduler.planning.fault_injection import fault_point
-from scheduler.planning.lease import PLANNER_LEASE, Lease
-from scheduler.planning.publisher import Dispatch, Publisher, QueueInspector
+from scheduler.planning.lease import Lease
+from scheduler.planning.publisher import Publisher, QueueInspector
 from scheduler.planning.recovery import Recovery, SweepReport
 from scheduler.planning.relay import BackgroundRelay, Relay
+from scheduler.records import Dispatch, TickReport
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import cancel_executions, due_tasks, write_transaction
+from scheduler.storage.dispatch import cancel_executions, due_tasks
+from scheduler.storage.leases import PLANNER_LEASE
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
 SWEEP_INTERVAL_S = 5.0  # at most this long between recovery sweeps (less with short heartbeat intervals)
-
-
-@dataclass(frozen=True, slots=True)
-class TickReport:
-    """What one tick did. ``leader`` False: a standby (or fenced) tick that did nothing else.
-
-    ``due`` tasks handled; ``created`` executions to run; ``dispatched`` ids published (new, relayed and
-    republished); ``skipped`` rows recorded skipped or cancelled; ``misfired`` slots missed beyond grace;
-    ``more`` True when the time budget ended the tick with due tasks left; ``broker_error`` why a publish
-    failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
-    message was not found on the broker: each may reach a worker twice, whose claim then does nothing);
-    ``uncertain`` of ``dispatched``, ids whose publish got no answer (:meth:`Relay.publish
-    <scheduler.planning.relay.Relay.publish>`).
-    """
-
-    leader: bool
-    due: int = 0
-    dispatched: int = 0
-    skipped: int = 0
-    misfired: int = 0
-    duration_s: float = 0.0
-    created: int = 0
-    requeued: int = 0
-    lost: int = 0
-    cleaned: int = 0
-    more: bool = False
-    broker_error: str | None = None
-    republished: int = 0
-    uncertain: int = 0
 
 
 class Planner:
@@ -302,14 +276,19 @@ class Planner:
             except Exception as error:  # the loop must outlive any failure: log, back off, try again
                 backoff = min(MAX_BACKOFF_S, max(interval, backoff * 2))
                 self._log_failure(error, backoff)
-                observe_tick(self, None)
+                observe_failed_tick(leader=self.require_lease and self.lease.locally_valid())
                 wait = backoff
             else:
                 if backoff:
                     logger.info("planner: ticking again after a failure")
                 backoff, self._last_failure = 0.0, None
                 self._log_leadership(report.leader)
-                observe_tick(self, report)
+                observe_tick(
+                    report,
+                    engine=self.engine,
+                    holder=self.holder,
+                    lease_grants=self.lease.grants if self.require_lease else None,
+                )
                 if report.more:
                     wait = 0.0
             stop.wait(wait)

@@ -6,19 +6,9 @@ The Celery-backed implementation lives in ``workers/``; ``scheduler/`` never imp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    execution_id: int
-    queue: str
-    command: str
-    task_name: str
-    countdown_s: float = 0.0
-    # The task's time limit: the soft limit is raised inside the command, the hard limit kills it.
-    timeout_s: float | None = None
+from scheduler.records import Dispatch
 
 
 class Publisher(Protocol):

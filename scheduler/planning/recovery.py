@@ -33,13 +33,11 @@ from sqlalchemy import Connection, Engine
 from scheduler.errors import BrokerUnavailable
 from scheduler.observability.events import TASK_EVENT, TASK_PAUSED, EventBus
 from scheduler.planning.lease import Lease
-from scheduler.planning.publisher import Dispatch, QueueInspector
-from scheduler.records import Task
+from scheduler.planning.publisher import QueueInspector
+from scheduler.records import Dispatch, OpenExecution, Task
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
 from scheduler.storage.recovery import (
-    OpenExecution,
     dispatches_by_id,
     executions_by_id,
     mark_lost,
@@ -50,6 +48,7 @@ from scheduler.storage.recovery import (
     unclaimed_dispatches,
 )
 from scheduler.storage.task_outcomes import load_task, record_auto_pause
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger("scheduler.planning.planner")
 

@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 from scheduler.errors import PublishUncertain
 from scheduler.observability.metrics import observe_queued
 from scheduler.planning.fault_injection import fault_point
-from scheduler.planning.publisher import Dispatch, Publisher
+from scheduler.planning.publisher import Publisher
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from scheduler.storage.dispatch import (
     first_pending_id,
@@ -29,8 +30,8 @@ from scheduler.storage.dispatch import (
     mark_queued,
     pending_dispatches,
     relay_counts,
-    write_transaction,
 )
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger("scheduler.planning.planner")
 
@@ -39,7 +40,8 @@ class Relay:
     """Publishes for one planner; remembers whether the broker is down so an outage is logged once.
 
     ``may_publish`` is asked right before each publish (a leader that lost its lease meanwhile stops there);
-    ``idle_timeout_ms`` bounds how long its transactions may sit idle (see :func:`write_transaction`).
+    ``idle_timeout_ms`` bounds how long its transactions may sit idle (see
+    :func:`~scheduler.storage.transactions.write_transaction`).
     """
 
     def __init__(

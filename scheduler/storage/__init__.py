@@ -1,12 +1,20 @@
-"""All SQL of the scheduler, one module per concern.
+"""All SQL of the scheduler, one module per concern. Nothing outside this package builds a statement.
 
-- :mod:`.clock` ``db_now``: the database clock; :mod:`.errors` ``translate_db_errors``; :mod:`.mapping`
-  rows -> records and :mod:`.tables` the typed Core tables (shared by every module here);
-- :mod:`.tasks` task definitions; :mod:`.audit` the audit trail; :mod:`.history` execution and log reads;
-  :mod:`.executions` the API's execution writes (manual runs, cancel on delete); :mod:`.stats` statistics;
-- the planner's (:mod:`.dispatch`, :mod:`.recovery`) and the worker's (:mod:`.runs`) modules.
+- shared by every module here: :mod:`.tables` the one schema definition (Core tables), :mod:`.mapping`
+  rows -> records (:mod:`scheduler.records`), :mod:`.clock` ``db_now``, :mod:`.errors`
+  ``translate_db_errors``, :mod:`.transactions` ``write_transaction`` (the one way to open a write
+  transaction), :mod:`.db` engine creation, :mod:`.schema` and ``migrations/`` the schema's versions;
+- the API's: :mod:`.tasks` task definitions, :mod:`.audit` the audit trail, :mod:`.history` execution and
+  log reads, :mod:`.manual_runs` the API's execution writes (manual runs, cancel on delete), :mod:`.stats`
+  statistics;
+- the planner's: :mod:`.dispatch` (due tasks, slots, the relay), :mod:`.recovery` (the sweep),
+  :mod:`.leases` (leadership), :mod:`.retention` (history clean-up), :mod:`.monitoring` (metric reads),
+  :mod:`.task_outcomes` (how an outcome changes its task, shared with the worker's);
+- the worker's: :mod:`.runs` and :mod:`.run_statements` (claim, heartbeat, logs, outcome).
 
-Every function takes an open ``Connection``; the caller owns the transaction.
+Functions take an open ``Connection`` and the caller owns the transaction, unless they say otherwise.
+Records come from, and are handed in as, :mod:`scheduler.records`: this package imports no planner, service,
+command or execution module.
 """
 
 from __future__ import annotations

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, insert, or_, select
 
-from scheduler.records import AuditEntry
+from scheduler.records import AuditEntry, AuditRecord
+from scheduler.storage.audit_chain import append_sqlite
 from scheduler.storage.mapping import audit_from_row
-from scheduler.storage.table_names import audit
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One row to write: ``before``/``after`` are task JSON, secrets already redacted (None: no side)."""
-
-    action: str
-    task_id: int | None
-    task_name: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
+from scheduler.storage.tables import audit
 
 
 def insert_audit(connection: Connection, records: Sequence[AuditRecord], *, actor: str, at: datetime) -> None:
-    """Append one audit row per record, all by ``actor`` at ``at``."""
+    """Append one audit row per record, all by ``actor`` (the declared label) at ``at``, at the head of the
+    hash chain (:mod:`scheduler.storage.audit_chain`), with the identity of the database writer."""
     if not records:
         return
     rows = [
@@ -41,7 +30,11 @@ def insert_audit(connection: Connection, records: Sequence[AuditRecord], *, acto
         }
         for record in records
     ]
-    # inline(): no RETURNING of the new id. The planner and worker roles may append audit rows but not read
+    if connection.dialect.name == "sqlite":
+        append_sqlite(connection, rows)
+        return
+    # PostgreSQL: the insert triggers of migration 0002 stamp the database identity and chain the rows. No
+    # RETURNING of the new id (inline()): the planner and worker roles may append audit rows but not read
     # them (deploy/sql/roles.sql), and RETURNING needs SELECT: a one-row insert would be refused.
     connection.execute(insert(audit).inline(), rows)
 

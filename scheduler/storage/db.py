@@ -93,7 +93,7 @@ def make_engine(url: str, *, autocommit: bool = False) -> Engine:
         return engine
     if autocommit:
         # Each statement commits by itself (no COMMIT round trip); transactions send BEGIN/COMMIT themselves
-        # (scheduler.storage.runs.transaction). Set when connecting: no per-checkout switching.
+        # (scheduler.storage.transactions.write_transaction). Set when connecting: no per-checkout switching.
         engine = create_engine(parsed, isolation_level="AUTOCOMMIT")
         event.listen(engine, "connect", _mark_autocommit)
     else:

@@ -1,11 +1,12 @@
 """The planner's SQL: due tasks, slot inserts, task advances, the pending relay. Callers own the transaction.
 
-Every write here runs inside :func:`write_transaction`. The contracts that make planning safe:
+Every write here runs inside :func:`~scheduler.storage.transactions.write_transaction`. The contracts that
+make planning safe:
 
 - :func:`due_tasks` takes only tasks that are ``active`` with ``next_run_at <= now``, oldest first, through
   the ``(status, next_run_at)`` index; on PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED`` so
-  concurrent planners split the work; on SQLite the ``BEGIN IMMEDIATE`` of :func:`write_transaction`
-  serialises them.
+  concurrent planners split the work; on SQLite the ``BEGIN IMMEDIATE`` of that transaction serialises
+  them.
 - :func:`insert_executions` inserts with ``ON CONFLICT (task_id, scheduled_for) DO NOTHING`` and returns only
   the rows it inserted: a slot that exists already (a replayed tick, a second planner) is never doubled.
 - The relay reads ``pending`` rows oldest first; :func:`mark_queued` moves only rows still ``pending`` (a
@@ -14,47 +15,19 @@ Every write here runs inside :func:`write_transaction`. The contracts that make 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import Task
+from scheduler.records import Dispatch, Task, TaskAdvance
 from scheduler.storage.clock import db_now
 from scheduler.storage.mapping import tasks_from_rows
-from scheduler.storage.table_names import executions, tasks
+from scheduler.storage.tables import executions, tasks
 
-_IDLE_TIMEOUT = text("SELECT set_config('idle_in_transaction_session_timeout', :value, true)")
 ACTIVE_STATUSES = ("pending", "queued", "running", "retrying")  # an execution that has not finished
 IN_FLIGHT_STATUSES = ("queued", "running", "retrying")  # what the concurrency cap counts
-
-
-@contextmanager
-def write_transaction(engine: Engine, *, idle_timeout_ms: int | None = None) -> Iterator[Connection]:
-    """A transaction that will write: commit on success, roll back on any exception.
-
-    SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front, so reads inside it see the state the writes
-    apply to (a deferred transaction could read, then fail to upgrade its lock) and writers queue on the busy
-    timeout. PostgreSQL: an ordinary transaction; row locks are taken by the statements. ``idle_timeout_ms``
-    (PostgreSQL): the server ends the session when the client stays silent that long inside this transaction
-    (``SET LOCAL idle_in_transaction_session_timeout``, so it works behind PgBouncer in transaction mode): a
-    frozen or partitioned client cannot hold its row locks for ever.
-    """
-    with engine.connect() as connection:
-        if connection.dialect.name == "sqlite":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        elif idle_timeout_ms is not None:
-            connection.execute(_IDLE_TIMEOUT, {"value": f"{int(idle_timeout_ms)}ms"})
-        try:
-            yield connection
-        except BaseException:
-            connection.rollback()
-            raise
-        connection.commit()
 
 
 def due_tasks(connection: Connection, now: datetime, limit: int) -> list[Task]:
@@ -151,18 +124,6 @@ def insert_executions(connection: Connection, rows: Sequence[dict[str, Any]]) ->
     )
     inserted = connection.execute(statement, list(rows)).all()
     return [(int(r.id), int(r.task_id), str(r.status)) for r in inserted]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskAdvance:
-    """The new planning state of one task after a tick (``status`` ``completed`` ends it)."""
-
-    task_id: int
-    next_run_at: datetime | None
-    run_count: int
-    last_run_at: datetime | None
-    status: str
-    status_reason: str | None
 
 
 def advance_tasks(connection: Connection, advances: Sequence[TaskAdvance]) -> None:

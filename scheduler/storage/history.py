@@ -8,7 +8,7 @@ from sqlalchemy import Connection, select
 
 from scheduler.records import Execution, LogLine
 from scheduler.storage.mapping import execution_from_row, log_from_row
-from scheduler.storage.table_names import audit, executions, logs, storable_id
+from scheduler.storage.tables import audit, executions, logs, storable_id
 
 
 def find_execution(connection: Connection, execution_id: int) -> Execution | None:

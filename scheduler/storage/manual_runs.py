@@ -8,7 +8,7 @@ from sqlalchemy import Connection, insert, update
 
 from scheduler.records import Execution, Task
 from scheduler.storage.mapping import execution_from_row
-from scheduler.storage.table_names import executions
+from scheduler.storage.tables import executions
 
 # Not yet running, so safe to cancel: a worker's claim is conditional on these statuses and becomes a no-op.
 OPEN_STATUSES = ("pending", "queued", "retrying")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text
 
-from scheduler.storage.tables import scheduler_leases as leases
+from scheduler.storage.tables import leases
 
 
 def ping(connection: Connection) -> None:

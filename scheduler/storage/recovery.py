@@ -17,18 +17,16 @@ or finishes meanwhile wins and the sweep's update is a no-op.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import Execution, as_utc
+from scheduler.records import Dispatch, Execution, LostExecution, OpenExecution, as_utc
 from scheduler.storage.dispatch import dispatch_query, read_dispatches
 from scheduler.storage.mapping import execution_from_row
-from scheduler.storage.table_names import executions, logs, tasks
-from scheduler.storage.task_outcomes import TaskOutcome, count_failure
+from scheduler.storage.tables import executions, logs, tasks
+from scheduler.storage.task_outcomes import count_failure
 
 
 def unclaimed_dispatches(
@@ -73,24 +71,6 @@ def refresh_enqueued(connection: Connection, ids: Sequence[int], status: str, *,
     return int(connection.execute(statement).rowcount)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenExecution:
-    """A ``running`` or ``retrying`` execution as the sweep sees it, with its task's time limit and delay."""
-
-    id: int
-    status: str
-    attempt: int
-    max_attempts: int
-    worker: str | None
-    started_at: datetime | None
-    heartbeat_at: datetime | None
-    enqueued_at: datetime | None
-    timeout_ms: int | None
-    retry_delay_ms: int | None
-    retry_backoff: float | None
-    task_id: int | None = None
-
-
 def open_executions(connection: Connection, status: str, limit: int) -> list[OpenExecution]:
     """Up to ``limit`` executions of ``status`` (``running`` or ``retrying``), oldest first.
 
@@ -133,15 +113,6 @@ def open_executions(connection: Connection, status: str, limit: int) -> list[Ope
         )
         for r in connection.execute(query)
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class LostExecution:
-    """An execution :func:`mark_lost` marked, and its task after counting the failure (None: no task)."""
-
-    id: int
-    task_id: int | None
-    task: TaskOutcome | None
 
 
 def _running(execution: OpenExecution) -> Any:

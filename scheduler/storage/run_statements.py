@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal
 
-from sqlalchemy import LargeBinary, bindparam, case, cast, func, select, update
+from sqlalchemy import LargeBinary, bindparam, case, cast, func, select, true, update
 
-from scheduler.storage.table_names import executions, logs, tasks
+from scheduler.storage.tables import executions, logs, tasks
 from scheduler.storage.task_outcomes import (
     TASK_OUTCOME_COLUMNS,
     task_outcome_condition,
@@ -76,8 +76,9 @@ def pg_claim_returning(statement: Any) -> Any:
     """One statement: the task's fields and the log budget come back as correlated subqueries.
 
     It also turns ``synchronous_commit`` off for its transaction (``set_config(..., true)`` is ``SET
-    LOCAL``): a claim's commit need not wait for the WAL flush (see ``runs.transaction``), and setting it
-    here spares the claim a round trip. Evaluated for the claimed row only; no row, nothing to commit.
+    LOCAL``): a claim's commit need not wait for the WAL flush (see ``transactions.write_transaction``), and
+    setting it here spares the claim a round trip. Evaluated for the claimed row only; no row, nothing to
+    commit.
     """
     extra = [
         select(column).where(tasks.c.id == executions.c.task_id).scalar_subquery().label(f"t_{column.name}")
@@ -122,41 +123,34 @@ def finish_statement(now: Any, kind: str, has_task: bool, postgres: bool) -> Any
     if not has_task:  # the caller's has_task: a final outcome (completed or failure) of a task's execution
         return execution_update, None
 
-    def task_values(execution_id: Any, status: Any) -> dict[str, Any]:
-        values = task_outcome_values(kind, now, execution_id, status)
-        assert values is not None, kind
-        return values
-
-    task_columns = TASK_OUTCOME_COLUMNS
-    condition = task_outcome_condition(kind)
-    conditions = () if condition is None else (condition,)
-    if not postgres:
-        task_update = (
-            update(tasks)
-            .where(tasks.c.id == bindparam("p_task"), *conditions)
-            .values(task_values(bindparam("p_id"), bindparam("p_status")))
-            .returning(*task_columns)
+    if postgres:
+        # PostgreSQL: one statement. The execution update's RETURNING feeds scheduler_task_outcome
+        # (migration 0002), a SECURITY DEFINER function: the worker role may not update tasks itself; the
+        # function applies the rule of task_outcomes to an execution it sees finished (a volatile function
+        # sees this statement's update), and auto-pauses only when the task's own auto_pause_after says so.
+        finished = execution_update.returning(executions.c.id, executions.c.task_id, executions.c.status).cte(
+            "finished"
         )
-        return execution_update, task_update
-    # PostgreSQL: one statement, the task update fed by the execution update's RETURNING (which also gives
-    # the id and status the task values name: a parameter used twice would need one type for both uses).
-    finished = execution_update.returning(executions.c.id, executions.c.task_id, executions.c.status).cte(
-        "finished"
-    )
-    task_update_cte = (
+        outcome = (
+            func.scheduler_task_outcome(finished.c.task_id, finished.c.id, finished.c.status)
+            .table_valued("id", "status", "status_reason", "consecutive_failures")
+            .lateral("task_outcome")
+        )
+        combined = select(
+            finished.c.id, outcome.c.status, outcome.c.status_reason, outcome.c.consecutive_failures
+        ).select_from(finished.outerjoin(outcome, true()))
+        return combined, None
+    # SQLite: the task update is a second statement of the same transaction.
+    condition = task_outcome_condition(kind)
+    task_values = task_outcome_values(kind, now, bindparam("p_id"), bindparam("p_status"))
+    assert task_values is not None, kind
+    task_update = (
         update(tasks)
-        .where(tasks.c.id == finished.c.task_id, *conditions)
-        .values(task_values(finished.c.id, finished.c.status))
-        .returning(*task_columns)
-        .cte("task_update")
+        .where(tasks.c.id == bindparam("p_task"), *(() if condition is None else (condition,)))
+        .values(task_values)
+        .returning(*TASK_OUTCOME_COLUMNS)
     )
-    combined = select(
-        finished.c.id,
-        task_update_cte.c.status,
-        task_update_cte.c.status_reason,
-        task_update_cte.c.consecutive_failures,
-    ).select_from(finished.outerjoin(task_update_cte, task_update_cte.c.id == finished.c.task_id))
-    return combined, None
+    return execution_update, task_update
 
 
 pg_finish_statement = functools.cache(

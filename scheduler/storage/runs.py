@@ -13,10 +13,8 @@ fenced the same way: only the worker that holds the claim can record the outcome
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -29,10 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from scheduler.records import Task, as_utc
+from scheduler.records import ClaimedExecution, FinishedExecution, PendingLog, Task, as_utc
 from scheduler.storage import prepared
 from scheduler.storage.clock import db_now
-from scheduler.storage.db import autocommits
 from scheduler.storage.run_statements import (
     CLAIMABLE,
     EXECUTION_COLUMNS,
@@ -46,99 +43,13 @@ from scheduler.storage.run_statements import (
     pg_claim_returning,
     pg_finish_statement,
 )
-from scheduler.storage.table_names import executions, logs, tasks
-from scheduler.storage.tables import Timestamp
+from scheduler.storage.tables import Timestamp, executions, logs, tasks
 from scheduler.storage.task_outcomes import auto_pause_reason as auto_pause_reason
 from scheduler.storage.task_outcomes import load_task as load_task
 from scheduler.storage.task_outcomes import record_auto_pause as audit_auto_pause
 from scheduler.storage.task_outcomes import task_outcome
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClaimedExecution:
-    """An execution this worker now runs. ``task_found`` is False when the task was deleted meanwhile;
-    ``log_bytes`` is what earlier attempts logged (the per-execution log budget is shared by all attempts)."""
-
-    id: int
-    task_id: int | None
-    task_name: str
-    command: str
-    attempt: int
-    max_attempts: int
-    queue: str
-    trigger: str
-    scheduled_for: datetime
-    worker: str
-    started_at: datetime | None
-    task_found: bool
-    task_status: str | None
-    data: dict[str, Any]
-    timeout_ms: int | None
-    retry_delay_ms: int
-    retry_backoff: float
-    log_bytes: int
-    took_over_from: str | None = None  # the worker whose stale claim this one replaced
-
-
-@dataclass(frozen=True, slots=True)
-class PendingLog:
-    """A log line captured by the worker, not yet stored."""
-
-    at: datetime
-    level: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FinishedExecution:
-    """What :func:`finish_execution` recorded; ``task_paused``: this failure auto-paused the task."""
-
-    status: str
-    consecutive_failures: int | None
-    task_paused: bool
-
-
 # ------------------------------------------------------------------------------------------------ clock
-
-
-@contextmanager
-def transaction(connection: Connection, *, durable: bool = True) -> Iterator[Connection]:
-    """One write transaction on an open connection (commit on success, roll back on any exception).
-
-    SQLite: ``BEGIN IMMEDIATE`` takes the write lock up front (as ``dispatch.write_transaction`` does), so
-    the transaction never fails to upgrade a read lock. PostgreSQL with ``durable=False``:
-    ``synchronous_commit`` is off for this transaction only, so the commit does not wait for the WAL flush.
-    Used for heartbeats, and by claims, whose statement sets it itself (``run_statements.pg_claim_returning``,
-    no extra round trip): if the database crashed in that window, the execution would be ``queued`` again
-    and run again, which at-least-once delivery allows anyway. Outcomes are always committed durably.
-    A connection of an ``autocommit`` engine (:func:`scheduler.storage.db.autocommits`, the worker's hot
-    path) gets
-    an explicit ``BEGIN`` ... ``COMMIT``.
-    """
-    explicit = autocommits(connection)
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    elif explicit:
-        connection.exec_driver_sql("BEGIN")
-        prepared.mark_transaction(connection, True)  # statements inside cannot fall back: not prepared
-    try:
-        if not durable and connection.dialect.name != "sqlite":
-            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-        try:
-            yield connection
-        except BaseException:
-            if explicit:
-                connection.exec_driver_sql("ROLLBACK")
-            else:
-                connection.rollback()
-            raise
-        if explicit:
-            connection.exec_driver_sql("COMMIT")
-        else:
-            connection.commit()
-    finally:
-        if explicit:
-            prepared.mark_transaction(connection, False)
 
 
 def _is_postgres(connection: Connection) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, ScalarSelect, and_, case, func, select, true
 
 from scheduler.records import FAILURE_STATUSES, OUTCOME_STATUSES, TaskStats, as_utc
-from scheduler.storage.table_names import executions
+from scheduler.storage.tables import executions
 
 e = executions.c
 

@@ -1,9 +1,9 @@
-"""The declared schema as SQLAlchemy Core tables. Alembic migrations must produce exactly this (tested).
+"""The declared schema: the one definition of the tables, as SQLAlchemy Core ``Table`` objects.
 
-Everything that runs SQL uses these tables; :mod:`scheduler.storage.models` maps ORM classes onto them for
-Alembic's
-metadata and for tests. Core only, so a CLI verb, the planner and the workers never import the ORM (~0.1 s).
-Nullability is explicit: ``nullable=False`` unless a column may be NULL.
+Alembic migrations must produce exactly :data:`metadata` (tested; ``migrations/env.py`` compares against it).
+Everything that runs SQL uses these tables under their short Python names (``tasks`` is the table
+``scheduled_tasks``, ...). Core only: no ORM, so a CLI verb, the planner and the workers never import it
+(~0.1 s). Nullability is explicit: ``nullable=False`` unless a column may be NULL.
 """
 
 from __future__ import annotations
@@ -40,9 +40,17 @@ NAMING = {
 }
 
 metadata = MetaData(naming_convention=NAMING)
+MAX_ID = 2**63 - 1  # ids are positive BIGINTs (SQLite: 64-bit INTEGER)
+
+
+def storable_id(value: object) -> bool:
+    """True when ``value`` could be a row id: an int (not a bool) in 1..2**63-1. Anything else matches no row,
+    and must not reach the driver (a larger int overflows it instead of matching nothing)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+
 
 # A task definition. ``next_run_at`` is the next slot the planner will dispatch (NULL: never due).
-scheduled_tasks = Table(
+tasks = Table(
     "scheduled_tasks",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
@@ -78,7 +86,7 @@ scheduled_tasks = Table(
 )
 
 # One run of a task for one slot. ``task_id`` goes NULL when the task is deleted; history stays.
-task_executions = Table(
+executions = Table(
     "task_executions",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
@@ -109,7 +117,7 @@ task_executions = Table(
 )
 
 # A log line captured from a command while it ran.
-task_logs = Table(
+logs = Table(
     "task_logs",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
@@ -125,8 +133,11 @@ task_logs = Table(
     Column("message", Text, nullable=False),
 )
 
-# Who changed which task, how, with the definition before and after (secrets redacted).
-task_audit = Table(
+# Who changed which task, how, with the definition before and after (secrets redacted). ``actor`` is the
+# declared label; ``db_user``/``db_role``/``db_host`` the database identity that wrote the row (PostgreSQL:
+# set by the insert trigger of migration 0002). Rows form a hash chain in id order: ``row_hash`` covers the
+# row and ``prev_hash``, the hash of the row before it (scheduler.storage.audit_chain). Append-only.
+audit = Table(
     "task_audit",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
@@ -137,10 +148,15 @@ task_audit = Table(
     Column("task_name", String(200)),
     Column("before", Json),
     Column("after", Json),
+    Column("db_user", String(200)),
+    Column("db_role", String(200)),
+    Column("db_host", String(255)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
 )
 
 # A leadership lease: the holder may act for ``term`` until ``expires_at`` (database clock).
-scheduler_leases = Table(
+leases = Table(
     "scheduler_leases",
     metadata,
     Column("name", String(100), primary_key=True),

@@ -13,22 +13,24 @@ too, so the task shows how its latest run ended. A failed once task is never aut
 
 Callers own the transaction and audit the pause with :func:`record_auto_pause`. ``last_run_at`` is not an
 outcome's: it is stamped when a run is dispatched (the planner's slot, a manual run).
+
+The worker's path on PostgreSQL applies the same rule in SQL, through the ``scheduler_task_outcome``
+function of migration 0002 (the worker role may not update tasks itself); the outcome tests run on both
+databases and hold the two equal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, String, case, cast, literal, select, update
 
-from scheduler.records import Task
-from scheduler.storage.audit import AuditRecord, insert_audit
+from scheduler.records import AuditRecord, Task, TaskOutcome
+from scheduler.storage.audit import insert_audit
 from scheduler.storage.mapping import task_from_row
-from scheduler.storage.table_names import tasks
-from scheduler.storage.tables import Timestamp
+from scheduler.storage.tables import Timestamp, tasks
 
 OutcomeKind = Literal["completed", "failure"]
 
@@ -87,14 +89,6 @@ def task_outcome_values(kind: str, now: Any, execution_id: Any, status: Any) -> 
         "status_reason": case((once, failed_reason), (pauses, pause_reason), else_=tasks.c.status_reason),
         "updated_at": case((once | pauses, now), else_=tasks.c.updated_at),
     }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskOutcome:
-    """The task after an outcome: its failure count, and whether this outcome auto-paused it."""
-
-    consecutive_failures: int
-    task_paused: bool
 
 
 def task_outcome(row: Mapping[Any, Any] | None) -> TaskOutcome | None:

@@ -17,7 +17,7 @@ from scheduler.errors import TaskNotFound
 from scheduler.records import Task
 from scheduler.storage.mapping import task_from_row
 from scheduler.storage.stats import last_outcome
-from scheduler.storage.table_names import MAX_ID, storable_id, tasks
+from scheduler.storage.tables import MAX_ID, storable_id, tasks
 
 TaskRef = int | str
 MAX_NAME_CHARS = 200  # the column's length, and what validation allows

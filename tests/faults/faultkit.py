@@ -25,13 +25,13 @@ import redis
 from sqlalchemy import Engine, select, text, update
 
 from scheduler.commands.loading import load_registry
-from scheduler.planning.lease import read_lease
 from scheduler.records import Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
+from scheduler.storage.leases import read_lease
 from scheduler.storage.mapping import execution_from_row
-from scheduler.storage.table_names import executions, tasks
+from scheduler.storage.tables import executions, tasks
 from tests.support.processes import stop_process_group, wait_for
 from tests.support.services import delete_queue_keys
 

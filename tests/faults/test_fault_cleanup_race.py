@@ -29,9 +29,9 @@ from scheduler.records import Task, as_utc
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
-from scheduler.storage.dispatch import write_transaction
 from scheduler.storage.mapping import task_from_row
-from scheduler.storage.table_names import executions, tasks
+from scheduler.storage.tables import executions, tasks
+from scheduler.storage.transactions import write_transaction
 from tests.support.processes import wait_for
 
 HISTORY = timedelta(hours=5)

@@ -26,7 +26,7 @@ from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
-from scheduler.storage.table_names import executions, tasks
+from scheduler.storage.tables import executions, tasks
 from tests.support.redis_queue import ids_on_queue
 from tests.support.reply_dropper import ReplyDropper
 from workers.app import create_app

@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from cli.main import cli
 from scheduler.settings import Settings
-from scheduler.storage.table_names import audit, executions
+from scheduler.storage.tables import audit, executions
 from tests.support.processes import wait_for
 from workers.remote_events import events_channel
 

@@ -18,7 +18,7 @@ from worker_support import PrivateRedis, WorkerWorld, private_redis, world_on
 from scheduler.records import Execution
 from scheduler.storage.clock import db_now
 from scheduler.storage.mapping import execution_from_row
-from scheduler.storage.table_names import executions
+from scheduler.storage.tables import executions
 from tests.support.processes import wait_at_most, wait_for
 
 __all__ = ["private_redis"]

@@ -18,12 +18,12 @@ from sqlalchemy import func, update
 from worker_support import STALE_S, WorkerWorld, pg_world
 
 from scheduler.commands.loading import load_registry
-from scheduler.planning.publisher import Dispatch
 from scheduler.planning.recovery import Recovery
+from scheduler.records import Dispatch
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from scheduler.storage.table_names import executions
+from scheduler.storage.tables import executions
 
 __all__ = ["pg_world"]
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from worker_support import STALE_S, TICK_MS, WorkerWorld, worker_pid, world
 
 from scheduler.observability.events import TASK_PAUSED
-from scheduler.storage.table_names import audit
+from scheduler.storage.tables import audit
 from tests.support.processes import process_alive, wait_at_most, wait_for
 
 __all__ = ["world"]

@@ -33,8 +33,7 @@ from scheduler.commands.registry import CommandContext
 from scheduler.errors import SchedulerError
 from scheduler.observability.events import EventBus
 from scheduler.planning.planner import Planner
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine

@@ -15,13 +15,12 @@ from sqlalchemy import Engine, insert, select, update
 
 from scheduler.commands.loading import load_registry
 from scheduler.errors import BrokerUnavailable
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import Execution, Task
+from scheduler.records import Dispatch, Execution, Task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
 from scheduler.storage.mapping import execution_from_row, task_from_row
-from scheduler.storage.table_names import executions, logs, tasks
+from scheduler.storage.tables import executions, logs, tasks
 
 
 class RecordingPublisher:

@@ -10,7 +10,8 @@ from sqlalchemy import Engine, text
 
 from scheduler.planning.lease import Lease
 from scheduler.storage.db import make_engine
-from scheduler.storage.dispatch import insert_executions, pg_array, write_transaction
+from scheduler.storage.dispatch import insert_executions, pg_array
+from scheduler.storage.transactions import write_transaction
 
 NEW_TASK = """
     INSERT INTO scheduled_tasks (name, command, schedule, schedule_kind, timezone, data, status, queue,
@@ -117,7 +118,7 @@ def test_tasks_from_rows_maps_like_task_from_row(engine: Engine) -> None:
     from sqlalchemy import select
 
     from scheduler.storage.mapping import task_from_row, tasks_from_rows
-    from scheduler.storage.table_names import tasks
+    from scheduler.storage.tables import tasks
 
     service = make_service(engine, make_settings())
     service.create_task(name="plain", command="test:echo", schedule="*/5 * * * *")

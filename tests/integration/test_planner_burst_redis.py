@@ -27,7 +27,7 @@ from sqlalchemy import Engine, delete, select, text, update
 from scheduler.planning.planner import Planner
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from scheduler.storage.table_names import executions, tasks
+from scheduler.storage.tables import executions, tasks
 from tests.support.redis_queue import ids_on_queue, message_execution_id
 from workers.app import create_app
 from workers.publisher import CeleryPublisher

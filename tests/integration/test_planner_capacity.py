@@ -19,7 +19,7 @@ from planner_support import (
 from sqlalchemy import Engine, update
 
 from scheduler.planning.planner import Planner
-from scheduler.storage.table_names import executions
+from scheduler.storage.tables import executions
 
 
 def _due_task_with_a_running_execution(engine: Engine, overlap: str) -> tuple[int, int]:

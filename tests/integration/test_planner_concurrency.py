@@ -21,7 +21,8 @@ from planner_support import (
 from sqlalchemy import Engine
 
 import scheduler.planning.batch as batch_module
-from scheduler.planning.planner import Planner, TickReport
+from scheduler.planning.planner import Planner
+from scheduler.records import TickReport
 from scheduler.settings import Settings
 
 

@@ -19,9 +19,9 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-from scheduler.planning.lease import read_lease
 from scheduler.planning.planner import Planner
 from scheduler.storage.db import make_engine
+from scheduler.storage.leases import read_lease
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select, update
 from scheduler.observability.events import TASK_EVENT, EventBus
 from scheduler.planning.planner import Planner
 from scheduler.records import Task
-from scheduler.storage.table_names import executions, logs
+from scheduler.storage.tables import executions, logs
 
 # Fast bounds: recovery after 1 s, heartbeats every 100 ms (a worker is silent after 300 ms).
 SETTINGS = {"recovery_after": 1000, "heartbeat_interval": 100}

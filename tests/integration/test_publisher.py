@@ -18,7 +18,7 @@ import redis
 
 from scheduler.errors import BrokerUnavailable
 from scheduler.limits import TASK_NAME
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
 from workers.publisher import CeleryPublisher, message_options

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from workers.app import create_app
 from workers.publisher import CeleryPublisher

@@ -23,12 +23,11 @@ from scheduler.errors import (
     InvalidTimezone,
     TaskNotFound,
 )
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import Task
+from scheduler.records import Dispatch, Task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage import db_now
-from scheduler.storage.table_names import audit, executions, logs, tasks
+from scheduler.storage.tables import audit, executions, logs, tasks
 
 SETTINGS = Settings()
 MINUTE = timedelta(minutes=1)

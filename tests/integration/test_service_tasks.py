@@ -34,7 +34,7 @@ from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage import db_now, translate_db_errors
 from scheduler.storage.db import make_engine
-from scheduler.storage.table_names import audit, executions, tasks
+from scheduler.storage.tables import audit, executions, tasks
 from scheduler.storage.tasks import insert_task
 
 SECRET_DATA = {"password": "hunter2", "nested": {"api_key": "k-123", "region": "eu"}, "plain": 1}

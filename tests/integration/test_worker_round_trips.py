@@ -12,7 +12,7 @@ from test_worker_runs import add_execution, add_task
 from scheduler.commands.registry import CommandContext, command
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from scheduler.storage.table_names import executions, logs
+from scheduler.storage.tables import executions, logs
 from tests.support.statements import record_statements
 from workers.runner import execute
 from workers.runtime import WorkerRuntime

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
+from scheduler.records import PendingLog
 from scheduler.storage.runs import (
-    PendingLog,
     append_logs,
     claim_execution,
     finish_execution,
@@ -20,7 +20,7 @@ from scheduler.storage.runs import (
     record_auto_pause,
     running_claim,
 )
-from scheduler.storage.table_names import audit, executions, logs, tasks
+from scheduler.storage.tables import audit, executions, logs, tasks
 
 STALE = timedelta(seconds=15)
 

@@ -26,8 +26,7 @@ import pytest
 
 from scheduler.commands.loading import load_registry
 from scheduler.commands.registry import CommandContext
-from scheduler.planning.publisher import Dispatch
-from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from tests.support import celery_worker

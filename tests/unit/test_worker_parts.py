@@ -17,7 +17,7 @@ from scheduler.execution.capture import LogBuffer, LogWriter
 from scheduler.execution.outcomes import json_result, retry_delay_s
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 from scheduler.limits import RETRY_COUNTDOWN_CAP_S, hard_limit_grace_s
-from scheduler.planning.publisher import Dispatch
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
 from workers.celery_config import MIN_VISIBILITY_TIMEOUT_S, build_config
 from workers.embedded import broker_folders, prune
