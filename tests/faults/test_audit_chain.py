@@ -30,9 +30,9 @@ from scheduler.storage.audit import AuditRecord, insert_audit
 from scheduler.storage.audit_chain import GENESIS, local_identity
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
-from scheduler.storage.dispatch import write_transaction
 from scheduler.storage.schema import upgrade
 from scheduler.storage.tables import audit
+from scheduler.storage.transactions import write_transaction
 from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 
