@@ -241,9 +241,9 @@ def run_send_task_ours(app: Any, client: redis.Redis, n: int, queue: str) -> flo
 
 
 def run_pipelined_ceiling(app: Any, client: redis.Redis, n: int, queue: str) -> float:
-    """Seconds to LPUSH n copies of our publisher's real message envelope (fresh ids) in pipelines of 1000.
+    """Seconds to LPUSH n copies of a message our publisher put on Redis (fresh ids) in pipelines of 1000.
 
-    No Celery code per message: the ceiling a batching publisher on Redis could approach.
+    No Celery or kombu code per message: Redis's own cost, a ceiling for any publisher on Redis.
     """
     import base64
     import json
@@ -492,7 +492,7 @@ def summarise(args: argparse.Namespace, n: int, figures: Figures) -> list[str]:
     apply_rate = add("apply_async loop, stock Celery, no DB", figures.apply_s)
     if figures.send_s:
         add("send_task loop, our Celery config, no DB", figures.send_s)
-        add("pipelined LPUSH of our message envelope, no DB (ceiling)", figures.ceiling_s)
+        add("pipelined LPUSH of a stored message, no Celery/kombu, no DB (ceiling)", figures.ceiling_s)
     if figures.redbeat_s:
         add(f"celery-redbeat, {n} due entries", figures.redbeat_s)
     if figures.beat:

@@ -16,8 +16,8 @@ What the values guarantee, and why:
   ``task-received`` (which carries the readable shadow name), then ``task-started``/``-succeeded``.
   ``task_send_sent_event`` is off: a ``task-sent`` event is one more Redis ``PUBLISH`` per message, which
   made the publisher twice as slow; without it a task shows in Flower once a worker took it, not while it
-  waits in the queue (``scheduler:history`` shows those). ``workers.publisher`` pipelines a whole batch
-  only while it is off.
+  waits in the queue (``scheduler:history`` shows those). Switched on, the events go out in the same kombu
+  batch as the messages (``workers.publisher``).
 - ``visibility_timeout`` (Redis): an unacknowledged message is handed to another worker after this long, so it
   must exceed the longest attempt plus its retry countdown: ``max(2 h, taskTimeout + hard-limit grace +
   retry countdown cap + 15 min)``. A task with a longer timeout of its own may see its message redelivered

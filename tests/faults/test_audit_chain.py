@@ -24,9 +24,10 @@ from sqlalchemy import Engine, select, text
 from cli.main import cli
 from scheduler.commands.loading import load_registry
 from scheduler.planning.cleanup import cleanup_step
+from scheduler.records import AuditRecord
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from scheduler.storage.audit import AuditRecord, insert_audit
+from scheduler.storage.audit import insert_audit
 from scheduler.storage.audit_chain import GENESIS, local_identity
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
