@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from scheduler.storage.db import make_engine
 from scheduler.storage.schema import upgrade
+from tests.support import background
 from tests.support.services import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -41,12 +42,20 @@ def pg_template() -> Iterator[str]:
     drop_pg_database(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def background_cleanup() -> Iterator[None]:
+    """Wait, at the end of the session, for the clean-up the tests left to :mod:`tests.support.background`."""
+    yield
+    background.drain()
+
+
 @pytest.fixture
 def pg_url(pg_template: str) -> Iterator[str]:
-    """URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    """URL of a fresh, migrated PostgreSQL database, dropped after the test (in the background: a DROP
+    DATABASE waits for a checkpoint)."""
     name, url = create_pg_database(pg_template)
     yield url
-    drop_pg_database(name)
+    background.later(drop_pg_database, name)
 
 
 @pytest.fixture
