@@ -56,10 +56,10 @@ def execute(
     """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
 
     One connection serves the attempt (claim, then outcome): ``runtime.hot_connection()``. On PostgreSQL a
-    worker's autocommits and the thread keeps it for the next execution: the claim is one prepared
-    statement that commits by itself, not durably (it turns synchronous_commit off for its own transaction,
-    ``run_statements.pg_claim_returning``), and so is an outcome with nothing else to write: two round trips
-    for a no-op execution.
+    worker's autocommits and the thread keeps it for the next execution (and with it what psycopg 3 prepared
+    on it, :func:`scheduler.storage.db.make_engine`): the claim is one statement that commits by itself, not
+    durably (it turns synchronous_commit off for its own transaction, ``run_statements.pg_claim_returning``),
+    and so is an outcome with nothing else to write: two round trips for a no-op execution.
     """
     with runtime.hot_connection() as connection:
         with contextlib.nullcontext() if autocommits(connection) else write_transaction(connection):
