@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile_child is not None:
         return profile_child(args.profile_child)
 
-    from scheduler.db import make_engine
+    from scheduler.storage.db import make_engine
 
     with temp_database() as url:
         engine = make_engine(url)

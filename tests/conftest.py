@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from scheduler.db import make_engine
-from scheduler.schema import upgrade
+from scheduler.storage.db import make_engine
+from scheduler.storage.schema import upgrade
+from tests.support import background
 from tests.support.services import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -42,12 +43,20 @@ def pg_template() -> Iterator[str]:
     drop_pg_database(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def background_cleanup() -> Iterator[None]:
+    """Wait, at the end of the session, for the clean-up the tests left to :mod:`tests.support.background`."""
+    yield
+    background.drain()
+
+
 @pytest.fixture
 def pg_url(pg_template: str) -> Iterator[str]:
-    """URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    """URL of a fresh, migrated PostgreSQL database, dropped after the test (in the background: a DROP
+    DATABASE waits for a checkpoint)."""
     name, url = create_pg_database(pg_template)
     yield url
-    drop_pg_database(name)
+    background.later(drop_pg_database, name)
 
 
 @pytest.fixture
@@ -68,7 +77,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-PG_DRIVERS = ("psycopg2", "psycopg")  # the PostgreSQL drivers we support (scheduler.db.make_engine)
+PG_DRIVERS = ("psycopg2", "psycopg")  # the PostgreSQL drivers we support (scheduler.storage.db.make_engine)
 
 
 def with_driver(url: str, driver: str) -> str:

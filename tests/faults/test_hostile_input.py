@@ -1,6 +1,7 @@
-"""Hostile input never reaches the database half-way (invariant 8): every ``scheduler:create``/``update``
-option, and every argument of ``SchedulerService.create_task``/``update_task`` (and pause/resume/delete),
-fuzzed with random text, Unicode, huge values, SQL fragments and shell metacharacters.
+"""Hostile input never reaches the database half-way (invariant 8 of docs/architecture.md): every
+``scheduler:create``/``update`` option, and every argument of ``SchedulerService.create_task``/``update_task``
+(and pause/resume/delete), fuzzed with random text, Unicode, huge values, SQL fragments and shell
+metacharacters.
 
 Each call either succeeds (one task row and one audit row more, or a changed task and its audit row) or fails
 with a typed error: for the CLI one ``error: ...`` line and exit 2 or 3, never a traceback; for the API a
@@ -23,11 +24,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from cli.main import cli
-from scheduler.db import make_engine
+from scheduler.commands.loading import load_registry
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage.db import make_engine
 
 FUZZ = settings(
     # FUZZ_EXAMPLES=2000 digs deeper (make test-faults keeps the default).

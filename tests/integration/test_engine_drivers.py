@@ -1,18 +1,18 @@
-"""Engines on both PostgreSQL drivers (scheduler.db.make_engine): a pooled connection that idled is pinged
-before use, replaced when its server session died, and left without an open transaction."""
+"""Engines on both PostgreSQL drivers (scheduler.storage.db.make_engine): a pooled connection that idled is
+pinged before use, replaced when its server session died, and left without an open transaction."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
 
-import scheduler.db
-from scheduler.db import make_engine
+import scheduler.storage.db
+from scheduler.storage.db import make_engine
 
 
 @pytest.fixture(autouse=True)
 def ping_every_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scheduler.db, "IDLE_PING_S", 0.0)  # any pooled connection counts as idle
+    monkeypatch.setattr(scheduler.storage.db, "IDLE_PING_S", 0.0)  # any pooled connection counts as idle
 
 
 def test_an_idle_connection_is_pinged_and_can_then_switch_to_autocommit(pg_driver_url: str) -> None:

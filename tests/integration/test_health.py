@@ -16,10 +16,10 @@ import pytest
 import workerproc
 from sqlalchemy import Engine
 
-from scheduler.db import make_engine
-from scheduler.health import CHECKS, check_planner, run_checks
-from scheduler.lease import Lease
+from scheduler.planning.lease import Lease
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
+from workers.health import CHECKS, check_planner, run_checks
 
 # A probe's whole answer must fit in the Kubernetes probe timeout of deploy/k8s/planner.yaml.
 PROBE_BUDGET_S = 10.0
@@ -56,8 +56,9 @@ class Fleet:
 
 @pytest.fixture
 def fleet(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    # A Redis database of its own (1-15) so the ping sees few other tests' workers; queues stay unique anyway.
-    broker = redis_url.rsplit("/", 1)[0] + f"/{random.randint(1, 15)}"
+    # A Redis database of its own (1-10; 11-15 are test_event_channels' and the Flower tests') so the ping
+    # sees few other tests' workers; queues stay unique anyway.
+    broker = redis_url.rsplit("/", 1)[0] + f"/{random.randint(1, 10)}"
     fleet = Fleet(pg_url, broker, workerproc.unique_queue("health"), tmp_path)
     yield fleet
     for engine in fleet.engines:

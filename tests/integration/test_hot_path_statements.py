@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy import Connection, Engine, bindparam, select, text, update
 from test_worker_runs import add_execution, add_task
 
-from scheduler.db import make_engine
-from scheduler.repository.runs import ClaimedExecution, claim_execution, finish_execution, transaction
-from scheduler.repository.tables import executions, tasks
+from scheduler.records import ClaimedExecution
+from scheduler.storage.db import make_engine
+from scheduler.storage.runs import claim_execution, finish_execution
+from scheduler.storage.tables import executions, tasks
+from scheduler.storage.transactions import write_transaction
 from tests.conftest import with_driver
 from tests.support.statements import record_statements
 
@@ -67,7 +69,7 @@ def test_the_autocommit_and_the_transactional_connections_claim_and_finish_alike
         assert by_hot is not None
         finished_hot = finish_execution(connection, by_hot, status="failed", duration_ms=5, error="x")
     assert seen == ["UPDATE", "WITH"]  # one statement each, committing by itself: no BEGIN, no COMMIT
-    with plain.connect() as connection, transaction(connection):
+    with plain.connect() as connection, write_transaction(connection):
         by_plain = claim_execution(connection, second, "w:1", stale_after=STALE)
         assert by_plain is not None
         finished_plain = finish_execution(connection, by_plain, status="failed", duration_ms=5, error="x")
@@ -97,7 +99,7 @@ def test_inside_an_explicit_transaction_statements_are_bracketed_by_begin_and_co
     plain, hot = engines
     execution_id = add_execution(plain, add_task(plain))
     seen = record_statements(hot)
-    with hot.connect() as connection, transaction(connection):
+    with hot.connect() as connection, write_transaction(connection):
         assert claim_execution(connection, execution_id, "w:1", stale_after=STALE) is not None
     assert seen == ["BEGIN", "UPDATE", "COMMIT"]
 

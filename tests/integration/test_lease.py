@@ -1,5 +1,5 @@
-"""The leader lease (invariant 4): one holder at a time by the database clock, takeover after expiry with a
-new term, and a deposed leader's dispatch transaction is refused (fencing)."""
+"""The leader lease (invariant 4 of docs/architecture.md): one holder at a time by the database clock,
+takeover after expiry with a new term, and a deposed leader's dispatch transaction is refused (fencing)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from planner_support import (
 )
 from sqlalchemy import Engine, update
 
-from scheduler.lease import Lease, leases, read_lease
-from scheduler.planner import Planner
+from scheduler.planning.lease import Lease
+from scheduler.planning.planner import Planner
+from scheduler.storage.leases import read_lease
+from scheduler.storage.tables import leases
 
 TTL = timedelta(seconds=10)
 

@@ -1,4 +1,4 @@
-"""Overlap policies and the fleet-wide concurrency cap (DESIGN §3)."""
+"""Overlap policies and the fleet-wide concurrency cap (docs/semantics.md)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from planner_support import (
 )
 from sqlalchemy import Engine, update
 
-from scheduler.planner import Planner
-from scheduler.repository.tables import executions
+from scheduler.planning.planner import Planner
+from scheduler.storage.tables import executions
 
 
 def _due_task_with_a_running_execution(engine: Engine, overlap: str) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Misfire policies (DESIGN §3): slots missed beyond grace are recorded, run once, or run all (capped).
+"""Misfire policies (docs/semantics.md): slots missed beyond grace are recorded, run once, or run all
+(capped).
 
 Outages are simulated by moving ``next_run_at`` into the past on the database clock.
 """
@@ -23,7 +24,7 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-from scheduler.planner import Planner
+from scheduler.planning.planner import Planner
 
 
 def _hourly_down_six_hours(engine: Engine, policy: str) -> tuple[int, list[object]]:
