@@ -1,19 +1,26 @@
-"""CLI latency: wall time of ``systemprompt`` verbs against a database of 10k tasks and 1M executions.
+"""CLI latency: wall time of the read verbs (list, history, next, validate) on three databases.
 
-Set-up (not timed): a fresh migrated database; ``--tasks`` tasks (the varied population of
-``bench.idle_tick``) and ``--executions`` executions spread over them (finished, with durations; a few
-queued and running), both inserted server-side with ``INSERT ... SELECT generate_series``, then
-``VACUUM ANALYZE``.
+Scenarios, each set up untimed in a throw-away working directory that holds a copy of ``module.yaml``:
 
-Each command runs as a subprocess (``SCHEDULER_DATABASE_URL`` set, cwd = the repository, stdout to a pipe as
-a script would read it): one warm-up, then ``--runs`` timed runs, round-robin across the commands so machine
-noise spreads evenly. Baseline in the same run: the bare interpreter (``python -c pass``). Targets:
-``--help`` < 0.3 s, ``scheduler:list`` and ``scheduler:history --limit 50`` < 0.5 s.
+- embedded, small: the embedded default (SQLite under ``./.scheduler``, no ``SCHEDULER_*`` variable), two
+  tasks created with ``scheduler:create`` and ``--small-executions`` finished executions;
+- PostgreSQL, small: the same two tasks and executions in a fresh migrated database;
+- PostgreSQL, large (unless ``--no-large``): ``--tasks`` tasks (the varied population of ``bench.idle_tick``)
+  and ``--executions`` executions spread over them (finished, with durations; a few queued and running), both
+  inserted server-side with ``INSERT ... SELECT generate_series``, then ``VACUUM ANALYZE``.
+
+Each command runs as a subprocess (stdout to a pipe, as a script would read it): one warm-up, then ``--runs``
+timed runs, round-robin across the scenario's commands so machine noise spreads evenly. Reported per command:
+median and minimum wall time, median CPU time (user + system of the child: less sensitive than wall time to
+other processes on a shared machine), the median minus the bare interpreter's (``python -c pass``, measured in
+the same round), and the verdict. Targets: every read verb under 0.3 s at the small sizes and under 0.5 s at
+10k tasks / 1M executions; ``--help`` under 0.3 s.
 
 Then (unless ``--no-profile``) ``python -X importtime`` shows the import time by package of ``--help`` and
-``scheduler:list``, and pyinstrument profiles ``scheduler:list`` and ``scheduler:history`` in-process.
+of each read verb on the embedded default, and pyinstrument profiles ``list``, ``history`` and ``next``
+in-process on the large database (on the small PostgreSQL one with ``--no-large``).
 
-    python -m bench.cli_latency [--tasks 10000] [--executions 1000000] [--runs 5]
+    python -m bench.cli_latency [--tasks 10000] [--executions 1000000] [--runs 5] [--no-large]
                                 [--no-profile] [--no-results]
 """
 
@@ -23,13 +30,19 @@ import argparse
 import io
 import os
 import re
+import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, MetaData, Table, create_engine, select, text
 
 from bench._common import (
     ROOT,
@@ -47,20 +60,48 @@ from bench.idle_tick import task_columns
 
 BIN = Path(sys.executable).parent
 SYSTEMPROMPT = str(BIN / "systemprompt")
-# (label, argv, target seconds or None)
-COMMANDS: tuple[tuple[str, list[str], float | None], ...] = (
-    ("python -c pass (baseline)", [sys.executable, "-c", "pass"], None),
-    ("systemprompt --help", [SYSTEMPROMPT, "--help"], 0.3),
-    ("scheduler:list", [SYSTEMPROMPT, "scheduler:list"], 0.5),
-    ("scheduler:list --format json", [SYSTEMPROMPT, "scheduler:list", "--format", "json"], None),
-    ("scheduler:list --limit 50", [SYSTEMPROMPT, "scheduler:list", "--limit", "50"], None),
-    ("scheduler:history --limit 50", [SYSTEMPROMPT, "scheduler:history", "--limit", "50"], 0.5),
-    (
-        "scheduler:history --limit 50 --format json",
-        [SYSTEMPROMPT, "scheduler:history", "--limit", "50", "--format", "json"],
-        None,
-    ),
+SMALL_TARGET_S = 0.3
+LARGE_TARGET_S = 0.5
+HELP_TARGET_S = 0.3
+SMALL_TASKS = (("bench-echo", "10s"), ("bench-nightly", "0 2 * * *"))
+READ_VERBS: tuple[tuple[str, ...], ...] = (
+    ("scheduler:list",),
+    ("scheduler:history",),
+    ("scheduler:next",),
+    ("scheduler:validate", "--schedule", "*/5 * * * *"),
 )
+# Shown at the large size for comparison, not judged.
+LARGE_EXTRAS: tuple[tuple[str, ...], ...] = (
+    ("scheduler:list", "--limit", "50"),
+    ("scheduler:list", "--format", "json"),
+    ("scheduler:history", "--format", "json"),
+)
+# Heavy packages whose import times the importtime tables single out (none of them is needed to read).
+WATCHED = ("celery", "kombu", "redis", "alembic", "rich", "pydantic_settings", "croniter")
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    argv: list[str]
+    target: float | None  # None: shown, not judged
+
+
+@dataclass
+class Timing:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    stdout_bytes: int = 0
+
+
+BASELINE = Case("python -c pass (baseline)", [sys.executable, "-c", "pass"], None)
+
+
+def verb_cases(verbs: Sequence[tuple[str, ...]], target: float | None) -> list[Case]:
+    return [Case(" ".join(verb), [SYSTEMPROMPT, *verb], target) for verb in verbs]
+
+
+# ------------------------------------------------------------------------------------------------- set-up
 
 EXECUTION_COLUMNS = {
     "task_id": "(i % :tasks) + 1",
@@ -90,6 +131,7 @@ EXECUTION_COLUMNS = {
 
 
 def insert_executions(connection: Connection, total: int, tasks: int, chunk: int = 250_000) -> None:
+    """``total`` executions over ``tasks`` tasks, server-side (PostgreSQL)."""
     names = ", ".join(EXECUTION_COLUMNS)
     expressions = ", ".join(EXECUTION_COLUMNS.values())
     statement = text(
@@ -104,20 +146,126 @@ def insert_executions(connection: Connection, total: int, tasks: int, chunk: int
         connection.execute(statement, {"lo": lo, "hi": hi, "tasks": tasks, "total": total, "base": start})
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(seconds, exit code, bytes of stdout)."""
+def create_small(workdir: Path, env: dict[str, str], url: str, executions: int) -> None:
+    """The two tasks of the small scenarios, through the CLI, and ``executions`` finished runs of the first
+    (a plain insert into the reflected table: SQLite and PostgreSQL alike)."""
+    for name, schedule in SMALL_TASKS:
+        command = [SYSTEMPROMPT, "scheduler:create", "--name", name, "--command", "test:echo"]
+        subprocess.run(
+            [*command, "--schedule", schedule], cwd=workdir, env=env, capture_output=True, check=True
+        )
+    engine = create_engine(url)
+    runs = Table("task_executions", MetaData(), autoload_with=engine)
+    tasks = Table("scheduled_tasks", MetaData(), autoload_with=engine)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with engine.begin() as connection:
+        task_id, task_name = connection.execute(
+            select(tasks.c.id, tasks.c.name).order_by(tasks.c.id).limit(1)
+        ).one()
+        rows = []
+        for k in range(executions):
+            slot = now - timedelta(minutes=executions - k)
+            failed = k % 10 == 9
+            rows.append(
+                {
+                    "task_id": task_id,
+                    "task_name": task_name,
+                    "command": "test:echo",
+                    "scheduled_for": slot,
+                    "trigger": "schedule",
+                    "status": "failed" if failed else "completed",
+                    "attempt": 1,
+                    "max_attempts": 1,
+                    "queue": "default",
+                    "worker": "celery@bench",
+                    "created_at": slot,
+                    "enqueued_at": slot,
+                    "started_at": slot,
+                    "finished_at": slot + timedelta(milliseconds=240),
+                    "duration_ms": 240,
+                    "result": None if failed else {"echo": k},
+                    "error": "exit status 1" if failed else None,
+                }
+            )
+        connection.execute(runs.insert(), rows)
+    engine.dispose()
+
+
+def workspace() -> Path:
+    """A throw-away working directory with the repository's ``module.yaml``, as a project would have."""
+    workdir = Path(tempfile.mkdtemp(prefix="cli_latency_"))
+    shutil.copy(ROOT / "module.yaml", workdir / "module.yaml")
+    return workdir
+
+
+def clean_env(url: str | None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCHEDULER_")}
+    if url is not None:
+        env["SCHEDULER_DATABASE_URL"] = url
+    return env
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the child, bytes of stdout); a failed command stops the benchmark."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, timeout=300, check=False)
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=300, check=False)
     elapsed = time.perf_counter() - started
-    return elapsed, done.returncode, len(done.stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[1:]} exited {done.returncode}: {done.stderr.decode()[-500:]}")
+    return elapsed, cpu, len(done.stdout)
 
 
-def import_times(argv: list[str], env: dict[str, str], top: int = 10) -> list[tuple[str, float]]:
+def measure(cases: Sequence[Case], cwd: Path, env: dict[str, str], runs: int) -> dict[str, Timing]:
+    """One warm-up per case (page cache, .pyc files), then ``runs`` rounds over all cases."""
+    timings = {case.label: Timing() for case in cases}
+    for case in cases:
+        timings[case.label].stdout_bytes = run_once(case.argv, cwd, env)[2]
+    for _ in range(runs):
+        for case in cases:
+            wall, cpu, _ = run_once(case.argv, cwd, env)
+            timings[case.label].wall.append(wall)
+            timings[case.label].cpu.append(cpu)
+    return timings
+
+
+def report(title: str, cases: Sequence[Case], timings: dict[str, Timing]) -> tuple[list[str], bool]:
+    """Markdown lines of one scenario, and whether every judged command met its target."""
+    baseline = median(timings[BASELINE.label].wall)
+    rows, met = [], True
+    for case in cases:
+        timing = timings[case.label]
+        value = median(timing.wall)
+        judged = ""
+        if case.target is not None:
+            met = met and value < case.target
+            judged = f"< {case.target} s: {verdict(value < case.target)}"
+        rows.append(
+            (
+                case.label,
+                f"{value:.3f}",
+                f"{min(timing.wall):.3f}",
+                f"{median(timing.cpu):.3f}",
+                f"{value - baseline:.3f}",
+                f"{timing.stdout_bytes:,}",
+                judged,
+            )
+        )
+    headers = ["command", "median (s)", "min (s)", "CPU median (s)", "minus baseline (s)", "stdout bytes"]
+    return ["", f"### {title}", "", *table([*headers, "target"], rows)], met
+
+
+def import_times(
+    args: Sequence[str], cwd: Path, env: dict[str, str], top: int = 8
+) -> list[tuple[str, float]]:
     """Import time by top-level package (self times summed, seconds) from ``python -X importtime``."""
-    command = [sys.executable, "-X", "importtime", "-m", "cli.main", *argv[1:]]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    command = [sys.executable, "-X", "importtime", "-m", "cli.main", *args]
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
     by_package: dict[str, float] = {}
     for line in done.stderr.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
@@ -125,7 +273,29 @@ def import_times(argv: list[str], env: dict[str, str], top: int = 10) -> list[tu
             package = match.group(2).split(".")[0]
             by_package[package] = by_package.get(package, 0.0) + int(match.group(1)) / 1e6
     heaviest = sorted(by_package.items(), key=lambda item: -item[1])[:top]
-    return [("(all imports)", sum(by_package.values())), *heaviest]
+    watched = [(f"{name} (watched)", by_package[name]) for name in WATCHED if name in by_package]
+    return [("(all imports)", sum(by_package.values())), *heaviest, *watched]
+
+
+def import_table(cwd: Path, env: dict[str, str]) -> list[str]:
+    """One table: the heaviest packages of ``--help`` and of each read verb, side by side."""
+    columns = [("--help",), *READ_VERBS]
+    per_verb = [dict(import_times(list(args), cwd, env)) for args in columns]
+    names: list[str] = []
+    for measured in per_verb:
+        names += [name for name in measured if name not in names]
+    rows = [
+        (name, *(f"{measured[name]:.3f}" if name in measured else "-" for measured in per_verb))
+        for name in names
+    ]
+    headers = ["package", *(args[0].removeprefix("scheduler:") for args in columns)]
+    return [
+        "",
+        "Import time by package on the embedded default (python -X importtime, self times summed, seconds; "
+        f"'watched': {', '.join(WATCHED)}, listed when imported at all):",
+        "",
+        *table(headers, rows),
+    ]
 
 
 def profile_child(argv: list[str]) -> int:
@@ -147,11 +317,41 @@ def profile_child(argv: list[str]) -> int:
     return 0
 
 
+def profiles(where: str, cwd: Path, env: dict[str, str]) -> list[str]:
+    body: list[str] = []
+    for verb in READ_VERBS[:3]:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.cli_latency", "--profile-child", *verb],
+            cwd=cwd,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        body += [
+            "",
+            f"Profile of `{' '.join(verb)}` in-process on {where} (pyinstrument, imports included):",
+            "",
+        ]
+        body += done.stdout.strip().splitlines() or [f"(failed: {done.stderr[-500:]})"]
+    return body
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=10_000, help="tasks (default 10000)")
-    parser.add_argument("--executions", type=int, default=1_000_000, help="executions (default 1000000)")
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks of the large size (default 10000)")
+    parser.add_argument(
+        "--executions", type=int, default=1_000_000, help="executions of the large size (default 1000000)"
+    )
+    parser.add_argument(
+        "--small-executions", type=int, default=20, help="executions of the small size (default 20)"
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (default 5)")
+    parser.add_argument("--no-large", action="store_true", help="only the small sizes")
     parser.add_argument("--no-profile", action="store_true", help="skip import times and pyinstrument")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument("--profile-child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -159,89 +359,79 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile_child is not None:
         return profile_child(args.profile_child)
 
-    from scheduler.db import make_engine
-
-    with temp_database() as url:
-        engine = make_engine(url)
-        info = machine_info(engine)
-        started = time.perf_counter()
-        with engine.begin() as connection:
-            insert_tasks(connection, args.tasks, columns=task_columns(0), params={"queue": "default"})
-            insert_executions(connection, args.executions, args.tasks)
-        vacuum_analyze(engine, "scheduled_tasks", "task_executions")
-        setup = time.perf_counter() - started
-        print(f"set-up: {args.tasks:,} tasks, {args.executions:,} executions in {setup:.1f} s", flush=True)
-        engine.dispose()
-
-        env = {**os.environ, "SCHEDULER_DATABASE_URL": url}
-        env.pop("SCHEDULER_DEBUG", None)
-        times: dict[str, list[float]] = {label: [] for label, _, _ in COMMANDS}
-        sizes: dict[str, int] = {}
-        for label, command, _ in COMMANDS:  # warm-up (page cache, .pyc files)
-            _, code, size = run_once(command, env)
-            if code != 0:
-                raise RuntimeError(f"{label} exited {code}")
-            sizes[label] = size
-        for _ in range(args.runs):
-            for label, command, _ in COMMANDS:
-                seconds, code, _ = run_once(command, env)
-                if code != 0:
-                    raise RuntimeError(f"{label} exited {code}")
-                times[label].append(seconds)
-        baseline = median(times[COMMANDS[0][0]])
-        rows = []
-        for label, _, target in COMMANDS:
-            value = median(times[label])
-            rows.append(
-                (
-                    label,
-                    f"{value:.3f}",
-                    f"{min(times[label]):.3f}",
-                    f"{value - baseline:.3f}",
-                    f"{sizes[label]:,}",
-                    "" if target is None else f"< {target} s: {verdict(value < target)}",
-                )
-            )
-        body = [
-            f"{args.tasks:,} tasks, {args.executions:,} executions (set-up {setup:.0f} s, not timed). "
-            f"Wall time of a subprocess, median of {args.runs} runs after one warm-up.",
-            "",
-            *table(
-                ["command", "median (s)", "min (s)", "minus baseline (s)", "stdout bytes", "target"], rows
-            ),
+    info = machine_info()
+    workdir = workspace()
+    small_cases = [BASELINE, *verb_cases(READ_VERBS, SMALL_TARGET_S)]
+    body = [
+        f"Wall time of a subprocess, median of {args.runs} runs after one warm-up; small: "
+        f"{len(SMALL_TASKS)} tasks, {args.small_executions} executions.",
+    ]
+    verdicts: list[tuple[str, bool]] = []
+    extra: list[str] = []
+    try:
+        env = clean_env(None)
+        url = f"sqlite:///{workdir / '.scheduler' / 'scheduler.db'}"
+        create_small(workdir, env, url, args.small_executions)
+        cases = [
+            BASELINE,
+            Case("systemprompt --help", [SYSTEMPROMPT, "--help"], HELP_TARGET_S),
+            *small_cases[1:],
         ]
-        print("\n".join(body), flush=True)
-
+        lines, met = report(
+            "Embedded default (SQLite), small", cases, measure(cases, workdir, env, args.runs)
+        )
+        print("\n".join(lines), flush=True)
+        body += lines
+        verdicts.append(("embedded, small", met))
         if not args.no_profile:
-            for label, command in (
-                ("systemprompt --help", COMMANDS[1][1]),
-                ("scheduler:list", COMMANDS[2][1]),
-            ):
-                heaviest = import_times(command, env)
-                body += [
-                    "",
-                    f"Import time of `{label}` by package (python -X importtime, self times summed):",
-                    "",
+            extra += import_table(workdir, env)
+
+        with temp_database() as url:
+            env = clean_env(url)
+            create_small(workdir, env, url, args.small_executions)
+            lines, met = report(
+                "PostgreSQL, small", small_cases, measure(small_cases, workdir, env, args.runs)
+            )
+            print("\n".join(lines), flush=True)
+            body += lines
+            verdicts.append(("PostgreSQL, small", met))
+            if args.no_large and not args.no_profile:
+                extra += profiles("the small PostgreSQL database", workdir, env)
+
+        if not args.no_large:
+            with temp_database() as url:
+                engine = create_engine(url)
+                started = time.perf_counter()
+                with engine.begin() as connection:
+                    insert_tasks(connection, args.tasks, columns=task_columns(0), params={"queue": "default"})
+                    insert_executions(connection, args.executions, args.tasks)
+                vacuum_analyze(engine, "scheduled_tasks", "task_executions")
+                engine.dispose()
+                setup = time.perf_counter() - started
+                env = clean_env(url)
+                cases = [
+                    BASELINE,
+                    *verb_cases(READ_VERBS, LARGE_TARGET_S),
+                    *verb_cases(LARGE_EXTRAS, None),
                 ]
-                body += table(
-                    ["package", "seconds"], [(name, f"{seconds:.3f}") for name, seconds in heaviest]
+                title = (
+                    f"PostgreSQL, {args.tasks:,} tasks and {args.executions:,} executions "
+                    f"(set-up {setup:.0f} s, not timed)"
                 )
-            for label, verb in (
-                ("scheduler:list", ["scheduler:list"]),
-                ("scheduler:history --limit 50", ["scheduler:history", "--limit", "50"]),
-            ):
-                done = subprocess.run(
-                    [sys.executable, "-m", "bench.cli_latency", "--profile-child", *verb],
-                    cwd=ROOT,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                    check=False,
-                )
-                body += ["", f"Profile of `{label}` in-process (pyinstrument, imports included):", ""]
-                body += done.stdout.strip().splitlines() or [f"(failed: {done.stderr[-500:]})"]
-            print("\n".join(body[len(rows) + 4 :]))
+                lines, met = report(title, cases, measure(cases, workdir, env, args.runs))
+                print("\n".join(lines), flush=True)
+                body += lines
+                verdicts.append((f"PostgreSQL, {args.tasks:,} / {args.executions:,}", met))
+                if not args.no_profile:
+                    extra += profiles("the large database", workdir, env)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    summary = "Every read verb within its target: " + "; ".join(
+        f"{name}: {verdict(met)}" for name, met in verdicts
+    )
+    print("\n".join(["", summary, *extra]), flush=True)
+    body += ["", summary + ".", *extra]
     if not args.no_results:
         append_results("cli_latency", info, body, sys.argv[1:] if argv is None else argv)
     return 0
