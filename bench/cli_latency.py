@@ -9,7 +9,8 @@ Scenarios, each set up untimed in a throw-away working directory that holds a co
   and ``--executions`` executions spread over them (finished, with durations; a few queued and running), both
   inserted server-side with ``INSERT ... SELECT generate_series``, then ``VACUUM ANALYZE``.
 
-Each command runs as a subprocess (stdout to a pipe, as a script would read it): one warm-up, then ``--runs``
+Each command runs as a subprocess (stdout to a pipe, as a script would read it; ``.pyc`` files written, as
+for an installed package, even when ``PYTHONDONTWRITEBYTECODE`` is set here): one warm-up, then ``--runs``
 timed runs, round-robin across the scenario's commands so machine noise spreads evenly. Reported per command:
 median and minimum wall time, median CPU time (user + system of the child: less sensitive than wall time to
 other processes on a shared machine), the median minus the bare interpreter's (``python -c pass``, measured in
@@ -20,8 +21,12 @@ Then (unless ``--no-profile``) ``python -X importtime`` shows the import time by
 of each read verb on the embedded default, and pyinstrument profiles ``list``, ``history`` and ``next``
 in-process on the large database (on the small PostgreSQL one with ``--no-large``).
 
+With ``--before DIR`` (another checkout, e.g. ``git worktree add /tmp/before main``) every judged command
+is also run on that checkout's code (its directory first on ``PYTHONPATH``, ahead of the installed package),
+interleaved in the same rounds: a before/after under the same machine load.
+
     python -m bench.cli_latency [--tasks 10000] [--executions 1000000] [--runs 5] [--no-large]
-                                [--no-profile] [--no-results]
+                                [--before DIR] [--no-profile] [--no-results]
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class Case:
     label: str
     argv: list[str]
     target: float | None  # None: shown, not judged
+    pythonpath: str | None = None  # another checkout's modules, ahead of the installed ones (--before)
 
 
 @dataclass
@@ -99,6 +105,16 @@ BASELINE = Case("python -c pass (baseline)", [sys.executable, "-c", "pass"], Non
 
 def verb_cases(verbs: Sequence[tuple[str, ...]], target: float | None) -> list[Case]:
     return [Case(" ".join(verb), [SYSTEMPROMPT, *verb], target) for verb in verbs]
+
+
+def with_before(cases: Sequence[Case], before: Path | None) -> list[Case]:
+    """``cases``, each judged one followed by the same command run on the checkout ``before`` (not judged)."""
+    result = []
+    for case in cases:
+        result.append(case)
+        if before is not None and case.target is not None:
+            result.append(Case(f"before: {case.label}", case.argv, None, pythonpath=str(before)))
+    return result
 
 
 # ------------------------------------------------------------------------------------------------- set-up
@@ -199,7 +215,13 @@ def workspace() -> Path:
 
 
 def clean_env(url: str | None) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SCHEDULER_")}
+    """This environment without ``SCHEDULER_*`` variables (but ``url``, when given) and without
+    ``PYTHONDONTWRITEBYTECODE``: the warm-up writes the .pyc files an installed package has."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SCHEDULER_") and key != "PYTHONDONTWRITEBYTECODE"
+    }
     if url is not None:
         env["SCHEDULER_DATABASE_URL"] = url
     return env
@@ -208,8 +230,11 @@ def clean_env(url: str | None) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
+def run_once(case: Case, cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of the child, bytes of stdout); a failed command stops the benchmark."""
+    argv = case.argv
+    if case.pythonpath is not None:
+        env = {**env, "PYTHONPATH": case.pythonpath}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=300, check=False)
@@ -225,10 +250,10 @@ def measure(cases: Sequence[Case], cwd: Path, env: dict[str, str], runs: int) ->
     """One warm-up per case (page cache, .pyc files), then ``runs`` rounds over all cases."""
     timings = {case.label: Timing() for case in cases}
     for case in cases:
-        timings[case.label].stdout_bytes = run_once(case.argv, cwd, env)[2]
+        timings[case.label].stdout_bytes = run_once(case, cwd, env)[2]
     for _ in range(runs):
         for case in cases:
-            wall, cpu, _ = run_once(case.argv, cwd, env)
+            wall, cpu, _ = run_once(case, cwd, env)
             timings[case.label].wall.append(wall)
             timings[case.label].cpu.append(cpu)
     return timings
@@ -354,6 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-large", action="store_true", help="only the small sizes")
     parser.add_argument("--no-profile", action="store_true", help="skip import times and pyinstrument")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also time each judged command on the checkout DIR (e.g. git worktree add DIR main~3), "
+        "in the same rounds: a same-run before/after",
+    )
     parser.add_argument("--profile-child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.profile_child is not None:
@@ -361,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     workdir = workspace()
-    small_cases = [BASELINE, *verb_cases(READ_VERBS, SMALL_TARGET_S)]
+    before = None if args.before is None else args.before.resolve()
+    small_cases = with_before([BASELINE, *verb_cases(READ_VERBS, SMALL_TARGET_S)], before)
     body = [
         f"Wall time of a subprocess, median of {args.runs} runs after one warm-up; small: "
         f"{len(SMALL_TASKS)} tasks, {args.small_executions} executions.",
@@ -372,11 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         env = clean_env(None)
         url = f"sqlite:///{workdir / '.scheduler' / 'scheduler.db'}"
         create_small(workdir, env, url, args.small_executions)
-        cases = [
-            BASELINE,
-            Case("systemprompt --help", [SYSTEMPROMPT, "--help"], HELP_TARGET_S),
-            *small_cases[1:],
-        ]
+        help_case = Case("systemprompt --help", [SYSTEMPROMPT, "--help"], HELP_TARGET_S)
+        cases = [BASELINE, *with_before([help_case], before), *small_cases[1:]]
         lines, met = report(
             "Embedded default (SQLite), small", cases, measure(cases, workdir, env, args.runs)
         )
@@ -411,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                 env = clean_env(url)
                 cases = [
                     BASELINE,
-                    *verb_cases(READ_VERBS, LARGE_TARGET_S),
+                    *with_before(verb_cases(READ_VERBS, LARGE_TARGET_S), before),
                     *verb_cases(LARGE_EXTRAS, None),
                 ]
                 title = (
