@@ -146,8 +146,17 @@ cli = build_cli(VERBS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point; exits with the verb's exit code."""
-    cli.main(args=argv, prog_name=PROG_NAME)
+    """Console-script entry point; exits with the verb's exit code.
+
+    On the way out, everything still allocated is frozen (:func:`gc.freeze`): the interpreter's final
+    collections then skip it instead of traversing every SQLAlchemy and pydantic object once more just
+    before the process ends (a quarter of the CPU time of ``scheduler:list``). Exit handlers, stream flushes
+    and the verb's own clean-up (the engine's pool is disposed when the click context closes) run as before.
+    """
+    try:
+        cli.main(args=argv, prog_name=PROG_NAME)
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":
