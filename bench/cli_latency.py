@@ -32,7 +32,6 @@ interleaved in the same rounds: a before/after under the same machine load.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import resource
@@ -42,7 +41,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -323,43 +321,36 @@ def import_table(cwd: Path, env: dict[str, str]) -> list[str]:
     ]
 
 
-def profile_child(argv: list[str]) -> int:
-    """Run one CLI command in this process under pyinstrument; print the summary."""
-    from pyinstrument import Profiler
-
-    profiler = Profiler(interval=0.0005)
-    sink = io.StringIO()
-    profiler.start()
-    try:
-        with redirect_stdout(sink):
-            from cli.main import main as cli_main
-
-            cli_main(argv)
-    except SystemExit:
-        pass
-    profiler.stop()
-    print("\n".join(profile_summary(profiler.last_session, top=10)))
-    return 0
-
-
 def profiles(where: str, cwd: Path, env: dict[str, str]) -> list[str]:
+    """pyinstrument profiles of ``list``, ``history`` and ``next``, each run by pyinstrument's own command
+    line (``-m cli.main``) in a fresh process, so every import of the verb is in the profile."""
+    from pyinstrument.session import Session
+
     body: list[str] = []
     for verb in READ_VERBS[:3]:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.cli_latency", "--profile-child", *verb],
-            cwd=cwd,
-            env={**env, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory() as scratch:
+            session_file = Path(scratch) / "profile.pyisession"
+            command = [sys.executable, "-m", "pyinstrument", "-i", "0.0005", "-r", "pyisession"]
+            done = subprocess.run(
+                [*command, "-o", str(session_file), "-m", "cli.main", *verb],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            summary = (
+                profile_summary(Session.load(str(session_file)), top=10)
+                if session_file.exists()
+                else [f"(failed: {done.stderr[-500:]})"]
+            )
         body += [
             "",
-            f"Profile of `{' '.join(verb)}` in-process on {where} (pyinstrument, imports included):",
+            f"Profile of `{' '.join(verb)}` on {where} (pyinstrument, imports included, exit not):",
             "",
+            *summary,
         ]
-        body += done.stdout.strip().splitlines() or [f"(failed: {done.stderr[-500:]})"]
     return body
 
 
@@ -386,11 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also time each judged command on the checkout DIR (e.g. git worktree add DIR main~3), "
         "in the same rounds: a same-run before/after",
     )
-    parser.add_argument("--profile-child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.profile_child is not None:
-        return profile_child(args.profile_child)
-
     info = machine_info()
     workdir = workspace()
     before = None if args.before is None else args.before.resolve()
