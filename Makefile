@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check scheduler workers cli tests bench examples
 	$(BIN)/ruff format --check scheduler workers cli tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format scheduler workers cli tests bench examples

@@ -84,8 +84,8 @@ def temp_database(*, migrate: bool = True) -> Iterator[str]:
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
         if migrate:
-            from scheduler.db import make_engine
-            from scheduler.schema import upgrade
+            from scheduler.storage.db import make_engine
+            from scheduler.storage.schema import upgrade
 
             engine = make_engine(url)
             upgrade(engine)

@@ -9,8 +9,8 @@ Needs PostgreSQL and Redis (``SCHEDULER_TEST_PG_URL``, ``SCHEDULER_TEST_REDIS_UR
   does; the clock stops when the last one is ``completed`` in PostgreSQL. Each one costs the worker a claim,
   a completion and two task events on Redis pub/sub, plus Celery's own work.
 - **raw Celery**: ``count`` messages of a task whose body is one Redis ``INCR`` (how the bench sees it
-  finish), on a worker with the same Celery settings (``celeryconfig.build_config``: acks late, prefetch 1,
-  events on); the clock stops when the counter reaches ``count``.
+  finish), on a worker with the same Celery settings (``workers.celery_config.build_config``: acks late,
+  prefetch 1, events on); the clock stops when the counter reaches ``count``.
 
 Both workers are started and warmed up before timing; each run uses a fresh queue. Prints the median of
 ``runs`` for both and their ratio.
@@ -51,8 +51,8 @@ def _raw_app() -> Any:
     import redis
     from celery import Celery
 
-    from celeryconfig import build_config
     from scheduler.settings import load_settings
+    from workers.celery_config import build_config
 
     raw = Celery("raw-bench", set_as_current=False)
     raw.config_from_object(build_config(load_settings().settings))
@@ -72,7 +72,7 @@ _registered: list[bool] = []
 def _register_noop() -> None:
     if _registered:  # bench_scheduler runs once per interleaved run
         return
-    from workers.commands import CommandContext, command
+    from scheduler.commands import CommandContext, command
 
     @command("bench:noop", "Do nothing (benchmark).")
     def noop(ctx: CommandContext) -> None:
@@ -186,8 +186,8 @@ def bench_raw(count: int, runs: int, workdir: Path) -> list[Run]:
     import redis
     from celery import Celery
 
-    from celeryconfig import build_config
     from scheduler.settings import Settings
+    from workers.celery_config import build_config
 
     client = redis.Redis.from_url(REDIS_URL)
     results = []
@@ -227,12 +227,12 @@ def bench_raw(count: int, runs: int, workdir: Path) -> list[Run]:
 def bench_scheduler(count: int, runs: int, workdir: Path) -> list[Run]:
     from sqlalchemy import func, insert, select, text
 
-    from scheduler.db import make_engine
-    from scheduler.publisher import Dispatch
-    from scheduler.repository.tables import executions
-    from scheduler.schema import upgrade
+    from scheduler.records import Dispatch
     from scheduler.service import SchedulerService
     from scheduler.settings import Settings
+    from scheduler.storage.db import make_engine
+    from scheduler.storage.schema import upgrade
+    from scheduler.storage.tables import executions
     from workers.app import create_app
     from workers.publisher import CeleryPublisher
 

@@ -1,4 +1,4 @@
-"""Next-fire cost per cron expression: ``scheduler.schedules`` against plain croniter.
+"""Next-fire cost per cron expression: ``scheduler.rules.schedules`` against plain croniter.
 
 For every expression and zone, both sides parse once, then compute ``--calls`` successive fire times from an
 advancing instant (ours: ``schedule.next_after(t)`` fed its own result; croniter: ``get_next(datetime)`` on
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from bench._common import append_results, machine_info, median, table, verdict
-from scheduler.schedules import parse_schedule
+from scheduler.rules.schedules import parse_schedule
 
 EXPRESSIONS = ("*/5 * * * *", "0 2 * * 1-5", "0 0 1 * *", "*/15 9-17 * * mon-fri", "@hourly")
 ZONES = ("UTC", "Europe/Berlin")

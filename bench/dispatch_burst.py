@@ -5,7 +5,8 @@ Per repetition (the tables are emptied between them):
 1. N interval tasks (``1h``, anchored at the slot) are bulk-inserted with one server-side
    ``INSERT ... SELECT generate_series`` into a fresh migrated database, all with ``next_run_at = T``, a
    common instant a little ahead of the database clock; the bench then waits until T has just passed;
-2. **ours**: ``scheduler.planner.Planner`` with ``workers.publisher.CeleryPublisher`` (our Celery app on
+2. **ours**: ``scheduler.planning.planner.Planner`` with ``workers.publisher.CeleryPublisher`` (our Celery
+app on
    Redis) ticks in a thread the way ``Planner.run_forever`` does (again at once while a tick reports ``more``,
    else after ``tick_interval``) until ``LLEN`` of the queue reaches N; the lag of each execution is
    ``enqueued_at - scheduled_for`` from ``task_executions``. ``max_concurrent_tasks`` is set to N (the default
@@ -53,9 +54,10 @@ from bench._common import (
     vacuum_analyze,
     verdict,
 )
-from scheduler.db import make_engine
-from scheduler.planner import Planner, TickReport
+from scheduler.planning.planner import Planner
+from scheduler.records import TickReport
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
 
@@ -225,7 +227,7 @@ def run_apply_async(app: Any, client: redis.Redis, n: int, queue: str) -> float:
 
 def run_send_task_ours(app: Any, client: redis.Redis, n: int, queue: str) -> float:
     """Seconds for a loop of send_task with our Celery configuration (one call per id, no producer reuse)."""
-    from celeryconfig import TASK_NAME
+    from scheduler.limits import TASK_NAME
 
     app.send_task(TASK_NAME, args=[-1], queue=queue, ignore_result=True)
     client.delete(queue)
@@ -239,15 +241,15 @@ def run_send_task_ours(app: Any, client: redis.Redis, n: int, queue: str) -> flo
 
 
 def run_pipelined_ceiling(app: Any, client: redis.Redis, n: int, queue: str) -> float:
-    """Seconds to LPUSH n copies of our publisher's real message envelope (fresh ids) in pipelines of 1000.
+    """Seconds to LPUSH n copies of a message our publisher put on Redis (fresh ids) in pipelines of 1000.
 
-    No Celery code per message: the ceiling a batching publisher on Redis could approach.
+    No Celery or kombu code per message: Redis's own cost, a ceiling for any publisher on Redis.
     """
     import base64
     import json
     import uuid
 
-    from scheduler.publisher import Dispatch
+    from scheduler.records import Dispatch
 
     client.delete(queue)
     CeleryPublisher(app).publish([Dispatch(0, queue, "test:echo", "bench-0", timeout_s=60.0)])
@@ -490,7 +492,7 @@ def summarise(args: argparse.Namespace, n: int, figures: Figures) -> list[str]:
     apply_rate = add("apply_async loop, stock Celery, no DB", figures.apply_s)
     if figures.send_s:
         add("send_task loop, our Celery config, no DB", figures.send_s)
-        add("pipelined LPUSH of our message envelope, no DB (ceiling)", figures.ceiling_s)
+        add("pipelined LPUSH of a stored message, no Celery/kombu, no DB (ceiling)", figures.ceiling_s)
     if figures.redbeat_s:
         add(f"celery-redbeat, {n} due entries", figures.redbeat_s)
     if figures.beat:

@@ -7,7 +7,8 @@ first ``--due`` tasks (interval ``1h``) are made due again (``next_run_at`` = da
 every measured tick, outside the timing.
 
 Each size is measured in a fresh child process (``--child``) so its RSS is the planner's alone: the planner
-(``scheduler.planner.Planner`` + ``workers.publisher.CeleryPublisher`` on Redis, ``max_concurrent_tasks``
+(``scheduler.planning.planner.Planner`` + ``workers.publisher.CeleryPublisher`` on Redis,
+``max_concurrent_tasks``
 10000) runs 2 warm-up ticks (lease, first clean-up), then ``--ticks`` ticks with a handful due and as many
 with nothing due. Reported: median and p90 tick time, RSS after the imports and after the ticks, peak RSS;
 and (unless ``--no-profile``) a pyinstrument profile of the handful-due ticks at the largest size.
@@ -39,7 +40,7 @@ from bench._common import (
     vacuum_analyze,
     verdict,
 )
-from scheduler.db import IDLE_PING_S
+from scheduler.storage.db import IDLE_PING_S
 
 TARGET_TICK_MS = 10.0
 TARGET_RSS_MB = 200.0
@@ -93,9 +94,9 @@ def child(args: argparse.Namespace) -> int:
     from sqlalchemy import event, text
 
     from bench._common import peak_rss_mb, profile_summary, rss_mb
-    from scheduler.db import make_engine
-    from scheduler.planner import Planner
+    from scheduler.planning.planner import Planner
     from scheduler.settings import Settings
+    from scheduler.storage.db import make_engine
     from workers.app import create_app
     from workers.publisher import CeleryPublisher
 
@@ -217,7 +218,7 @@ def _counts(counts: dict[str, float]) -> str:
     return (
         f"{counts['statements']:.1f} statements, {counts['commits']:.1f} commits, "
         f"{counts['checkouts']:.1f} pool checkouts (no ping: only a connection idle for "
-        f"{IDLE_PING_S:g} s is pinged, see scheduler.db)"
+        f"{IDLE_PING_S:g} s is pinged, see scheduler.storage.db)"
     )
 
 
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     import redis
     from sqlalchemy import text
 
-    from scheduler.db import make_engine
+    from scheduler.storage.db import make_engine
 
     sizes = sorted({size for size in (10_000, 100_000, args.n) if size <= args.n})
     tag = suffix()

@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
+from cli.cells import Column
 from cli.context import get_loaded_settings, get_settings
 from cli.options import format_option
-from cli.render import Column, print_json, print_note, print_table, render
+from cli.render import print_json, print_note, print_table, render
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/@:?#]*:)(?P<password>[^/@?#]*)@")
 MASK = "***"
@@ -43,9 +44,13 @@ def commands(ctx: click.Context, output_format: str) -> None:
 
     JSON: an array of {name, kind, description, argv, placeholders}.
     """
-    from workers.commands import load_registry, placeholders
+    from scheduler.commands.loading import load_registry
+    from scheduler.commands.registry import placeholders
+    from workers.runtime_commands import deferred_worker_runtime
 
-    specs = load_registry(get_settings(ctx)).specs()
+    # As workers.wiring.commands builds it, without importing the wiring's database modules (a reading verb).
+    settings = get_settings(ctx)
+    specs = load_registry(settings, runtime=deferred_worker_runtime(settings)).specs()
     rows = [
         {
             "name": spec.name,
@@ -119,9 +124,9 @@ def migrate(ctx: click.Context, output_format: str) -> None:
 
     Brings the configured database to this version's schema. JSON: {database, from, to, changed}.
     """
-    from scheduler.db import engine_from_settings
-    from scheduler.repository.errors import translate_db_errors
-    from scheduler.schema import current_revision, upgrade
+    from scheduler.storage.db import engine_from_settings
+    from scheduler.storage.errors import translate_db_errors
+    from scheduler.storage.schema import current_revision, upgrade
 
     settings = get_settings(ctx)
     engine = engine_from_settings(settings)

@@ -158,11 +158,9 @@ def get_service(ctx: click.Context, *, publisher: Any = None) -> SchedulerServic
     """
     service: SchedulerService | None = ctx.meta.get(_SERVICE_KEY)
     if service is None:
-        from scheduler.service import SchedulerService
+        from workers.wiring import open_service
 
-        service = SchedulerService.from_settings(
-            get_settings(ctx), publisher=publisher, actor=ctx.meta.get(_ACTOR_KEY)
-        )
+        service = open_service(get_settings(ctx), publisher=publisher, actor=ctx.meta.get(_ACTOR_KEY))
         ctx.meta[_SERVICE_KEY] = service
         ctx.find_root().call_on_close(service.engine.dispose)
     return service

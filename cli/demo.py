@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 
 from cli.admin import mask_url
+from cli.cells import Column
 from cli.context import exit_code_for
-from cli.render import Column, console, print_table
+from cli.render import console, print_table
 from cli.tasks import TASK_COLUMNS
 
 DEMO_TASK = {

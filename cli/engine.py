@@ -18,45 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.cells import human_ms
 from cli.context import get_service, get_settings
 from cli.options import format_option, task_ref
-from cli.render import human_ms, print_json, print_note, render_one
+from cli.render import print_json, print_note, render_one
 
 if TYPE_CHECKING:
-    from scheduler.planner import TickReport
+    from scheduler.records import TickReport
     from scheduler.settings import Settings
-
-
-def _publisher(settings: Settings, *, check: bool) -> Any:
-    """A Celery publisher; with ``check``, one whose broker answered (else BrokerUnavailable, exit 69)."""
-    from workers.app import create_app
-    from workers.publisher import CeleryPublisher
-
-    publisher = CeleryPublisher(create_app(settings))
-    if check:
-        publisher.check()
-    return publisher
 
 
 def _engine(settings: Settings) -> Any:
     """An engine on a usable schema: the embedded one is upgraded; an outdated server one is refused (69)."""
-    from scheduler.db import engine_from_settings
-    from scheduler.repository.errors import translate_db_errors
-    from scheduler.schema import ensure_schema
+    from scheduler.storage.schema import open_database
 
-    engine = engine_from_settings(settings)
-    with translate_db_errors():
-        ensure_schema(engine, auto_upgrade=settings.is_embedded)
-    return engine
-
-
-def _event_bus(settings: Settings) -> Any:
-    from scheduler.events import EventBus
-    from scheduler.remote_events import forward_to_redis
-
-    bus = EventBus()
-    forward_to_redis(bus, settings)
-    return bus
+    return open_database(settings)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -114,7 +90,9 @@ def run(
 
     service = get_service(ctx)  # the database first: unreachable is exit 69
     settings = get_settings(ctx)
-    service.publisher = _publisher(settings, check=True)
+    from workers.wiring import celery_publisher
+
+    service.publisher = celery_publisher(settings, check=True)
     execution = service.run_task_now(task_ref(ref))
     if not (wait or follow):
         render_one(execution, output_format)
@@ -159,20 +137,19 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
     """
     from dataclasses import asdict
 
-    from scheduler.metrics import start_metrics_server
-    from scheduler.planner import Planner
-    from workers.commands import load_registry
+    from scheduler.observability.metrics import start_metrics_server
+    from workers import wiring
 
     settings = get_settings(ctx)
     # The planner runs no command, but it refuses a registry the workers refuse (a command defined twice):
     # planning for a fleet that cannot start would only pile executions up on the broker.
-    load_registry(settings)
+    wiring.commands(settings)
     engine = _engine(settings)
     _configure_logging(settings)  # after the schema check: Alembic's own INFO lines are noise here
     try:
-        loop = Planner(engine, settings, _publisher(settings, check=False), events=_event_bus(settings))
+        loop = wiring.planner(settings, engine)
         if once:
-            from scheduler.repository.errors import translate_db_errors
+            from scheduler.storage.errors import translate_db_errors
 
             with translate_db_errors():  # a refused role is exit 77, an unreachable database 69
                 report = loop.tick()
@@ -183,7 +160,7 @@ def planner(ctx: click.Context, once: bool, output_format: str) -> int:
                 print_note(tick_summary(report))
             return 0
         start_metrics_server(settings)  # on SCHEDULER_METRICS_PORT when set; a daemon thread
-        log = logging.getLogger("scheduler.planner")
+        log = logging.getLogger("scheduler.planning.planner")
         with _stop_on_signals() as stop:
             log.info("planner %s started; Ctrl-C or SIGTERM stops it", loop.holder)
             loop.run_forever(stop)  # logs that it stopped, and whether its lease was released
@@ -206,12 +183,12 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
     default queue (SCHEDULER_DEFAULT_QUEUE). Time limits are enforced by the prefork pool (the default).
     """
     from workers.app import create_app
-    from workers.commands import load_registry
+    from workers.wiring import commands
 
     settings = get_settings(ctx)
     # Commands, then the schema, checked with a one-line error before Celery starts (commands first: a worker
     # that cannot start creates no database).
-    load_registry(settings)
+    commands(settings)
     _engine(settings).dispose()
     argv = ["worker", *celery_args]
     if not _has_option(celery_args, "-Q", "--queues"):
@@ -238,12 +215,12 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
     uses the prefork pool with N processes, so time limits are enforced. Ctrl-C stops it: running executions
     finish first (a second Ctrl-C kills them; the planner's recovery sweep then retries them).
     """
-    from scheduler.repository.errors import translate_db_errors
-    from workers.commands import load_registry
+    from scheduler.storage.errors import translate_db_errors
     from workers.serve import serve as serve_forever
+    from workers.wiring import commands
 
     settings = get_settings(ctx)
-    load_registry(settings)  # a command defined twice is one line before anything starts
+    commands(settings)  # a command defined twice is one line before anything starts
     with translate_db_errors():
         return serve_forever(
             settings,
@@ -262,25 +239,37 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
 @format_option
 @click.pass_context
 def cleanup(ctx: click.Context, output_format: str) -> int:
-    """Delete finished executions older than historyRetentionDays, with their logs.
+    """Delete finished executions older than historyRetentionDays, with their logs, and audit rows older
+    than auditRetentionDays (0: none).
 
-    In bounded batches; running and pending executions are never deleted. JSON: {deleted, retention_days}.
+    In bounded batches; running and pending executions are never deleted; pruned audit rows leave a
+    checkpoint row, so `scheduler:audit --verify` still holds. JSON: {deleted, retention_days, audit_pruned,
+    audit_retention_days}.
     """
-    from scheduler.cleanup import run_cleanup
-    from scheduler.repository.errors import translate_db_errors
+    from scheduler.planning.cleanup import cleanup_step
+    from scheduler.storage.errors import translate_db_errors
 
     settings = get_settings(ctx)
     engine = _engine(settings)
     try:
         with translate_db_errors():
-            deleted = run_cleanup(engine, settings)
+            result = cleanup_step(engine, settings)
     finally:
         engine.dispose()
-    days = settings.history_retention_days
+    days, audit_days = settings.history_retention_days, settings.audit_retention_days
     if output_format == "json":
-        print_json({"deleted": deleted, "retention_days": days})
+        print_json(
+            {
+                "deleted": result.deleted,
+                "retention_days": days,
+                "audit_pruned": result.audit_pruned,
+                "audit_retention_days": audit_days,
+            }
+        )
     else:
-        print_note(f"deleted {deleted} finished executions older than {days} days")
+        print_note(f"deleted {result.deleted} finished executions older than {days} days")
+        if audit_days:
+            print_note(f"pruned {result.audit_pruned} audit rows older than {audit_days} days")
     return 0
 
 
@@ -305,7 +294,7 @@ def events(ctx: click.Context, follow: bool, recent: int) -> int:
     import redis
 
     from scheduler.errors import BrokerUnavailable, ConfigError
-    from scheduler.remote_events import events_channel, is_redis_url, listen
+    from workers.remote_events import events_channel, is_redis_url, listen
 
     settings = get_settings(ctx)
     url = settings.effective_broker_url

@@ -19,7 +19,8 @@ from cli.verbs import VERBS, LazyCommands, import_verb
 
 PREFIX = "scheduler:"
 DISTRIBUTION = "systemprompt-scheduler"  # the package whose metadata --version reads
-# Verbs that run until stopped: their logs go through scheduler.log_setup (SCHEDULER_LOG_FORMAT, _LEVEL).
+# Verbs that run until stopped: their logs go through scheduler.observability.log_setup
+# (SCHEDULER_LOG_FORMAT, _LEVEL).
 LONG_RUNNING = frozenset({"planner", "worker", "serve", "flower"})
 # Verbs that read, print and exit: they run without the cyclic garbage collector (see without_gc).
 READ_ONLY = frozenset({"list", "history", "logs", "stats", "audit", "next", "validate", "commands", "config"})
@@ -40,14 +41,15 @@ def verb_name(command: click.Command) -> str:
 
 
 def with_log_setup(command: click.Command) -> click.Command:
-    """Make ``command`` call :func:`scheduler.log_setup.configure_logging` first (idempotent)."""
+    """Make ``command`` call :func:`scheduler.observability.log_setup.configure_logging` first
+    (idempotent)."""
     callback = command.callback
     if callback is None or getattr(callback, "_configures_logging", False):
         return command
 
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
-        from scheduler.log_setup import configure_logging
+        from scheduler.observability.log_setup import configure_logging
 
         configure_logging(get_settings(click.get_current_context()))
         return callback(*args, **kwargs)

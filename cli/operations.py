@@ -8,18 +8,24 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cli.cells import Column
 from cli.context import get_settings
 from cli.options import format_option
-from cli.render import Column, print_json, print_table
+from cli.render import print_json, print_table
 from scheduler.errors import ConfigError
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
-    from scheduler.health import CheckResult
     from scheduler.settings import Settings
+    from workers.health import CheckResult
 
-CHECK_NAMES = ("database", "broker", "planner", "workers")  # scheduler.health.CHECKS, without importing it
+CHECK_NAMES = (
+    "database",
+    "broker",
+    "planner",
+    "workers",
+)  # workers.health.CHECKS, without importing it
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 DEFAULT_FLOWER_PORT = 5555
 
@@ -28,7 +34,7 @@ DEFAULT_FLOWER_PORT = 5555
 
 
 def _parse_check_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    from scheduler.health import parse_checks
+    from workers.health import parse_checks
 
     if value is None:
         return CHECK_NAMES
@@ -75,7 +81,7 @@ def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> i
 
     JSON: {ok, checks: [{name, ok, detail, warnings}]}.
     """
-    from scheduler.health import run_checks
+    from workers.health import run_checks
 
     results = run_checks(get_settings(ctx), checks)
     healthy = all(result.ok for result in results)

@@ -77,7 +77,7 @@ def warn_about_timezone(name: str | None) -> None:
     """``warning: ...`` on stderr for a legacy zone name (``EST``) that is valid but rarely what is meant."""
     if name is None:
         return
-    from scheduler.schedules import timezone_warning
+    from scheduler.rules.schedules import timezone_warning
 
     warning = timezone_warning(name)
     if warning is not None:

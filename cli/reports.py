@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.cells import Column, human_ms, show_value
 from cli.context import get_service
 from cli.options import format_option, parse_time, task_ref, warn_about_timezone
-from cli.render import Column, human_ms, print_fields, print_json, print_note, print_table, render, show_value
+from cli.render import print_fields, print_json, print_note, print_table, render
 from scheduler.records import EXECUTION_STATUSES, iso_utc
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ def stats(ctx: click.Context, ref: str | None, output_format: str) -> None:
 
 def _changes(entry: AuditEntry) -> str:
     before, after = entry.before or {}, entry.after or {}
+    if entry.action == "checkpoint":
+        return f"pruned {after.get('pruned_rows')} rows through row {after.get('pruned_through_id')}"
     if entry.action in ("create", "delete"):
         return ""
     changed = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
@@ -113,10 +116,21 @@ def _changes(entry: AuditEntry) -> str:
     )
 
 
+def _database_identity(entry: AuditEntry) -> str:
+    """Who wrote the row as the database saw it: ``login``, ``login as role`` when they differ; ``-`` on rows
+    from before the identity was recorded."""
+    if entry.db_user is None:
+        return "-"
+    if entry.db_role is not None and entry.db_role != entry.db_user:
+        return f"{entry.db_user} as {entry.db_role}"
+    return entry.db_user
+
+
 AUDIT_COLUMNS = (
     Column("id"),
     Column("at"),
     Column("actor", drop_order=2),
+    Column("db_user", "db user", get=_database_identity, drop_order=3),
     Column("action"),
     Column("task_id", "task id", drop_order=1),
     Column("task_name", "task"),
@@ -127,15 +141,35 @@ AUDIT_COLUMNS = (
 @click.command("audit")
 @click.option("--task", "ref", metavar="ID|NAME", help=TASK_OPTION_HELP)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the hash chain of the whole audit trail instead: exit 0 intact, 1 with the first broken row.",
+)
 @format_option
 @click.pass_context
-def audit(ctx: click.Context, ref: str | None, limit: int, output_format: str) -> None:
+def audit(ctx: click.Context, ref: str | None, limit: int, verify: bool, output_format: str) -> int:
     """Show who changed which task.
 
-    Newest first. JSON: an array of audit entry objects.
+    Newest first: the actor each change declared and the database user that wrote it (the authoritative
+    one). JSON: an array of audit entry objects. With --verify: one line, "intact" or the first row that was
+    changed or after which rows were deleted (exit 1); JSON: a verdict object.
     """
+    if verify:
+        if ref is not None:
+            raise click.UsageError("--verify checks the whole trail; it takes no --task")
+        verdict = get_service(ctx).verify_audit()
+        if output_format == "json":
+            print_json(verdict.to_json())
+        elif verdict.intact:
+            head = "" if verdict.head_id is None else f", head row {verdict.head_id} hash {verdict.head_hash}"
+            click.echo(f"audit chain intact: {verdict.rows} rows{head}")
+        else:
+            click.echo(f"audit chain broken at row {verdict.broken_at}: {verdict.problem}")
+        return 0 if verdict.intact else 1
     entries = get_service(ctx).audit(task=None if ref is None else task_ref(ref), limit=limit)
     render(entries, AUDIT_COLUMNS, output_format, empty="no audit entries")
+    return 0
 
 
 @click.command("next")
@@ -173,8 +207,8 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
 
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
-    from scheduler.schedules import validate_timezone
-    from scheduler.timing import preview_schedule
+    from scheduler.rules.schedules import validate_timezone
+    from scheduler.rules.timing import preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
     # the rules create applies, so whatever validate accepts, create accepts.

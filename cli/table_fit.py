@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cli.render import Column
+    from cli.cells import Column
 
 # A word longer than this may be folded ("words" columns: names, commands; cut short with … in a plain
 # table), so a long name does not push the times off the screen; free text ("text" columns) keeps at least

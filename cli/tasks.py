@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.cells import Column
 from cli.context import get_service
 from cli.options import (
     actor_option,
@@ -20,7 +21,7 @@ from cli.options import (
     task_ref,
     warn_about_timezone,
 )
-from cli.render import Column, print_note, render, render_one
+from cli.render import print_note, render, render_one
 from scheduler.errors import InvalidInput, SchedulerError
 from scheduler.records import FAILURE_STATUSES, TASK_STATUSES
 

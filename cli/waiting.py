@@ -4,7 +4,8 @@
   ``queued`` -> ``running on <worker>`` -> ``retrying`` -> the outcome. Piped or ``--format json``, nothing
   but the warnings below is added, so the output stays what scripts parse.
 - **Nobody to run it**: while the execution waits, the workers are asked once (the discovery of
-  ``scheduler:health``, :func:`scheduler.health.discover_workers`, on every broker including the embedded
+  ``scheduler:health``, :func:`workers.health.discover_workers`, on every broker including
+  the embedded
   one); when no live worker consumes its queue, or none there has its command, one ``warning:`` line says so
   (always, on stderr) and the wait goes on: a worker started meanwhile still runs it (in the second case
   one of those workers may take it first and fail it, and the warning says so).
@@ -24,13 +25,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.render import human_ms, human_time, render_one
+from cli.cells import human_ms, human_time
+from cli.render import render_one
 
 if TYPE_CHECKING:
-    from scheduler.health import LiveWorker
     from scheduler.records import Execution, LogLine
     from scheduler.service import SchedulerService
     from scheduler.settings import Settings
+    from workers.health import LiveWorker
 
 POLL_S = 0.25
 INTERRUPTED_EXIT = 130  # the shell's code for a command ended by Ctrl-C (SIGINT)
@@ -72,8 +74,8 @@ class _Discovery:
         self._thread.start()
 
     def _ask(self, settings: Settings) -> None:
-        from scheduler.health import discover_workers
         from workers.app import create_app
+        from workers.health import discover_workers
 
         try:
             self.live = discover_workers(create_app(settings))
@@ -88,7 +90,7 @@ class _Discovery:
 def nobody_warning(live: Sequence[LiveWorker] | None, execution: Execution) -> str | None:
     """The warning of ``run --wait`` when none of the ``live`` workers (None: not known) will run
     ``execution``, or None."""
-    from scheduler.health import coverage_warning
+    from workers.health import coverage_warning
 
     if live is None:
         return None

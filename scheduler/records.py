@@ -1,4 +1,12 @@
-"""Frozen domain records returned by the repository and the service, and their stable JSON form."""
+"""The scheduler's frozen records, in one module that imports nothing of the scheduler.
+
+- what the service and the CLI return (:class:`Task`, :class:`Execution`, ...), with their stable JSON form
+  (:meth:`to_json`: the fields in declaration order);
+- what the layers hand each other: the planner's :class:`Dispatch` and :class:`TaskAdvance`, the worker's
+  :class:`ClaimedExecution` and :class:`PendingLog`, the sweep's :class:`OpenExecution`, the audit's
+  :class:`AuditRecord`, a tick's :class:`TickReport`. Storage, planning, execution and observability all
+  import them from here, so none of them needs another's modules for its types.
+"""
 
 from __future__ import annotations
 
@@ -131,6 +139,17 @@ class LogLine(_JsonRecord):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry(_JsonRecord):
+    """One row of the audit trail.
+
+    ``actor`` is the label the caller declared (``--actor``, the OS user): informative, not proof. The
+    database identity that wrote the row is authoritative: on PostgreSQL ``db_user`` is ``session_user``
+    (the login) and ``db_role`` ``current_user`` (the role it acted as), both taken by the database's insert
+    trigger, and ``db_host`` the client address (``local``: a Unix socket); on SQLite ``db_user`` and
+    ``db_host`` are the OS user and host of the process that wrote the file and ``db_role`` is None. All
+    three are None on rows written before schema revision 0002. ``row_hash`` chains the row to the one
+    before it (``prev_hash``): see ``scheduler:audit --verify``.
+    """
+
     id: int
     at: datetime
     actor: str
@@ -139,6 +158,25 @@ class AuditEntry(_JsonRecord):
     task_name: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    db_user: str | None
+    db_role: str | None
+    db_host: str | None
+    prev_hash: str
+    row_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditVerdict(_JsonRecord):
+    """What verifying the audit chain found: ``intact``, or the first row (``broken_at``) that breaks it and
+    why (``problem``). ``rows`` counts the rows checked; ``head_id``/``head_hash`` are the newest row's, worth
+    keeping outside the database (a chain whose newest rows were deleted is still a valid, shorter chain)."""
+
+    intact: bool
+    rows: int
+    head_id: int | None
+    head_hash: str | None
+    broken_at: int | None
+    problem: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,3 +206,162 @@ class NextRun(_JsonRecord):
     task_id: int
     task_name: str
     at: datetime
+
+
+# ------------------------------------------------------------------------------- between the layers
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """An execution id to publish, with what the worker's message carries about it."""
+
+    execution_id: int
+    queue: str
+    command: str
+    task_name: str
+    countdown_s: float = 0.0
+    # The task's time limit: the soft limit is raised inside the command, the hard limit kills it.
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAdvance:
+    """The new planning state of one task after a tick (``status`` ``completed`` ends it)."""
+
+    task_id: int
+    next_run_at: datetime | None
+    run_count: int
+    last_run_at: datetime | None
+    status: str
+    status_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit row to write: ``before``/``after`` are task JSON, secrets redacted (None: no side)."""
+
+    action: str
+    task_id: int | None
+    task_name: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedExecution:
+    """An execution this worker now runs. ``task_found`` is False when the task was deleted meanwhile;
+    ``log_bytes`` is what earlier attempts logged (the per-execution log budget is shared by all attempts)."""
+
+    id: int
+    task_id: int | None
+    task_name: str
+    command: str
+    attempt: int
+    max_attempts: int
+    queue: str
+    trigger: str
+    scheduled_for: datetime
+    worker: str
+    started_at: datetime | None
+    task_found: bool
+    task_status: str | None
+    data: dict[str, Any]
+    timeout_ms: int | None
+    retry_delay_ms: int
+    retry_backoff: float
+    log_bytes: int
+    took_over_from: str | None = None  # the worker whose stale claim this one replaced
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLog:
+    """A log line captured by the worker, not yet stored."""
+
+    at: datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishedExecution:
+    """An attempt's outcome as the worker recorded it; ``task_paused``: this failure paused its task."""
+
+    status: str
+    consecutive_failures: int | None
+    task_paused: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskOutcome:
+    """A task after one of its runs ended: its failure count, and whether this outcome auto-paused it."""
+
+    consecutive_failures: int
+    task_paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenExecution:
+    """A ``running`` or ``retrying`` execution as the recovery sweep sees it, with its task's time limit and
+    retry delay."""
+
+    id: int
+    status: str
+    attempt: int
+    max_attempts: int
+    worker: str | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    enqueued_at: datetime | None
+    timeout_ms: int | None
+    retry_delay_ms: int | None
+    retry_backoff: float | None
+    task_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LostExecution:
+    """An execution the sweep marked ``lost``, and its task after counting the failure (None: no task)."""
+
+    id: int
+    task_id: int | None
+    task: TaskOutcome | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """A lease row as stored (times aware, UTC)."""
+
+    name: str
+    holder: str
+    term: int
+    expires_at: datetime
+    renewed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one planner tick did. ``leader`` False: a standby (or fenced) tick that did nothing else.
+
+    ``due`` tasks handled; ``created`` executions to run; ``dispatched`` ids published (new, relayed and
+    republished); ``skipped`` rows recorded skipped or cancelled; ``misfired`` slots missed beyond grace;
+    ``more`` True when the time budget ended the tick with due tasks left; ``broker_error`` why a publish
+    failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
+    message was not found on the broker: each may reach a worker twice, whose claim then does nothing);
+    ``uncertain`` of ``dispatched``, ids whose publish got no answer (:meth:`Relay.publish
+    <scheduler.planning.relay.Relay.publish>`).
+    """
+
+    leader: bool
+    due: int = 0
+    dispatched: int = 0
+    skipped: int = 0
+    misfired: int = 0
+    duration_s: float = 0.0
+    created: int = 0
+    requeued: int = 0
+    lost: int = 0
+    cleaned: int = 0
+    more: bool = False
+    broker_error: str | None = None
+    republished: int = 0
+    uncertain: int = 0

@@ -7,43 +7,64 @@ with the task's JSON (secret-looking data redacted). Times come from the databas
 
 from __future__ import annotations
 
-import functools
+import difflib
 import getpass
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, exc
 
-from scheduler import events as ev
-from scheduler import timing
-from scheduler.db import engine_from_settings
-from scheduler.errors import BrokerUnavailable, InvalidField, NameTaken
-from scheduler.events import EventBus, Handler
-from scheduler.fields import check_actor, check_reason
-from scheduler.publisher import Dispatch, Publisher
-from scheduler.records import FINISHED_STATUSES, Execution, Task
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandRegistry
+from scheduler.errors import BrokerUnavailable, ExecutionNotFound, InvalidField, NameTaken, TaskNotFound
+from scheduler.observability import events as ev
+from scheduler.observability.events import EventBus, Handler
+from scheduler.planning.publisher import Publisher
+from scheduler.records import (
+    FINISHED_STATUSES,
+    AuditEntry,
+    AuditRecord,
+    AuditVerdict,
+    Dispatch,
+    Execution,
+    ListedTask,
+    LogLine,
+    NextRun,
+    Task,
+    TaskStats,
+)
 from scheduler.redaction import public_task
-from scheduler.repository import audit as audit_sql
-from scheduler.repository import executions as runs_sql
-from scheduler.repository import tasks as tasks_sql
-from scheduler.repository.audit import AuditRecord
-from scheduler.repository.clock import db_now
-from scheduler.repository.dispatch import write_transaction
-from scheduler.repository.errors import translate_db_errors
-from scheduler.schema import ensure_schema
-from scheduler.service_reads import ServiceReads, TaskRef
+from scheduler.rules import timing
+from scheduler.rules.fields import (
+    check_actor,
+    check_count,
+    check_limit,
+    check_reason,
+    check_status,
+    validate_instant,
+    validate_timezone_name,
+)
+from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.settings import Settings, load_settings
-from scheduler.validation import validate_changes, validate_new_task
-from workers.commands import CommandRegistry, load_registry
+from scheduler.storage import audit as audit_sql
+from scheduler.storage import audit_chain, manual_runs
+from scheduler.storage import history as history_sql
+from scheduler.storage import stats as stats_sql
+from scheduler.storage import tasks as tasks_sql
+from scheduler.storage.clock import db_now
+from scheduler.storage.errors import translate_db_errors
+from scheduler.storage.schema import open_database
+from scheduler.storage.tables import storable_id
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 
 WAIT_POLL_S = 0.1
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # remote_events.is_redis_url, without importing redis
 MANUAL_SLOT_ATTEMPTS = 5
 
 
@@ -54,7 +75,16 @@ def _os_user() -> str:
         return "unknown"
 
 
-class SchedulerService(ServiceReads):
+TaskRef = int | str
+
+
+def _listed(task: Task, outcome: str | None) -> ListedTask:
+    upcoming = timing.upcoming_runs(task, 1)
+    fields = asdict(task) | {"next_run_at": upcoming[0] if upcoming else None}
+    return ListedTask(**fields, last_outcome=outcome)
+
+
+class SchedulerService:
     """Create, change and inspect tasks; run one now. Thread-safe as far as the engine is."""
 
     def __init__(
@@ -77,7 +107,8 @@ class SchedulerService(ServiceReads):
 
     @property
     def commands(self) -> CommandRegistry:
-        """The command registry (default: :func:`~workers.commands.load_registry` of the settings, built on
+        """The command registry (default: :func:`~scheduler.commands.loading.load_registry` of the settings,
+        built on
         first use; :meth:`from_settings` builds it up front, so a registry that does not load stops every
         process that uses the service, reading verbs included)."""
         if self._commands is None:
@@ -96,25 +127,26 @@ class SchedulerService(ServiceReads):
         publisher: Publisher | None = None,
         actor: str | None = None,
         commands: CommandRegistry | None = None,
+        events: EventBus | None = None,
     ) -> SchedulerService:
-        """The command registry (loaded first: a registry that does not load, e.g. a command defined twice,
-        fails before a database is touched or created), then the engine of the settings; upgrade an embedded
-        schema, refuse an outdated server one.
+        """A service on the database of ``settings``: the command registry first (a registry that does not
+        load, e.g. a command defined twice, fails before a database is touched or created), then the
+        database (:func:`~scheduler.storage.schema.open_database`: an embedded schema is upgraded, an outdated
+        server one refused).
 
-        With a Redis broker, the service's events also go to the Redis pub/sub channel (DESIGN §4), so other
-        processes (``scheduler:events``) see the tasks this one creates, changes and deletes.
+        ``events``: the bus to emit on (default: an in-process one). :func:`workers.wiring.open_service`
+        passes one that also reaches the deployment's Redis channel, and a publisher: use it to get a
+        service wired like the CLI's (see docs/architecture.md).
         """
         settings = settings or load_settings().settings
         commands = commands or load_registry(settings)
-        engine = engine_from_settings(settings)
-        with translate_db_errors():
-            ensure_schema(engine, auto_upgrade=settings.is_embedded)
-        service = cls(engine, settings, commands=commands, publisher=publisher, actor=actor)
-        _forward_to_redis(service.events, settings)
+        service = cls(open_database(settings), settings, commands=commands, publisher=publisher, actor=actor)
+        if events is not None:
+            service.events = events
         return service
 
     def on(self, event: str, handler: Handler) -> None:
-        """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.events`)."""
+        """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.observability.events`)."""
         self.events.on(event, handler)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -135,6 +167,156 @@ class SchedulerService(ServiceReads):
                 self.events.emit(event, {"task": public_task(task)})
             except Exception:
                 logger.exception("a %s listener failed for task %s", event, task.id)
+
+    # --------------------------------------------------------------------------------------------- reads
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with translate_db_errors(), self.engine.connect() as connection:
+            yield connection
+
+    def get_task(self, ref: TaskRef) -> Task:
+        """The task with this id or name; :class:`~scheduler.errors.TaskNotFound` otherwise."""
+        with self._read() as connection:
+            return tasks_sql.get_task(connection, ref)
+
+    def similar_task_names(self, name: str, *, limit: int = 3) -> list[str]:
+        """Up to ``limit`` existing task names closest to ``name`` (difflib's ratio >= 0.6), best first."""
+        with self._read() as connection:
+            names = tasks_sql.task_names(connection)
+        return difflib.get_close_matches(name.strip(), names, n=limit)
+
+    def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[ListedTask]:
+        """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``;
+        each with its last outcome, and the next run :meth:`next_runs` would show first (None when paused)."""
+        status = check_status("status", status, task=True)
+        limit = None if limit is None else check_limit(limit)
+        with self._read() as connection:
+            rows = tasks_sql.list_tasks(connection, status=status, limit=limit)
+        return [_listed(task, outcome) for task, outcome in rows]
+
+    def count_tasks(self, *, status: str | None = None) -> int:
+        """How many tasks there are, optionally of one status."""
+        status = check_status("status", status, task=True)
+        with self._read() as connection:
+            return tasks_sql.count_tasks(connection, status=status)
+
+    def get_execution(self, execution_id: int) -> Execution:
+        """One execution; :class:`~scheduler.errors.ExecutionNotFound` otherwise."""
+        with self._read() as connection:
+            execution = history_sql.find_execution(connection, execution_id)
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        return execution
+
+    def history(
+        self, *, task: TaskRef | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Execution]:
+        """Executions newest first, optionally of one task and/or one status.
+
+        ``task`` may name a deleted task, by its id or the name its executions bear (they keep it);
+        :class:`~scheduler.errors.TaskNotFound` when no task, live or deleted, ever had this reference.
+        """
+        status = check_status("status", status, task=False)
+        limit = check_limit(limit)
+        with self._read() as connection:
+            if task is None:
+                return history_sql.list_executions(connection, status=status, limit=limit)
+            found = tasks_sql.find_task(connection, task)
+            if found is not None:
+                return history_sql.list_executions(connection, task_id=found.id, status=status, limit=limit)
+            names = self._deleted_task_names(connection, task)
+            return history_sql.list_executions(
+                connection, deleted_task_names=names, status=status, limit=limit
+            )
+
+    @staticmethod
+    def _deleted_task_names(connection: Connection, ref: TaskRef) -> set[str]:
+        """The names the executions of deleted task ``ref`` bear; TaskNotFound when no task had ``ref``."""
+        names: set[str] = set()
+        if isinstance(ref, int) and storable_id(ref):
+            names = history_sql.audited_task_names(connection, task_id=ref)
+        elif isinstance(ref, str) and (name := tasks_sql.stored_name(ref)) is not None:
+            orphans = history_sql.list_executions(connection, deleted_task_names=[name], limit=1)
+            names = {name} if orphans else history_sql.audited_task_names(connection, name=name)
+        if not names:
+            raise TaskNotFound(ref if isinstance(ref, int | str) else repr(ref))
+        return names
+
+    def logs(self, execution_id: int) -> list[LogLine]:
+        """The execution's log lines in order; :class:`~scheduler.errors.ExecutionNotFound` if unknown."""
+        with self._read() as connection:
+            if history_sql.find_execution(connection, execution_id) is None:
+                raise ExecutionNotFound(execution_id)
+            return history_sql.list_logs(connection, execution_id)
+
+    def audit(self, *, task: TaskRef | None = None, limit: int = 50) -> list[AuditEntry]:
+        """Audit entries newest first; ``task`` may name a deleted task (by its id or last name)."""
+        limit = check_limit(limit)
+        with self._read() as connection:
+            if task is None:
+                return audit_sql.list_audit(connection, limit=limit)
+            found = tasks_sql.find_task(connection, task)
+            if found is not None:
+                return audit_sql.list_audit(connection, task_id=found.id, limit=limit)
+            if isinstance(task, int):
+                return audit_sql.list_audit(connection, task_id=task, limit=limit)
+            return audit_sql.list_audit(connection, task_name=task.strip(), limit=limit)
+
+    def verify_audit(self) -> AuditVerdict:
+        """Check the audit trail's hash chain: intact, or the first row that was changed, or after which rows
+        were deleted (see :mod:`scheduler.storage.audit_chain`). Reads every audit row."""
+        with self._read() as connection:
+            return audit_chain.verify(connection)
+
+    def next_runs(
+        self, *, task: TaskRef | None = None, count: int = 5, after: datetime | None = None
+    ) -> list[NextRun]:
+        """The next ``count`` fire times of one task, or the ``count`` soonest over all active tasks.
+
+        Without ``after`` the list starts at each task's ``next_run_at`` (an overdue slot included); with it,
+        only fire times strictly after ``after``. Paused, completed and manual tasks have none.
+        """
+        count = check_count(count)
+        after = validate_instant("after", after)  # aware, in UTC (SQLite compares UTC text)
+        with self._read() as connection:
+            if task is not None:
+                candidates = [tasks_sql.get_task(connection, task)]
+            else:
+                candidates = tasks_sql.soonest_tasks(connection, count, after=after)
+                if after is not None:  # tasks whose next run is before `after` may still fire after it
+                    candidates += tasks_sql.tasks_due_by(connection, after)
+        runs = [
+            NextRun(task_id=item.id, task_name=item.name, at=at)
+            for item in candidates
+            for at in timing.upcoming_runs(item, count, after=after)
+        ]
+        return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
+
+    def get_task_stats(self, task: TaskRef | None = None) -> TaskStats:
+        """Statistics of one task's executions or of all (see :mod:`scheduler.storage.stats`)."""
+        with self._read() as connection:
+            task_id = None if task is None else tasks_sql.get_task(connection, task).id
+            return stats_sql.task_stats(connection, task_id=task_id, now=db_now(connection))
+
+    def validate_schedule(
+        self, schedule: str, *, timezone: str = "UTC", count: int = 5, after: datetime | None = None
+    ) -> list[datetime]:
+        """The first ``count`` fire times of ``schedule``: from the first run a new task would get, or after
+        ``after`` when given (see :func:`scheduler.rules.timing.preview_schedule`; host clock).
+
+        Raises what ``create_task`` raises for the same schedule (:class:`~scheduler.errors.InvalidSchedule`
+        for an instant in the past too, :class:`~scheduler.errors.InvalidTimezone`); needs no database.
+        """
+        count = check_count(count)
+        preview = timing.preview_schedule(
+            schedule,
+            timezone=validate_timezone_name(timezone),
+            now=datetime.now(UTC),
+            count=count,
+            after=validate_instant("after", after),
+        )
+        return preview.fire_times
 
     # ----------------------------------------------------------------------------------------- mutations
 
@@ -179,7 +361,7 @@ class SchedulerService(ServiceReads):
         with self._write() as connection:
             task = tasks_sql.get_task(connection, ref, lock=True)
             now = db_now(connection)
-            runs_sql.cancel_open_executions(connection, task.id, now=now, reason="task deleted")
+            manual_runs.cancel_open_executions(connection, task.id, now=now, reason="task deleted")
             tasks_sql.delete_task(connection, task.id)
             self._audit(connection, [AuditRecord("delete", task.id, task.name, public_task(task), None)], now)
         self._emit(ev.TASK_DELETED, [task])
@@ -266,7 +448,7 @@ class SchedulerService(ServiceReads):
                 )
             else:
                 with self._write() as connection:
-                    runs_sql.mark_queued(connection, execution.id, now=db_now(connection))
+                    manual_runs.mark_queued(connection, execution.id, now=db_now(connection))
         if wait:
             return self._wait_until_finished(execution.id, timeout_s)
         return self.get_execution(execution.id)
@@ -277,7 +459,7 @@ class SchedulerService(ServiceReads):
                 with self._write() as connection:
                     task = tasks_sql.get_task(connection, ref)
                     now = db_now(connection)
-                    execution = runs_sql.insert_manual_execution(connection, task, scheduled_for=now)
+                    execution = manual_runs.insert_manual_execution(connection, task, scheduled_for=now)
                     tasks_sql.stamp_last_run(connection, task.id, at=now)
                     after = {
                         "execution_id": execution.id,
@@ -300,28 +482,6 @@ class SchedulerService(ServiceReads):
             if deadline is not None and time.monotonic() >= deadline:
                 return execution
             time.sleep(WAIT_POLL_S)
-
-
-@functools.cache
-def _redis_events(url: str, prefix: str) -> Any:
-    from scheduler.remote_events import RedisEventPublisher, channel_for
-
-    # One per deployment and process: one sender thread, one exit flush.
-    return RedisEventPublisher(url, channel_for(url, prefix))
-
-
-def _forward_to_redis(events: EventBus, settings: Settings) -> None:
-    """Forward every event to the deployment's Redis channel when the broker is Redis; redis-py (~60 ms of
-    imports) is loaded by the first event, so a CLI verb that only reads never pays for it."""
-    broker_url, prefix = settings.effective_broker_url, settings.events_prefix
-    if not broker_url.startswith(REDIS_SCHEMES):
-        return
-
-    def handler(name: str, payload: dict[str, Any]) -> None:
-        _redis_events(broker_url, prefix).publish(name, payload)
-
-    for name in ev.EVENT_NAMES:
-        events.on(name, functools.partial(handler, name))
 
 
 def _change(action: str, before: Task, after: Task) -> AuditRecord:

@@ -63,6 +63,12 @@ class Settings(BaseModel):
     task_timeout: int = Field(3_600_000, ge=1, description="Default task time limit (ms).")
     cleanup_interval: int = Field(3_600_000, ge=1000, description="Interval between history clean-ups (ms).")
     history_retention_days: int = Field(30, ge=0, description="Days finished executions are kept.")
+    audit_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Days audit rows are kept; 0: for ever. Pruned by the clean-up, each batch after a "
+        "checkpoint row that keeps the audit chain verifiable.",
+    )
 
     # Where things live. Unset URLs mean the embedded default under `home`.
     home: Path = Field(Path(".scheduler"), description="Directory of the embedded database and broker.")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from scheduler.db import make_engine
-from scheduler.schema import upgrade
+from scheduler.storage.db import make_engine
+from scheduler.storage.schema import upgrade
 from tests.support.services import (
     PG_ADMIN_URL,
     REDIS_URL,

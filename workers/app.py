@@ -11,7 +11,8 @@ thread prunes delivered message files.
 
 Every worker answers the remote-control inspect command :data:`CAPABILITIES_COMMAND` with the queues it
 consumes and the commands it knows (:func:`capabilities`): ``scheduler:health`` and ``scheduler:run --wait``
-use it to say when no live worker can run a task (see :func:`scheduler.health.discover_workers`).
+use it to say when no live worker can run a task (see
+:func:`workers.health.discover_workers`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
-from celeryconfig import build_config
 from scheduler.errors import SchedulerError
-from scheduler.log_setup import configure_logging
-from scheduler.schema import ensure_schema
+from scheduler.observability.log_setup import configure_logging
 from scheduler.settings import Settings, load_settings
+from scheduler.storage.schema import ensure_schema
+from workers.celery_config import build_config
 from workers.embedded import is_embedded_broker, start_pruner
 from workers.metrics import install as install_metrics
 from workers.process_group import lead_own_process_group

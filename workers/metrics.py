@@ -33,7 +33,7 @@ from celery import signals
 from prometheus_client import Counter, Histogram, values
 from prometheus_client.multiprocess import mark_process_dead
 
-from scheduler import metrics as planner_metrics
+from scheduler.observability import metrics as planner_metrics
 from scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)

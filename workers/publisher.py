@@ -1,53 +1,58 @@
-"""The Celery-backed :class:`scheduler.publisher.Publisher`: execution ids onto their queues.
+"""The Celery-backed :class:`scheduler.planning.publisher.Publisher`: execution ids onto their queues.
 
-Messages are standard Celery protocol messages for the one task ``scheduler.execute`` (args
+Messages are standard Celery protocol-2 messages for the one task ``scheduler.execute`` (args
 ``[execution_id]``), so any Celery worker of this app and Flower understand them. Each carries:
 
 - ``shadow`` ``"<command> [<task name>]"``: the name Flower and the worker logs show;
 - the task's hard time limit, ``time_limit`` = its timeout plus a grace (the pool process is killed; prefork
-  pool only); no soft limit: the worker's watchdog enforces the timeout (see :mod:`workers.watchdog`);
-- ``countdown`` when the dispatch is delayed.
+  pool only); no soft limit: the worker's watchdog enforces the timeout (see
+  :mod:`scheduler.execution.watchdog`);
+- ``countdown`` when the dispatch is delayed (an ``eta``).
 
-How a batch goes out:
+How a batch goes out, through Celery's and kombu's public API only, the same way on every broker:
 
-- **Redis broker** (kombu's ``redis`` transport, the production path): each message is built once, by Celery
-  (``app.amqp.as_task_v2``, the protocol-2 message ``send_task`` builds) and wrapped the way kombu's Redis
-  channel wraps it (``prepare_message``, ``encode_body``: base64 body, delivery tag, delivery info of the
-  anonymous exchange with the queue as routing key, as Celery routes a direct queue). The messages of each
-  queue then go out as multi-value ``LPUSH`` commands in one ``MULTI``/``EXEC`` pipeline: one round trip per
-  batch, all or nothing, same order as one ``LPUSH`` per message. The queues are declared through kombu
-  (``maybe_declare``) as ``send_task`` declares them. Any Celery worker and Flower read these messages as
-  their own. Not done here: the ``before/after_task_publish`` signals and the ``task-sent`` event; sent events
-  are off in ``celeryconfig`` (Flower learns of a task from the worker's ``task-received``), and with them on
-  this publisher uses the path below so they are still sent.
-- **anything else** (the embedded filesystem broker, sent events on): ``send_task`` per message over one
-  producer (one connection).
+1. each message is built once by Celery (``app.amqp.as_task_v2``, the message ``send_task`` builds);
+2. one producer of the app's pool: its connection is made (one attempt per try), the batch's queues are
+   declared as ``send_task`` declares them (kombu's ``maybe_declare``, once per connection) and, on Redis,
+   a ``PING`` goes out on the connection pool the batch then uses, so an unreachable broker fails here,
+   before anything was sent (kombu's batch connects inside its flush, where a failure is an unknown
+   outcome); these steps are retried as ``PUBLISH_RETRY_POLICY`` says, then raise
+   :class:`~scheduler.errors.BrokerUnavailable` (the rows stay ``pending`` for the relay);
+3. the messages go through ``app.amqp.send_task_message`` (Celery's routing, its publish signals, the
+   ``task-sent`` event when sent events are on) inside kombu's ``Producer.batch``: on Redis kombu buffers the
+   ``LPUSH`` commands and sends them all in one pipeline when the batch ends (one round trip); a transport
+   that cannot batch (the embedded filesystem broker) publishes each message at once. Nothing here is
+   retried: once anything may have reached the broker (kombu's ``BatchPublishError``, or a failure after
+   the first immediate publish) a second try could put ids on their queue twice, so the publish raises
+   :class:`~scheduler.errors.PublishUncertain`; the relay marks the rows ``queued`` and the recovery sweep,
+   which asks :meth:`CeleryPublisher.waiting`, republishes only those whose message is not on its queue
+   after ``recovery_after``.
 
-Connection failures before anything was sent are retried briefly (``PUBLISH_RETRY_POLICY``), then raise
-:class:`~scheduler.errors.BrokerUnavailable`: nothing is on the broker, the rows stay ``pending`` for the
-relay. A failure once the batch was sent (the ``EXEC`` reply lost: a dropped connection, a socket timeout;
-or a ``send_task`` loop cut short) is never retried -- Redis may have run it, and a second push would put
-every id on the queue twice -- and raises :class:`~scheduler.errors.PublishUncertain`: the relay marks the
-rows ``queued`` and the recovery sweep, which asks :meth:`CeleryPublisher.waiting`, republishes only those
-whose message is not on the queue after ``recovery_after``.
+:meth:`CeleryPublisher.waiting` reads the queues' Redis lists (``LRANGE``, the Redis channel's own client)
+and decodes each entry as a worker does (kombu's ``message_to_python``, then the JSON serializer).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery.utils.nodenames import anon_nodename
-from kombu.exceptions import KombuError
+from kombu.exceptions import BatchPublishError, KombuError
+from kombu.serialization import loads
+from kombu.utils.json import loads as json_loads
 
-from celeryconfig import PUBLISH_RETRY_POLICY, TASK_NAME, hard_limit_grace_s
 from scheduler.errors import BrokerUnavailable, PublishUncertain
-from scheduler.publisher import Dispatch
+from scheduler.limits import TASK_NAME, hard_limit_grace_s
+from scheduler.records import Dispatch
+from workers.celery_config import PUBLISH_RETRY_POLICY
+
+LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
+# What a message on our queues is decoded from (accept_content in workers.celery_config).
+ACCEPT = ["application/json"]
 
 
 def shadow_name(dispatch: Dispatch) -> str:
@@ -65,12 +70,36 @@ def message_options(dispatch: Dispatch) -> dict[str, Any]:
     return options
 
 
-LPUSH_CHUNK = 1000  # messages per LPUSH command (a batch of several thousand stays a few commands)
-LRANGE_CHUNK = 5000  # messages read per LRANGE when looking for waiting ones (Redis answers each at once)
-# The execution id in a message as it lies on a Redis list: the header argsrepr "[<id>]" of scheduler.execute,
-# as this module and send_task write it (kombu's JSON envelope, json.dumps' default separators).
-_WAITING_ID = re.compile(rb'"argsrepr": "\[(\d+)\]"')
-JSON_CONTENT = ("application/json", "utf-8")
+def task_messages(app: Any, dispatches: Sequence[Dispatch]) -> list[Any]:
+    """The protocol-2 messages ``send_task`` builds for ``dispatches`` (Celery's ``as_task_v2``: headers,
+    properties, body, sent event). The args' repr is given (computing it, Celery's ``saferepr``, is most of
+    ``as_task_v2``'s cost) and what every message shares is looked up once (a setting read from ``app.conf``
+    costs as much as a third of a message)."""
+    build = app.amqp.as_task_v2
+    shared = {
+        "origin": anon_nodename(),  # what as_task_v2 would compute per message
+        "reply_to": app.thread_oid,  # what send_task sets (unused: no result backend)
+        "create_sent_event": app.conf.task_send_sent_event,
+        "ignore_result": True,
+        "kwargsrepr": "{}",
+    }
+    messages = []
+    for dispatch in dispatches:
+        options = message_options(dispatch)
+        messages.append(
+            build(
+                str(uuid.uuid4()),
+                TASK_NAME,
+                args=[dispatch.execution_id],
+                kwargs={},
+                countdown=options.get("countdown"),
+                time_limit=options.get("time_limit"),
+                shadow=options["shadow"],
+                argsrepr=f"[{dispatch.execution_id}]",
+                **shared,
+            )
+        )
+    return messages
 
 
 class CeleryPublisher:
@@ -79,7 +108,6 @@ class CeleryPublisher:
     def __init__(self, app: Any) -> None:
         self._app = app
         self._connection_errors: tuple[type[BaseException], ...] | None = None
-        self._transport_errors: tuple[type[BaseException], ...] = ()
         self._redis = False
 
     def _errors(self) -> tuple[type[BaseException], ...]:
@@ -87,16 +115,8 @@ class CeleryPublisher:
             with self._app.connection_for_write() as connection:
                 transport_errors = tuple(connection.connection_errors) + tuple(connection.channel_errors)
                 self._redis = connection.transport.driver_type == "redis"
-            self._transport_errors = transport_errors
             self._connection_errors = (KombuError, OSError, *transport_errors)
         return self._connection_errors
-
-    @property
-    def batched(self) -> bool:
-        """Whether batches go out as pipelined ``LPUSH`` commands (Redis broker, sent events off)."""
-        self._errors()
-        conf = self._app.conf
-        return self._redis and not conf.task_send_sent_event and conf.task_serializer == "json"
 
     def check(self) -> None:
         """Connect to the broker once; raise :class:`BrokerUnavailable` when it does not answer."""
@@ -110,26 +130,55 @@ class CeleryPublisher:
     def publish(self, dispatches: Sequence[Dispatch]) -> None:
         if not dispatches:
             return
+        messages = task_messages(self._app, dispatches)  # built once, whatever the retries
+        policy = PUBLISH_RETRY_POLICY
+        retries = int(policy["max_retries"])
+        for attempt in range(retries + 1):
+            if attempt:
+                wait = policy["interval_start"] + (attempt - 1) * policy["interval_step"]
+                time.sleep(min(wait, policy["interval_max"]))
+            with self._app.producer_or_acquire() as producer:
+                if self._ready(producer, dispatches, last_try=attempt == retries):
+                    self._send(producer, dispatches, messages)
+                    return
+
+    def _ready(self, producer: Any, dispatches: Sequence[Dispatch], *, last_try: bool) -> bool:
+        """Connect, declare the batch's queues and, on Redis, check the connection; False to try again,
+        :class:`BrokerUnavailable` on the last try. Nothing was sent yet."""
         errors = self._errors()
+        try:
+            # One connection attempt (the caller's loop is the retry policy): kombu's own back-off (2 s steps
+            # up to the connect timeout) would stall the planner's tick for 6 s per failed publish.
+            producer.connection.ensure_connection(max_retries=0)
+            for name in dict.fromkeys(d.queue for d in dispatches):
+                producer.maybe_declare(self._app.amqp.queues[name])  # as send_task: once per connection
+            if self._redis:
+                # kombu's batch takes a connection inside its flush and reports any failure there as an
+                # unknown outcome: a PING on the pool it takes from (the channel's conn_or_acquire) first.
+                with producer.channel.conn_or_acquire() as client:
+                    client.ping()
+        except errors as error:
+            if last_try:
+                raise BrokerUnavailable(_detail(error)) from error
+            return False
+        return True
+
+    def _send(self, producer: Any, dispatches: Sequence[Dispatch], messages: list[Any]) -> None:
+        """Send the built messages in one kombu batch (see the module docstring); never retried."""
+        errors = self._errors()
+        send = self._app.amqp.send_task_message
+        immediate = not producer.supports_batch_publish  # else nothing leaves before the batch's one flush
         sent = 0
         try:
-            if self.batched:
-                self._publish_pipelined(dispatches)
-                return
-            with self._app.producer_or_acquire() as producer:
-                for dispatch in dispatches:
-                    self._app.send_task(
-                        TASK_NAME,
-                        args=[dispatch.execution_id],
-                        producer=producer,
-                        retry=True,
-                        retry_policy=PUBLISH_RETRY_POLICY,
-                        ignore_result=True,
-                        **message_options(dispatch),
-                    )
+            # No size limit: the messages are built and in memory already, and one flush is one round trip.
+            with producer.batch(max_size=sys.maxsize):
+                for dispatch, message in zip(dispatches, messages, strict=True):
+                    send(producer, TASK_NAME, message, queue=dispatch.queue, retry=False, declare=[])
                     sent += 1
+        except BatchPublishError as error:  # kombu: the pipeline went out, its outcome is unknown
+            raise PublishUncertain(f"a batch of {len(dispatches)}: {_detail(error)}") from error
         except errors as error:
-            if sent:  # the first messages are on the broker: sending the batch again would double them
+            if immediate and sent:  # those are on the broker: sending the batch again would double them
                 raise PublishUncertain(f"{sent} of {len(dispatches)} sent: {_detail(error)}") from error
             raise BrokerUnavailable(_detail(error)) from error
 
@@ -140,7 +189,7 @@ class CeleryPublisher:
         A message a worker has taken but not acknowledged (kombu's ``unacked`` hash) does not count: that
         worker may have died with it, which is what the recovery sweep is for.
         """
-        self._errors()  # learns whether the broker is Redis
+        errors = self._errors()  # learns whether the broker is Redis
         if not self._redis or not dispatches:
             return None
         wanted: dict[str, set[int]] = {}
@@ -148,181 +197,47 @@ class CeleryPublisher:
             wanted.setdefault(dispatch.queue, set()).add(dispatch.execution_id)
         found: set[int] = set()
         try:
-            # conn_or_acquire: the channel's client, with the transport's key prefix if one is set.
-            with self._app.producer_or_acquire() as producer, producer.channel.conn_or_acquire() as client:
-                for queue, ids in wanted.items():
-                    found |= ids & set(_ids_on_list(client, queue))
-        except self._errors() as error:
+            with self._app.producer_or_acquire() as producer:
+                channel = producer.channel
+                # conn_or_acquire: the channel's client, with the transport's key prefix if one is set.
+                with channel.conn_or_acquire() as client:
+                    for queue, ids in wanted.items():
+                        found |= ids & set(_ids_on_list(client, channel, queue))
+        except errors as error:
             raise BrokerUnavailable(_detail(error)) from error
         return found
 
-    # ------------------------------------------------------------------------------- the Redis fast path
 
-    def _publish_pipelined(self, dispatches: Sequence[Dispatch]) -> None:
-        """Build every message once, then push them all in one ``MULTI``/``EXEC`` round trip (see the module
-        docstring); connection errors are retried as ``PUBLISH_RETRY_POLICY`` says."""
-        amqp = self._app.amqp
-        origin = anon_nodename()  # what as_task_v2 would compute per message
-        reply_to = self._app.thread_oid  # what send_task sets (unused: no result backend)
-        by_queue: dict[str, list[str]] | None = None
-        policy = PUBLISH_RETRY_POLICY
-        retryable: tuple[type[BaseException], ...] = (*self._transport_errors, OSError)
-        attempt = 0
-        sent = False
-        while True:
-            try:
-                with self._app.producer_or_acquire() as producer:
-                    # One connection attempt (this loop is the retry policy): kombu's own back-off (2 s steps
-                    # up to the connect timeout) would stall the planner's tick for 6 s per failed publish.
-                    producer.connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-                    channel = producer.channel
-                    for name in dict.fromkeys(d.queue for d in dispatches):
-                        # Declares exchange, queue and binding as send_task does (kombu caches it).
-                        producer.maybe_declare(amqp.queues[name])
-                    if by_queue is None:  # built once, whatever the retries
-                        built: dict[str, list[str]] = {}
-                        shapes: dict[tuple[str, float | None], MessageTemplate] = {}
-                        for dispatch in dispatches:
-                            if dispatch.countdown_s > 0:  # an ETA: built whole (rare: retries go via Celery)
-                                payload = build_message(
-                                    amqp, channel, dispatch, origin=origin, reply_to=reply_to
-                                )
-                            else:
-                                shape = (dispatch.queue, dispatch.timeout_s)
-                                template = shapes.get(shape)
-                                if template is None:
-                                    template = MessageTemplate(amqp, channel, dispatch, origin, reply_to)
-                                    shapes[shape] = template
-                                payload = template.fill(dispatch)
-                            built.setdefault(dispatch.queue, []).append(payload)
-                        by_queue = built
-                    # conn_or_acquire: the channel's client, with the transport's key prefix if one is set.
-                    with channel.conn_or_acquire() as client, client.pipeline(transaction=True) as pipe:
-                        for queue, payloads in by_queue.items():
-                            # Priority 0 (Celery's default): kombu's Redis key of the queue is its name.
-                            for first in range(0, len(payloads), LPUSH_CHUNK):
-                                pipe.lpush(queue, *payloads[first : first + LPUSH_CHUNK])
-                        # The pipeline connects lazily, inside execute(): a PING first leaves it a live
-                        # pooled connection, so an unreachable Redis fails here, certainly before sending.
-                        client.ping()
-                        sent = True  # from here on Redis may run the batch, whatever the client hears
-                        pipe.execute()
-                return
-            except retryable as error:
-                if sent:
-                    raise PublishUncertain(_detail(error)) from error
-                if attempt >= int(policy["max_retries"]):
-                    raise
-                wait = policy["interval_start"] + attempt * policy["interval_step"]
-                time.sleep(min(wait, policy["interval_max"]))
-                attempt += 1
-
-
-_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-def uuid4_text() -> str:
-    """``str(uuid.uuid4())`` at a third of its cost: 16 random bytes with the version and variant bits."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-def build_message(
-    amqp: Any, channel: Any, dispatch: Dispatch, *, origin: str | None = None, reply_to: str | None = None
-) -> str:
-    """The Redis list entry of one dispatch: exactly what ``send_task`` + kombu's Redis channel push.
-
-    ``argsrepr``/``kwargsrepr`` are given (what Celery's ``saferepr`` makes of ``[id]`` and ``{}``) because
-    computing them is most of ``as_task_v2``'s cost; the JSON is the standard library's, which is what
-    kombu's ``json`` serializer produces for these plain values.
-    """
-    task_id = uuid4_text()
-    options = message_options(dispatch)
-    headers, properties, body, _ = amqp.as_task_v2(
-        task_id,
-        TASK_NAME,
-        args=[dispatch.execution_id],
-        kwargs={},
-        countdown=options.get("countdown"),
-        time_limit=options.get("time_limit"),
-        shadow=options["shadow"],
-        ignore_result=True,
-        argsrepr=f"[{dispatch.execution_id}]",
-        kwargsrepr="{}",
-        origin=origin,
-        reply_to=reply_to,
-    )
-    properties["delivery_mode"] = 2  # persistent: the default exchange's mode, as kombu's Producer sets it
-    content_type, content_encoding = JSON_CONTENT
-    message = channel.prepare_message(
-        json.dumps(body), 0, content_type, content_encoding, headers, properties
-    )
-    message["body"], body_encoding = channel.encode_body(message["body"], channel.body_encoding)
-    message["properties"].update(body_encoding=body_encoding, delivery_tag=uuid4_text())
-    message["properties"]["delivery_info"].update(exchange="", routing_key=dispatch.queue)
-    return json.dumps(message)
-
-
-_MARK = f"@@{uuid.uuid4().hex}:"  # cannot occur in a message: a random token, JSON-safe as it is
-
-
-class MessageTemplate:
-    """:func:`build_message` for dispatches of one shape (queue, time limit, no countdown), at a fifth of
-    its cost: the message is built once by :func:`build_message` (Celery's ``as_task_v2`` and kombu's
-    envelope), serialized with markers where dispatches differ -- the task id (``id``, ``root_id``,
-    ``correlation_id``), ``shadow``, ``argsrepr``, the base64 body holding the execution id, the delivery
-    tag -- and :meth:`fill` joins the pieces with each dispatch's JSON-escaped values. The text equals what
-    :func:`build_message` returns for the same ids (tested).
-    """
-
-    def __init__(
-        self, amqp: Any, channel: Any, sample: Dispatch, origin: str | None, reply_to: str | None
-    ) -> None:
-        message = json.loads(build_message(amqp, channel, sample, origin=origin, reply_to=reply_to))
-        headers, properties = message["headers"], message["properties"]
-        for field in ("id", "shadow", "argsrepr"):
-            headers[field] = f"{_MARK}{field}@@"
-        headers["root_id"] = properties["correlation_id"] = f"{_MARK}id@@"
-        properties["delivery_tag"] = f"{_MARK}tag@@"
-        message["body"] = f"{_MARK}body@@"
-        pieces = json.dumps(message).split(_MARK)
-        self._head = pieces[0]
-        self._pieces = [tuple(piece.split("@@", 1)) for piece in pieces[1:]]
-        body = json.dumps([[0], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-        self._body_head, self._body_tail = body.split("0", 1)
-        self._encode_body = channel.encode_body
-        self._body_encoding = channel.body_encoding
-
-    def fill(self, dispatch: Dispatch) -> str:
-        task_id = uuid4_text()
-        body = f"{self._body_head}{dispatch.execution_id}{self._body_tail}"
-        values = {
-            "id": task_id,
-            "shadow": json.dumps(shadow_name(dispatch))[1:-1],
-            "argsrepr": f"[{dispatch.execution_id}]",
-            "tag": uuid4_text(),
-            "body": self._encode_body(body, self._body_encoding)[0],
-        }
-        out = [self._head]
-        for field, rest in self._pieces:
-            out.append(values[field])
-            out.append(rest)
-        return "".join(out)
-
-
-def _ids_on_list(client: Any, queue: str) -> Iterator[int]:
+def _ids_on_list(client: Any, channel: Any, queue: str) -> Iterator[int]:
     """The execution ids of the messages on ``queue``'s list, read in chunks of :data:`LRANGE_CHUNK`.
 
     Workers pop from the right end and publishers push on the left, so an index only ever moves right while
     the list is read: a message on the list throughout the scan is seen (some perhaps twice), never skipped.
+    Priority 0 (Celery's default, ours): kombu's Redis key of the queue is its name.
     """
     start = 0
     while chunk := client.lrange(queue, start, start + LRANGE_CHUNK - 1):
-        for message in chunk:
-            raw = message if isinstance(message, bytes) else str(message).encode()
-            if match := _WAITING_ID.search(raw):
-                yield int(match.group(1))
+        for raw in chunk:
+            execution_id = execution_id_of(channel, raw)
+            if execution_id is not None:
+                yield execution_id
         start += len(chunk)
+
+
+def execution_id_of(channel: Any, raw: bytes | str) -> int | None:
+    """The execution id of one message as kombu's Redis transport stores it, decoded as a worker decodes it
+    (kombu's ``message_to_python``, then the body's serializer); None for another task's message or one that
+    does not decode."""
+    try:
+        message = channel.message_to_python(json_loads(raw))  # type: ignore[no-untyped-call]
+        if message.headers.get("task") != TASK_NAME:
+            return None
+        args, _kwargs, _embed = loads(  # type: ignore[no-untyped-call]
+            message.body, message.content_type, message.content_encoding, accept=ACCEPT
+        )
+        return int(args[0])
+    except (KombuError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
 
 
 def _detail(error: BaseException) -> str:

@@ -15,19 +15,21 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine
 
-from scheduler.db import IDLE_PING_S, engine_from_settings, make_engine
-from scheduler.events import EventBus
-from scheduler.remote_events import forward_to_redis
-from scheduler.repository.clock import db_now
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext, CommandRegistry
+from scheduler.observability.events import EventBus
 from scheduler.settings import Settings
-from workers.commands import CommandContext, CommandRegistry, load_registry
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import IDLE_PING_S, engine_from_settings, make_engine
+from scheduler.storage.probes import held_lease, ping
+from workers.event_bus import event_bus
 
 logger = logging.getLogger(__name__)
 
 # A running execution whose heartbeat is this many intervals old is presumed dead (the planner's recovery
-# sweep uses the same rule: scheduler.recovery.silent_reason).
+# sweep uses the same rule: scheduler.planning.recovery.silent_reason).
 STALE_AFTER_BEATS = 3
 
 
@@ -82,7 +84,8 @@ class WorkerRuntime:
         """A connection of :attr:`hot_engine`; on PostgreSQL one kept by this thread between executions
         (checking one out of the pool and back for every execution costs about as much as a statement).
 
-        A kept connection that sat unused for :data:`scheduler.db.IDLE_PING_S` goes back to the pool and a
+        A kept connection that sat unused for :data:`scheduler.storage.db.IDLE_PING_S` goes back to the pool
+        and a
         fresh checkout replaces it (the pool pings connections that idled). An exception leaving the block
         also gives it back, so the pool resets it, or replaces it when it is broken. SQLite connections
         are not kept (an idle one could hold a read snapshot open).
@@ -124,9 +127,7 @@ class WorkerRuntime:
         """The in-process bus; forwarded to Redis pub/sub when the broker is Redis."""
         self._ensure_process()
         if self._events is None:
-            bus = EventBus()
-            forward_to_redis(bus, self.settings)
-            self._events = bus
+            self._events = event_bus(self.settings)
         return self._events
 
     @property
@@ -148,9 +149,9 @@ class WorkerRuntime:
         problems: list[str] = []
         try:
             with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                ping(connection)
                 report["database"] = "ok"
-                report["planner"] = _planner_lease(connection)
+                report["planner"] = held_lease(connection, db_now(connection))
         except Exception as error:
             report["database"] = f"unreachable: {error}".splitlines()[0]
             problems.append("database")
@@ -167,27 +168,17 @@ class WorkerRuntime:
 
     def run_cleanup(self, ctx: CommandContext) -> dict[str, Any]:
         """scheduler:cleanup: delete finished executions older than historyRetentionDays."""
-        from scheduler.cleanup import run_cleanup
+        from scheduler.planning.cleanup import run_cleanup
 
         deleted = run_cleanup(self.engine, self.settings)
         ctx.log("INFO", f"deleted {deleted} finished executions and their logs")
         return {"deleted": deleted}
 
 
-def _planner_lease(connection: Any) -> dict[str, Any] | None:
-    from scheduler.tables import scheduler_leases as leases
-
-    now = db_now(connection)
-    row = connection.execute(
-        select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.expires_at > now)
-    ).first()
-    return None if row is None else {"lease": row.name, "holder": row.holder}
-
-
 def _broker_status(settings: Settings) -> str:
     from kombu.connection import Connection
 
-    from celeryconfig import build_config
+    from workers.celery_config import build_config
 
     config = build_config(settings)
     try:

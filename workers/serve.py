@@ -26,19 +26,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import signals
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from scheduler.db import engine_from_settings
 from scheduler.errors import TaskNotFound
-from scheduler.events import EventBus
-from scheduler.metrics import enable as enable_planner_metrics
-from scheduler.planner import Planner
-from scheduler.remote_events import forward_to_redis
-from scheduler.repository.tables import tasks
-from scheduler.schema import ensure_schema
+from scheduler.observability.metrics import enable as enable_planner_metrics
+from scheduler.planning.planner import Planner
 from scheduler.settings import Settings
+from scheduler.storage.tasks import task_queues as stored_task_queues
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
+from workers.wiring import event_bus, open_database, open_service
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +53,12 @@ PLANNER_JOIN_S = 15.0
 def task_queues(engine: Engine) -> list[str]:
     """The distinct queues of existing tasks."""
     with engine.connect() as connection:
-        return sorted(str(q) for q in connection.execute(select(tasks.c.queue).distinct()).scalars())
+        return stored_task_queues(connection)
 
 
 def ensure_demo_task(settings: Settings) -> None:
     """Create the demo task (``test:echo`` every 2 s) unless a task of that name exists."""
-    from scheduler.service import SchedulerService
-
-    service = SchedulerService.from_settings(settings, actor="serve --demo")
+    service = open_service(settings, actor="serve --demo")
     try:
         try:
             service.get_task(str(DEMO_TASK["name"]))
@@ -91,16 +86,13 @@ def serve(
     loglevel: str = "INFO",
 ) -> int:
     """Run planner + worker until Ctrl-C/SIGTERM; return the exit code. Raises SchemaOutdated (exit 69)."""
-    engine = engine_from_settings(settings)
-    ensure_schema(engine, auto_upgrade=settings.is_embedded)
+    engine = open_database(settings)
     if demo:
         ensure_demo_task(settings)
     consumed = sorted({settings.default_queue, *task_queues(engine), *queues})
 
     app = create_app(settings)
-    events = EventBus()
-    forward_to_redis(events, settings)
-    planner = Planner(engine, settings, CeleryPublisher(app), events=events)
+    planner = Planner(engine, settings, CeleryPublisher(app), events=event_bus(settings))
     enable_planner_metrics(settings)  # served with the worker's on SCHEDULER_METRICS_PORT (workers.metrics)
     stop = threading.Event()
     planner_thread = threading.Thread(target=planner.run_forever, args=(stop,), name="planner", daemon=True)

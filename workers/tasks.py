@@ -1,7 +1,8 @@
 """The one Celery task: ``scheduler.execute(execution_id)`` runs one attempt of one execution.
 
-Everything it does is in :mod:`workers.runner`; this module maps the runner's decisions to Celery task states
-(what Flower and the worker's log show), each with the decision's one-line summary:
+Everything it does is in :mod:`scheduler.execution.runner` (through :mod:`workers.runner`); this module maps
+the runner's decisions to Celery task states (what Flower and the worker's log show), each with the
+decision's one-line summary:
 
 - ``done`` -> SUCCESS, the summary as its result (``attempt 1 of 1 completed``);
 - ``failed`` (the last attempt failed or timed out, or lost its claim) -> FAILURE: :class:`AttemptFailed`
@@ -36,12 +37,12 @@ from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from sqlalchemy import exc as sa_exc
 
-from celeryconfig import TASK_NAME
 from scheduler.errors import SchedulerError, Unavailable
+from scheduler.limits import TASK_NAME
 from workers.publisher import CeleryPublisher
 from workers.runner import execute, record_hard_timeout
 from workers.runtime import WorkerRuntime
-from workers.watchdog import guard_celery_soft_limit
+from workers.soft_limit import guard_celery_soft_limit
 
 logger = logging.getLogger(__name__)
 

@@ -53,6 +53,7 @@ $roles$;
 DO $owner$
 DECLARE
     table_name text;
+    function_name text;
 BEGIN
     FOREACH table_name IN ARRAY ARRAY[
         'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version'
@@ -60,6 +61,18 @@ BEGIN
         IF (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(table_name))
                 IS DISTINCT FROM 'scheduler_admin' THEN
             EXECUTE format('ALTER TABLE %I OWNER TO scheduler_admin', table_name);
+        END IF;
+    END LOOP;
+    -- The functions of migration 0002: the SECURITY DEFINER ones run as their owner, which must own the
+    -- tables too (and must not be a superuser that merely ran the migration).
+    FOREACH function_name IN ARRAY ARRAY[
+        'scheduler_audit_field(text)', 'scheduler_audit_row_hash(text, task_audit)', 'scheduler_audit_stamp()',
+        'scheduler_audit_chain()', 'scheduler_audit_append_only()',
+        'scheduler_task_outcome(bigint, bigint, text)', 'scheduler_prune_audit(integer, integer, text)'
+    ] LOOP
+        IF (SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE oid = to_regprocedure(function_name))
+                IS DISTINCT FROM 'scheduler_admin' THEN
+            EXECUTE format('ALTER FUNCTION %s OWNER TO scheduler_admin', function_name);
         END IF;
     END LOOP;
     -- Explicit CONNECT and schema USAGE, so the roles keep working where PUBLIC's defaults were revoked (a
@@ -80,6 +93,15 @@ REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
+REVOKE ALL ON FUNCTION scheduler_audit_field(text), scheduler_audit_row_hash(text, task_audit),
+    scheduler_audit_stamp(), scheduler_audit_chain(), scheduler_audit_append_only(),
+    scheduler_task_outcome(bigint, bigint, text), scheduler_prune_audit(integer, integer, text)
+    FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
+
+-- task_audit is append-only for every role here: INSERT at most, never UPDATE, DELETE or TRUNCATE. Its
+-- triggers (migration 0002) record the database identity of the writer, chain each row to the one before by
+-- hash, and refuse UPDATE, DELETE and TRUNCATE to anyone but a superuser or the table's owner, whatever was
+-- granted. Pruning old rows is scheduler_prune_audit's, which leaves a checkpoint row in the chain.
 
 -- Every process checks the schema version at start-up and refuses an outdated schema (DESIGN §5).
 GRANT SELECT ON alembic_version
@@ -102,12 +124,16 @@ GRANT USAGE ON SEQUENCE task_executions_id_seq, task_audit_id_seq TO scheduler_o
 -- A manual run is published straight away and then marked queued; nothing else about an execution.
 GRANT UPDATE (status, enqueued_at) ON task_executions TO scheduler_operator;
 
--- scheduler_planner: selects due tasks (FOR UPDATE SKIP LOCKED needs UPDATE), advances them (next_run_at,
--- run_count, last_run_at, status), writes execution rows (ON CONFLICT DO NOTHING), relays, cancels and
--- recovers them, holds the leader lease, and deletes old history for retention. It never creates or deletes
--- tasks. On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
+-- scheduler_planner: selects due tasks (FOR UPDATE SKIP LOCKED needs UPDATE on a column), advances them
+-- (next_run_at, run_count, last_run_at, status: a task past its end completes), counts the failure of an
+-- execution its sweep found lost (consecutive_failures, the auto-pause), writes execution rows (ON CONFLICT
+-- DO NOTHING), relays, cancels and recovers them, holds the leader lease, and deletes old history for
+-- retention. It never creates or deletes tasks, nor changes what they run (command, schedule, data, queue).
+-- On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
 -- DELETE ... WHERE reads the column it filters on.
-GRANT SELECT, UPDATE ON scheduled_tasks TO scheduler_planner;
+GRANT SELECT ON scheduled_tasks TO scheduler_planner;
+GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at)
+    ON scheduled_tasks TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;
 GRANT SELECT, INSERT, DELETE ON task_logs TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE ON scheduler_leases TO scheduler_planner;
@@ -116,15 +142,25 @@ GRANT USAGE ON SEQUENCE task_executions_id_seq, task_logs_id_seq TO scheduler_pl
 -- it appends that row. Append only, like the worker: it can neither read the audit log nor rewrite it.
 GRANT INSERT ON task_audit TO scheduler_planner;
 GRANT USAGE ON SEQUENCE task_audit_id_seq TO scheduler_planner;
+-- Audit retention (auditRetentionDays, in the planner's clean-up): the function decides the cutoff from the
+-- database clock (at least one day) and leaves a checkpoint row naming this login. Revoke it to keep audit
+-- rows for ever whatever the planners are configured with.
+GRANT EXECUTE ON FUNCTION scheduler_prune_audit(integer, integer, text) TO scheduler_planner;
 
--- scheduler_worker: claims and finishes executions, appends their logs, and updates only the runtime columns
--- of its task (failure streak, auto-pause). It cannot create, delete or re-point a task: a
--- compromised worker host cannot change which command runs where. Nor can it delete history, so the
--- built-in cleanup command fails when scheduled as a task; the planner cleans up every cleanupInterval anyway.
+-- scheduler_worker: claims and finishes executions and appends their logs. It writes no task row itself: a
+-- final outcome changes its task (failure streak, auto-pause, a once task's end) only through
+-- scheduler_task_outcome, which counts an execution of that task only once it is finished with that status
+-- and pauses a task only when the task's own auto_pause_after says so. So a leaked worker password cannot
+-- pause a task (a plain UPDATE of status is refused), nor create, delete or re-point one. Nor can it delete
+-- history, so the built-in cleanup command fails when scheduled as a task; the planner cleans up every
+-- cleanupInterval anyway.
 GRANT SELECT ON scheduled_tasks TO scheduler_worker;
-GRANT UPDATE (consecutive_failures, status, status_reason, updated_at) ON scheduled_tasks
-    TO scheduler_worker;
-GRANT SELECT, UPDATE ON task_executions TO scheduler_worker;
+GRANT EXECUTE ON FUNCTION scheduler_task_outcome(bigint, bigint, text) TO scheduler_worker;
+-- On executions, only what a claim, a heartbeat and an outcome write: never which task, command, slot or queue
+-- an execution is (the command a worker runs comes from that row).
+GRANT SELECT ON task_executions TO scheduler_worker;
+GRANT UPDATE (status, attempt, worker, started_at, heartbeat_at, finished_at, enqueued_at, duration_ms, result,
+    error, reason) ON task_executions TO scheduler_worker;
 -- SELECT because the per-execution log cap sums what is already stored.
 GRANT SELECT, INSERT ON task_logs TO scheduler_worker;
 GRANT USAGE ON SEQUENCE task_logs_id_seq TO scheduler_worker;

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from test_cli_reports import record_execution
 from test_cli_runner import Cli, assert_one_line_error
 
-from scheduler.schema import head_revision
+from scheduler.storage.schema import head_revision
 from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 ACCEPTED_INTERVALS = "'30s', '5m', '1h30m', '1d', '1w'"

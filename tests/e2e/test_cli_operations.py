@@ -15,10 +15,10 @@ import pytest
 from test_cli_runner import SYSTEMPROMPT, Cli
 
 from cli.operations import flower_argv, is_loopback
-from scheduler.db import make_engine
 from scheduler.errors import ConfigError
-from scheduler.lease import Lease
+from scheduler.planning.lease import Lease
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import insert
 from test_cli_runner import Cli, assert_one_line_error
 
-from scheduler.db import make_engine
-from scheduler.models import ExecutionRow, LogRow
-from scheduler.schema import head_revision
+from scheduler.storage.db import make_engine
+from scheduler.storage.schema import head_revision
+from scheduler.storage.tables import executions, logs
 from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 
@@ -36,7 +36,7 @@ def record_execution(database_url: str, task: dict[str, Any], **columns: Any) ->
     try:
         with engine.begin() as connection:
             execution_id: int = connection.execute(
-                insert(ExecutionRow).values(**values).returning(ExecutionRow.id)
+                insert(executions).values(**values).returning(executions.c.id)
             ).scalar_one()
     finally:
         engine.dispose()
@@ -50,7 +50,7 @@ def record_logs(database_url: str, execution_id: int, *lines: tuple[str, str]) -
         with engine.begin() as connection:
             for n, (level, message) in enumerate(lines):
                 connection.execute(
-                    insert(LogRow).values(
+                    insert(logs).values(
                         execution_id=execution_id, attempt=1, level=level, message=message,
                         at=base + timedelta(seconds=n),
                     )

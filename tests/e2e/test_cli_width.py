@@ -20,7 +20,8 @@ import pytest
 from test_cli_reports import record_execution, record_logs
 from test_cli_runner import SYSTEMPROMPT, TIMEOUT_S, Cli
 
-from cli.render import Column, plain_table_lines
+from cli.cells import Column
+from cli.render import plain_table_lines
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BOX = set("┏┓┗┛┃━│─┌┐└┘┡┩╇┳┻╋")

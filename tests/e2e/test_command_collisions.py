@@ -95,7 +95,7 @@ def plugin_cli(tmp_path: Path, *dists: str, name: str) -> Cli:
     workdir.mkdir()
     for dist in dists:
         source = f"""
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command({name!r})
             def mine(ctx):

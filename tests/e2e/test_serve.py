@@ -63,7 +63,7 @@ def empty_pg_url(pg_url: str) -> str:
     """A fresh PostgreSQL database with no schema at all (the migrated test database, downgraded)."""
     from sqlalchemy import text
 
-    from scheduler.db import make_engine
+    from scheduler.storage.db import make_engine
 
     engine = make_engine(pg_url)
     with engine.begin() as connection:

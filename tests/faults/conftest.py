@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from faultkit import FaultSetup, base_env, unique_queue
 
-from scheduler.db import make_engine
-from scheduler.schema import upgrade
+from scheduler.storage.db import make_engine
+from scheduler.storage.schema import upgrade
 from tests.support.processes import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

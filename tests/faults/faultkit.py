@@ -24,16 +24,16 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select, text, update
 
-from scheduler.lease import read_lease
+from scheduler.commands.loading import load_registry
 from scheduler.records import Execution
-from scheduler.repository.clock import db_now
-from scheduler.repository.mapping import execution_from_row
-from scheduler.repository.tables import executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.clock import db_now
+from scheduler.storage.leases import read_lease
+from scheduler.storage.mapping import execution_from_row
+from scheduler.storage.tables import executions, tasks
 from tests.support.processes import stop_process_group, wait_for
 from tests.support.services import delete_queue_keys
-from workers.commands import load_registry
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

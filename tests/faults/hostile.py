@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from scheduler.repository.tables import audit, executions, tasks
+from scheduler.storage.tables import audit, executions, tasks
 
 FRAGMENTS = (
     "'; DROP TABLE scheduled_tasks; --",

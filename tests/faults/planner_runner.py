@@ -1,6 +1,7 @@
 """A planner process for the fault tests, for what ``systemprompt scheduler:planner`` does not offer.
 
-``python planner_runner.py --holder NAME [--no-lease]``: the real :class:`scheduler.planner.Planner` loop with
+``python planner_runner.py --holder NAME [--no-lease]``: the real :class:`scheduler.planning.planner.Planner`
+loop with
 the real Celery publisher, configured from the ``SCHEDULER_*`` environment like the CLI's; ``--no-lease``
 plans without leadership (invariant 2 alone keeps slots single). SIGTERM or SIGINT stops it cleanly.
 """
@@ -12,10 +13,10 @@ import signal
 import threading
 from types import FrameType
 
-from scheduler.db import engine_from_settings
-from scheduler.log_setup import configure_logging
-from scheduler.planner import Planner
+from scheduler.observability.log_setup import configure_logging
+from scheduler.planning.planner import Planner
 from scheduler.settings import load_settings
+from scheduler.storage.db import engine_from_settings
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
 

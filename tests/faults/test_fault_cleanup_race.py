@@ -22,17 +22,17 @@ import pytest
 from faultkit import FaultSetup, figures
 from sqlalchemy import Engine, func, insert, select, text, update
 
-from scheduler.batch import ScheduleCache, plan_tasks
-from scheduler.cleanup import SLOT_WINDOW, run_cleanup
+from scheduler.commands.loading import load_registry
+from scheduler.planning.batch import ScheduleCache, plan_tasks
+from scheduler.planning.cleanup import SLOT_WINDOW, run_cleanup
 from scheduler.records import Task, as_utc
-from scheduler.repository.clock import db_now
-from scheduler.repository.dispatch import write_transaction
-from scheduler.repository.mapping import task_from_row
-from scheduler.repository.tables import executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.clock import db_now
+from scheduler.storage.mapping import task_from_row
+from scheduler.storage.tables import executions, tasks
+from scheduler.storage.transactions import write_transaction
 from tests.support.processes import wait_for
-from workers.commands import load_registry
 
 HISTORY = timedelta(hours=5)
 

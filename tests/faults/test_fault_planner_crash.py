@@ -2,7 +2,8 @@
 commit and publish. A standby leads within the lease time plus one tick; every slot of the window has exactly
 one execution; everything committed reaches the broker once and ends ``queued``.
 
-The kill comes from the planner itself (``SCHEDULER_TEST_FAULT``, :mod:`scheduler.fault_injection`), so it
+The kill comes from the planner itself (``SCHEDULER_TEST_FAULT``, :mod:`scheduler.planning.fault_injection`),
+so it
 lands exactly at the named point.
 """
 

@@ -1,10 +1,11 @@
 """A publish whose reply is lost: Redis ran the batch, the planner never heard back (a socket timeout).
 
 The planner used to send the pipeline again and then leave the rows ``pending`` for the next tick, so ids went
-to Redis twice. Now the publisher never sends a batch again once it was sent
+to Redis twice. Now the publisher never sends a batch again once it may have been sent
 (:class:`~scheduler.errors.PublishUncertain`), the relay marks the rows ``queued``, and the recovery sweep
 leaves them alone as long as their message waits on the queue. A relay in front of a private ``redis-server``
-drops Redis's answer to the batch's ``EXEC``; the publisher's socket timeout ends the wait.
+drops Redis's answers to the batch's ``LPUSH`` commands (kombu's ``Producer.batch`` pipeline); the
+publisher's socket timeout ends the wait.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ import redis
 from sqlalchemy import select, update
 from worker_support import PrivateRedis, private_redis
 
-from scheduler.db import make_engine
-from scheduler.planner import Planner
-from scheduler.repository.clock import db_now
-from scheduler.repository.tables import executions, tasks
+from scheduler.commands.loading import load_registry
+from scheduler.planning.planner import Planner
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.clock import db_now
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import executions, tasks
 from tests.support.redis_queue import ids_on_queue
 from tests.support.reply_dropper import ReplyDropper
 from workers.app import create_app
-from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
 __all__ = ["private_redis"]

@@ -19,20 +19,20 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from scheduler.planner import Planner
-from scheduler.publisher import NullPublisher
+from scheduler.commands.loading import load_registry
+from scheduler.planning.planner import Planner
+from scheduler.planning.publisher import NullPublisher
 from scheduler.records import AuditEntry
 from scheduler.redaction import public_task
-from scheduler.repository.mapping import audit_from_row, task_from_row
-from scheduler.repository.tables import audit, executions, tasks
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage.mapping import audit_from_row, task_from_row
+from scheduler.storage.tables import audit, executions, tasks
 
 MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
-    "get_task_stats", "validate_schedule", "similar_task_names", "on",
+    "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit",
 }  # fmt: skip
 CONSTRUCTORS = {"from_settings"}
 ACTION_OF = {
@@ -142,6 +142,7 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("count_tasks", lambda: service.count_tasks(status="active")),
         ("history", lambda: service.history()),
         ("audit", lambda: service.audit()),
+        ("verify_audit", lambda: service.verify_audit()),
         ("next_runs", lambda: service.next_runs(count=3)),
         ("get_task_stats", lambda: service.get_task_stats()),
         ("validate_schedule", lambda: service.validate_schedule("*/5 * * * *")),

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from cli.main import cli
-from scheduler.db import make_engine
+from scheduler.commands.loading import load_registry
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage.db import make_engine
 
 FUZZ = settings(
     # FUZZ_EXAMPLES=2000 digs deeper (make test-faults keeps the default).

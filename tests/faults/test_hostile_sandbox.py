@@ -24,10 +24,10 @@ import pytest
 import yaml
 from worker_support import WorkerWorld, world
 
+from scheduler.commands.loading import load_registry
 from scheduler.records import Execution
 from scheduler.service import SchedulerService
 from tests.support.fork_bomb import fork_bomb_script, live_with_marker
-from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
 __all__ = ["world"]

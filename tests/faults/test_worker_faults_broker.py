@@ -16,9 +16,9 @@ from sqlalchemy import select
 from worker_support import PrivateRedis, WorkerWorld, private_redis, world_on
 
 from scheduler.records import Execution
-from scheduler.repository.clock import db_now
-from scheduler.repository.mapping import execution_from_row
-from scheduler.repository.tables import executions
+from scheduler.storage.clock import db_now
+from scheduler.storage.mapping import execution_from_row
+from scheduler.storage.tables import executions
 from tests.support.processes import wait_for
 
 __all__ = ["private_redis"]

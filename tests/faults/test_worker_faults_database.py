@@ -17,13 +17,13 @@ from faultkit import figures
 from sqlalchemy import func, update
 from worker_support import STALE_S, WorkerWorld, pg_world
 
-from scheduler.db import make_engine
-from scheduler.publisher import Dispatch
-from scheduler.recovery import Recovery
-from scheduler.repository.tables import executions
+from scheduler.commands.loading import load_registry
+from scheduler.planning.recovery import Recovery
+from scheduler.records import Dispatch
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import executions
 
 __all__ = ["pg_world"]
 

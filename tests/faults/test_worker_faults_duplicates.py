@@ -15,7 +15,7 @@ import pytest
 from faultkit import figures, run_figures
 from worker_support import STALE_S, WorkerWorld, world
 
-from scheduler.publisher import Dispatch
+from scheduler.records import Dispatch
 
 __all__ = ["world"]
 

@@ -17,8 +17,8 @@ from faultkit import figures
 from sqlalchemy import select
 from worker_support import STALE_S, TICK_MS, WorkerWorld, worker_pid, world
 
-from scheduler.events import TASK_PAUSED
-from scheduler.repository.tables import audit
+from scheduler.observability.events import TASK_PAUSED
+from scheduler.storage.tables import audit
 from tests.support.processes import process_alive, wait_for
 
 __all__ = ["world"]

@@ -28,18 +28,18 @@ import pytest
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from scheduler.db import make_engine
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext
 from scheduler.errors import SchedulerError
-from scheduler.events import EventBus
-from scheduler.planner import Planner
-from scheduler.publisher import Dispatch
-from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.observability.events import EventBus
+from scheduler.planning.planner import Planner
+from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
 from tests.support.celery_worker import WorkerProcess, app_with_commands, start_worker
 from tests.support.processes import free_port, wait_for
 from tests.support.services import IN_CI, delete_queue_keys
-from workers.commands import CommandContext, load_registry
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

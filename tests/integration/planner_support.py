@@ -13,15 +13,14 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
+from scheduler.commands.loading import load_registry
 from scheduler.errors import BrokerUnavailable
-from scheduler.publisher import Dispatch
-from scheduler.records import Execution, Task
-from scheduler.repository.clock import db_now
-from scheduler.repository.mapping import execution_from_row, task_from_row
-from scheduler.repository.tables import executions, logs, tasks
+from scheduler.records import Dispatch, Execution, Task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage.clock import db_now
+from scheduler.storage.mapping import execution_from_row, task_from_row
+from scheduler.storage.tables import executions, logs, tasks
 
 
 class RecordingPublisher:

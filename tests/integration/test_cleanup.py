@@ -17,8 +17,8 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-from scheduler.cleanup import cleanup_step, run_cleanup
-from scheduler.planner import Planner
+from scheduler.planning.cleanup import cleanup_step, run_cleanup
+from scheduler.planning.planner import Planner
 from scheduler.records import FINISHED_STATUSES
 
 

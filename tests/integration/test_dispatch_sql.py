@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from scheduler.db import make_engine
-from scheduler.lease import Lease
-from scheduler.repository.dispatch import insert_executions, pg_array, write_transaction
+from scheduler.planning.lease import Lease
+from scheduler.storage.db import make_engine
+from scheduler.storage.dispatch import insert_executions, pg_array
+from scheduler.storage.transactions import write_transaction
 
 NEW_TASK = """
     INSERT INTO scheduled_tasks (name, command, schedule, schedule_kind, timezone, data, status, queue,
@@ -116,8 +117,8 @@ def test_tasks_from_rows_maps_like_task_from_row(engine: Engine) -> None:
     from planner_support import make_service, make_settings
     from sqlalchemy import select
 
-    from scheduler.repository.mapping import task_from_row, tasks_from_rows
-    from scheduler.repository.tables import tasks
+    from scheduler.storage.mapping import task_from_row, tasks_from_rows
+    from scheduler.storage.tables import tasks
 
     service = make_service(engine, make_settings())
     service.create_task(name="plain", command="test:echo", schedule="*/5 * * * *")

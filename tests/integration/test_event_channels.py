@@ -26,8 +26,8 @@ import pytest
 import redis
 from workerproc import SYSTEMPROMPT, clean_env, run_cli
 
-from scheduler.remote_events import RECENT_SUFFIX
 from tests.support.processes import stop_process_group, wait_for
+from workers.remote_events import RECENT_SUFFIX
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(90)]
 

@@ -16,10 +16,10 @@ import pytest
 import workerproc
 from sqlalchemy import Engine
 
-from scheduler.db import make_engine
-from scheduler.health import CHECKS, check_planner, run_checks
-from scheduler.lease import Lease
+from scheduler.planning.lease import Lease
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
+from workers.health import CHECKS, check_planner, run_checks
 
 # A probe's whole answer must fit in the Kubernetes probe timeout of deploy/k8s/planner.yaml.
 PROBE_BUDGET_S = 10.0

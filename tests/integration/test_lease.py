@@ -17,8 +17,10 @@ from planner_support import (
 )
 from sqlalchemy import Engine, update
 
-from scheduler.lease import Lease, leases, read_lease
-from scheduler.planner import Planner
+from scheduler.planning.lease import Lease
+from scheduler.planning.planner import Planner
+from scheduler.storage.leases import read_lease
+from scheduler.storage.tables import leases
 
 TTL = timedelta(seconds=10)
 

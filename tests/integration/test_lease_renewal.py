@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
-from scheduler.lease import Lease
+from scheduler.planning.lease import Lease
 
 TTL = timedelta(seconds=10)
 

@@ -24,18 +24,26 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 from workerproc import SYSTEMPROMPT, EngineSetup, clean_env, unique_queue
 
-from scheduler import metrics
-from scheduler.db import make_engine
-from scheduler.planner import Planner, TickReport
-from scheduler.publisher import NullPublisher
+from scheduler.commands.loading import load_registry
+from scheduler.observability import metrics
+from scheduler.planning.planner import Planner
+from scheduler.planning.publisher import NullPublisher
+from scheduler.records import TickReport
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
 from tests.support.processes import free_port, wait_for
 from workers.app import create_app
-from workers.commands import load_registry
 from workers.publisher import CeleryPublisher
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def observe(planner: Planner, report: TickReport) -> None:
+    """Record ``report`` as ``planner``'s loop does after a tick."""
+    metrics.observe_tick(
+        report, engine=planner.engine, holder=planner.holder, lease_grants=planner.lease.grants
+    )
 
 
 def scrape(port: int) -> Samples:
@@ -161,14 +169,14 @@ def test_a_standby_reports_leader_zero_and_no_status_counts(pg_url: str) -> None
     server = metrics.start_metrics_server(settings, addr="127.0.0.1")
     assert server is not None and settings.metrics_port is not None
     try:
-        metrics.observe_tick(leader, leader.tick())
+        observe(leader, leader.tick())
         samples = scrape(settings.metrics_port)
         assert value(samples, "scheduler_planner_leader") == 1
         assert ("scheduler_executions", frozenset({("status", "pending")})) in samples
 
         report = standby.tick()
         assert not report.leader
-        metrics.observe_tick(standby, report)
+        observe(standby, report)
         samples = scrape(settings.metrics_port)
         assert value(samples, "scheduler_planner_leader") == 0
         assert not [name for name, _ in samples if name == "scheduler_executions"]
@@ -185,7 +193,8 @@ def test_hooks_do_nothing_while_metrics_are_off(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     planner = Planner(engine, Settings(database_url=sqlite_url), NullPublisher())
     engine.dispose()  # a query would now reopen it; nothing must be asked at all
-    metrics.observe_tick(planner, TickReport(leader=True, due=5))
+    observe(planner, TickReport(leader=True, due=5))
+    metrics.observe_failed_tick(leader=True)
     metrics.observe_queued(engine, [])
     metrics.enable(Settings(database_url=sqlite_url))  # no port: stays off
     assert not metrics.enabled()

@@ -8,15 +8,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
-from scheduler.db import make_engine
-from scheduler.models import Base
-from scheduler.schema import HEAD_REVISION, current_revision, head_revision
+from scheduler.storage.db import make_engine
+from scheduler.storage.schema import HEAD_REVISION, current_revision, head_revision
+from scheduler.storage.tables import metadata
 
 
-def test_a_database_migrated_from_empty_matches_the_models(engine: Engine) -> None:
+def test_a_database_migrated_from_empty_matches_the_declared_tables(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        differences = compare_metadata(context, Base.metadata)
+        differences = compare_metadata(context, metadata)
     assert differences == []
 
 
@@ -26,7 +26,7 @@ def test_a_migrated_database_is_at_the_head_revision(engine: Engine) -> None:
 
 def test_the_head_revision_constant_is_the_migration_scripts_head() -> None:
     # ensure_schema compares with the constant so that checking a schema needs no alembic import: a new
-    # migration must update scheduler.schema.HEAD_REVISION.
+    # migration must update scheduler.storage.schema.HEAD_REVISION.
     assert head_revision() == HEAD_REVISION
 
 

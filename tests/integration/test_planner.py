@@ -18,7 +18,7 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-from scheduler.planner import Planner
+from scheduler.planning.planner import Planner
 
 
 def test_a_due_task_is_dispatched_once_and_its_next_run_advanced(engine: Engine) -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from planner_support import RecordingPublisher, ago, executions_of, make_service, make_settings, set_task
 from sqlalchemy import Engine
 
-from scheduler.planner import Planner
+from scheduler.planning.planner import Planner
 
 
 def _due_tasks(engine: Engine, count: int, settings: object) -> None:

@@ -24,10 +24,10 @@ import redis
 from planner_support import make_service, now_of
 from sqlalchemy import Engine, delete, select, text, update
 
-from scheduler.db import make_engine
-from scheduler.planner import Planner
-from scheduler.repository.tables import executions, tasks
+from scheduler.planning.planner import Planner
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import executions, tasks
 from tests.support.redis_queue import ids_on_queue, message_execution_id
 from workers.app import create_app
 from workers.publisher import CeleryPublisher

@@ -18,8 +18,8 @@ from planner_support import (
 )
 from sqlalchemy import Engine, update
 
-from scheduler.planner import Planner
-from scheduler.repository.tables import executions
+from scheduler.planning.planner import Planner
+from scheduler.storage.tables import executions
 
 
 def _due_task_with_a_running_execution(engine: Engine, overlap: str) -> tuple[int, int]:

@@ -20,8 +20,9 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-import scheduler.batch as batch_module
-from scheduler.planner import Planner, TickReport
+import scheduler.planning.batch as batch_module
+from scheduler.planning.planner import Planner
+from scheduler.records import TickReport
 from scheduler.settings import Settings
 
 

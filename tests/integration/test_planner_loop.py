@@ -19,9 +19,9 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-from scheduler.db import make_engine
-from scheduler.lease import read_lease
-from scheduler.planner import Planner
+from scheduler.planning.planner import Planner
+from scheduler.storage.db import make_engine
+from scheduler.storage.leases import read_lease
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -60,7 +60,7 @@ def test_the_loop_keeps_running_while_the_database_is_unreachable(caplog: pytest
     planner = Planner(unreachable, make_settings(tick_interval=50), RecordingPublisher())
     stop = threading.Event()
     thread = threading.Thread(target=planner.run_forever, args=(stop,))
-    with caplog.at_level(logging.ERROR, logger="scheduler.planner"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.planning.planner"):
         thread.start()
         time.sleep(1.5)
         assert thread.is_alive()
@@ -84,7 +84,7 @@ def test_a_broker_outage_is_logged_once_and_nothing_is_lost(
     publisher.fail = True
     planner = Planner(engine, settings, publisher)
 
-    with caplog.at_level(logging.ERROR, logger="scheduler.planner"):
+    with caplog.at_level(logging.ERROR, logger="scheduler.planning.planner"):
         for _ in range(5):
             planner.tick()
     assert sum("publishing failed" in r.getMessage() for r in caplog.records) == 1

@@ -23,7 +23,7 @@ from planner_support import (
 )
 from sqlalchemy import Engine
 
-from scheduler.planner import Planner
+from scheduler.planning.planner import Planner
 
 
 def _hourly_down_six_hours(engine: Engine, policy: str) -> tuple[int, list[object]]:

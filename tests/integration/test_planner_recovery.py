@@ -18,10 +18,10 @@ from planner_support import (
 )
 from sqlalchemy import Engine, select, update
 
-from scheduler.events import TASK_EVENT, EventBus
-from scheduler.planner import Planner
+from scheduler.observability.events import TASK_EVENT, EventBus
+from scheduler.planning.planner import Planner
 from scheduler.records import Task
-from scheduler.repository.tables import executions, logs
+from scheduler.storage.tables import executions, logs
 
 # Fast bounds: recovery after 1 s, heartbeats every 100 ms (a worker is silent after 300 ms).
 SETTINGS = {"recovery_after": 1000, "heartbeat_interval": 100}

@@ -1,4 +1,4 @@
-"""Prepared statements on the worker's hot path (scheduler.repository.prepared), on a real PostgreSQL.
+"""Prepared statements on the worker's hot path (scheduler.storage.prepared), on a real PostgreSQL.
 
 They must give the same rows as the plain statements, survive a connection losing them, and step aside
 where they cannot be used (inside an explicit transaction, or where prepared statements keep vanishing).
@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from test_worker_runs import add_execution, add_task
 
-from scheduler.db import make_engine
-from scheduler.repository import prepared
-from scheduler.repository.runs import ClaimedExecution, claim_execution, finish_execution, transaction
-from scheduler.repository.tables import executions, tasks
+from scheduler.records import ClaimedExecution
+from scheduler.storage import prepared
+from scheduler.storage.db import make_engine
+from scheduler.storage.runs import claim_execution, finish_execution
+from scheduler.storage.tables import executions, tasks
+from scheduler.storage.transactions import write_transaction
 from tests.support.statements import record_statements
 
 STALE = timedelta(seconds=30)
@@ -52,7 +54,7 @@ def test_prepared_and_plain_statements_claim_and_finish_alike(engines: tuple[Eng
             connection, by_prepared, status="failed", duration_ms=5, error="x"
         )
     assert seen == ["PREPARE", "EXECUTE", "PREPARE", "EXECUTE"]
-    with plain.connect() as connection, transaction(connection):
+    with plain.connect() as connection, write_transaction(connection):
         by_plain = claim_execution(connection, second, "w:1", stale_after=STALE)
         assert by_plain is not None
         finished_plain = finish_execution(connection, by_plain, status="failed", duration_ms=5, error="x")
@@ -116,7 +118,7 @@ def test_inside_an_explicit_transaction_statements_are_not_prepared(engines: tup
     plain, hot = engines
     execution_id = add_execution(plain, add_task(plain))
     seen = record_statements(hot)
-    with hot.connect() as connection, transaction(connection):
+    with hot.connect() as connection, write_transaction(connection):
         assert claim_execution(connection, execution_id, "w:1", stale_after=STALE) is not None
     assert seen == ["BEGIN", "UPDATE", "COMMIT"]
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
+from scheduler.commands.loading import load_registry
 from scheduler.errors import (
     BrokerUnavailable,
     ExecutionNotFound,
@@ -22,13 +23,11 @@ from scheduler.errors import (
     InvalidTimezone,
     TaskNotFound,
 )
-from scheduler.publisher import Dispatch
-from scheduler.records import Task
-from scheduler.repository import db_now
-from scheduler.repository.tables import audit, executions, logs, tasks
+from scheduler.records import Dispatch, Task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from workers.commands import load_registry
+from scheduler.storage import db_now
+from scheduler.storage.tables import audit, executions, logs, tasks
 
 SETTINGS = Settings()
 MINUTE = timedelta(minutes=1)

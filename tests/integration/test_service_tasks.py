@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from scheduler.db import make_engine
+from scheduler.commands.loading import load_registry
 from scheduler.errors import (
     DatabaseUnavailable,
     InvalidField,
@@ -26,16 +26,16 @@ from scheduler.errors import (
     TaskNotFound,
     UnknownCommand,
 )
-from scheduler.events import EVENT_NAMES, TASK_EVENT
+from scheduler.observability.events import EVENT_NAMES, TASK_EVENT
 from scheduler.records import as_utc
 from scheduler.redaction import REDACTED
-from scheduler.repository import db_now, translate_db_errors
-from scheduler.repository.tables import audit, executions, tasks
-from scheduler.repository.tasks import insert_task
+from scheduler.rules.validation import validate_new_task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
-from scheduler.validation import validate_new_task
-from workers.commands import load_registry
+from scheduler.storage import db_now, translate_db_errors
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import audit, executions, tasks
+from scheduler.storage.tasks import insert_task
 
 SECRET_DATA = {"password": "hunter2", "nested": {"api_key": "k-123", "region": "eu"}, "plain": 1}
 SETTINGS = Settings(commands={"backup:db": ["/bin/echo", "{target}"]})

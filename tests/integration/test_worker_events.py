@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from workerproc import EngineSetup
 
-from scheduler.remote_events import events_channel, listen
 from tests.support.processes import wait_for
+from workers.remote_events import events_channel, listen
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(90)]
 

@@ -15,7 +15,7 @@ import workerproc
 from sqlalchemy import delete, func, select
 from workerproc import EngineSetup
 
-from scheduler.repository.tables import logs, tasks
+from scheduler.storage.tables import logs, tasks
 from tests.support.celery_worker import WorkerProcess
 from tests.support.processes import free_port, process_alive, wait_for
 
@@ -258,4 +258,9 @@ def test_planner_once_and_cleanup_print_json(engine_setup: EngineSetup) -> None:
     report = engine_setup.cli("scheduler:planner", "--once", "--format", "json").json()
     assert report["leader"] is True and report["dispatched"] == 0
     cleaned = engine_setup.cli("scheduler:cleanup", "--format", "json").json()
-    assert cleaned == {"deleted": 0, "retention_days": engine_setup.settings.history_retention_days}
+    assert cleaned == {
+        "deleted": 0,
+        "retention_days": engine_setup.settings.history_retention_days,
+        "audit_pruned": 0,
+        "audit_retention_days": engine_setup.settings.audit_retention_days,
+    }

@@ -98,7 +98,7 @@ def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
     log = worker.log()
     assert "Traceback" not in log, log[-3000:]
     # A failed attempt is a warning in the worker's log, a completed one is not.
-    ended = [line for line in log.splitlines() if "workers.runner: attempt ended" in line]
+    ended = [line for line in log.splitlines() if "scheduler.execution.runner: attempt ended" in line]
     assert {line.split()[1] for line in ended if "ended failed" in line or "ended timed_out" in line} == {
         "WARNING"
     }, ended

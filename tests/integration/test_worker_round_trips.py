@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine, select
 from test_worker_runs import add_execution, add_task
 
-from scheduler.db import make_engine
-from scheduler.repository.tables import executions, logs
+from scheduler.commands.registry import CommandContext, command
 from scheduler.settings import Settings
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import executions, logs
 from tests.support.statements import record_statements
-from workers.commands import CommandContext, command
 from workers.runner import execute
 from workers.runtime import WorkerRuntime
 

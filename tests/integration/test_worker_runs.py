@@ -1,4 +1,4 @@
-"""The worker's SQL (scheduler.repository.runs) on SQLite and PostgreSQL: claims are conditional, completion
+"""The worker's SQL (scheduler.storage.runs) on SQLite and PostgreSQL: claims are conditional, completion
 is fenced, failures count up and auto-pause, logs keep their attempt."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
-from scheduler.repository.runs import (
-    PendingLog,
+from scheduler.records import PendingLog
+from scheduler.storage.runs import (
     append_logs,
     claim_execution,
     finish_execution,
@@ -20,7 +20,7 @@ from scheduler.repository.runs import (
     record_auto_pause,
     running_claim,
 )
-from scheduler.repository.tables import audit, executions, logs, tasks
+from scheduler.storage.tables import audit, executions, logs, tasks
 
 STALE = timedelta(seconds=15)
 

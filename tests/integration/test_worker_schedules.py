@@ -14,7 +14,7 @@ from sqlalchemy import select
 from workerproc import EngineSetup
 
 from scheduler.records import as_utc
-from scheduler.repository.tables import executions
+from scheduler.storage.tables import executions
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from scheduler.publisher import Dispatch
-from scheduler.records import FINISHED_STATUSES, Execution
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandContext
+from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from tests.support import celery_worker
 from tests.support.celery_worker import WorkerProcess
 from tests.support.processes import wait_for
-from workers.commands import CommandContext, load_registry
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

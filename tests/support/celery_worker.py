@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.commands.registry import CommandContext, command
 from tests.support.processes import kill_process_group, stop_process_group
-from workers.commands import CommandContext, command
 
 CELERY = Path(sys.executable).parent / "celery"
 READY_TIMEOUT_S = 45.0

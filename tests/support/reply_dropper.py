@@ -1,8 +1,9 @@
-"""A TCP relay in front of a Redis server that can lose the server's answer to one ``EXEC``.
+"""A TCP relay in front of a Redis server that can lose the server's answers to a publish.
 
-Everything a client sends reaches Redis, so Redis runs the transaction; once :meth:`ReplyDropper.arm` was
-called, the connection that next sends ``EXEC`` hears nothing more from the server (its replies are dropped),
-as when a connection dies after the request went out. Other connections pass untouched.
+Everything a client sends reaches Redis, so Redis runs the commands; once :meth:`ReplyDropper.arm` was
+called, the connection that next sends ``LPUSH`` (how kombu puts a message on a Redis list; a batch sends
+them all in one pipeline) hears nothing more from the server (its replies are dropped), as when a connection
+dies after the request went out. Other connections pass untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-EXEC = b"\r\nEXEC\r\n"  # the RESP encoding of the command (its argument count and length precede it)
+LPUSH = b"\r\nLPUSH\r\n"  # the RESP encoding of the command (its argument count and length precede it)
 
 
 @dataclass
@@ -36,7 +37,7 @@ class ReplyDropper:
             self._listener.close()
 
     def arm(self) -> None:
-        """Drop the server's replies on the next connection that sends ``EXEC`` (once)."""
+        """Drop the server's replies on the next connection that sends ``LPUSH`` (once)."""
         self._armed.set()
 
     def _accept(self) -> None:
@@ -54,7 +55,7 @@ class ReplyDropper:
     def _upstream(self, client: socket.socket, server: socket.socket, deaf: threading.Event) -> None:
         try:
             while data := client.recv(65536):
-                if EXEC in data and self._armed.is_set():
+                if LPUSH in data and self._armed.is_set():
                     self._armed.clear()
                     deaf.set()  # before Redis can answer
                 server.sendall(data)

@@ -15,18 +15,21 @@ from typing import Any
 
 import pytest
 
-from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
-from scheduler.settings import Settings, load_settings
-from workers import builtins, commands
-from workers.commands import (
+from scheduler.commands import builtins
+from scheduler.commands import registry as commands
+from scheduler.commands.builtins import DeferredRuntime
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import (
     CommandContext,
     CommandRegistry,
     CommandSpec,
     command,
-    load_registry,
     placeholders,
     render_argv,
 )
+from scheduler.errors import CommandCollision, ConfigError, InvalidField, UnknownCommand
+from scheduler.settings import Settings, load_settings
+from workers.runtime_commands import deferred_worker_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -412,10 +415,34 @@ def test_runtime_commands_run_on_the_given_runtime() -> None:
 
 
 def test_runtime_commands_outside_a_worker_build_a_runtime_of_the_settings(sqlite_url: str) -> None:
-    registry = load_registry(Settings(database_url=sqlite_url))
+    settings = Settings(database_url=sqlite_url)
+    registry = load_registry(settings, runtime=deferred_worker_runtime(settings))  # as the CLI builds it
     ctx, logs = context()
     assert registry.get("scheduler:cleanup").func(ctx) == {"deleted": 0}  # type: ignore[misc]
     assert logs.lines == [("INFO", "deleted 0 finished executions and their logs")]
+
+
+def test_a_deferred_runtime_is_built_once_on_first_call() -> None:
+    built: list[FakeRuntime] = []
+
+    def factory() -> FakeRuntime:
+        built.append(FakeRuntime())
+        return built[-1]
+
+    registry = load_registry(Settings(), runtime=DeferredRuntime(factory))
+    assert built == []  # loading the registry builds nothing
+    ctx, _ = context()
+    assert registry.get("system:health").func(ctx) == {"healthy": 7}  # type: ignore[misc]
+    assert registry.get("scheduler:cleanup").func(ctx) == {"deleted": 7}  # type: ignore[misc]
+    assert len(built) == 1
+
+
+def test_without_a_runtime_the_runtime_commands_are_known_and_fail_when_called() -> None:
+    registry = load_registry(Settings())  # the service's: it validates tasks, it runs no command
+    ctx, _ = context()
+    for name in ("system:health", "scheduler:cleanup"):
+        with pytest.raises(RuntimeError, match=f"^{name} runs in a worker; this command registry has no"):
+            registry.get(name).func(ctx)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -434,7 +461,7 @@ def test_bad_settings_commands_are_config_errors(commands_setting: dict[str, lis
 
 def test_importing_the_registry_does_not_import_celery_or_sqlalchemy() -> None:
     code = (
-        "import sys, workers.commands, workers.builtins, workers.sandbox\n"
+        "import sys, scheduler.commands, scheduler.commands.loading, scheduler.execution.sandbox\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'sqlalchemy'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
@@ -458,7 +485,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (site / "sp_test_plugin_good.py").write_text(
         textwrap.dedent(
             '''
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command("plugin:hello")
             def hello(ctx):
@@ -477,7 +504,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (site / "sp_test_plugin_broken.py").write_text(
         textwrap.dedent(
             """
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command("plugin:partial")
             def partial(ctx):
@@ -490,7 +517,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     (site / "sp_test_plugin_clash.py").write_text(
         textwrap.dedent(
             """
-            from workers.commands import command
+            from scheduler.commands.registry import command
 
             @command("test:echo")
             def echo(ctx):
@@ -531,7 +558,7 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 def test_entry_point_plugins_load_and_broken_ones_are_skipped(
     plugin_dist: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="workers.commands"):
+    with caplog.at_level(logging.WARNING, logger="scheduler.commands.registry"):
         registry = load_registry(Settings())
     names = {spec.name for spec in registry.specs()}
 

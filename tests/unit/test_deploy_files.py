@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from scheduler.storage.audit_chain import verify
 from tests.support.roles import apply_roles
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -384,7 +385,8 @@ NEW_LOG = """
     INSERT INTO task_logs (execution_id, attempt, at, level, message)
     VALUES (:queued_id, 1, now(), 'INFO', 'hi')
 """
-# The planner's lease statement (scheduler/lease.py): take it when free or expired, renew it when ours.
+# The planner's lease statement (scheduler/planning/lease.py): take it when free or expired, renew it when
+# ours.
 LEASE_UPSERT = """
     INSERT INTO scheduler_leases (name, holder, term, expires_at, renewed_at)
     VALUES ('planner', 'probe', 1, now() + interval '10 seconds', now())
@@ -396,6 +398,11 @@ LEASE_UPSERT = """
     RETURNING term
 """
 READ_VERSION = "SELECT version_num FROM alembic_version"
+REWRITE_AUDIT = "UPDATE task_audit SET actor = 'someone else'"
+DELETE_AUDIT = "DELETE FROM task_audit"
+PRUNE_AUDIT = "SELECT scheduler_prune_audit(1, 1000, 'probe')"
+TASK_OUTCOME = "SELECT * FROM scheduler_task_outcome(:task_id, :finished_id, 'completed')"
+PAUSE_TASK = "UPDATE scheduled_tasks SET status = 'paused' WHERE id = :task_id"
 DELETE_TASK = "DELETE FROM scheduled_tasks WHERE id = :task_id"
 CHANGE_COMMAND = "UPDATE scheduled_tasks SET command = 'x' WHERE id = :task_id"
 LOCK_TASK = "SELECT id FROM scheduled_tasks WHERE id = :task_id FOR UPDATE"
@@ -416,6 +423,10 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "run a task now": (NEW_EXECUTION, False),
         "truncate logs": ("TRUNCATE task_logs", False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "prune the audit log": (PRUNE_AUDIT, False),
+        "record a task's outcome": (TASK_OUTCOME, False),
     },
     "scheduler_operator": {
         "read the schema version": (READ_VERSION, True),
@@ -448,7 +459,10 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "change a schedule": ("UPDATE scheduled_tasks SET schedule = '@hourly' WHERE id = :task_id", False),
         "finish an execution": ("UPDATE task_executions SET result = '{}' WHERE id = :queued_id", False),
         "delete executions": ("DELETE FROM task_executions", False),
-        "rewrite the audit log": ("UPDATE task_audit SET actor = 'someone else'", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "prune the audit log": (PRUNE_AUDIT, False),
+        "record a task's outcome": (TASK_OUTCOME, False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
     },
     "scheduler_planner": {
@@ -475,9 +489,20 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "delete old logs": ("DELETE FROM task_logs WHERE execution_id IN (:finished_id)", True),
         "delete old executions": ("DELETE FROM task_executions WHERE id IN (:finished_id)", True),
         "audit a task it pauses": (NEW_AUDIT, True),
+        "count a lost execution's failure": (
+            "UPDATE scheduled_tasks SET consecutive_failures = consecutive_failures + 1, status = 'paused',"
+            " status_reason = 'auto-paused', updated_at = now() WHERE id = :task_id",
+            True,
+        ),
+        "prune the audit log": (PRUNE_AUDIT, True),
         "create a task": (NEW_TASK, False),
         "delete a task": (DELETE_TASK, False),
-        "rewrite the audit log": ("UPDATE task_audit SET actor = 'someone else'", False),
+        "change a command": (CHANGE_COMMAND, False),
+        "change a schedule": ("UPDATE scheduled_tasks SET schedule = '@hourly' WHERE id = :task_id", False),
+        "change task data": ("UPDATE scheduled_tasks SET data = '{}' WHERE id = :task_id", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "record a task's outcome": (TASK_OUTCOME, False),
         "read the audit log": ("SELECT * FROM task_audit", False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
     },
@@ -496,11 +521,14 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
             True,
         ),
         "append log lines": (NEW_LOG, True),
-        "finish and auto-pause its task": (
+        # Only through the function, which auto-pauses only by the task's own rule (migration 0002).
+        "record its task's outcome": (TASK_OUTCOME, True),
+        "pause its task itself": (PAUSE_TASK, False),
+        "count a failure itself": (
             "UPDATE scheduled_tasks SET consecutive_failures = consecutive_failures + 1,"
             " status = 'paused', status_reason = 'auto-paused', updated_at = now() WHERE id = :task_id"
             " RETURNING id, status, status_reason, consecutive_failures",
-            True,
+            False,
         ),
         "audit an auto-pause": (NEW_AUDIT, True),
         "read the lease for health": ("SELECT * FROM scheduler_leases WHERE expires_at > now()", True),
@@ -512,10 +540,18 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "move the next run": ("UPDATE scheduled_tasks SET next_run_at = now() WHERE id = :task_id", False),
         "move the last run": ("UPDATE scheduled_tasks SET last_run_at = now() WHERE id = :task_id", False),
         "insert an execution": (NEW_EXECUTION, False),
+        "re-point an execution": ("UPDATE task_executions SET task_id = NULL WHERE id = :queued_id", False),
+        "change an execution's command": (
+            "UPDATE task_executions SET command = 'x' WHERE id = :queued_id",
+            False,
+        ),
         "delete executions": ("DELETE FROM task_executions WHERE id IN (:finished_id)", False),
         "delete logs": ("DELETE FROM task_logs", False),
         "take the lease": (LEASE_UPSERT, False),
         "read the audit log": ("SELECT * FROM task_audit", False),
+        "rewrite the audit log": (REWRITE_AUDIT, False),
+        "delete audit rows": (DELETE_AUDIT, False),
+        "prune the audit log": (PRUNE_AUDIT, False),
         "delete the schema version": ("DELETE FROM alembic_version", False),
     },
     "scheduler_admin": {
@@ -526,6 +562,8 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
         "change the schema": ("ALTER TABLE scheduled_tasks ADD COLUMN probe integer", True),
         "add a table": ("CREATE TABLE roles_probe (id bigserial PRIMARY KEY)", True),
         "stamp the schema version": ("UPDATE alembic_version SET version_num = version_num", True),
+        # The owner may (so may a superuser): --verify then finds the edit (tests/faults/test_audit_chain.py).
+        "rewrite the audit log": (REWRITE_AUDIT, True),
     },
 }
 
@@ -607,8 +645,36 @@ def test_roles_are_group_roles_that_cannot_log_in_and_admin_owns_the_tables(
                 {"tables": list(TABLES)},
             ).all()
         )
+        functions = connection.execute(
+            text(
+                "SELECT proname, pg_get_userbyid(proowner), has_function_privilege('public', oid, 'EXECUTE')"
+                " FROM pg_proc WHERE proname LIKE 'scheduler\\_%'"
+            )
+        ).all()
     assert can_login == dict.fromkeys(ROLES, False)
     assert owners == dict.fromkeys(TABLES, "scheduler_admin")
+    # The functions of migration 0002 (SECURITY DEFINER ones run as their owner): the admin's, and no one
+    # may call them unless roles.sql says so.
+    assert len(functions) == 7
+    assert {(owner, public) for _, owner, public in functions} == {("scheduler_admin", False)}
+
+
+@pytest.mark.postgres
+def test_audit_rows_stay_append_only_even_for_a_role_granted_update_and_delete(
+    roles_db: tuple[Engine, dict[str, int]],
+) -> None:
+    engine, ids = roles_db
+    with engine.begin() as connection:
+        connection.execute(text(NEW_AUDIT), ids)
+    for statement in (REWRITE_AUDIT, DELETE_AUDIT, "TRUNCATE task_audit"):
+        with engine.connect() as connection, connection.begin() as transaction:
+            connection.execute(text("GRANT UPDATE, DELETE, TRUNCATE ON task_audit TO scheduler_operator"))
+            connection.execute(text("SET LOCAL ROLE scheduler_operator"))
+            with pytest.raises(DBAPIError) as refused:
+                connection.execute(text(statement))
+            assert getattr(refused.value.orig, "pgcode", None) == "42501"
+            assert "task_audit is append-only" in str(refused.value.orig)
+            transaction.rollback()
 
 
 @pytest.mark.postgres
@@ -630,3 +696,26 @@ def test_roles_script_takes_away_privileges_granted_by_hand_when_run_again(
     apply_roles(engine.url.render_as_string(hide_password=False))
     with engine.connect() as connection:
         assert connection.execute(snapshot).all() == before
+
+
+@pytest.mark.postgres
+def test_the_planner_prunes_old_audit_rows_only_through_the_function_which_leaves_a_checkpoint(
+    roles_db: tuple[Engine, dict[str, int]],
+) -> None:
+    engine, ids = roles_db
+    with engine.begin() as connection:
+        connection.execute(
+            text(NEW_AUDIT.replace("VALUES (now(),", "VALUES (now() - interval '10 days',")), ids
+        )
+        connection.execute(text(NEW_AUDIT), ids)
+    with engine.connect() as connection, connection.begin():
+        connection.execute(text("SET LOCAL ROLE scheduler_planner"))
+        assert connection.execute(text("SELECT scheduler_prune_audit(7, 1000, 'probe')")).scalar_one() == 1
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT action, actor, db_role FROM task_audit ORDER BY id")).all()
+        verdict = verify(connection)
+    assert [tuple(row) for row in rows] == [
+        ("pause", "probe", "postgres"),
+        ("checkpoint", "probe", "scheduler_admin"),
+    ]
+    assert (verdict.intact, verdict.rows) == (True, 2)

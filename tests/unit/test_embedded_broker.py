@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from celeryconfig import build_config
 from scheduler.settings import Settings
+from workers.celery_config import build_config
 from workers.embedded import broker_folders, prune
 
 PUBLISHERS = 4

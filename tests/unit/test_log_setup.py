@@ -1,4 +1,5 @@
-"""scheduler.log_setup: JSON lines that parse, bound context fields on every record, secrets redacted, text by
+"""scheduler.observability.log_setup: JSON lines that parse, bound context fields on every record, secrets
+redacted, text by
 default, and one handler however often it is configured."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from scheduler.errors import ConfigError
-from scheduler.log_setup import bound_log_context, configure_logging, current_log_context
+from scheduler.observability.log_setup import bound_log_context, configure_logging, current_log_context
 from scheduler.settings import Settings
 
 
@@ -45,11 +46,15 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 
 def test_json_format_writes_one_object_per_line_with_time_level_logger_message(json_log: io.StringIO) -> None:
     before = datetime.now(UTC)
-    logging.getLogger("scheduler.planner").info("tick %d done", 7)
+    logging.getLogger("scheduler.planning.planner").info("tick %d done", 7)
     logging.getLogger("workers.runner").warning("multi\nline message")
     first, second = lines(json_log)
     assert list(first)[:4] == ["time", "level", "logger", "message"]
-    assert (first["level"], first["logger"], first["message"]) == ("INFO", "scheduler.planner", "tick 7 done")
+    assert (first["level"], first["logger"], first["message"]) == (
+        "INFO",
+        "scheduler.planning.planner",
+        "tick 7 done",
+    )
     assert second["message"] == "multi\nline message"  # still one line of output: the newline is escaped
     assert first["time"].endswith("Z")
     at = datetime.fromisoformat(first["time"].replace("Z", "+00:00"))

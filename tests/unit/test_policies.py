@@ -1,4 +1,5 @@
-"""The planner's pure decisions (scheduler.policies): grace, misfire, overlap, bounds, and the jump over long
+"""The planner's pure decisions (scheduler.rules.policies): grace, misfire, overlap, bounds, and the jump
+over long
 outages, checked against brute-force enumeration."""
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.policies import (
+from scheduler.records import Task
+from scheduler.rules.policies import (
     MAX_RUNS_PER_TICK,
     MAX_SKIPPED_ROWS,
     count_slots,
     latest_slot_before,
     plan_task,
 )
-from scheduler.records import Task
-from scheduler.schedules import Schedule, parse_schedule
+from scheduler.rules.schedules import Schedule, parse_schedule
 
 NOW = datetime(2025, 3, 30, 12, 0, 30, tzinfo=UTC)  # Europe/Berlin sprang forward at 01:00 UTC this day
 

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 import redis
 
-from scheduler import remote_events
 from scheduler.errors import ConfigError
-from scheduler.events import TASK_CREATED, TASK_EVENT, EventBus
+from scheduler.observability.events import TASK_CREATED, TASK_EVENT, EventBus
 from scheduler.records import iso_utc
 from scheduler.redaction import REDACTED, is_secret_key, redact
-from scheduler.remote_events import (
+from scheduler.settings import load_settings
+from workers import remote_events
+from workers.remote_events import (
     RECENT_MAX,
     RECENT_SUFFIX,
     RedisEventPublisher,
@@ -32,7 +33,6 @@ from scheduler.remote_events import (
     now_text,
     to_text,
 )
-from scheduler.settings import load_settings
 
 
 def reference_redact(data: Any) -> Any:
@@ -49,7 +49,7 @@ class Key(str):
 
 
 def execution(number: int, status: str, **extra: Any) -> dict[str, Any]:
-    """Shaped like workers.runner.execution_json."""
+    """Shaped like scheduler.execution.outcomes.execution_json."""
     return {
         "id": number, "task_id": 7, "task_name": "noop", "command": "test:noop", "trigger": "schedule",
         "queue": "default", "worker": "host:1", "attempt": 1, "max_attempts": 3, "status": status, **extra,
@@ -243,7 +243,7 @@ def test_when_redis_refuses_the_script_plain_commands_send_the_same_messages(
     forward(bus, publisher)
     tap = Tap(redis_url, channel)
     try:
-        with caplog.at_level(logging.WARNING, logger="scheduler.remote_events"):
+        with caplog.at_level(logging.WARNING, logger="workers.remote_events"):
             for number in range(3):
                 bus.emit(TASK_EVENT, {"type": "executed", "execution": execution(number, "running")})
                 publisher.flush()
@@ -261,7 +261,7 @@ def test_an_unreachable_redis_neither_blocks_nor_fails_the_emitter(caplog: pytes
     bus = EventBus()
     publisher = RedisEventPublisher("redis://127.0.0.1:1/0", channel=f"test-events:{uuid.uuid4().hex}")
     forward(bus, publisher)
-    with caplog.at_level(logging.WARNING, logger="scheduler.remote_events"):
+    with caplog.at_level(logging.WARNING, logger="workers.remote_events"):
         started = time.monotonic()
         bus.emit(TASK_EVENT, {"type": "executed", "execution": execution(1, "running")})
         assert time.monotonic() - started < 0.5

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
+from scheduler.commands.registry import CommandContext, CommandRegistry, CommandSpec
 from scheduler.errors import InvalidField, SchedulerError
-from tests.support.fork_bomb import fork_bomb_script, live_with_marker
-from tests.support.processes import process_alive
-from workers.commands import CommandContext, CommandRegistry, CommandSpec
-from workers.sandbox import (
+from scheduler.execution.sandbox import (
     ExternalCommandFailed,
     ExternalResult,
     ResourceLimits,
     run_external,
     run_external_command,
 )
+from tests.support.fork_bomb import fork_bomb_script, live_with_marker
+from tests.support.processes import process_alive
 
 PY = sys.executable
 MiB = 1 << 20

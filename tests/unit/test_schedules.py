@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from scheduler.errors import InvalidSchedule, InvalidTimezone
-from scheduler.schedules import (
+from scheduler.rules.schedules import (
     INTERVAL_FORMS,
     CronSchedule,
     IntervalSchedule,

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from scheduler.errors import InvalidSchedule, InvalidTimezone
-from scheduler.schedules import (
+from scheduler.rules.schedules import (
     CronSchedule,
     IntervalSchedule,
     fire_times,

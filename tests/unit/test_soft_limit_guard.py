@@ -11,8 +11,9 @@ import pytest
 from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
 from celery.exceptions import SoftTimeLimitExceeded
 
-from workers.capture import LogBuffer
-from workers.watchdog import Watchdog, guard_celery_soft_limit
+from scheduler.execution.capture import LogBuffer
+from scheduler.execution.watchdog import Watchdog
+from workers.soft_limit import guard_celery_soft_limit
 
 
 @pytest.fixture

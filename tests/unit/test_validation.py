@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scheduler.commands.loading import load_registry
+from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import (
     InvalidField,
     InvalidInput,
@@ -19,9 +21,14 @@ from scheduler.errors import (
     UnknownCommand,
 )
 from scheduler.records import Task
+from scheduler.rules.validation import (
+    CREATABLE,
+    UPDATABLE,
+    TaskDefinition,
+    validate_changes,
+    validate_new_task,
+)
 from scheduler.settings import Settings
-from scheduler.validation import CREATABLE, UPDATABLE, TaskDefinition, validate_changes, validate_new_task
-from workers.commands import CommandRegistry, load_registry
 
 NOW = datetime(2030, 6, 12, 10, 30, 15, 250000, tzinfo=UTC)  # a Wednesday
 SETTINGS = Settings(commands={"backup:db": ["/bin/echo", "--target={target}", "{level}"]})

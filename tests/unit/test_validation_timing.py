@@ -1,4 +1,4 @@
-"""Fire-time placement (scheduler.timing) and secret redaction (scheduler.redaction), pure."""
+"""Fire-time placement (scheduler.rules.timing) and secret redaction (scheduler.redaction), pure."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from scheduler.batch import ScheduleCache
 from scheduler.errors import InvalidSchedule
+from scheduler.planning.batch import ScheduleCache
 from scheduler.records import Task
 from scheduler.redaction import REDACTED, public_task, redact
-from scheduler.schedules import parse_schedule
-from scheduler.timing import first_fire, plan_schedule, preview_schedule, upcoming_runs
+from scheduler.rules.schedules import parse_schedule
+from scheduler.rules.timing import first_fire, plan_schedule, preview_schedule, upcoming_runs
 
 NOW = datetime(2030, 6, 12, 10, 30, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from workers import watchdog as watchdog_module
-from workers.capture import LogBuffer
-from workers.watchdog import Beat, ExecutionCancelled, ExecutionTimedOut, Watchdog
+from scheduler.execution import watchdog as watchdog_module
+from scheduler.execution.capture import LogBuffer
+from scheduler.execution.watchdog import Beat, ExecutionCancelled, ExecutionTimedOut, Watchdog
 
 
 def _no_beat(_lines: object) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cli.waiting import nobody_warning
-from scheduler.health import LiveWorker, coverage_warning
 from scheduler.records import Execution
+from workers.health import LiveWorker, coverage_warning
 
 A = LiveWorker("a@h1", frozenset({"default"}), frozenset({"test:echo"}))
 B = LiveWorker("b@h2", frozenset({"default", "reports"}), frozenset({"test:echo", "report:disk"}))

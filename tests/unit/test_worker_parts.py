@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from celeryconfig import MIN_VISIBILITY_TIMEOUT_S, RETRY_COUNTDOWN_CAP_S, build_config, hard_limit_grace_s
-from scheduler.publisher import Dispatch
+from scheduler.execution.capture import LogBuffer, LogWriter
+from scheduler.execution.outcomes import json_result, retry_delay_s
+from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
+from scheduler.limits import RETRY_COUNTDOWN_CAP_S, hard_limit_grace_s
+from scheduler.records import Dispatch
 from scheduler.settings import Settings
-from workers.capture import LogBuffer, LogWriter
+from workers.celery_config import MIN_VISIBILITY_TIMEOUT_S, build_config
 from workers.embedded import broker_folders, prune
 from workers.publisher import message_options, shadow_name
-from workers.runner import json_result, retry_delay_s
-from workers.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
+
+REPO = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------------- log budget
 
@@ -176,6 +182,29 @@ def test_the_celery_config_acks_late_prefetches_one_and_outlives_the_longest_tas
     assert build_config(Settings(broker_url="redis://x"))["broker_transport_options"][
         "visibility_timeout"
     ] == (MIN_VISIBILITY_TIMEOUT_S)
+
+
+def test_the_celeryconfig_module_holds_the_config_of_the_environment(tmp_path: Path) -> None:
+    code = (
+        "import celeryconfig, json\n"
+        "print(json.dumps({name: getattr(celeryconfig, name) for name in "
+        "('broker_url', 'broker_transport_options', 'task_default_queue', 'task_acks_late')}))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCHEDULER_")}
+    env.update(
+        SCHEDULER_BROKER_URL="redis://127.0.0.1:6379/9",
+        SCHEDULER_DEFAULT_QUEUE="nightly",
+        PYTHONPATH=str(REPO),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    expected = build_config(Settings(broker_url="redis://127.0.0.1:6379/9", default_queue="nightly"))
+    assert json.loads(result.stdout) == {
+        name: expected[name]
+        for name in ("broker_url", "broker_transport_options", "task_default_queue", "task_acks_late")
+    }
 
 
 def test_the_embedded_broker_lives_under_home_and_prunes_old_files(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """``backup:database`` and ``migrate:run``: harmless commands that show what a command receives and returns.
 
-Each is a function of a :class:`~workers.commands.CommandContext`: ``ctx.data`` is the task's data,
+Each is a function of a :class:`~scheduler.commands.CommandContext`: ``ctx.data`` is the task's data,
 ``ctx.log(level, message)`` writes a line to the execution's log (``scheduler:logs``), ``ctx.execution_id``
 identifies this execution (a redelivered execution keeps its id), and the JSON-serialisable return value is
 the execution's result (``scheduler:history``). Raising an exception fails the attempt; the task's retries
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from workers.commands import CommandContext, command
+from scheduler.commands import CommandContext, command
 
 BACKUP_DIR_ENV = "BACKUP_DIR"
 BACKUP_TYPES = ("full", "incremental")

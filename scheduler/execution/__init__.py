@@ -1,0 +1,1 @@
+"""Execution: the Celery-free parts of running one attempt of an execution."""

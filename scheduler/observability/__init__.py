@@ -1,0 +1,1 @@
+"""Observability: events, logging, metrics and health checks."""

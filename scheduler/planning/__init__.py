@@ -1,0 +1,1 @@
+"""Planning: the leader's loop that turns due slots into executions and hands them to a broker."""

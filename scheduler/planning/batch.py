@@ -1,0 +1,176 @@
+"""One planning batch: due tasks in, execution rows and task advances out, inside the caller's transaction.
+
+The decisions are :func:`scheduler.rules.policies.plan_task`'s; this module turns them into SQL through
+:mod:`scheduler.storage.dispatch` and counts what happened. Slots go in with ``ON CONFLICT DO NOTHING``,
+and ``run_count`` grows by the rows actually inserted, so a replayed batch changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from scheduler.errors import SchedulerError
+from scheduler.records import AuditRecord, Dispatch, Task, TaskAdvance
+from scheduler.redaction import public_task
+from scheduler.rules.policies import PlannedSlot, TaskPlan, plan_task
+from scheduler.rules.schedules import Schedule
+from scheduler.rules.timing import task_schedule
+from scheduler.storage import tasks as tasks_sql
+from scheduler.storage.audit import insert_audit
+from scheduler.storage.dispatch import active_executions, advance_tasks, insert_executions
+
+logger = logging.getLogger("scheduler.planning.planner")
+
+SCHEDULE_CACHE_SIZE = 4096
+PLANNER_ACTOR = "planner"  # who the audit log names for the planner's own changes to a task
+
+
+class ScheduleCache:
+    """Parsed schedules by (text, time zone, anchor), least recently used out (parsing costs most)."""
+
+    def __init__(self, size: int = SCHEDULE_CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str, datetime | None], Schedule] = OrderedDict()
+
+    def get(self, task: Task) -> Schedule:
+        """The task's schedule; raises what :func:`~scheduler.rules.timing.task_schedule` raises for text
+        that no
+        longer parses."""
+        # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
+        anchored = task.schedule_kind == "interval" or task.schedule.strip().lower() == "now"
+        key = (task.schedule, task.timezone, task.anchor_at if anchored else None)
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        schedule = task_schedule(task)
+        self._entries[key] = schedule
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return schedule
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """One planning transaction: ``fenced`` True when the lease check refused it (nothing was written)."""
+
+    due: int = 0
+    created: int = 0
+    skipped: int = 0
+    misfired: int = 0
+    fenced: bool = False
+    replaced: tuple[int, ...] = ()  # active executions to cancel: their task's new run replaces them
+    dispatches: tuple[Dispatch, ...] = ()  # the pending executions inserted, for the relay (no read back)
+
+
+def execution_row(task: Task, slot: PlannedSlot, now: datetime) -> dict[str, Any]:
+    """The ``task_executions`` values of one planned slot (unset columns left out, so they stay NULL)."""
+    row: dict[str, Any] = {
+        "task_id": task.id,
+        "task_name": task.name,
+        "command": task.command,
+        "scheduled_for": slot.scheduled_for,
+        "trigger": slot.trigger,
+        "status": slot.status,
+        "reason": slot.reason,
+        "attempt": 1,
+        "max_attempts": task.retries + 1,
+        "queue": task.queue,
+        "created_at": now,
+    }
+    if slot.status != "pending":
+        row["finished_at"] = now  # a decision, final at once (and visible to retention)
+    if slot.result is not None:
+        row["result"] = slot.result
+    if slot.error is not None:
+        row["error"] = slot.error
+    return row
+
+
+def _insert_grouped(connection: Connection, rows: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """Insert rows grouped by their key set (an executemany needs one), so unset columns keep SQL NULL."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    inserted: list[tuple[int, int, str]] = []
+    for group in groups.values():
+        inserted.extend(insert_executions(connection, group))
+    return inserted
+
+
+def plan_tasks(
+    connection: Connection, tasks: list[Task], now: datetime, schedules: ScheduleCache
+) -> BatchReport:
+    """Plan the locked due ``tasks`` at ``now``: insert their executions and advance them (one transaction).
+
+    A task whose stored schedule no longer parses is paused with the reason instead of failing the batch;
+    that pause is a change to the task, audited like any other (actor :data:`PLANNER_ACTOR`).
+    Cancelling the executions that ``replace`` supersedes is left to the caller (``BatchReport.replaced``),
+    after this transaction: see :meth:`scheduler.planning.planner.Planner.plan_batch`.
+    """
+    watched = [task.id for task in tasks if task.overlap_policy != "allow"]
+    active = active_executions(connection, watched)
+    plans: dict[int, TaskPlan] = {}
+    by_id = {task.id: task for task in tasks}
+    advances: list[TaskAdvance] = []
+    rows: list[dict[str, Any]] = []
+    parked: list[AuditRecord] = []
+    for task in tasks:
+        try:
+            schedule = schedules.get(task)
+        except (SchedulerError, ValueError) as error:
+            # Stored text that no longer parses (say a zone dropped from tzdata): park the task, loudly.
+            logger.error("task %s (%s): bad schedule, pausing it: %s", task.id, task.name, error)
+            reason = f"schedule does not parse: {error}"
+            changes = {"status": "paused", "status_reason": reason, "next_run_at": None}
+            paused = tasks_sql.update_task(connection, task.id, changes, now=now)
+            parked.append(AuditRecord("pause", task.id, task.name, public_task(task), public_task(paused)))
+            continue
+        plans[task.id] = plan = plan_task(task, schedule, now, has_active=task.id in active)
+        rows.extend(execution_row(task, slot, now) for slot in plan.slots)
+    inserted = _insert_grouped(connection, rows)
+    runs = Counter(task_id for _, task_id, status in inserted if status == "pending")
+    for task_id, plan in plans.items():
+        task, ran = by_id[task_id], runs[task_id]
+        advances.append(
+            TaskAdvance(
+                task_id=task_id,
+                next_run_at=plan.next_run_at,
+                run_count=task.run_count + ran,
+                last_run_at=now if ran else task.last_run_at,
+                status="completed" if plan.completed_reason else "active",
+                status_reason=plan.completed_reason or task.status_reason,
+            )
+        )
+    advance_tasks(connection, advances)
+    insert_audit(connection, parked, actor=PLANNER_ACTOR, at=now)
+    replaced = [
+        execution_id
+        for task in tasks
+        if task.overlap_policy == "replace" and runs[task.id]
+        for execution_id in active.get(task.id, [])
+    ]
+    return BatchReport(
+        due=len(tasks),
+        created=sum(runs.values()),
+        skipped=sum(1 for _, _, status in inserted if status != "pending"),
+        misfired=sum(plan.misfired for plan in plans.values()),
+        replaced=tuple(replaced),
+        dispatches=tuple(
+            Dispatch(
+                execution_id,
+                by_id[task_id].queue,
+                by_id[task_id].command,
+                by_id[task_id].name,
+                timeout_s=by_id[task_id].timeout_ms / 1000,
+            )
+            for execution_id, task_id, status in inserted
+            if status == "pending"
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Pure rules: schedules and fire times, policies, field validation. No I/O."""

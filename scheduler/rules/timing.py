@@ -1,0 +1,211 @@
+"""When a task runs: its first fire time, its recomputed next run, and its upcoming runs.
+
+Pure (``now`` is passed in, normally the database clock). The rules:
+
+- interval anchor = ``start_at`` or now (kept across edits unless the schedule or start_at changes);
+- first fire = the first slot at or after a future ``start_at``, else strictly after now;
+- a once instant may lie up to 60 s in the past (it fires at once); further back it is rejected when given,
+  and never fires when recomputed; a once task fires at most one time;
+- nothing fires after ``end_at`` (inclusive bound) or once ``run_count`` reached ``max_runs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
+from scheduler.records import Task, iso_utc
+from scheduler.rules.schedules import OnceSchedule, Schedule, fire_times, parse_schedule
+
+ONCE_GRACE = timedelta(seconds=60)
+MAX_SCHEDULE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePlan:
+    """The schedule columns of a task: normalised text, kind, interval anchor and first fire time."""
+
+    text: str
+    kind: str
+    anchor_at: datetime
+    next_run_at: datetime | None
+
+
+def once_text(at: datetime) -> str:
+    """The stored text of a once schedule: a fixed UTC instant, so re-parsing it later means the same."""
+    text = iso_utc(at)
+    assert text is not None
+    return text
+
+
+def parse_task_schedule(value: object, *, timezone: str, anchor: datetime) -> tuple[str, Schedule]:
+    """(normalised text, schedule); ``None`` or ``manual`` is manual, empty or non-text is invalid.
+
+    ``now`` and ISO instants become a fixed UTC instant; cron and interval text is kept as given (stripped).
+    """
+    if value is None:
+        value = "manual"
+    if not isinstance(value, str):
+        raise InvalidField("schedule", "must be text")
+    text = value.strip()
+    if len(text) > MAX_SCHEDULE:
+        raise InvalidSchedule(text[:40] + "...", f"longer than {MAX_SCHEDULE} characters")
+    try:
+        schedule = parse_schedule(value, timezone=timezone, anchor=anchor)
+    except SchedulerError:
+        raise
+    except (ValueError, OverflowError) as error:  # defensive: the parser should raise only typed errors
+        raise InvalidSchedule(text, str(error)) from None
+    if isinstance(schedule, OnceSchedule):
+        return once_text(schedule.at), schedule
+    return ("manual" if schedule.kind == "manual" else text), schedule
+
+
+def first_fire(
+    schedule: Schedule,
+    *,
+    now: datetime,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+    max_runs: int | None = None,
+    run_count: int = 0,
+) -> datetime | None:
+    """The next slot a task with this schedule and bounds should run at, seen from ``now``; None: never."""
+    if max_runs is not None and run_count >= max_runs:
+        return None
+    if schedule.kind == "once":
+        if run_count >= 1:
+            return None
+        floor = now - ONCE_GRACE
+        fire = schedule.next_after(max(floor, start_at) if start_at else floor, inclusive=True)
+    elif start_at is not None and start_at >= now:
+        fire = schedule.next_after(start_at, inclusive=True)
+    else:
+        fire = schedule.next_after(now)
+    if fire is not None and end_at is not None and fire > end_at:
+        return None
+    return fire
+
+
+def _given_schedule(
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    anchor: datetime,
+    once: bool,
+    check_past: bool,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> tuple[str, Schedule]:
+    """Parse schedule text and apply the rules of text a user gives (``once``, ``check_past``)."""
+    text, schedule = parse_task_schedule(value, timezone=timezone, anchor=anchor)
+    if once:
+        if schedule.kind == "manual":
+            raise InvalidSchedule(text, "a manual schedule never fires, so it cannot run once")
+        at = first_fire(schedule, now=now, start_at=start_at, end_at=end_at)
+        if at is None:
+            raise InvalidSchedule(text, "it has no fire time (before end_at), so it cannot run once")
+        return once_text(at), OnceSchedule(at=at)
+    if check_past and isinstance(schedule, OnceSchedule) and schedule.at < now - ONCE_GRACE:
+        raise InvalidSchedule(text, "the instant is more than 60 seconds in the past")
+    return text, schedule
+
+
+def plan_schedule(
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    once: bool = False,
+    check_past: bool = True,
+    start_at: datetime | None = None,
+    end_at: datetime | None = None,
+    max_runs: int | None = None,
+    run_count: int = 0,
+    anchor_at: datetime | None = None,
+) -> SchedulePlan:
+    """Parse schedule text and place its first run; raise :class:`InvalidSchedule` for text that cannot run.
+
+    ``once=True`` turns any schedule into a once schedule at its first fire time (an error when it has none).
+    ``check_past`` rejects a once instant more than 60 s before ``now`` (for text the user just gave).
+    ``anchor_at`` keeps an existing interval anchor; by default it is ``start_at`` or ``now``.
+    """
+    anchor = anchor_at or start_at or now
+    text, schedule = _given_schedule(
+        value, timezone=timezone, now=now, anchor=anchor, once=once, check_past=check_past,
+        start_at=start_at, end_at=end_at,
+    )  # fmt: skip
+    fire = first_fire(
+        schedule, now=now, start_at=start_at, end_at=end_at, max_runs=max_runs, run_count=run_count
+    )
+    return SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=fire)
+
+
+def require_a_run(plan: SchedulePlan, *, end_at: datetime | None = None) -> None:
+    """A new task must fire at least once (a manual one never does, by design)."""
+    if plan.kind != "manual" and plan.next_run_at is None:
+        raise InvalidField("end_at" if end_at else "schedule", "the task would never run")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePreview:
+    """What ``validate`` shows: the schedule as create would store it, and its next fire times (UTC)."""
+
+    text: str
+    kind: str
+    fire_times: list[datetime]
+
+
+def preview_schedule(
+    value: object, *, timezone: str, now: datetime, count: int, after: datetime | None = None
+) -> SchedulePreview:
+    """Check schedule text by the rules of a new task (:func:`plan_schedule`, :func:`require_a_run`) and list
+    up to ``count`` fire times: from the first run create would place (seen from ``now``), or those after
+    ``after`` when given (at it, for a once schedule). The interval anchor is ``after``, else ``now``."""
+    anchor = after or now
+    text, schedule = _given_schedule(
+        value, timezone=timezone, now=now, anchor=anchor, once=False, check_past=True, start_at=None,
+        end_at=None,
+    )  # fmt: skip
+    first = first_fire(schedule, now=now)
+    require_a_run(SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=first))
+    if after is not None:
+        times = fire_times(schedule, after, count, inclusive=schedule.kind == "once")
+    elif first is None:
+        times = []
+    else:
+        times = [first, *fire_times(schedule, first, count - 1)]
+    return SchedulePreview(text=text, kind=schedule.kind, fire_times=times)
+
+
+def stored_schedule_text(task: Task) -> str:
+    """A stored task's schedule text as the parser reads it today: interval units were case-insensitive
+    before, so a stored ``5M`` is read as ``5m``."""
+    return task.schedule.lower() if task.schedule_kind == "interval" else task.schedule
+
+
+def task_schedule(task: Task) -> Schedule:
+    """The parsed schedule of a stored task (its text was validated when stored)."""
+    return parse_schedule(stored_schedule_text(task), timezone=task.timezone, anchor=task.anchor_at)
+
+
+def upcoming_runs(task: Task, count: int, *, after: datetime | None = None) -> list[datetime]:
+    """Up to ``count`` fire times of ``task``: from its ``next_run_at`` on (an overdue slot included), or
+    the ones strictly after ``after`` when given. Only active tasks have any; end_at and max_runs hold."""
+    if task.status != "active" or task.next_run_at is None or count <= 0:
+        return []
+    if task.max_runs is not None:
+        count = min(count, task.max_runs - task.run_count)
+    schedule = task_schedule(task)
+    fire: datetime | None = task.next_run_at
+    if after is not None and task.next_run_at <= after:
+        fire = schedule.next_after(after)
+    times: list[datetime] = []
+    while fire is not None and len(times) < count:
+        if task.end_at is not None and fire > task.end_at:
+            break
+        times.append(fire)
+        fire = schedule.next_after(fire)
+    return times

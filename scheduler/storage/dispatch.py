@@ -1,0 +1,313 @@
+"""The planner's SQL: due tasks, slot inserts, task advances, the pending relay. Callers own the transaction.
+
+Every write here runs inside :func:`~scheduler.storage.transactions.write_transaction`. The contracts that
+make planning safe:
+
+- :func:`due_tasks` takes only tasks that are ``active`` with ``next_run_at <= now``, oldest first, through
+  the ``(status, next_run_at)`` index; on PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED`` so
+  concurrent planners split the work; on SQLite the ``BEGIN IMMEDIATE`` of that transaction serialises
+  them.
+- :func:`insert_executions` inserts with ``ON CONFLICT (task_id, scheduled_for) DO NOTHING`` and returns only
+  the rows it inserted: a slot that exists already (a replayed tick, a second planner) is never doubled.
+- The relay reads ``pending`` rows oldest first; :func:`mark_queued` moves only rows still ``pending`` (a
+  worker may claim a row between the publish and the mark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, text, update
+
+from scheduler.records import Dispatch, Task, TaskAdvance
+from scheduler.storage.clock import db_now
+from scheduler.storage.mapping import tasks_from_rows
+from scheduler.storage.tables import executions, tasks
+
+ACTIVE_STATUSES = ("pending", "queued", "running", "retrying")  # an execution that has not finished
+IN_FLIGHT_STATUSES = ("queued", "running", "retrying")  # what the concurrency cap counts
+
+
+def due_tasks(connection: Connection, now: datetime, limit: int) -> list[Task]:
+    """Up to ``limit`` active tasks with ``next_run_at <= now``, oldest slot first (see the module doc)."""
+    query = (
+        select(tasks)
+        .where(tasks.c.status == "active", tasks.c.next_run_at <= now)
+        # next_run_at alone: the index's order (ties in index order). A tie-break on id cannot come from
+        # the index, so with many tasks due at one instant every batch sorted all of them (a sequential
+        # scan and an on-disk sort per batch of a 100k burst).
+        .order_by(tasks.c.next_run_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    result = connection.execute(query)
+    return tasks_from_rows(list(result.keys()), result)
+
+
+def active_executions(connection: Connection, task_ids: Sequence[int]) -> dict[int, list[int]]:
+    """task id -> ids of its pending, queued, running or retrying executions (for overlap policies)."""
+    if not task_ids:
+        return {}
+    query = select(executions.c.task_id, executions.c.id).where(
+        executions.c.status.in_(ACTIVE_STATUSES), executions.c.task_id.in_(task_ids)
+    )
+    found: dict[int, list[int]] = {}
+    for task_id, execution_id in connection.execute(query):
+        found.setdefault(int(task_id), []).append(int(execution_id))
+    return found
+
+
+def _insert(connection: Connection) -> Any:
+    # Imported here: a process on one database need not load the other's dialect (CLI start-up time).
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(executions)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(executions)
+
+
+# The columns a planned slot sets (scheduler.planning.batch.execution_row), in _INSERT_UNNEST's order.
+UNNEST_COLUMNS = (
+    "task_id",
+    "task_name",
+    "command",
+    "scheduled_for",
+    "trigger",
+    "status",
+    "reason",
+    "attempt",
+    "max_attempts",
+    "queue",
+    "created_at",
+    "finished_at",
+)
+_UNNEST_KEYS = frozenset(UNNEST_COLUMNS)
+# One statement whatever the batch size, compiled once: the values travel as one array per column.
+_INSERT_UNNEST = text(
+    """
+    INSERT INTO task_executions (task_id, task_name, command, scheduled_for, trigger, status, reason, attempt,
+        max_attempts, queue, created_at, finished_at)
+    SELECT * FROM unnest(
+        CAST(:task_id AS bigint[]), CAST(:task_name AS varchar[]), CAST(:command AS varchar[]),
+        CAST(:scheduled_for AS timestamptz[]), CAST(:trigger AS varchar[]), CAST(:status AS varchar[]),
+        CAST(:reason AS varchar[]), CAST(:attempt AS integer[]), CAST(:max_attempts AS integer[]),
+        CAST(:queue AS varchar[]), CAST(:created_at AS timestamptz[]), CAST(:finished_at AS timestamptz[])
+    )
+    ON CONFLICT (task_id, scheduled_for) DO NOTHING
+    RETURNING id, task_id, status
+    """
+)
+
+
+def insert_executions(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """Insert execution rows, skipping slots that exist; return (id, task_id, status) of the inserted ones.
+
+    Each row maps column names of ``task_executions`` to values (``task_id`` and ``scheduled_for`` required).
+    PostgreSQL, rows that set no other columns than :data:`UNNEST_COLUMNS` (every planned slot but a
+    decision carrying a result or an error): one ``INSERT ... SELECT FROM unnest(arrays)``, as
+    :func:`advance_tasks` does, instead of an executemany with a ``VALUES`` list per row.
+    """
+    if not rows:
+        return []
+    if connection.dialect.name == "postgresql" and all(row.keys() <= _UNNEST_KEYS for row in rows):
+        params = {column: pg_array([row.get(column) for row in rows]) for column in UNNEST_COLUMNS}
+        inserted = connection.execute(_INSERT_UNNEST, params).all()
+        return [(int(r.id), int(r.task_id), str(r.status)) for r in inserted]
+    statement = (
+        _insert(connection)
+        .on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
+        .returning(executions.c.id, executions.c.task_id, executions.c.status)
+    )
+    inserted = connection.execute(statement, list(rows)).all()
+    return [(int(r.id), int(r.task_id), str(r.status)) for r in inserted]
+
+
+def advance_tasks(connection: Connection, advances: Sequence[TaskAdvance]) -> None:
+    """Write each task's ``next_run_at``, ``run_count``, ``last_run_at``, ``status`` and ``status_reason``.
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` (an executemany would cost a round trip per row);
+    SQLite, in process: an executemany.
+    """
+    if not advances:
+        return
+    if connection.dialect.name == "postgresql":
+        _advance_unnest(connection, advances)
+        return
+    statement = (
+        update(tasks)
+        .where(tasks.c.id == bindparam("b_id"))
+        .values(
+            next_run_at=bindparam("b_next"),
+            run_count=bindparam("b_runs"),
+            last_run_at=bindparam("b_last"),
+            status=bindparam("b_status"),
+            status_reason=bindparam("b_reason"),
+        )
+    )
+    rows = [
+        {
+            "b_id": a.task_id,
+            "b_next": a.next_run_at,
+            "b_runs": a.run_count,
+            "b_last": a.last_run_at,
+            "b_status": a.status,
+            "b_reason": a.status_reason,
+        }
+        for a in advances
+    ]
+    connection.execute(statement, rows)
+
+
+# One statement whatever the batch size, compiled once: the values travel as arrays.
+_ADVANCE_UNNEST = text(
+    """
+    UPDATE scheduled_tasks AS t
+    SET next_run_at = v.next_run_at, run_count = v.run_count, last_run_at = v.last_run_at,
+        status = v.status, status_reason = v.status_reason
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:next_run_at AS timestamptz[]), CAST(:run_count AS integer[]),
+        CAST(:last_run_at AS timestamptz[]), CAST(:status AS varchar[]), CAST(:status_reason AS text[])
+    ) AS v(id, next_run_at, run_count, last_run_at, status, status_reason)
+    WHERE t.id = v.id
+    """
+)
+
+
+def _advance_unnest(connection: Connection, advances: Sequence[TaskAdvance]) -> None:
+    connection.execute(
+        _ADVANCE_UNNEST,
+        {
+            "ids": pg_array([a.task_id for a in advances]),
+            "next_run_at": pg_array([a.next_run_at for a in advances]),
+            "run_count": pg_array([a.run_count for a in advances]),
+            "last_run_at": pg_array([a.last_run_at for a in advances]),
+            "status": pg_array([a.status for a in advances]),
+            "status_reason": pg_array([a.status_reason for a in advances]),
+        },
+    )
+
+
+def pg_array(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal (``{1,"a b",NULL}``) of ints, floats, strings, aware datetimes or None.
+
+    Bound as one text value and cast in SQL (``CAST(:x AS bigint[])``), the server parses one literal per
+    column; psycopg2's own adaptation of a list, ``ARRAY[v1, v2, ...]``, is one expression per value for the
+    parser and planner, which cost more than the insert itself at a thousand rows.
+    """
+    parts: list[str] = []
+    seen: dict[Any, str] = {}  # a batch repeats its strings and instants: each is formatted once
+    for value in values:
+        kind = type(value)
+        if value is None:
+            parts.append("NULL")
+        elif kind is int:
+            parts.append(str(value))
+        elif kind not in _MEMO_TYPES:
+            parts.append(_pg_element(value))
+        elif (known := seen.get((kind, value))) is not None:
+            parts.append(known)
+        else:
+            seen[(kind, value)] = text_value = _pg_element(value)
+            parts.append(text_value)
+    return "{" + ",".join(parts) + "}"
+
+
+_MEMO_TYPES = (str, datetime, float, bool)  # hashable, and repeated within a batch
+
+
+def _pg_element(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: timestamptz values must be aware")
+        return f'"{value.isoformat()}"'
+    text_value = str(value)
+    if "\\" in text_value or '"' in text_value:
+        text_value = text_value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text_value}"'
+
+
+def cancel_executions(connection: Connection, ids: Sequence[int], *, now: datetime, reason: str) -> int:
+    """Cancel those of ``ids`` that have not finished; a worker running one sees it on its next heartbeat."""
+    if not ids:
+        return 0
+    statement = (
+        update(executions)
+        .where(executions.c.id.in_(ids), executions.c.status.in_(ACTIVE_STATUSES))
+        .values(status="cancelled", reason=reason, finished_at=now, error=f"cancelled: {reason}")
+    )
+    return int(connection.execute(statement).rowcount)
+
+
+def in_flight_count(connection: Connection) -> int:
+    """Executions counted against the concurrency cap: queued, running and retrying (status index)."""
+    query = select(func.count()).select_from(executions).where(executions.c.status.in_(IN_FLIGHT_STATUSES))
+    return int(connection.execute(query).scalar_one())
+
+
+def relay_counts(connection: Connection) -> tuple[int, int | None]:
+    """(executions counted against the cap, the smallest id of a ``pending`` one or None), one statement."""
+    pending = executions.c.status == "pending"
+    query = select(
+        func.count().filter(executions.c.status.in_(IN_FLIGHT_STATUSES)),
+        func.min(executions.c.id).filter(pending),
+    ).where(executions.c.status.in_(ACTIVE_STATUSES))
+    in_flight, first_pending = connection.execute(query).one()
+    return int(in_flight), None if first_pending is None else int(first_pending)
+
+
+def first_pending_id(connection: Connection) -> int | None:
+    """The smallest id of a ``pending`` execution (the status index: a scan of the pending rows only)."""
+    query = select(func.min(executions.c.id)).where(executions.c.status == "pending")
+    value = connection.execute(query).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def dispatch_query(default_timeout_ms: int) -> Any:
+    """SELECT of what a :class:`Dispatch` needs, executions left-joined to their task (add WHERE/ORDER)."""
+    timeout = func.coalesce(tasks.c.timeout_ms, default_timeout_ms)
+    return select(
+        executions.c.id, executions.c.queue, executions.c.command, executions.c.task_name, timeout.label("ms")
+    ).select_from(executions.outerjoin(tasks, tasks.c.id == executions.c.task_id))
+
+
+def read_dispatches(connection: Connection, query: Any) -> list[Dispatch]:
+    """Run a :func:`dispatch_query` and build the dispatches."""
+    return [
+        Dispatch(int(r.id), r.queue, r.command, r.task_name, timeout_s=int(r.ms) / 1000)
+        for r in connection.execute(query)
+    ]
+
+
+def pending_dispatches(connection: Connection, limit: int, *, default_timeout_ms: int) -> list[Dispatch]:
+    """Up to ``limit`` ``pending`` executions, oldest first, as dispatches (with the task's time limit)."""
+    if limit <= 0:
+        return []
+    query = dispatch_query(default_timeout_ms).where(executions.c.status == "pending")
+    return read_dispatches(connection, query.order_by(executions.c.created_at, executions.c.id).limit(limit))
+
+
+def mark_queued(connection: Connection, ids: Sequence[int], *, now: datetime | None = None) -> int:
+    """``pending`` -> ``queued`` with ``enqueued_at = now`` for those of ``ids`` still pending.
+
+    ``now`` None: the database clock, read inside the statement on PostgreSQL (``clock_timestamp()``, one
+    round trip less).
+    """
+    if not ids:
+        return 0
+    stamp: Any = now
+    if stamp is None:
+        stamp = func.clock_timestamp() if connection.dialect.name == "postgresql" else db_now(connection)
+    statement = (
+        update(executions)
+        .where(executions.c.id.in_(ids), executions.c.status == "pending")
+        .values(status="queued", enqueued_at=stamp)
+    )
+    return int(connection.execute(statement).rowcount)
