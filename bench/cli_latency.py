@@ -284,20 +284,29 @@ def report(title: str, cases: Sequence[Case], timings: dict[str, Timing]) -> tup
 
 
 def import_times(
-    args: Sequence[str], cwd: Path, env: dict[str, str], top: int = 8
+    args: Sequence[str], cwd: Path, env: dict[str, str], top: int = 8, repeat: int = 3
 ) -> list[tuple[str, float]]:
-    """Import time by top-level package (self times summed, seconds) from ``python -X importtime``."""
+    """Import time by top-level package (self times summed, seconds; the median of ``repeat`` runs of
+    ``python -X importtime``)."""
     command = [sys.executable, "-X", "importtime", "-m", "cli.main", *args]
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    by_package: dict[str, float] = {}
-    for line in done.stderr.splitlines():
-        match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
-        if match:
-            package = match.group(2).split(".")[0]
-            by_package[package] = by_package.get(package, 0.0) + int(match.group(1)) / 1e6
-    heaviest = sorted(by_package.items(), key=lambda item: -item[1])[:top]
-    watched = [(f"{name} (watched)", by_package[name]) for name in WATCHED if name in by_package]
-    return [("(all imports)", sum(by_package.values())), *heaviest, *watched]
+    runs: list[dict[str, float]] = []
+    for _ in range(repeat):
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        by_package: dict[str, float] = {}
+        for line in done.stderr.splitlines():
+            match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
+            if match:
+                package = match.group(2).split(".")[0]
+                by_package[package] = by_package.get(package, 0.0) + int(match.group(1)) / 1e6
+        runs.append(by_package)
+    packages = {name for measured in runs for name in measured}
+    medians = {name: median([measured.get(name, 0.0) for measured in runs]) for name in packages}
+    heaviest = sorted(medians.items(), key=lambda item: -item[1])[:top]
+    watched = [(f"{name} (watched)", medians[name]) for name in WATCHED if name in medians]
+    total = median([sum(measured.values()) for measured in runs])
+    return [("(all imports)", total), *heaviest, *watched]
 
 
 def import_table(cwd: Path, env: dict[str, str]) -> list[str]:
@@ -314,7 +323,8 @@ def import_table(cwd: Path, env: dict[str, str]) -> list[str]:
     headers = ["package", *(args[0].removeprefix("scheduler:") for args in columns)]
     return [
         "",
-        "Import time by package on the embedded default (python -X importtime, self times summed, seconds; "
+        "Import time by package on the embedded default (python -X importtime, self times summed, seconds, "
+        "median of 3 runs; "
         f"'watched': {', '.join(WATCHED)}, listed when imported at all):",
         "",
         *table(headers, rows),
