@@ -2,7 +2,8 @@
 
 Services (override with environment variables):
 
-- ``BENCH_PG_URL``: an admin URL of the PostgreSQL server (default ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``);
+- ``BENCH_PG_URL``: an admin URL of the PostgreSQL server (default ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``;
+  ``postgresql+psycopg://...`` measures psycopg 3);
   every benchmark creates its own ``bench_<random>`` database from it and drops it at the end;
 - ``BENCH_REDIS_URL``: the Redis broker (default ``redis://127.0.0.1:6379/13``); benchmarks use queue and key
   names with a random suffix and delete only those keys.
@@ -190,6 +191,7 @@ def machine_info(engine: Engine | None = None) -> dict[str, str]:
         "kombu": _version("kombu"),
         "SQLAlchemy": _version("SQLAlchemy"),
         "psycopg2": _version("psycopg2-binary").split(" ")[0],
+        "psycopg": _version("psycopg").split(" ")[0],
         "croniter": _version("croniter"),
     }
     try:
@@ -256,13 +258,13 @@ _DRIVER_CALLS = {
     "do_commit",
     "do_rollback",
 }
-_DB_WAIT = "PostgreSQL round trips (psycopg2 calls)"
+_DB_WAIT = "PostgreSQL round trips (driver calls)"
 _BUCKETS = (
     ("scheduler/", "scheduler (ours)"),
     ("workers/", "workers (ours)"),
     ("celeryconfig", "workers (ours)"),
     ("sqlalchemy", "SQLAlchemy"),
-    ("psycopg2", "psycopg2 (its Python code)"),
+    ("psycopg", "psycopg2 / psycopg 3 (their Python code)"),
     ("kombu", "kombu"),
     ("celery", "Celery"),
     ("redis", "redis-py (incl. waiting for Redis)"),
@@ -288,7 +290,7 @@ def profile_summary(session: Any, *, top: int = 12) -> list[str]:
 
     Self time of a built-in (C) call -- a socket read, a driver's execute -- is charged to the library of the
     Python frame that made it, so "redis-py" includes the time spent waiting for Redis; SQLAlchemy's frames
-    that call into psycopg2 (``do_execute``, ``do_commit``, ...) form their own bucket: PostgreSQL round
+    that call into the driver (``do_execute``, ``do_commit``, ...) form their own bucket: PostgreSQL round
     trips.
     """
     root = session.root_frame()

@@ -34,8 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
-PG_ADMIN_URL = os.environ.get(
-    "SCHEDULER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN_URL = os.environ.get(  # psycopg 3, the recommended driver (docs/operations.md)
+    "SCHEDULER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODE_ENV = "BENCH_WORKER_MODE"

@@ -6,9 +6,8 @@ Per repetition (the tables are emptied between them):
    ``INSERT ... SELECT generate_series`` into a fresh migrated database, all with ``next_run_at = T``, a
    common instant a little ahead of the database clock; the bench then waits until T has just passed;
 2. **ours**: ``scheduler.planning.planner.Planner`` with ``workers.publisher.CeleryPublisher`` (our Celery
-app on
-   Redis) ticks in a thread the way ``Planner.run_forever`` does (again at once while a tick reports ``more``,
-   else after ``tick_interval``) until ``LLEN`` of the queue reaches N; the lag of each execution is
+   app on Redis) ticks in a thread the way ``Planner.run_forever`` does (again at once while a tick reports
+   ``more``, else after ``tick_interval``) until ``LLEN`` of the queue reaches N; the lag of each execution is
    ``enqueued_at - scheduled_for`` from ``task_executions``. ``max_concurrent_tasks`` is set to N (the default
    cap of 100 would hold the rest ``pending``: that is the cap working, not the planner's speed);
 3. **baselines**, each into its own queue: a loop of ``apply_async`` of a stock Celery app (no database

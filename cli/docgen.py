@@ -145,7 +145,7 @@ def render_configuration() -> str:
         "config:",
         "  maxConcurrentTasks: 200",
         "  taskTimeout: 600000",
-        "  databaseUrl: postgresql+psycopg2://scheduler@db.internal/scheduler",
+        "  databaseUrl: postgresql+psycopg://scheduler@db.internal/scheduler",
         "commands:",
         '  backup:database: ["/usr/local/bin/backup", "--type", "{type}"]',
         "```",

@@ -64,8 +64,9 @@ class _JsonRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Task(_JsonRecord):
-    id: int
+class TaskDefinition(_JsonRecord):
+    """What a task's definition sets: the columns a new task is inserted with (validated, times aware UTC)."""
+
     name: str
     command: str
     schedule: str
@@ -73,7 +74,6 @@ class Task(_JsonRecord):
     timezone: str
     data: dict[str, Any]
     status: str
-    status_reason: str | None
     queue: str
     retries: int
     retry_delay_ms: int
@@ -88,6 +88,18 @@ class Task(_JsonRecord):
     max_runs: int | None
     anchor_at: datetime
     next_run_at: datetime | None
+
+    def columns(self) -> dict[str, Any]:
+        """The definition's columns, by name (a :class:`Task`'s own fields excluded)."""
+        return {field.name: getattr(self, field.name) for field in fields(TaskDefinition)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task(TaskDefinition):
+    """A stored task: its definition, and what the database and the planner keep about it."""
+
+    id: int
+    status_reason: str | None
     last_run_at: datetime | None
     run_count: int
     consecutive_failures: int

@@ -13,6 +13,7 @@ import difflib
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,9 @@ DEFAULT_CONFIG_FILE = Path("module.yaml")
 OTHER_ENV = frozenset({CONFIG_FILE_ENV, "SCHEDULER_DEBUG", "SCHEDULER_TABLES"})
 TEST_ENV_PREFIX = "SCHEDULER_TEST_"
 
-# Database URL schemes: backend -> the drivers installed for it ("" = the backend's default driver).
-DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg2")}
+# Database URL schemes: backend -> the drivers installed for it ("" = the backend's default driver; a bare
+# postgresql:// means psycopg2, see scheduler.storage.db.make_engine).
+DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg2", "psycopg")}
 DATABASE_ALIASES = {"postgres": "postgresql"}  # libpq's and Heroku's spelling; SQLAlchemy has no such name
 
 OverlapPolicy = Literal["allow", "forbid", "replace"]
@@ -149,7 +151,8 @@ class Settings(BaseModel):
 
 
 def supported_database_url(url: str) -> str:
-    """``url``, ``postgres://`` spelt ``postgresql://``; ValueError unless SQLite or PostgreSQL (psycopg2)."""
+    """``url``, ``postgres://`` spelt ``postgresql://``; ValueError unless SQLite or PostgreSQL (psycopg2 or
+    psycopg 3)."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         raise ValueError(
@@ -161,7 +164,25 @@ def supported_database_url(url: str) -> str:
         raise ValueError(
             f"unsupported database {scheme!r}: use postgresql://user:password@host/db or sqlite:///path/file.db"
         )
+    query = urllib.parse.parse_qs(rest.partition("?")[2], keep_blank_values=True)
+    for value in query.get(PREPARE_THRESHOLD, []) if driver == "psycopg" else []:
+        prepare_threshold(value)
     return f"{backend}{'+' + driver if driver else ''}://{rest}"
+
+
+PREPARE_THRESHOLD = "prepare_threshold"  # psycopg 3's option, accepted in a postgresql+psycopg:// URL's query
+
+
+def prepare_threshold(value: str) -> int | None:
+    """psycopg 3's ``prepare_threshold`` as written in a URL: a whole number, or ``none`` (never prepare)."""
+    value = value.strip().lower()
+    if value == "none":
+        return None
+    if not value.isdigit():
+        raise ValueError(
+            f"{PREPARE_THRESHOLD} in the database URL must be a whole number or none, not {value!r}"
+        )
+    return int(value)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from scheduler.storage.db import make_engine
 from scheduler.storage.schema import upgrade
+from tests.support import background
 from tests.support.services import (
     PG_ADMIN_URL,
     REDIS_URL,
@@ -41,12 +43,20 @@ def pg_template() -> Iterator[str]:
     drop_pg_database(name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def background_cleanup() -> Iterator[None]:
+    """Wait, at the end of the session, for the clean-up the tests left to :mod:`tests.support.background`."""
+    yield
+    background.drain()
+
+
 @pytest.fixture
 def pg_url(pg_template: str) -> Iterator[str]:
-    """URL of a fresh, migrated PostgreSQL database, dropped after the test."""
+    """URL of a fresh, migrated PostgreSQL database, dropped after the test (in the background: a DROP
+    DATABASE waits for a checkpoint)."""
     name, url = create_pg_database(pg_template)
     yield url
-    drop_pg_database(name)
+    background.later(drop_pg_database, name)
 
 
 @pytest.fixture
@@ -65,6 +75,29 @@ def db_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+PG_DRIVERS = ("psycopg2", "psycopg")  # the PostgreSQL drivers we support (scheduler.storage.db.make_engine)
+
+
+def with_driver(url: str, driver: str) -> str:
+    """``url`` (PostgreSQL) spelt for ``driver``."""
+    return make_url(url).set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=PG_DRIVERS)
+def pg_driver_url(request: pytest.FixtureRequest, pg_url: str) -> str:
+    """``pg_url`` through each PostgreSQL driver: the same statements must behave alike on both."""
+    return with_driver(pg_url, request.param)
+
+
+@pytest.fixture(params=["sqlite", *PG_DRIVERS])
+def db_url_each_driver(request: pytest.FixtureRequest) -> str:
+    """SQLite, then PostgreSQL through each driver (a module opts in by defining ``db_url`` from this)."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+        return url
+    return with_driver(request.getfixturevalue("pg_url"), request.param)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""systemprompt-scheduler workers: the Celery app, the execution task, the command registry and the sandbox.
+"""systemprompt-scheduler workers: the adapters that plug Celery, kombu and Redis into the core's ports.
 
-Importing this package (or :mod:`scheduler.commands.registry`, :mod:`scheduler.commands.builtins`,
-:mod:`scheduler.execution.sandbox`) imports
-neither Celery nor SQLAlchemy; only the Celery app module does.
+The composition root (:mod:`workers.wiring`), the Celery app and its one task, the publisher, events on Redis,
+the health probes, the embedded broker and ``scheduler:serve``. Importing this package imports nothing heavy;
+the Celery app module does.
 """

@@ -8,7 +8,7 @@ What the values guarantee, and why:
 
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged after its execution ran, and
   requeued when the process running it died, so a crash never silently drops an attempt. Redelivery is safe:
-  the worker's claim is conditional (invariant 3), so a duplicate does nothing.
+  the worker's claim is conditional (docs/architecture.md, invariant 3), so a duplicate does nothing.
 - ``worker_prefetch_multiplier = 1``: a worker reserves one message per process, so a long task does not hold
   others hostage in its prefetch buffer.
 - no result backend: outcomes live in ``task_executions``, not in Celery's results.

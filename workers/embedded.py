@@ -15,8 +15,9 @@ every delivered row); and it does not contend for SQLite's single write lock wit
 
 Like every virtual transport it has no visibility timeout: a message is gone from the folder once a worker
 took it, and a worker killed with ``kill -9`` loses what it held. Writes are not fsynced: after a power loss a
-message may be missing or empty (an empty one goes to ``bad/``). The database is the truth (invariant 1): the
-planner's recovery sweep republishes executions nobody claimed, so nothing is lost, only delayed.
+message may be missing or empty (an empty one goes to ``bad/``). The database is the truth
+(invariant 1 of docs/architecture.md): the planner's recovery sweep republishes executions nobody claimed,
+so nothing is lost, only delayed.
 
 :func:`prune` deletes taken messages (``processed/``), messages of broadcast queues whose consumer died
 (Flower, remote control replies) and files a killed publisher left in ``staging/`` after

@@ -85,9 +85,8 @@ class WorkerRuntime:
         (checking one out of the pool and back for every execution costs about as much as a statement).
 
         A kept connection that sat unused for :data:`scheduler.storage.db.IDLE_PING_S` goes back to the pool
-        and a
-        fresh checkout replaces it (the pool pings connections that idled). An exception leaving the block
-        also gives it back, so the pool resets it, or replaces it when it is broken. SQLite connections
+        and a fresh checkout replaces it (the pool pings connections that idled). An exception leaving the
+        block also gives it back, so the pool resets it, or replaces it when it is broken. SQLite connections
         are not kept (an idle one could hold a read snapshot open).
         """
         self._ensure_process()

@@ -1,4 +1,5 @@
-"""The command registry: what a task's ``command`` may name (invariant 7, "no shell, ever").
+"""The command registry: what a task's ``command`` may name ("no shell, ever":
+invariant 7 of docs/architecture.md).
 
 A command is a *name* in the registry, never a command line. There are two kinds:
 

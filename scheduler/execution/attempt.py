@@ -25,7 +25,7 @@ from scheduler.execution.sandbox import ExternalCommandFailed, ResourceLimits, r
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 from scheduler.records import ClaimedExecution, PendingLog
 from scheduler.storage.runs import append_logs, heartbeat
-from scheduler.storage.transactions import write_transaction as transaction
+from scheduler.storage.transactions import write_transaction
 
 
 def _run_command(
@@ -68,7 +68,7 @@ def run_attempt(
     deadline = time.monotonic() + timeout_s
 
     def beat(lines: list[PendingLog]) -> bool:
-        with runtime.engine.connect() as connection, transaction(connection, durable=False):
+        with runtime.engine.connect() as connection, write_transaction(connection, durable=False):
             append_logs(connection, claim.id, claim.attempt, lines)
             return heartbeat(connection, claim.id, claim.worker)
 

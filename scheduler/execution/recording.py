@@ -23,7 +23,7 @@ from scheduler.records import ClaimedExecution, FinishedExecution, Task
 from scheduler.storage.db import autocommits
 from scheduler.storage.run_statements import outcome_kind
 from scheduler.storage.runs import append_logs, finish_execution, load_task, record_auto_pause
-from scheduler.storage.transactions import write_transaction as transaction
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def record_outcome(
         if alone and autocommits(connection):  # commits by itself, durably (the session's default)
             return _finish(connection), None
         paused_task = None
-        with transaction(connection):
+        with write_transaction(connection):
             finished = _finish(connection)
             if finished is not None or not retried:  # a retry after a lost commit must not log twice
                 append_logs(connection, claim.id, claim.attempt, lines)

@@ -38,7 +38,7 @@ from scheduler.records import Dispatch
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import autocommits
 from scheduler.storage.runs import claim_execution, execution_status, running_claim
-from scheduler.storage.transactions import write_transaction as transaction
+from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,13 @@ def execute(
     """Run one attempt of ``execution_id`` as ``worker`` (``host:pid``); see the module docstring.
 
     One connection serves the attempt (claim, then outcome): ``runtime.hot_connection()``. On PostgreSQL a
-    worker's autocommits and the thread keeps it for the next execution: the claim is one prepared
-    statement that commits by itself, not durably (it turns synchronous_commit off for its own transaction,
-    ``run_statements.pg_claim_returning``), and so is an outcome with nothing else to write: two round trips
-    for a no-op execution.
+    worker's autocommits and the thread keeps it for the next execution (and with it what psycopg 3 prepared
+    on it, :func:`scheduler.storage.db.make_engine`): the claim is one statement that commits by itself, not
+    durably (it turns synchronous_commit off for its own transaction, ``run_statements.pg_claim_returning``),
+    and so is an outcome with nothing else to write: two round trips for a no-op execution.
     """
     with runtime.hot_connection() as connection:
-        with contextlib.nullcontext() if autocommits(connection) else transaction(connection):
+        with contextlib.nullcontext() if autocommits(connection) else write_transaction(connection):
             claim = claim_execution(connection, execution_id, worker, stale_after=runtime.stale_after)
             status = None if claim is not None else execution_status(connection, execution_id)
         if claim is None:
@@ -110,7 +110,7 @@ def record_hard_timeout(
     retries, else None.
     """
     with runtime.engine.connect() as connection:
-        with transaction(connection):
+        with write_transaction(connection):
             claim = running_claim(connection, execution_id)
             if claim is None or not claim.worker.startswith(nodename + ":"):
                 return None

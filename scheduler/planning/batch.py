@@ -40,8 +40,7 @@ class ScheduleCache:
 
     def get(self, task: Task) -> Schedule:
         """The task's schedule; raises what :func:`~scheduler.rules.timing.task_schedule` raises for text
-        that no
-        longer parses."""
+        that no longer parses."""
         # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
         anchored = task.schedule_kind == "interval" or task.schedule.strip().lower() == "now"
         key = (task.schedule, task.timezone, task.anchor_at if anchored else None)

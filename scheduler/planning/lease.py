@@ -1,4 +1,5 @@
-"""Leader election by lease (invariant 4): a ``scheduler_leases`` row renewed by the leader (database clock).
+"""Leader election by lease: a ``scheduler_leases`` row renewed by the leader (database clock); invariant 4
+of docs/architecture.md.
 
 No session-level advisory locks (they break behind PgBouncer in transaction mode): the lease is a row.
 

@@ -1,19 +1,17 @@
 """The planner: the leader turns due slots into executions and hands their ids to the broker.
 
-One :meth:`Planner.tick` (DESIGN §1, §2):
+One :meth:`Planner.tick` (docs/architecture.md: the life of one execution):
 
 1. take the leader lease, or renew it once a third of its TTL has passed (a standby stops here);
 2. in batches of ``planner_batch_size``, each one transaction fenced by the lease: select due tasks by index,
    decide each one's slots (:func:`scheduler.rules.policies.plan_task`), insert the executions with ``ON
-   CONFLICT DO
-   NOTHING`` and advance the tasks; until nothing is due or the time budget is spent. Right after each
-   batch's commit, the relay publishes: ``pending`` executions oldest first, at most
+   CONFLICT DO NOTHING`` and advance the tasks; until nothing is due or the time budget is spent. Right after
+   each batch's commit, the relay publishes: ``pending`` executions oldest first, at most
    ``max_concurrent_tasks`` minus those queued, running or retrying, then marks them ``queued``. A publish
    failure leaves them ``pending`` for the next tick;
 3. every few seconds (:data:`SWEEP_INTERVAL_S`, less with short heartbeats) the recovery sweep
    (:mod:`scheduler.planning.recovery`): republish unclaimed ids the broker no longer holds, reap executions
-   of dead
-   workers;
+   of dead workers;
 4. the relay again when no batch relayed (pending rows of manual runs, of the sweep's requeues);
 5. every ``cleanup_interval``, :func:`scheduler.planning.cleanup.run_cleanup`.
 
@@ -112,10 +110,9 @@ class Planner:
         The lease is renewed only when a third of its TTL has passed (:meth:`Lease.needs_renewal`); each
         planning transaction still checks it (fencing). Each batch is published right after its commit (on
         PostgreSQL by a helper thread, :class:`~scheduler.planning.relay.BackgroundRelay`, while the next
-        batch is
-        planned), so the first slots of a burst are on the broker while later batches are planned; after a
-        publish failure the rest of the tick only plans (the rows stay ``pending``). The recovery sweep runs
-        every :attr:`sweep_interval_s`, not every tick.
+        batch is planned), so the first slots of a burst are on the broker while later batches are planned;
+        after a publish failure the rest of the tick only plans (the rows stay ``pending``). The recovery
+        sweep runs every :attr:`sweep_interval_s`, not every tick.
         """
         started = time.monotonic()
         if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():

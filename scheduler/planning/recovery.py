@@ -1,4 +1,5 @@
-"""The recovery sweep the leader runs every few seconds (invariant 1: a lost broker or worker loses nothing).
+"""The recovery sweep the leader runs every few seconds: a lost broker or worker loses nothing (invariant 1
+of docs/architecture.md).
 
 - ``queued`` executions no worker claimed within ``recovery_after`` ms of their publish, and whose message is
   no longer on the broker, are published again (same id; claims are conditional, so if the first message was

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock (``now`` is the database clock, passed in). The planner calls :func:`plan_task` for
 every task whose ``next_run_at <= now`` and writes the result in one transaction.
 
-Rules (DESIGN §3):
+Rules (docs/semantics.md):
 
 - **Due slots** are the task's slots from ``next_run_at`` up to ``now`` (and never after ``end_at``).
 - **Grace**: with ``misfire_grace_ms`` set, a due slot is on time when ``now - slot <= grace``. By default the

@@ -1,4 +1,5 @@
-"""Raw task fields -> a validated, normalised definition, or a typed :class:`InvalidInput` (invariant 8).
+"""Raw task fields -> a validated, normalised definition, or a typed :class:`InvalidInput` (invariant 8
+of docs/architecture.md).
 
 Pure: no I/O and no clock (``now`` is passed in, normally the database clock). Name uniqueness needs the
 database and is checked by the service. ``None`` for a field with a default means the default (settings); for
@@ -8,13 +9,12 @@ database and is checked by the service. ``None`` for a field with a default mean
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import InvalidField, InvalidInput
-from scheduler.records import Task
+from scheduler.records import Task, TaskDefinition
 from scheduler.rules import timing
 from scheduler.rules.fields import (
     INT_RANGES,
@@ -42,36 +42,6 @@ UPDATABLE = frozenset(
 CREATABLE = UPDATABLE | {"once"}
 # Changing any of these changes when the task runs: its next run is recomputed from now.
 TIMING_FIELDS = frozenset({"schedule", "timezone", "start_at", "end_at", "max_runs"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskDefinition:
-    """A validated new task: exactly the columns to insert (times aware, UTC)."""
-
-    name: str
-    command: str
-    schedule: str
-    schedule_kind: str
-    timezone: str
-    data: dict[str, Any]
-    status: str
-    queue: str
-    retries: int
-    retry_delay_ms: int
-    retry_backoff: float
-    timeout_ms: int
-    overlap_policy: str
-    misfire_policy: str
-    misfire_grace_ms: int | None
-    auto_pause_after: int | None
-    start_at: datetime | None
-    end_at: datetime | None
-    max_runs: int | None
-    anchor_at: datetime
-    next_run_at: datetime | None
-
-    def columns(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
 
 
 # ------------------------------------------------------------------------------------------- whole tasks
@@ -213,4 +183,4 @@ def validate_changes(
     return result | {k: v for k, v in timed.items() if getattr(task, k) != v}
 
 
-__all__ = ["InvalidInput", "TaskDefinition", "validate_changes", "validate_new_task"]
+__all__ = ["InvalidInput", "validate_changes", "validate_new_task"]

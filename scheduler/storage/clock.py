@@ -1,4 +1,5 @@
-"""The database clock: due-ness and audit times come from the database, never a host clock (invariant 6)."""
+"""The database clock: due-ness and audit times come from the database, never a host clock (invariant 6 of
+docs/architecture.md)."""
 
 from __future__ import annotations
 

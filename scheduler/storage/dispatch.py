@@ -86,7 +86,7 @@ UNNEST_COLUMNS = (
     "finished_at",
 )
 _UNNEST_KEYS = frozenset(UNNEST_COLUMNS)
-# One statement whatever the batch size, compiled once: the values travel as one array per column.
+# One statement whatever the batch size: the values travel as one array per column (bound_arrays).
 _INSERT_UNNEST = text(
     """
     INSERT INTO task_executions (task_id, task_name, command, scheduled_for, trigger, status, reason, attempt,
@@ -114,7 +114,7 @@ def insert_executions(connection: Connection, rows: Sequence[dict[str, Any]]) ->
     if not rows:
         return []
     if connection.dialect.name == "postgresql" and all(row.keys() <= _UNNEST_KEYS for row in rows):
-        params = {column: pg_array([row.get(column) for row in rows]) for column in UNNEST_COLUMNS}
+        params = bound_arrays({column: [row.get(column) for row in rows] for column in UNNEST_COLUMNS})
         inserted = connection.execute(_INSERT_UNNEST, params).all()
         return [(int(r.id), int(r.task_id), str(r.status)) for r in inserted]
     statement = (
@@ -162,7 +162,7 @@ def advance_tasks(connection: Connection, advances: Sequence[TaskAdvance]) -> No
     connection.execute(statement, rows)
 
 
-# One statement whatever the batch size, compiled once: the values travel as arrays.
+# One statement whatever the batch size: the values travel as arrays (bound_arrays).
 _ADVANCE_UNNEST = text(
     """
     UPDATE scheduled_tasks AS t
@@ -178,60 +178,30 @@ _ADVANCE_UNNEST = text(
 
 
 def _advance_unnest(connection: Connection, advances: Sequence[TaskAdvance]) -> None:
-    connection.execute(
-        _ADVANCE_UNNEST,
-        {
-            "ids": pg_array([a.task_id for a in advances]),
-            "next_run_at": pg_array([a.next_run_at for a in advances]),
-            "run_count": pg_array([a.run_count for a in advances]),
-            "last_run_at": pg_array([a.last_run_at for a in advances]),
-            "status": pg_array([a.status for a in advances]),
-            "status_reason": pg_array([a.status_reason for a in advances]),
-        },
-    )
+    arrays: dict[str, list[Any]] = {
+        "ids": [a.task_id for a in advances],
+        "next_run_at": [a.next_run_at for a in advances],
+        "run_count": [a.run_count for a in advances],
+        "last_run_at": [a.last_run_at for a in advances],
+        "status": [a.status for a in advances],
+        "status_reason": [a.status_reason for a in advances],
+    }
+    connection.execute(_ADVANCE_UNNEST, bound_arrays(arrays))
 
 
-def pg_array(values: Sequence[Any]) -> str:
-    """A PostgreSQL array literal (``{1,"a b",NULL}``) of ints, floats, strings, aware datetimes or None.
-
-    Bound as one text value and cast in SQL (``CAST(:x AS bigint[])``), the server parses one literal per
-    column; psycopg2's own adaptation of a list, ``ARRAY[v1, v2, ...]``, is one expression per value for the
-    parser and planner, which cost more than the insert itself at a thousand rows.
-    """
-    parts: list[str] = []
-    seen: dict[Any, str] = {}  # a batch repeats its strings and instants: each is formatted once
-    for value in values:
-        kind = type(value)
-        if value is None:
-            parts.append("NULL")
-        elif kind is int:
-            parts.append(str(value))
-        elif kind not in _MEMO_TYPES:
-            parts.append(_pg_element(value))
-        elif (known := seen.get((kind, value))) is not None:
-            parts.append(known)
-        else:
-            seen[(kind, value)] = text_value = _pg_element(value)
-            parts.append(text_value)
-    return "{" + ",".join(parts) + "}"
-
-
-_MEMO_TYPES = (str, datetime, float, bool)  # hashable, and repeated within a batch
-
-
-def _pg_element(value: Any) -> str:
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: timestamptz values must be aware")
-        return f'"{value.isoformat()}"'
-    text_value = str(value)
-    if "\\" in text_value or '"' in text_value:
-        text_value = text_value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text_value}"'
+def bound_arrays(arrays: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Lists bound as they are, each one parameter cast in SQL (``CAST(:x AS bigint[])``): psycopg 3 sends
+    it as one array value, psycopg2 as one ``ARRAY[...]`` literal. A naive datetime is refused (ValueError):
+    the server would read it in its session's time zone."""
+    for values in arrays.values():
+        for value in values:
+            if value is None:
+                continue
+            if not isinstance(value, datetime):
+                break  # one column, one type
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r}: timestamptz values must be aware")
+    return arrays
 
 
 def cancel_executions(connection: Connection, ids: Sequence[int], *, now: datetime, reason: str) -> int:

@@ -19,7 +19,8 @@ def _first_line(error: BaseException) -> str:
 
 
 def _is_permission_error(error: exc.DBAPIError) -> bool:
-    if getattr(error.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE:
+    # diag.sqlstate: psycopg2's and psycopg 3's common spelling of the PostgreSQL error code.
+    if getattr(getattr(error.orig, "diag", None), "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
         return True
     # SQLite's equivalent: the file (or its directory) is read-only for this process.
     return "readonly database" in str(error.orig).lower()

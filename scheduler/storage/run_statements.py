@@ -1,8 +1,10 @@
 """The statements of :mod:`scheduler.storage.runs`, built once where they can be (PostgreSQL).
 
 Building a statement costs more than running it on the worker's hot path, so the PostgreSQL claim and
-completion statements are built once with bind parameters (``p_*``) and cached; SQLite binds its clock as a
-value, so its statements are built per call.
+completion statements are built once with bind parameters (``p_*``) and cached: SQLAlchemy then finds their
+compiled form in its cache at once, and their text is the same on every run, which psycopg 3 prepares on
+the server (:func:`scheduler.storage.db.make_engine`). SQLite binds its clock as a value, so its statements
+are built per call.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal
 
-from sqlalchemy import LargeBinary, bindparam, case, cast, func, select, true, update
+from sqlalchemy import LargeBinary, bindparam, case, cast, func, or_, select, true, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.storage.tables import executions, logs, tasks
 from scheduler.storage.task_outcomes import (
@@ -44,6 +47,12 @@ TASK_COLUMNS = (
 )
 
 
+def one_of(column: Any, values: tuple[str, ...]) -> ColumnElement[bool]:
+    """``column`` equals one of ``values``. Not ``IN``: SQLAlchemy renders an ``IN`` list anew on each run
+    (an "expanding" parameter), which cost the claim about 0.2 ms of client CPU."""
+    return or_(*(column == value for value in values))
+
+
 def log_bytes(execution_id: Any, *, postgres: bool) -> Any:
     length = func.octet_length(logs.c.message) if postgres else func.length(cast(logs.c.message, LargeBinary))
     return (
@@ -61,7 +70,7 @@ def claim_statement(now: Any, condition: Any) -> Any:
             status="running",
             # SET expressions read the old row: 'retrying' and a taken-over 'running' start the next attempt.
             attempt=case(
-                (executions.c.status.in_(("retrying", "running")), executions.c.attempt + 1),
+                (one_of(executions.c.status, ("retrying", "running")), executions.c.attempt + 1),
                 else_=executions.c.attempt,
             ),
             worker=bindparam("p_worker"),
@@ -92,7 +101,7 @@ def pg_claim_returning(statement: Any) -> Any:
 @functools.cache
 def pg_claim() -> Any:
     # Built once: constructing the statement costs more than running it (hot path).
-    return pg_claim_returning(claim_statement(func.now(), executions.c.status.in_(CLAIMABLE)))
+    return pg_claim_returning(claim_statement(func.now(), one_of(executions.c.status, CLAIMABLE)))
 
 
 def outcome_kind(status: OutcomeStatus) -> str:

@@ -28,7 +28,6 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.records import ClaimedExecution, FinishedExecution, PendingLog, Task, as_utc
-from scheduler.storage import prepared
 from scheduler.storage.clock import db_now
 from scheduler.storage.run_statements import (
     CLAIMABLE,
@@ -112,14 +111,14 @@ def _claim(
     """Run a claim; ``condition`` None is the ordinary claim (status pending, queued or retrying)."""
     params = {"p_id": execution_id, "p_worker": worker}
     if _is_postgres(connection):
-        if condition is None:
-            c: Mapping[Any, Any] | None = prepared.execute(connection, "claim", pg_claim(), params).first
-        else:  # a takeover: rare, not prepared
-            statement = pg_claim_returning(claim_statement(func.now(), condition))
-            row = connection.execute(statement, params).first()
-            c = None if row is None else row._mapping
-        if c is None:
+        # The ordinary claim is built once (pg_claim); a takeover is rare and built per call.
+        statement = (
+            pg_claim() if condition is None else pg_claim_returning(claim_statement(func.now(), condition))
+        )
+        row = connection.execute(statement, params).first()
+        if row is None:
             return None
+        c = row._mapping
         task = {column.name: c[f"t_{column.name}"] for column in TASK_COLUMNS}
         return _claimed(c, task, c["log_bytes"], took_over)
     # SQLite renders RETURNING without table qualifiers, which breaks correlated subqueries: read separately.
@@ -255,10 +254,11 @@ def finish_execution(
         params["p_result"] = result
     if _is_postgres(connection):
         statement, _ = pg_finish_statement(kind, has_task)
-        result = prepared.execute(connection, "finish", statement, params)
+        result = connection.execute(statement, params)
         if not has_task:
             return _finished(status, None) if result.rowcount == 1 else None
-        return None if result.first is None else _finished(status, result.first)
+        row = result.first()
+        return None if row is None else _finished(status, row._mapping)
     execution_update, task_update = finish_statement(_now(connection), kind, has_task, False)
     if connection.execute(execution_update, params).rowcount != 1:
         return None

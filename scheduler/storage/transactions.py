@@ -7,7 +7,6 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
 
-from scheduler.storage import prepared
 from scheduler.storage.db import autocommits
 
 _IDLE_TIMEOUT = text("SELECT set_config('idle_in_transaction_session_timeout', :value, true)")
@@ -47,24 +46,19 @@ def write_transaction(
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif explicit:
         connection.exec_driver_sql("BEGIN")
-        prepared.mark_transaction(connection, True)  # statements inside cannot fall back: not prepared
     try:
-        try:
-            if not sqlite and idle_timeout_ms is not None:
-                connection.execute(_IDLE_TIMEOUT, {"value": f"{int(idle_timeout_ms)}ms"})
-            if not sqlite and not durable:
-                connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-            yield connection
-        except BaseException:
-            if explicit:
-                connection.exec_driver_sql("ROLLBACK")
-            else:
-                connection.rollback()
-            raise
+        if not sqlite and idle_timeout_ms is not None:
+            connection.execute(_IDLE_TIMEOUT, {"value": f"{int(idle_timeout_ms)}ms"})
+        if not sqlite and not durable:
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        yield connection
+    except BaseException:
         if explicit:
-            connection.exec_driver_sql("COMMIT")
+            connection.exec_driver_sql("ROLLBACK")
         else:
-            connection.commit()
-    finally:
-        if explicit:
-            prepared.mark_transaction(connection, False)
+            connection.rollback()
+        raise
+    if explicit:
+        connection.exec_driver_sql("COMMIT")
+    else:
+        connection.commit()

@@ -1,5 +1,6 @@
 """Fixtures of the fault scenarios: a fresh database + Redis queue with planner processes, and a PRIVATE
-PostgreSQL server for the tests that stop or restart one (the machine's servers are never touched)."""
+PostgreSQL server for the tests that stop or restart one (the machine's servers are never touched): one
+cluster per session, a fresh database in it per test."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from faultkit import FaultSetup, base_env, unique_queue
+from sqlalchemy import create_engine, text
 
 from scheduler.storage.db import make_engine
 from scheduler.storage.schema import upgrade
@@ -23,6 +26,7 @@ from tests.support.processes import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "postgres"  # initdb refuses to run as root: the private server runs as this unprivileged user
+TEMPLATE = "sched_template"
 
 
 def _setup(database_url: str, broker_url: str, workdir: Path) -> FaultSetup:
@@ -63,17 +67,19 @@ def private_fault_setup(
 # ---------------------------------------------------------------------------------------- private server
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrivatePostgres:
-    """A throw-away PostgreSQL cluster on a free port, owned by an unprivileged user; stop/start at will."""
+    """A throw-away PostgreSQL cluster on a free port, owned by an unprivileged user; stop/start at will.
+    ``database``: the database :attr:`url` names (each test gets one of its own)."""
 
     datadir: Path
     port: int
     log: Path
+    database: str = "postgres"
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{self.database}"
 
     def _pg_ctl(self, *args: str, timeout_s: float = 30) -> None:
         command = [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.log), "-w", *args]
@@ -91,6 +97,15 @@ class PrivatePostgres:
             return True
         return False
 
+    def execute(self, statement: str) -> None:
+        """Run ``statement`` outside a transaction on the cluster's ``postgres`` database."""
+        admin = create_engine(replace(self, database="postgres").url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(statement))
+        finally:
+            admin.dispose()
+
 
 def _as_pg_user(command: list[str], timeout_s: float) -> None:
     if os.geteuid() == 0:
@@ -100,9 +115,10 @@ def _as_pg_user(command: list[str], timeout_s: float) -> None:
         raise RuntimeError(f"{command[-1]} failed ({completed.returncode}): {completed.stderr[-2000:]}")
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A private PostgreSQL 15 server (migrated ``postgres`` database), stopped and deleted after the test."""
+@pytest.fixture(scope="session")
+def private_cluster() -> Iterator[PrivatePostgres]:
+    """One private PostgreSQL 15 cluster per test session (one ``initdb``), with a migrated template database;
+    stopped and deleted when the session ends."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"PostgreSQL server binaries are not installed under {PG_BIN}")
     # Not under pytest's tmp dir: that is private to root (0700), and the server runs as another user.
@@ -120,7 +136,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         shutil.chown(server.log, PG_USER)
     server.start()
     try:
-        engine = make_engine(server.url)
+        server.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        engine = make_engine(replace(server, database=TEMPLATE).url)
         upgrade(engine)
         engine.dispose()
         yield server
@@ -131,3 +148,15 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         while server.running() and time.monotonic() < deadline:
             time.sleep(0.1)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres(private_cluster: PrivatePostgres) -> PrivatePostgres:
+    """The session's private server, running, with a fresh migrated database of this test's own (cloned from
+    the template); the test may stop and start the server. The database is not dropped: the whole cluster is
+    deleted when the session ends, and a test may have left the server stopped."""
+    if not private_cluster.running():
+        private_cluster.start()
+    name = f"sched_t_{uuid.uuid4().hex[:12]}"
+    private_cluster.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    return replace(private_cluster, database=name)

@@ -1,9 +1,9 @@
 """A planner process for the fault tests, for what ``systemprompt scheduler:planner`` does not offer.
 
 ``python planner_runner.py --holder NAME [--no-lease]``: the real :class:`scheduler.planning.planner.Planner`
-loop with
-the real Celery publisher, configured from the ``SCHEDULER_*`` environment like the CLI's; ``--no-lease``
-plans without leadership (invariant 2 alone keeps slots single). SIGTERM or SIGINT stops it cleanly.
+loop with the real Celery publisher, configured from the ``SCHEDULER_*`` environment like the CLI's;
+``--no-lease`` plans without leadership (invariant 2 alone keeps slots single). SIGTERM or SIGINT stops it
+cleanly.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Scenario 13: a planner's host clock is wrong by 90 s, either way (``skew/sitecustomize.py`` offsets
 ``time.time`` and ``datetime.now`` in that process). Nothing changes: due-ness is the database's clock
-(invariant 6), so no slot goes out early, and none later than one tick.
+(docs/architecture.md, invariant 6), so no slot goes out early, and none later than one tick.
 
 One planner runs 90 s ahead and leads; one runs 90 s behind and stands by; half-way the first stops and
 the second takes over, so both plan and dispatch.

@@ -1,6 +1,6 @@
 """Scenario 5: every planner was down. The outage is simulated on the database clock (``next_run_at`` moved
 back), then ONE tick of a real planner process (``systemprompt scheduler:planner --once``) must apply the
-misfire policies of DESIGN §3 and :mod:`scheduler.rules.policies`:
+misfire policies of docs/semantics.md and :mod:`scheduler.rules.policies`:
 
 - hourly, 1 h grace, down 6 h, ``run_once``: five slots recorded missed, one catch-up, and the current slot;
 - the same with ``skip``: six recorded missed, only the current slot runs;

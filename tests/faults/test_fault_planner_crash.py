@@ -3,8 +3,7 @@ commit and publish. A standby leads within the lease time plus one tick; every s
 one execution; everything committed reaches the broker once and ends ``queued``.
 
 The kill comes from the planner itself (``SCHEDULER_TEST_FAULT``, :mod:`scheduler.planning.fault_injection`),
-so it
-lands exactly at the named point.
+so it lands exactly at the named point.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Hostile input never reaches the database half-way (invariant 8): every ``scheduler:create``/``update``
-option, and every argument of ``SchedulerService.create_task``/``update_task`` (and pause/resume/delete),
-fuzzed with random text, Unicode, huge values, SQL fragments and shell metacharacters.
+"""Hostile input never reaches the database half-way (invariant 8 of docs/architecture.md): every
+``scheduler:create``/``update`` option, and every argument of ``SchedulerService.create_task``/``update_task``
+(and pause/resume/delete), fuzzed with random text, Unicode, huge values, SQL fragments and shell
+metacharacters.
 
 Each call either succeeds (one task row and one audit row more, or a changed task and its audit row) or fails
 with a typed error: for the CLI one ``error: ...`` line and exit 2 or 3, never a traceback; for the API a

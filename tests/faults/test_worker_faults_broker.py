@@ -19,7 +19,7 @@ from scheduler.records import Execution
 from scheduler.storage.clock import db_now
 from scheduler.storage.mapping import execution_from_row
 from scheduler.storage.tables import executions
-from tests.support.processes import wait_for
+from tests.support.processes import wait_at_most, wait_for
 
 __all__ = ["private_redis"]
 
@@ -67,7 +67,7 @@ def test_executions_queued_when_redis_restarts_empty_are_republished_and_run_onc
         everything = [*blocking, *waiting]
         rows = [world.wait_finished(execution.id, 30 + queued / 10) for execution in everything]
         recovery_s = time.monotonic() - restarted
-        time.sleep(1.0)  # late duplicates would start now: nothing may
+        wait_at_most(world.drained, 1.0)  # late duplicates would start now: nothing may
         runs = {execution.id: world.runs(execution.id) for execution in everything}
         figures(
             f"redis-restarted-empty-{queued}",
@@ -109,7 +109,7 @@ def run_redis_outage(pg_url: str, redis_server: PrivateRedis, tmp_path: Path, ou
         until_up = [row for row in rows_created_since(world, down_at) if row.created_at <= up_at_db]
         finished = [world.wait_finished(row.id, 60) for row in until_up]
         recovery_s = time.monotonic() - up_at
-        time.sleep(1.0)
+        wait_at_most(world.drained, 1.0)  # late duplicates would start now: nothing may
         runs = {row.id: world.runs(row.id) for row in finished}
         sent = {row.id: world.publisher.sent[row.id] for row in finished}
         figures(

@@ -16,6 +16,7 @@ from faultkit import figures, run_figures
 from worker_support import STALE_S, WorkerWorld, world
 
 from scheduler.records import Dispatch
+from tests.support.processes import wait_at_most
 
 __all__ = ["world"]
 
@@ -42,7 +43,7 @@ def test_the_same_execution_delivered_twice_at_once_to_two_workers_runs_once(
     world.publisher.publish(twice)
     rows = [world.wait_finished(execution.id, 30 + count * COMMAND_S / 4) for execution in pending]
     elapsed = time.monotonic() - started
-    time.sleep(STALE_S + 0.5)  # duplicates that waited for a recheck have looked again by now
+    wait_at_most(world.drained, STALE_S + 0.5)  # duplicates that waited for a recheck have looked again
 
     received = Counter(
         match.group(1)

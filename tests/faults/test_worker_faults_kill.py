@@ -19,7 +19,7 @@ from worker_support import STALE_S, TICK_MS, WorkerWorld, worker_pid, world
 
 from scheduler.observability.events import TASK_PAUSED
 from scheduler.storage.tables import audit
-from tests.support.processes import process_alive, wait_for
+from tests.support.processes import process_alive, wait_at_most, wait_for
 
 __all__ = ["world"]
 
@@ -69,7 +69,9 @@ def test_pool_processes_killed_mid_command_are_retried_or_lost_within_the_heartb
 
     wait_for(all_recovered, 20, f"stuck after their pool processes died: {executions}", interval_s=0.02)
     done = {retries: world.wait_finished(e.id, 20) for retries, e in executions.items()}
-    time.sleep(STALE_S + 0.5)  # let redelivered messages and rechecks drain: nothing may start again
+    wait_at_most(
+        world.drained, STALE_S + 0.5
+    )  # redelivered messages and rechecks drain: nothing may start again
     runs = {retries: sleeping_lines(world, e.id) for retries, e in executions.items()}
     for retries in outcomes:
         figures(
@@ -102,7 +104,8 @@ def test_the_hard_time_limit_kills_the_whole_process_tree_and_retries_follow_the
     elapsed = time.monotonic() - started
     children = sorted(world.runs_dir.glob(f"{execution.id}.*.child"))
     child_pids = [int(path.read_text()) for path in children]
-    time.sleep(1.0)  # the kill is asynchronous to the row's update: give it a moment
+    # The kill is asynchronous to the row's update: give it a moment.
+    wait_at_most(lambda: not any(process_alive(pid) for pid in child_pids), 1.0)
     survivors = [pid for pid in child_pids if process_alive(pid)]
     for pid in survivors:  # never leave them behind, whatever the outcome
         os.kill(pid, signal.SIGKILL)
@@ -133,7 +136,9 @@ def test_a_poison_command_stops_at_its_last_attempt_and_auto_pauses_its_task(wor
     second = world.service.run_task_now(task.id)
     rows = [world.wait_finished(execution.id, 30) for execution in (first, second)]
     elapsed = time.monotonic() - started
-    time.sleep(STALE_S + 0.5)  # redelivered messages and rechecks drain; no attempt may start again
+    wait_at_most(
+        world.drained, STALE_S + 0.5
+    )  # redelivered messages and rechecks drain; no attempt may start again
     runs = {execution.id: world.runs(execution.id) for execution in (first, second)}
     after = world.service.get_task(task.id)
     figures(

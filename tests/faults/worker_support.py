@@ -39,6 +39,7 @@ from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
 from tests.support.celery_worker import WorkerProcess, app_with_commands, start_worker
 from tests.support.processes import free_port, wait_for
+from tests.support.redis_queue import queue_idle
 from tests.support.services import IN_CI, delete_queue_keys
 
 HERE = Path(__file__).resolve().parent
@@ -322,6 +323,15 @@ class WorkerWorld:
         self.engine.dispose()
         with contextlib.suppress(redis.RedisError):  # a private Redis may be down by now
             delete_queue_keys(self.broker_url, self.queue)
+
+    def drained(self) -> bool:
+        """Nothing of the queue on the broker (:func:`queue_idle`), twice 0.1 s apart: a message moving from
+        the list to a worker's reserved hash is on neither for a moment. With every execution finished,
+        nothing can start any more."""
+        if not queue_idle(self.broker_url, self.queue):
+            return False
+        time.sleep(0.1)
+        return queue_idle(self.broker_url, self.queue)
 
     def worker_logs(self) -> str:
         return "\n".join(worker.log()[-3000:] for worker in self.workers)

@@ -13,10 +13,9 @@ from tests.support.terminal import TerminalRun
 
 
 def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_always_fails(
-    engine_setup: EngineSetup,
+    worker_setup: EngineSetup,
 ) -> None:
-    setup = engine_setup
-    setup.start_worker()
+    setup = worker_setup
     setup.create("always-fails", "test:fail", retries=0)
     setup.create("never-ran", "test:echo")
     for _ in range(3):
@@ -41,10 +40,10 @@ def _install_command_after_the_worker_started(setup: EngineSetup) -> None:
 
 
 def test_a_worker_started_before_a_command_was_installed_fails_its_runs_and_health_warns(
-    engine_setup: EngineSetup,
+    worker_setup: EngineSetup,
 ) -> None:
-    setup = engine_setup
-    worker = setup.start_worker()
+    setup = worker_setup
+    worker = setup.worker
     node = worker.name.replace("%h", socket.gethostname())
     _install_command_after_the_worker_started(setup)
     created = setup.cli(
@@ -98,9 +97,8 @@ def run_wait_on_terminal(setup: EngineSetup, task: str) -> tuple[str, str, list[
     return terminal.screen, stdout, lines
 
 
-def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setup: EngineSetup) -> None:
-    setup = engine_setup
-    setup.start_worker()
+def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(worker_setup: EngineSetup) -> None:
+    setup = worker_setup
     setup.create("slow", "test:sleep", data={"seconds": 1.5})
     screen, stdout, lines = run_wait_on_terminal(setup, "slow")
     assert lines[1].endswith("(attempt 1/4)") and " running on " in lines[1]
@@ -109,10 +107,9 @@ def test_run_wait_at_a_terminal_shows_queued_running_and_the_outcome(engine_setu
 
 
 def test_run_wait_at_a_terminal_shows_queued_even_when_the_worker_starts_it_before_the_first_look(
-    engine_setup: EngineSetup,
+    worker_setup: EngineSetup,
 ) -> None:
-    setup = engine_setup
-    setup.start_worker()
+    setup = worker_setup
     setup.create("quick", "test:echo")
     setup.service.run_task_now("quick")  # the worker is warm: the next run starts as soon as it is published
     run_wait_on_terminal(setup, "quick")

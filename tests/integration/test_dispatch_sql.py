@@ -1,4 +1,5 @@
-"""The planner's bulk statements on PostgreSQL: array literals, the unnest insert, the one-statement fence."""
+"""The planner's bulk statements on PostgreSQL: array parameters and the unnest insert through both drivers,
+the one-statement fence."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from scheduler.planning.lease import Lease
+from scheduler.records import TaskAdvance
 from scheduler.storage.db import make_engine
-from scheduler.storage.dispatch import insert_executions, pg_array
+from scheduler.storage.dispatch import advance_tasks, bound_arrays, insert_executions
 from scheduler.storage.transactions import write_transaction
 
 NEW_TASK = """
@@ -31,23 +33,57 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def test_array_literals_round_trip_every_value(pg_engine: Engine) -> None:
+@pytest.fixture
+def driver_engine(pg_driver_url: str) -> Iterator[Engine]:
+    """An engine on each PostgreSQL driver (the arrays travel differently: psycopg2 ARRAY[...], psycopg 3 one
+    array value)."""
+    engine = make_engine(pg_driver_url)
+    yield engine
+    engine.dispose()
+
+
+def test_array_parameters_round_trip_every_value(driver_engine: Engine) -> None:
     moments = [datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC), None, datetime(1999, 12, 31, tzinfo=UTC)]
-    with pg_engine.connect() as connection:
-        texts = connection.execute(text("SELECT CAST(:a AS text[])"), {"a": pg_array([*TRICKY, None])})
-        ints = connection.execute(text("SELECT CAST(:a AS bigint[])"), {"a": pg_array([1, None, 2**40])})
-        times = connection.execute(text("SELECT CAST(:a AS timestamptz[])"), {"a": pg_array(moments)})
-        empty = connection.execute(text("SELECT CAST(:a AS integer[])"), {"a": pg_array([])})
-        assert texts.scalar_one() == [*TRICKY, None]
-        assert ints.scalar_one() == [1, None, 2**40]
-        assert times.scalar_one() == moments
-        assert empty.scalar_one() == []
+    cases = [
+        ("text[]", [*TRICKY, None]),
+        ("varchar[]", [*TRICKY, None]),
+        ("bigint[]", [1, None, 2**40]),
+        ("timestamptz[]", moments),
+        ("timestamptz[]", [None, None]),
+        ("integer[]", []),
+    ]
+    with driver_engine.connect() as connection:
+        for sql_type, values in cases:
+            query = text(f"SELECT CAST(:a AS {sql_type})")
+            assert connection.execute(query, bound_arrays({"a": values})).scalar_one() == values, sql_type
     with pytest.raises(ValueError, match="naive"):
-        pg_array([datetime(2026, 1, 1)])
+        bound_arrays({"a": [None, datetime(2026, 1, 1)]})
 
 
-def test_the_unnest_insert_skips_existing_slots_and_keeps_nulls(pg_engine: Engine) -> None:
-    with pg_engine.begin() as connection:
+def test_the_unnest_advance_writes_every_value(driver_engine: Engine) -> None:
+    with driver_engine.begin() as connection:
+        first, second = (
+            connection.execute(text(NEW_TASK.replace("'t'", f"'t{n}'"))).scalar_one() for n in (1, 2)
+        )
+    slot = datetime(2026, 1, 1, 0, 0, 0, 500, tzinfo=UTC)
+    advances = [
+        TaskAdvance(first, slot + timedelta(hours=1), 7, slot, "active", None),
+        TaskAdvance(second, None, 2**31 - 1, None, "completed", TRICKY[3] + TRICKY[4] + TRICKY[7]),
+    ]
+    with write_transaction(driver_engine) as connection:
+        advance_tasks(connection, advances)
+    with driver_engine.connect() as connection:
+        stored = connection.execute(
+            text(
+                "SELECT id, next_run_at, run_count, last_run_at, status, status_reason FROM scheduled_tasks "
+                "ORDER BY id"
+            )
+        ).all()
+    assert [TaskAdvance(*row) for row in stored] == advances
+
+
+def test_the_unnest_insert_skips_existing_slots_and_keeps_nulls(driver_engine: Engine) -> None:
+    with driver_engine.begin() as connection:
         task_id = connection.execute(text(NEW_TASK)).scalar_one()
     slot = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -67,13 +103,13 @@ def test_the_unnest_insert_skips_existing_slots_and_keeps_nulls(pg_engine: Engin
         }
         return {**base, **extra}
 
-    with write_transaction(pg_engine) as connection:
+    with write_transaction(driver_engine) as connection:
         first = insert_executions(connection, [row(0), row(1, status="skipped", reason="overlap")])
-    with write_transaction(pg_engine) as connection:
+    with write_transaction(driver_engine) as connection:
         again = insert_executions(connection, [row(0), row(2, finished_at=slot)])
     assert [(task, status) for _, task, status in first] == [(task_id, "pending"), (task_id, "skipped")]
     assert [(task, status) for _, task, status in again] == [(task_id, "pending")]  # slot 0 existed
-    with pg_engine.connect() as connection:
+    with driver_engine.connect() as connection:
         stored = connection.execute(
             text(
                 "SELECT task_name, reason, finished_at, max_attempts FROM task_executions "

@@ -97,6 +97,25 @@ class Flower:
             return None
 
 
+def flower_database() -> int:
+    """The Redis database number of this pytest-xdist process's Flower tests (13, 14, 15): Flower lists every
+    task whose events reach its database, and on the shared one (0) the tasks that other processes' tests run
+    meanwhile crowd ours off its pages. No other test uses these numbers."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 13 + int(worker.removeprefix("gw") or 0) % 3
+
+
+@pytest.fixture
+def flower_setup(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[EngineSetup]:
+    """``engine_setup`` on a Redis database of its own (:func:`flower_database`)."""
+    broker = redis_url.rsplit("/", 1)[0] + f"/{flower_database()}"
+    setup = workerproc.build_setup(pg_url, broker, workerproc.unique_queue(), tmp_path)
+    try:
+        yield setup
+    finally:
+        setup.close()
+
+
 @contextlib.contextmanager
 def running_flower(setup: EngineSetup, env: Mapping[str, str], auth: str | None = None) -> Iterator[Flower]:
     """``systemprompt scheduler:flower`` on a free loopback port, in its own process group."""
@@ -180,17 +199,17 @@ def table_row(page: str, task_uuid: str) -> str:
 
 
 def test_flower_lists_an_execution_by_readable_name_with_its_id_behind_basic_auth(
-    engine_setup: EngineSetup,
+    flower_setup: EngineSetup,
 ) -> None:
-    engine_setup.start_worker(extra=["-E"])
+    flower_setup.start_worker(extra=["-E"])
     auth = "ops:" + uuid.uuid4().hex
-    with running_flower(engine_setup, {"SCHEDULER_FLOWER_BASIC_AUTH": auth}, auth=auth) as flower:
+    with running_flower(flower_setup, {"SCHEDULER_FLOWER_BASIC_AUTH": auth}, auth=auth) as flower:
         assert flower.get("/api/tasks", auth="")[0] == 401  # no credentials, no API
         assert flower.get("/api/tasks", auth="ops:wrong")[0] == 401
-        readable, execution = run_echo(engine_setup)
+        readable, execution = run_echo(flower_setup)
         task = wait_listed(flower, readable, execution.id)
         assert json.loads(task["args"].replace("(", "[").replace(",)", "]")) == [execution.id]
-        assert task["worker"].startswith(engine_setup.queue + "@")
+        assert task["worker"].startswith(flower_setup.queue + "@")
         status, page = flower.get(f"/task/{task['uuid']}")
         assert status == 200
         assert readable.encode() in page  # the server-rendered task page names it too
@@ -198,7 +217,7 @@ def test_flower_lists_an_execution_by_readable_name_with_its_id_behind_basic_aut
 
 
 def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_browser(
-    engine_setup: EngineSetup,
+    flower_setup: EngineSetup,
 ) -> None:
     """A completed execution is SUCCESS; one that failed every attempt, or timed out, is FAILURE with our
     error (its attempts before the last were retries); a failed attempt with attempts left is a retry.
@@ -206,22 +225,22 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
     Flower shows RETRY only until the worker takes the retry's message: the worker's ``task-received`` of it
     (with its ETA) sets the task back to RECEIVED, keeping the retry's time (``retried``) and our error."""
     require_chromium()
-    engine_setup.start_worker(extra=["-E"])
+    flower_setup.start_worker(extra=["-E"])
     tag = uuid.uuid4().hex[:6]
     # Loopback without auth (Chromium will not send user:pass@ credentials to the page's XHRs); the API
     # needs this variable to answer without auth.
-    with running_flower(engine_setup, {"FLOWER_UNAUTHENTICATED_API": "true"}) as flower:
-        readable, execution = run_echo(engine_setup)
+    with running_flower(flower_setup, {"FLOWER_UNAUTHENTICATED_API": "true"}) as flower:
+        readable, execution = run_echo(flower_setup)
         task = wait_listed(flower, readable, execution.id)
-        fail = engine_setup.create(
+        fail = flower_setup.create(
             f"fail-{tag}", "test:fail", data={"message": "disk full"}, retries=2, retry_delay_ms=100
         )
-        nap = engine_setup.create(f"nap-{tag}", "test:sleep", data={"seconds": 30}, timeout_ms=500, retries=0)
-        waits = engine_setup.create(
+        nap = flower_setup.create(f"nap-{tag}", "test:sleep", data={"seconds": 30}, timeout_ms=500, retries=0)
+        waits = flower_setup.create(
             f"waits-{tag}", "test:fail", data={"message": "try later"}, retries=1, retry_delay_ms=120_000
         )
-        runs = {name: engine_setup.service.run_task_now(t.id) for name, t in [("fail", fail), ("nap", nap)]}
-        runs["waits"] = engine_setup.service.run_task_now(waits.id)
+        runs = {name: flower_setup.service.run_task_now(t.id) for name, t in [("fail", fail), ("nap", nap)]}
+        runs["waits"] = flower_setup.service.run_task_now(waits.id)
         failed = wait_listed(flower, f"test:fail [fail-{tag}]", runs["fail"].id, "FAILURE")
         timed_out = wait_listed(flower, f"test:sleep [nap-{tag}]", runs["nap"].id, "FAILURE")
         retrying = wait_listed(flower, f"test:fail [waits-{tag}]", runs["waits"].id, "RECEIVED", retried=True)
@@ -232,7 +251,7 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
             dump_dom(f"{flower.base}/task/{listed['uuid']}", budget_ms=1000)
             for listed in (task, timed_out, retrying)
         )
-    execution_error = engine_setup.service.get_execution(runs["fail"].id).error
+    execution_error = flower_setup.service.get_execution(runs["fail"].id).error
     assert execution_error == "RuntimeError: disk full"
     assert "attempt 3 of 3 failed: RuntimeError: disk full" in failed["exception"], failed
     assert failed["retries"] == 2  # attempts 1 and 2 were Celery retries of the same task

@@ -56,8 +56,9 @@ class Fleet:
 
 @pytest.fixture
 def fleet(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    # A Redis database of its own (1-15) so the ping sees few other tests' workers; queues stay unique anyway.
-    broker = redis_url.rsplit("/", 1)[0] + f"/{random.randint(1, 15)}"
+    # A Redis database of its own (1-10; 11-15 are test_event_channels' and the Flower tests') so the ping
+    # sees few other tests' workers; queues stay unique anyway.
+    broker = redis_url.rsplit("/", 1)[0] + f"/{random.randint(1, 10)}"
     fleet = Fleet(pg_url, broker, workerproc.unique_queue("health"), tmp_path)
     yield fleet
     for engine in fleet.engines:

@@ -1,5 +1,5 @@
-"""The leader lease (invariant 4): one holder at a time by the database clock, takeover after expiry with a
-new term, and a deposed leader's dispatch transaction is refused (fencing)."""
+"""The leader lease (invariant 4 of docs/architecture.md): one holder at a time by the database clock,
+takeover after expiry with a new term, and a deposed leader's dispatch transaction is refused (fencing)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Overlap policies and the fleet-wide concurrency cap (DESIGN §3)."""
+"""Overlap policies and the fleet-wide concurrency cap (docs/semantics.md)."""
 
 from __future__ import annotations
 

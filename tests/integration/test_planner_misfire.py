@@ -1,4 +1,5 @@
-"""Misfire policies (DESIGN §3): slots missed beyond grace are recorded, run once, or run all (capped).
+"""Misfire policies (docs/semantics.md): slots missed beyond grace are recorded, run once, or run all
+(capped).
 
 Outages are simulated by moving ``next_run_at`` into the past on the database clock.
 """

@@ -1,5 +1,5 @@
-"""The recovery sweep (invariant 1): ids the broker lost are published again; executions of dead workers are
-reaped, and retried while attempts remain."""
+"""The recovery sweep (invariant 1 of docs/architecture.md): ids the broker lost are published again;
+executions of dead workers are reaped, and retried while attempts remain."""
 
 from __future__ import annotations
 

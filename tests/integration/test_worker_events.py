@@ -21,28 +21,27 @@ def _of(event: dict[str, Any], execution_id: int, queue: str) -> bool:
 
 
 def test_a_worker_publishes_executed_and_completed_events_with_secrets_redacted(
-    engine_setup: EngineSetup,
+    worker_setup: EngineSetup,
 ) -> None:
-    engine_setup.start_worker()
-    task = engine_setup.create("evented", "test:echo", data={"password": "hunter2", "region": "eu"})
+    task = worker_setup.create("evented", "test:echo", data={"password": "hunter2", "region": "eu"})
     seen: list[dict[str, Any]] = []
     stop = threading.Event()
     subscribed = threading.Event()
 
     def collect() -> None:
-        channel = events_channel(engine_setup.settings)
-        for event in listen(engine_setup.broker_url, channel, stop=stop, poll_s=0.1):
+        channel = events_channel(worker_setup.settings)
+        for event in listen(worker_setup.broker_url, channel, stop=stop, poll_s=0.1):
             seen.append(event)
         subscribed.set()
 
     thread = threading.Thread(target=collect, daemon=True)
     thread.start()
     try:
-        execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
+        execution = worker_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
 
         def mine() -> list[dict[str, Any]]:
             # Pub/sub is server-wide and every test database numbers executions from 1: match the queue too.
-            return [e for e in list(seen) if _of(e, execution.id, engine_setup.queue)]
+            return [e for e in list(seen) if _of(e, execution.id, worker_setup.queue)]
 
         events = wait_for(lambda: len(mine()) >= 2 and mine(), 10)
     finally:
@@ -58,16 +57,15 @@ def test_a_worker_publishes_executed_and_completed_events_with_secrets_redacted(
     assert "hunter2" not in json.dumps(events)
 
 
-def test_the_events_verb_prints_recent_events_one_json_object_per_line(engine_setup: EngineSetup) -> None:
-    engine_setup.start_worker()
-    task = engine_setup.create("printed", "test:fail", retries=0)
-    execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
+def test_the_events_verb_prints_recent_events_one_json_object_per_line(worker_setup: EngineSetup) -> None:
+    task = worker_setup.create("printed", "test:fail", retries=0)
+    execution = worker_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
 
     def printed() -> list[dict[str, Any]]:  # events are sent right after the outcome is committed
-        result = engine_setup.cli("scheduler:events", "--recent", "200")
+        result = worker_setup.cli("scheduler:events", "--recent", "200")
         assert result.code == 0, result.stderr
         events = [json.loads(line) for line in result.stdout.splitlines()]
-        mine = [e for e in events if _of(e, execution.id, engine_setup.queue) and "at" in e]
+        mine = [e for e in events if _of(e, execution.id, worker_setup.queue) and "at" in e]
         return mine if len(mine) >= 2 else []
 
     mine = wait_for(printed, 20, interval_s=0.5)

@@ -72,14 +72,14 @@ def test_five_hundred_timed_out_attempts_on_two_workers_all_end_timed_out(engine
 
 @pytest.mark.timeout(120)
 def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
-    engine_setup: EngineSetup,
+    worker_setup: EngineSetup,
 ) -> None:
-    worker = engine_setup.start_worker()
-    engine_setup.create("flaky", "test:fail", data={"message": "disk full"}, retries=1, retry_delay_ms=100)
-    engine_setup.create("nap", "test:sleep", data={"seconds": 5}, timeout_ms=300, retries=0)
-    engine_setup.create("fine", "test:echo", data={"ok": True})
+    worker = worker_setup.worker
+    worker_setup.create("flaky", "test:fail", data={"message": "disk full"}, retries=1, retry_delay_ms=100)
+    worker_setup.create("nap", "test:sleep", data={"seconds": 5}, timeout_ms=300, retries=0)
+    worker_setup.create("fine", "test:echo", data={"ok": True})
     for name in ("flaky", "nap", "fine"):
-        assert engine_setup.cli("scheduler:run", "--id", name, "--wait").code == (0 if name == "fine" else 1)
+        assert worker_setup.cli("scheduler:run", "--id", name, "--wait").code == (0 if name == "fine" else 1)
 
     def celery_lines(shadow: str, final: str) -> list[str] | None:
         ours = [line for line in worker.log().splitlines() if shadow in line]
@@ -104,21 +104,21 @@ def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
     }, ended
     assert {line.split()[1] for line in ended if "ended completed" in line} == {"INFO"}, ended
     # acks_late acknowledges a failed message too: nothing of this queue is left unacknowledged.
-    client = redis.Redis.from_url(engine_setup.broker_url)
+    client = redis.Redis.from_url(worker_setup.broker_url)
     unacked = [json.loads(value) for value in client.hvals("unacked")]  # [message, exchange, routing key]
-    ours = [message for message in unacked if message[2] == engine_setup.queue]
-    assert ours == [] and client.llen(engine_setup.queue) == 0
+    ours = [message for message in unacked if message[2] == worker_setup.queue]
+    assert ours == [] and client.llen(worker_setup.queue) == 0
 
 
 @pytest.mark.timeout(120)
-def test_an_attempt_reaped_as_lost_while_it_ran_fails_its_celery_task(engine_setup: EngineSetup) -> None:
+def test_an_attempt_reaped_as_lost_while_it_ran_fails_its_celery_task(worker_setup: EngineSetup) -> None:
     """The sweep called the attempt lost (its heartbeats stalled) while the command still ran: the worker
     stops it and records nothing, and Flower's state must not call that delivery a success."""
-    worker = engine_setup.start_worker()
-    task = engine_setup.create("reaped", "test:sleep", data={"seconds": 30}, retries=0)
-    execution_id = engine_setup.service.run_task_now(task.id).id
-    wait_for(lambda: engine_setup.service.get_execution(execution_id).status == "running", 15)
-    with engine_setup.service.engine.begin() as connection:  # what the sweep's reaping writes
+    worker = worker_setup.worker
+    task = worker_setup.create("reaped", "test:sleep", data={"seconds": 30}, retries=0)
+    execution_id = worker_setup.service.run_task_now(task.id).id
+    wait_for(lambda: worker_setup.service.get_execution(execution_id).status == "running", 15)
+    with worker_setup.service.engine.begin() as connection:  # what the sweep's reaping writes
         connection.execute(
             text("UPDATE task_executions SET status = 'lost', error = 'lost: no heartbeat' WHERE id = :id"),
             {"id": execution_id},
@@ -131,4 +131,4 @@ def test_an_attempt_reaped_as_lost_while_it_ran_fails_its_celery_task(engine_set
     lines = wait_for(celery_lines, 15, message=worker.log()[-3000:])
     assert any("raised expected: AttemptFailed" in line and "no longer ours" in line for line in lines), lines
     assert not any("succeeded" in line for line in lines), lines
-    assert engine_setup.service.get_execution(execution_id).status == "lost"
+    assert worker_setup.service.get_execution(execution_id).status == "lost"

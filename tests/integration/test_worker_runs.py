@@ -25,6 +25,12 @@ from scheduler.storage.tables import audit, executions, logs, tasks
 STALE = timedelta(seconds=15)
 
 
+@pytest.fixture
+def db_url(db_url_each_driver: str) -> str:
+    """Claims, heartbeats and outcomes on SQLite and on PostgreSQL through each driver."""
+    return db_url_each_driver
+
+
 def add_task(engine: Engine, **overrides: Any) -> int:
     now = datetime.now(UTC)
     values: dict[str, Any] = {

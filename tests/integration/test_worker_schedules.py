@@ -13,7 +13,7 @@ import workerproc
 from sqlalchemy import select
 from workerproc import EngineSetup
 
-from scheduler.records import as_utc
+from scheduler.records import FINISHED_STATUSES, as_utc
 from scheduler.storage.tables import executions
 from tests.support.processes import wait_for
 
@@ -62,7 +62,10 @@ def test_an_interval_task_runs_once_per_slot_with_planner_and_worker(engine_setu
         time.sleep(6.5)
     finally:
         assert stop(planner) == 0
-    time.sleep(1.5)  # let the last dispatched executions finish
+    # Let the last dispatched executions finish (whatever their outcome: the assertions below judge it).
+    wait_for(
+        lambda: all(s in FINISHED_STATUSES for _, s in slots(engine_setup, task.id)), 15, "still running"
+    )
     rows = slots(engine_setup, task.id)
     times = [at for at, _ in rows]
     assert len(times) == len(set(times)), "a slot ran twice"

@@ -4,7 +4,8 @@ This module is also the ``-A`` module of those workers (``celery -A workerproc w
 registers the misbehaving commands below, and ``app`` is :mod:`workers.app`'s app built from the worker's
 environment. Each worker gets its own queue, database and process group (started and stopped by
 :mod:`tests.support.celery_worker`). :class:`EngineSetup` is what the ``engine_setup`` fixture (registered by
-this directory's ``conftest.py``) hands to a test.
+this directory's ``conftest.py``) hands to a test; :mod:`shared_world` hands one with a worker that the tests
+of a module share.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from tests.support import celery_worker
-from tests.support.celery_worker import WorkerProcess
+from tests.support.celery_worker import SharedWorkerView, WorkerProcess
 from tests.support.processes import wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -133,7 +134,7 @@ def running_worker(
     try:
         yield worker
     finally:
-        worker.stop()
+        worker.stop_later()
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,10 @@ class EngineSetup:
     settings: Settings
     service: SchedulerService
     app: Any
+    worker: SharedWorkerView | None = None  # the test module's worker (:mod:`shared_world`), already running
 
     def start_worker(self, **options: Any) -> WorkerProcess:
+        assert self.worker is None, "this setup has its module's worker: use setup.worker"
         worker = start_worker(self.env, self.queue, self.workdir, **options)
         self._workers.append(worker)
         return worker
@@ -220,22 +223,20 @@ class EngineSetup:
 
     def close(self) -> None:
         for worker in self._workers:
-            worker.stop()
+            worker.stop_later()
         self.service.engine.dispose()
 
 
-@pytest.fixture
-def engine_setup(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[EngineSetup]:
-    """PostgreSQL + Redis + a unique queue; workers started through it are stopped after the test."""
+def build_setup(database_url: str, broker_url: str, queue: str, workdir: Path) -> EngineSetup:
+    """An :class:`EngineSetup` on ``database_url`` (migrated) and ``queue``; close it after the test."""
     from workers.app import create_app
     from workers.publisher import CeleryPublisher
 
-    queue = unique_queue()
-    env = scheduler_env(pg_url, redis_url, tmp_path, SCHEDULER_DEFAULT_QUEUE=queue)
+    env = scheduler_env(database_url, broker_url, workdir, SCHEDULER_DEFAULT_QUEUE=queue)
     settings = Settings(
-        database_url=pg_url,
-        broker_url=redis_url,
-        home=tmp_path / ".scheduler",
+        database_url=database_url,
+        broker_url=broker_url,
+        home=workdir / ".scheduler",
         heartbeat_interval=500,
         default_queue=queue,
     )
@@ -244,7 +245,13 @@ def engine_setup(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Engine
     service = SchedulerService.from_settings(
         settings, publisher=CeleryPublisher(app), actor="test", commands=registry
     )
-    setup = EngineSetup(pg_url, redis_url, queue, tmp_path, env, settings, service, app)
+    return EngineSetup(database_url, broker_url, queue, workdir, env, settings, service, app)
+
+
+@pytest.fixture
+def engine_setup(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[EngineSetup]:
+    """PostgreSQL + Redis + a unique queue; workers started through it are stopped after the test."""
+    setup = build_setup(pg_url, redis_url, unique_queue(), tmp_path)
     try:
         yield setup
     finally:

@@ -8,6 +8,9 @@ environment (database, broker, a ``PYTHONPATH`` that reaches that module) is up 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.commands.registry import CommandContext, command
+from tests.support import background
 from tests.support.processes import kill_process_group, stop_process_group
 
 CELERY = Path(sys.executable).parent / "celery"
@@ -42,8 +46,16 @@ class WorkerProcess:
     name: str
     stopped: bool = False
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def log(self, since: int = 0) -> str:
+        """Its log, from byte ``since`` on (see :meth:`log_size`)."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(since)
+            return log_file.read().decode(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Wait for the worker's `` ready.`` log line; fail (with its log) if it exits or takes too long."""
@@ -62,10 +74,46 @@ class WorkerProcess:
         self.stopped = True
         return stop_process_group(self.process, timeout_s)
 
+    def stop_later(self, timeout_s: float = 15.0, then: Callable[[], object] | None = None) -> None:
+        """SIGTERM (warm shutdown) to its group now; waiting for its exit (SIGKILL if it lingers), then
+        ``then()``, in the background (:mod:`tests.support.background`): for a test that is over."""
+        if self.stopped:
+            return
+        self.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+
+        def finish() -> None:
+            stop_process_group(self.process, timeout_s, ())
+            if then is not None:
+                then()
+
+        background.later(finish)
+
     def kill(self) -> None:
         """SIGKILL at once (after a test: its state is in the database); the pool processes die with it."""
         self.stopped = True
         kill_process_group(self.process)
+
+
+@dataclass(frozen=True)
+class SharedWorkerView:
+    """A worker that several tests use in turn, as one of them sees it: the process, and the log written since
+    that test began (``since``: the log's size then)."""
+
+    worker: WorkerProcess
+    since: int
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.worker.process
+
+    @property
+    def name(self) -> str:
+        return self.worker.name
+
+    def log(self) -> str:
+        return self.worker.log(self.since)
 
 
 def start_worker(

@@ -1,5 +1,5 @@
-"""Waiting and processes: poll until a condition holds, a free TCP port, whether a pid still runs, stop a
-process group (SIGTERM, then SIGKILL if it lingers)."""
+"""Waiting and processes: poll until a condition holds (or for at most a while), a free TCP port, whether a
+pid still runs, stop a process group (SIGTERM, then SIGKILL if it lingers)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message or 'condition not met'} (waited {timeout_s} s)")
         time.sleep(interval_s)
+
+
+def wait_at_most(predicate: Callable[[], Any], at_most_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds, for at most ``at_most_s``; whether it held. For a wait that used to
+    be a fixed sleep of ``at_most_s``: what the test asserts afterwards decides, not this."""
+    deadline = time.monotonic() + at_most_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+    return True
 
 
 def free_port() -> int:

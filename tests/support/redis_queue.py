@@ -1,4 +1,5 @@
-"""What lies on a Redis queue: the execution ids of the ``scheduler.execute`` messages on its list."""
+"""What lies on a Redis queue: the execution ids of the ``scheduler.execute`` messages on its list, and
+whether anything of it is left on the broker."""
 
 from __future__ import annotations
 
@@ -18,3 +19,17 @@ def message_execution_id(raw: bytes) -> int:
 def ids_on_queue(client: redis.Redis, queue: str) -> Counter[int]:
     """How many messages of each execution id wait on ``queue``."""
     return Counter(message_execution_id(raw) for raw in client.lrange(queue, 0, -1))
+
+
+def queue_idle(broker_url: str, queue: str) -> bool:
+    """Nothing of ``queue`` on the broker: no message waiting on its lists, none reserved by a worker
+    (running, prefetched or held for a retry's countdown: kombu keeps those in its ``unacked`` hash until
+    they are acknowledged; each entry names its queue)."""
+    client = redis.Redis.from_url(broker_url)
+    try:
+        for key in client.scan_iter(match=f"{queue}*", count=1000):
+            if client.type(key) == b"list" and client.llen(key):
+                return False
+        return not any(queue.encode() in entry for entry in client.hvals("unacked"))
+    finally:
+        client.close()

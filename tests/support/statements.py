@@ -1,30 +1,25 @@
-"""Recording the statements a PostgreSQL engine sends, at the driver's cursor."""
+"""Recording the statements an engine sends, through SQLAlchemy's events."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import psycopg2.extensions
 from sqlalchemy import Engine, event
 
 
 def record_statements(engine: Engine) -> list[str]:
     """The first word of every statement sent on ``engine``'s connections from now on, upper-cased.
 
-    Recorded by the driver's cursor, so statements sent past SQLAlchemy (the worker's prepared statements)
-    count too. The engine connects once here, so SQLAlchemy's own first statements are not recorded.
+    Recorded by SQLAlchemy's ``before_cursor_execute`` event, which every statement of ours goes through
+    (what a driver sends on its own, such as psycopg 3 preparing a statement, is protocol, not statements).
+    The engine connects once here, so SQLAlchemy's own first statements are not recorded.
     """
     seen: list[str] = []
 
-    class Recording(psycopg2.extensions.cursor):
-        def execute(self, query: Any, vars: Any = None) -> None:
-            seen.append(str(query).split(None, 1)[0].upper())
-            super().execute(query, vars)
+    def record(*args: Any) -> None:
+        statement: str = args[2]  # (connection, cursor, statement, parameters, context, executemany)
+        seen.append(statement.split(None, 1)[0].upper())
 
-    def record(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.cursor_factory = Recording
-
-    event.listen(engine, "connect", record)
     engine.connect().close()
-    seen.clear()
+    event.listen(engine, "before_cursor_execute", record)
     return seen

@@ -1,4 +1,5 @@
-"""The command registry (invariant 7): names, python and external commands, argv templates, plugins."""
+"""The command registry (invariant 7 of docs/architecture.md): names, python and external commands, argv
+templates, plugins."""
 
 from __future__ import annotations
 

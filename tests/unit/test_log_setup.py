@@ -1,6 +1,5 @@
 """scheduler.observability.log_setup: JSON lines that parse, bound context fields on every record, secrets
-redacted, text by
-default, and one handler however often it is configured."""
+redacted, text by default, and one handler however often it is configured."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """The planner's pure decisions (scheduler.rules.policies): grace, misfire, overlap, bounds, and the jump
-over long
-outages, checked against brute-force enumeration."""
+over long outages, checked against brute-force enumeration."""
 
 from __future__ import annotations
 

@@ -109,6 +109,15 @@ def test_a_yaml_file_that_is_not_a_mapping_is_a_config_error(tmp_path: Path) -> 
         ("postgres://u@h/db", "postgresql://u@h/db"),
         ("postgres+psycopg2://u:p@h:5/db", "postgresql+psycopg2://u:p@h:5/db"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        (
+            "postgres+psycopg://u@h/db?prepare_threshold=none",
+            "postgresql+psycopg://u@h/db?prepare_threshold=none",
+        ),
+        (
+            "postgresql+psycopg://u@h/db?prepare_threshold=0",
+            "postgresql+psycopg://u@h/db?prepare_threshold=0",
+        ),
         ("sqlite:///x.db", "sqlite:///x.db"),
         ("sqlite+pysqlite:////abs/x.db", "sqlite+pysqlite:////abs/x.db"),
     ],
@@ -122,7 +131,15 @@ def test_database_urls_of_postgresql_and_sqlite_are_accepted_postgres_spelt_out(
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql://root@db/s", "postgresql+asyncpg://u@h/d", "redis://h/0", "just-a-path.db"]
+    "url",
+    [
+        "mysql://root@db/s",
+        "postgresql+asyncpg://u@h/d",
+        "redis://h/0",
+        "just-a-path.db",
+        "postgresql+psycopg://u@h/d?prepare_threshold=soon",
+        "postgresql+psycopg://u@h/d?prepare_threshold=-1",
+    ],
 )
 def test_other_database_urls_are_a_config_error_naming_the_variable(url: str) -> None:
     with pytest.raises(ConfigError, match=r"^invalid setting database_url \(SCHEDULER_DATABASE_URL\): "):

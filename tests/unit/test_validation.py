@@ -20,11 +20,10 @@ from scheduler.errors import (
     SchedulerError,
     UnknownCommand,
 )
-from scheduler.records import Task
+from scheduler.records import Task, TaskDefinition
 from scheduler.rules.validation import (
     CREATABLE,
     UPDATABLE,
-    TaskDefinition,
     validate_changes,
     validate_new_task,
 )
