@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from scheduler.errors import ConfigError
 
@@ -44,15 +42,19 @@ OverlapPolicy = Literal["allow", "forbid", "replace"]
 MisfirePolicy = Literal["skip", "run_once", "run_all"]
 
 
-class Settings(BaseSettings):
-    """Effective configuration of planners, workers and the CLI."""
+class Settings(BaseModel):
+    """Effective configuration of planners, workers and the CLI.
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
+    A plain pydantic model: :func:`load_settings` reads the environment and ``module.yaml`` itself (so it can
+    tell where each value came from); pydantic-settings would only add imports to every CLI call.
+    """
+
+    model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        validate_default=True,
     )
 
     # The spec's keys.
@@ -134,18 +136,6 @@ class Settings(BaseSettings):
     @classmethod
     def _supported_database(cls, value: str | None) -> str | None:
         return None if value is None else supported_database_url(value)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # load_settings() reads the environment itself so it can tell where each value came from.
-        return (init_settings,)
 
     @property
     def effective_database_url(self) -> str:
@@ -242,6 +232,8 @@ def _config_file(env: Mapping[str, str], explicit: Path | None) -> Path | None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # only when there is a file to read
+
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:

@@ -122,23 +122,40 @@ def assert_one_line_error(result: Result, code: int) -> None:
 # --------------------------------------------------------------------------------- the executable itself
 
 HEAVY = ("celery", "sqlalchemy", "kombu", "alembic")
+# What a read verb never needs: the broker clients, Alembic (the schema check is one SELECT), rich (stdout is
+# not a terminal here), pydantic-settings (the settings are a plain pydantic model).
+NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic_settings")
+READ_VERBS = (
+    ("scheduler:list",),
+    ("scheduler:history",),
+    ("scheduler:next",),
+    ("scheduler:validate", "--schedule", "*/5 * * * *"),
+)
 
 
-def imported_top_level_modules(*args: str) -> set[str]:
-    """Top-level packages the real console script imports to answer ``args`` (from ``-X importtime``)."""
+def run_with_importtime(*args: str, cli: Cli | None = None) -> tuple[set[str], str]:
+    """The top-level packages the real console script imports to answer ``args`` (from ``-X importtime``),
+    and its stdout; run where ``cli`` runs (its directory and environment) when given. It must exit 0."""
     completed = subprocess.run(
         [sys.executable, "-X", "importtime", str(SYSTEMPROMPT), *args],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
-        check=True,
+        check=False,
+        **({} if cli is None else {"cwd": cli.workdir, "env": cli.env}),
     )
+    assert completed.returncode == 0, completed.stderr[-2000:]
     names = set()
     for line in completed.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
             names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
     assert "click" in names, completed.stderr[-2000:]
-    return names
+    return names, completed.stdout
+
+
+def imported_top_level_modules(*args: str) -> set[str]:
+    """Top-level packages the real console script imports to answer ``args``."""
+    return run_with_importtime(*args)[0]
 
 
 @pytest.mark.parametrize(
@@ -148,6 +165,19 @@ def imported_top_level_modules(*args: str) -> set[str]:
 def test_help_imports_neither_celery_nor_sqlalchemy(args: tuple[str, ...]) -> None:
     heavy = imported_top_level_modules(*args) & set(HEAVY)
     assert heavy == set()
+
+
+@pytest.mark.parametrize("args", READ_VERBS, ids=lambda args: args[0])
+def test_read_verbs_import_no_broker_client_and_no_alembic(
+    db_url: str, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    cli = Cli(db_url, tmp_path)
+    cli.create("hourly", "--schedule", "1h")
+    imported, stdout = run_with_importtime(*args, cli=cli)
+    assert imported & set(NOT_FOR_READING) == set()
+    # Each verb did its work: list and next show the task; validate needs no database, the others open it.
+    assert ("hourly" in stdout) == (args[0] in ("scheduler:list", "scheduler:next")), stdout
+    assert ("sqlalchemy" in imported) == (args[0] != "scheduler:validate")
 
 
 def test_help_lists_every_verb_under_both_spellings(tmp_path: Path) -> None:
