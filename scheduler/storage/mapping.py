@@ -104,13 +104,15 @@ def task_from_row(row: object) -> Task:
 def tasks_from_rows(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Task]:
     """:func:`task_from_row` for many rows (``keys``: the result's column names).
 
-    With the columns in :class:`Task` field order (``select(tasks)``), by position: the planner maps up to a
-    thousand rows per batch and looking each value up by name cost as much as planning them.
+    With exactly the :class:`Task` fields as columns, in any order (``select(tasks)``), each row is zipped
+    with the keys once: the planner maps up to a thousand rows per batch, and looking each value up by name
+    through the row cost as much as planning them.
     """
     names, converters = _plan(Task)
-    if tuple(keys) != names:
+    keys = tuple(keys)
+    if len(keys) != len(names) or set(keys) != set(names):
         return [task_from_row(dict(zip(keys, row, strict=True))) for row in rows]
-    return [_build(Task, converters, dict(zip(names, row, strict=True))) for row in rows]
+    return [_build(Task, converters, dict(zip(keys, row, strict=True))) for row in rows]
 
 
 def execution_from_row(row: object) -> Execution:
