@@ -20,17 +20,16 @@ imported inside the checks that need them, so importing this module stays light.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
-from scheduler.records import as_utc
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from scheduler.storage.probes import leases_by_expiry, ping
+from scheduler.storage.leases import all_leases
+from scheduler.storage.probes import ping
 
 CHECKS = ("database", "broker", "planner", "workers")
 DATABASE_TIMEOUT_S = 3
@@ -116,34 +115,23 @@ def check_planner(engine: Engine) -> CheckResult:
     try:
         with engine.connect() as connection:
             now = db_now(connection)
-            rows = leases_by_expiry(connection)
+            rows = all_leases(connection)
     except Exception as error:
         return CheckResult("planner", False, f"cannot read the lease: {_one_line(error)}")
-    live = [row for row in rows if _after(row.expires_at, now)]
+    live = [row for row in rows if row.expires_at > now]
     if live:
         shown = ", ".join(
-            f"{row.name}: {row.holder} (term {row.term}, {_seconds(row.expires_at, now):.1f} s left)"
+            f"{row.name}: {row.holder} (term {row.term}, {(row.expires_at - now).total_seconds():.1f} s left)"
             for row in live
         )
         return CheckResult("planner", True, f"leading: {shown}")
     if not rows:
         return CheckResult("planner", False, "no planner has ever held the lease: start 'scheduler:planner'")
     latest = rows[0]
-    ago = -_seconds(latest.expires_at, now)
+    ago = (now - latest.expires_at).total_seconds()
     return CheckResult(
         "planner", False, f"no planner holds the lease (last: {latest.holder}, expired {ago:.0f} s ago)"
     )
-
-
-def _after(value: datetime, now: datetime) -> bool:
-    aware = as_utc(value)
-    return aware is not None and aware > now
-
-
-def _seconds(value: datetime, now: datetime) -> float:
-    aware = as_utc(value)
-    assert aware is not None
-    return (aware - now).total_seconds()
 
 
 # ----------------------------------------------------------------------------------------------- broker

@@ -23,7 +23,8 @@ from scheduler.observability.events import EventBus
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import IDLE_PING_S, engine_from_settings, make_engine
-from scheduler.storage.probes import held_lease, ping
+from scheduler.storage.leases import all_leases
+from scheduler.storage.probes import ping
 from workers.event_bus import event_bus
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,9 @@ class WorkerRuntime:
             with self.engine.connect() as connection:
                 ping(connection)
                 report["database"] = "ok"
-                report["planner"] = held_lease(connection, db_now(connection))
+                now = db_now(connection)
+                held = [lease for lease in all_leases(connection) if lease.expires_at > now]
+                report["planner"] = {"lease": held[0].name, "holder": held[0].holder} if held else None
         except Exception as error:
             report["database"] = f"unreachable: {error}".splitlines()[0]
             problems.append("database")

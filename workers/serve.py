@@ -26,13 +26,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import signals
-from sqlalchemy import Engine
 
 from scheduler.errors import TaskNotFound
 from scheduler.observability.metrics import enable as enable_planner_metrics
 from scheduler.planning.planner import Planner
 from scheduler.settings import Settings
-from scheduler.storage.tasks import task_queues as stored_task_queues
+from scheduler.storage.tasks import task_queues
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
 from workers.wiring import event_bus, open_database, open_service
@@ -48,12 +47,6 @@ DEMO_TASK = {
     "retries": 0,
 }
 PLANNER_JOIN_S = 15.0
-
-
-def task_queues(engine: Engine) -> list[str]:
-    """The distinct queues of existing tasks."""
-    with engine.connect() as connection:
-        return stored_task_queues(connection)
 
 
 def ensure_demo_task(settings: Settings) -> None:
@@ -89,7 +82,8 @@ def serve(
     engine = open_database(settings)
     if demo:
         ensure_demo_task(settings)
-    consumed = sorted({settings.default_queue, *task_queues(engine), *queues})
+    with engine.connect() as connection:
+        consumed = sorted({settings.default_queue, *task_queues(connection), *queues})
 
     app = create_app(settings)
     planner = Planner(engine, settings, CeleryPublisher(app), events=event_bus(settings))

@@ -41,14 +41,22 @@ _PG_FENCE_IDLE = text(
 )
 
 
-def read_lease(connection: Connection, name: str = PLANNER_LEASE) -> LeaseState | None:
-    """The lease row ``name``, or None when nobody ever held it."""
-    row = connection.execute(select(leases).where(leases.c.name == name)).first()
-    if row is None:
-        return None
+def _lease_state(row: Any) -> LeaseState:
     expires, renewed = as_utc(row.expires_at), as_utc(row.renewed_at)
     assert expires is not None and renewed is not None
     return LeaseState(row.name, row.holder, int(row.term), expires, renewed)
+
+
+def read_lease(connection: Connection, name: str = PLANNER_LEASE) -> LeaseState | None:
+    """The lease row ``name``, or None when nobody ever held it."""
+    row = connection.execute(select(leases).where(leases.c.name == name)).first()
+    return None if row is None else _lease_state(row)
+
+
+def all_leases(connection: Connection) -> list[LeaseState]:
+    """Every lease row, the latest expiry first (what the health checks show)."""
+    rows = connection.execute(select(leases).order_by(leases.c.expires_at.desc()))
+    return [_lease_state(row) for row in rows]
 
 
 def acquire_or_renew(
