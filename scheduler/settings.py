@@ -52,8 +52,9 @@ class AlertChannel(BaseModel):
 
     type: ChannelType = Field(description="webhook (signed JSON POST), slack (incoming webhook) or email.")
     url: str | None = Field(None, description="webhook/slack: the URL (or urlEnv).")
-    url_env: str | None = Field(None, description="webhook/slack: variable holding the URL (a Slack URL is a "
-                                "secret).")
+    url_env: str | None = Field(
+        None, description="webhook/slack: variable holding the URL (a Slack URL is a secret)."
+    )
     secret_env: str | None = Field(None, description="webhook: variable holding the HMAC-SHA256 key.")
     timeout: int = Field(5000, ge=100, le=120_000, description="One attempt's timeout (ms).")
     smtp_host: str = Field("localhost", description="email: SMTP server.")

@@ -179,8 +179,8 @@ alert_rules = Table(
     Column("recovered", Boolean),
 )
 
-# One incident per task and condition while it lasts: ``open_key`` is ``<task id>:<condition>`` while open and
-# NULL once resolved, so the unique constraint allows one open incident per pair and any number of closed ones.
+# One incident per task and condition while it lasts: ``open_key`` is ``<task id>:<condition>`` while open
+# and NULL once resolved, so the unique constraint allows one open incident per pair, any number of closed.
 # ``task_id`` is no foreign key: an incident outlives its task. ``silenced``: recorded, not sent.
 incidents = Table(
     "alert_incidents",
