@@ -19,13 +19,14 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cli.admin import ADMIN_COMMANDS
+from cli.alerts import ALERT_COMMANDS
 from cli.context import PROG_NAME
 from cli.engine import ENGINE_COMMANDS
 from cli.main import PREFIX, cli, verb_name
 from cli.operations import OPERATIONS_COMMANDS
 from cli.reports import REPORT_COMMANDS
 from cli.tasks import TASK_COMMANDS
-from scheduler.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings, env_name
+from scheduler.settings import CONFIG_FILE_ENV, ENV_PREFIX, JSON_FIELDS, Settings, env_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CONFIGURATION = DOCS / "configuration.md"
@@ -40,6 +41,7 @@ SECTIONS: tuple[tuple[str, Sequence[click.Command]], ...] = (
     ("Installation", ADMIN_COMMANDS),
     ("Engine", ENGINE_COMMANDS),
     ("Operations", OPERATIONS_COMMANDS),
+    ("Alerts", ALERT_COMMANDS),
 )
 
 # Settings grouped as in scheduler/settings.py, for readers.
@@ -63,6 +65,22 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("lease_ttl", "planner_batch_size", "recovery_after", "heartbeat_interval", "max_log_bytes"),
     ),
     ("Operations", ("actor", "log_format", "log_level", "metrics_port", "flower_basic_auth")),
+    (
+        "Alerts (docs/alerts.md)",
+        (
+            "alert_on_failure",
+            "alert_late",
+            "alert_missing",
+            "alert_long",
+            "alert_recovered",
+            "alert_repeat_interval",
+            "alert_check_interval",
+            "alert_delivery_attempts",
+            "alert_retry_delay",
+            "alert_no_leader_after",
+            "alert_channels",
+        ),
+    ),
     ("External commands", ("commands",)),
 )
 
@@ -108,7 +126,7 @@ def _limits_text(info: FieldInfo) -> str:
 def _setting_row(name: str, info: FieldInfo) -> str:
     key = info.alias or name
     key = "`commands` (top level)" if name == "commands" else f"`config.{key}`"
-    env = f"`{env_name(name)}`" + (" (JSON)" if name == "commands" else "")
+    env = f"`{env_name(name)}`" + (" (JSON)" if name in JSON_FIELDS else "")
     limits = _limits_text(info)
     kind = _type_text(info.annotation) + (f" ({limits})" if limits else "")
     description = (info.description or "").replace("|", "\\|")

@@ -35,6 +35,10 @@ VERBS: dict[str, str] = {
     "serve": "cli.engine:serve",
     "cleanup": "cli.engine:cleanup",
     "events": "cli.engine:events",
+    "alerts": "cli.alerts:alerts",
+    "silence": "cli.alerts:silence",
+    "silences": "cli.alerts:silences",
+    "alert-test": "cli.alerts:alert_test",
     "health": "cli.operations:health",
     "flower": "cli.operations:flower",
 }
