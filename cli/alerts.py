@@ -60,19 +60,26 @@ def alerts(ctx: click.Context, ref: str | None, limit: int, output_format: str) 
 
     An incident is one condition (failure, late, missing, long, no_leader) of one task from when it opened
     to when it resolved; a silenced one was recorded but not sent. Below: messages a channel did not take,
-    still retried (pending) or given up (failed). JSON: {"incidents": [...], "unsent_deliveries": [...]}.
+    still retried (pending) or given up (failed). With --task, first the task's effective rules. JSON:
+    {"incidents": [...], "unsent_deliveries": [...]}, and "rules" with --task.
     """
     service = get_service(ctx)
-    incidents = service.alerts(task=None if ref is None else task_ref(ref), limit=limit)
+    task = None if ref is None else task_ref(ref)
+    rules = None if task is None else service.alert_rules(task)
+    incidents = service.alerts(task=task, limit=limit)
     unsent = service.unsent_alerts(limit=limit)
     if output_format == "json":
-        print_json(
-            {
-                "incidents": [json_form(i) for i in incidents],
-                "unsent_deliveries": [json_form(d) for d in unsent],
-            }
-        )
+        out = {
+            "incidents": [json_form(i) for i in incidents],
+            "unsent_deliveries": [json_form(d) for d in unsent],
+        }
+        print_json(out if rules is None else {"rules": rules.to_json(), **out})
         return
+    if rules is not None:
+        shown = ", ".join(
+            f"{name} {'off' if value is None else value}" for name, value in rules.to_json().items()
+        )
+        print_note(f"rules: {shown}")
     render(incidents, INCIDENT_COLUMNS, output_format, empty="no alert incidents")
     if unsent:
         render(unsent, DELIVERY_COLUMNS, output_format, title="deliveries not sent", empty="")

@@ -8,6 +8,7 @@ tests/e2e/test_alerts_processes.py runs the same stories with real planner and w
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -48,7 +49,9 @@ def alert_settings(receiver: HttpReceiver, **overrides: Any) -> Settings:
     return make_settings(**values)
 
 
-def planner(engine: Engine, settings: Settings, holder: str = "p1", events: EventBus | None = None) -> Planner:
+def planner(
+    engine: Engine, settings: Settings, holder: str = "p1", events: EventBus | None = None
+) -> Planner:
     return Planner(
         engine, settings, RecordingPublisher(), holder=holder, events=events, senders=alert_senders(settings)
     )
@@ -57,7 +60,9 @@ def planner(engine: Engine, settings: Settings, holder: str = "p1", events: Even
 def fail_once(engine: Engine, task: Task, *, streak: int = 1) -> None:
     """What a worker records for a failed final attempt: the execution failed, the task's streak grows."""
     now = now_of(engine)
-    add_execution(engine, task, now - timedelta(seconds=streak), status="failed", finished_at=now, error="boom")
+    add_execution(
+        engine, task, now - timedelta(seconds=streak), status="failed", finished_at=now, error="boom"
+    )
     set_task(engine, task.id, consecutive_failures=streak)
 
 
@@ -119,6 +124,7 @@ def test_a_failing_task_opens_one_incident_sends_one_signed_webhook_and_its_succ
     assert incident_rows(engine)[0]["resolved_at"] is not None
     assert [name for name, _ in seen] == [ALERT_OPENED, ALERT_RESOLVED]
     assert seen[0][1]["incident"]["task_name"] == "backup"
+    assert SECRET not in json.dumps(seen)  # events carry the incident, never a channel's secret
 
 
 def test_a_receiver_answering_500_three_times_then_200_gets_the_alert_exactly_once(
@@ -160,7 +166,9 @@ def test_a_channel_that_keeps_failing_gives_up_visibly_and_the_message_is_kept(
     assert unsent[0].last_error == "HTTP 503 Service Unavailable"
 
 
-def test_a_silenced_task_records_its_incident_but_sends_nothing(engine: Engine, receiver: HttpReceiver) -> None:
+def test_a_silenced_task_records_its_incident_but_sends_nothing(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
     settings = alert_settings(receiver)
     service = make_service(engine, settings)
     task = service.create_task(name="noisy", command="test:echo", schedule="manual")

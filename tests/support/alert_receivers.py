@@ -32,7 +32,9 @@ class Received:
     def signed_by(self, secret: str) -> bool:
         """Whether the signature header is the HMAC-SHA256 of ``<timestamp>.<body>`` under ``secret``."""
         timestamp = self.headers.get("X-Scheduler-Timestamp", "")
-        expected = hmac.new(secret.encode(), timestamp.encode() + b"." + self.body, hashlib.sha256).hexdigest()
+        expected = hmac.new(
+            secret.encode(), timestamp.encode() + b"." + self.body, hashlib.sha256
+        ).hexdigest()
         return hmac.compare_digest(self.headers.get("X-Scheduler-Signature", ""), f"sha256={expected}")
 
 
