@@ -64,7 +64,7 @@ def http_receiver(statuses: list[int] | None = None) -> Iterator[HttpReceiver]:
     receiver = HttpReceiver(statuses=list(statuses or []))
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with receiver.lock:
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -101,7 +101,7 @@ def smtp_receiver() -> Iterator[SmtpReceiver]:
     receiver = SmtpReceiver(port=free_port())
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             receiver.messages.append(message_from_bytes(envelope.content))
             return "250 OK"
 
