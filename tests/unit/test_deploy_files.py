@@ -359,6 +359,10 @@ TABLES = (
     "task_audit",
     "scheduler_leases",
     "alembic_version",
+    "task_alert_rules",
+    "alert_incidents",
+    "alert_deliveries",
+    "alert_silences",
 )
 
 NEW_TASK = """
@@ -397,6 +401,15 @@ LEASE_UPSERT = """
     WHERE scheduler_leases.holder = excluded.holder OR scheduler_leases.expires_at < excluded.renewed_at
     RETURNING term
 """
+NEW_INCIDENT = """
+    INSERT INTO alert_incidents (task_id, task_name, condition, open_key, detail, silenced, opened_at)
+    VALUES (:task_id, 'roles-probe', 'failure', 'probe:failure', '1 failure', false, now())
+"""
+NEW_SILENCE = """
+    INSERT INTO alert_silences (task_id, task_name, starts_at, ends_at, note, actor)
+    VALUES (:task_id, 'roles-probe', now(), now() + interval '1 hour', 'probe', 'probe')
+"""
+READ_ALERTS = "SELECT * FROM alert_incidents, alert_deliveries, alert_silences, task_alert_rules"
 READ_VERSION = "SELECT version_num FROM alembic_version"
 REWRITE_AUDIT = "UPDATE task_audit SET actor = 'someone else'"
 DELETE_AUDIT = "DELETE FROM task_audit"
@@ -412,6 +425,9 @@ LOCK_TASK = "SELECT id FROM scheduled_tasks WHERE id = :task_id FOR UPDATE"
 PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     "scheduler_viewer": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, True),
+        "open an incident": (NEW_INCIDENT, False),
+        "silence a task": (NEW_SILENCE, False),
         "read tasks, executions, logs, audit, leases": (
             "SELECT * FROM scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases",
             True,
@@ -430,6 +446,13 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "scheduler_operator": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, True),
+        "silence a task": (NEW_SILENCE, True),
+        "open an incident": (NEW_INCIDENT, False),
+        "change a task's alert rules": (
+            "INSERT INTO task_alert_rules (task_id, on_failure) VALUES (:task_id, 0)",
+            False,
+        ),
         "read executions and logs": ("SELECT * FROM task_executions, task_logs", True),
         "lock a task to pause it": (LOCK_TASK, True),
         "pause a task": (
@@ -467,6 +490,11 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "scheduler_planner": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, True),
+        "open an incident": (NEW_INCIDENT, True),
+        "resolve an incident": ("UPDATE alert_incidents SET open_key = NULL, resolved_at = now()", True),
+        "delete incidents": ("DELETE FROM alert_incidents", False),
+        "silence a task": (NEW_SILENCE, False),
         "claim due tasks": (
             "SELECT * FROM scheduled_tasks WHERE status = 'active' AND next_run_at <= now()"
             " ORDER BY next_run_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
@@ -508,6 +536,8 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "scheduler_worker": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, False),
+        "open an incident": (NEW_INCIDENT, False),
         "claim an execution": (
             "UPDATE task_executions SET status = 'running', started_at = now(), heartbeat_at = now(),"
             " worker = 'w1' FROM scheduled_tasks WHERE task_executions.id = :queued_id"
