@@ -31,6 +31,7 @@ from scheduler.storage.transactions import write_transaction
 logger = logging.getLogger(__name__)
 
 BATCH = 50
+CLAIM_S = 60.0  # a claimed delivery is due again after this, if its sender died before recording the attempt
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,14 @@ class AlertOutbox:
         """Send what is due until done, out of time, or no longer allowed to."""
         started = time.monotonic()
         with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
-            due = alerts_sql.due_deliveries(connection, now=db_now(connection), limit=BATCH)
+            now = db_now(connection)
+            hold = timedelta(seconds=max(CLAIM_S, time_budget_s * 2))
+            due = alerts_sql.claim_due_deliveries(connection, now=now, claim_until=now + hold, limit=BATCH)
         sent = failed = given_up = 0
         for delivery in due:
             if time.monotonic() - started >= time_budget_s or not self.may_send():
-                break
+                self._release(delivery)
+                continue
             error = self._send(delivery)
             final = error is not None and (
                 delivery.channel not in self.senders
@@ -101,6 +105,11 @@ class AlertOutbox:
                 error,
             )
         return DeliveryReport(sent=sent, failed_attempts=failed, given_up=given_up)
+
+    def _release(self, delivery: AlertDelivery) -> None:
+        """Hand a claimed delivery back, due at once (out of time or leadership before sending it)."""
+        with write_transaction(self.engine, idle_timeout_ms=self.idle_timeout_ms) as connection:
+            alerts_sql.release_delivery(connection, delivery.id, now=db_now(connection))
 
     def _send(self, delivery: AlertDelivery) -> str | None:
         """None when the channel took the message, else the one-line reason."""

@@ -215,14 +215,40 @@ def enqueue(
     return len(rows)
 
 
-def due_deliveries(connection: Connection, *, now: datetime, limit: int) -> list[AlertDelivery]:
+def claim_due_deliveries(
+    connection: Connection, *, now: datetime, claim_until: datetime, limit: int
+) -> list[AlertDelivery]:
+    """Take up to ``limit`` pending deliveries due at ``now``, oldest first: each one's ``next_attempt_at``
+    moves to ``claim_until``, so a second sender (a ``scheduler:health --alert`` next to a planner, a leader
+    that overlaps its successor) does not take it too; a sender that dies leaves it due again then."""
     query = (
-        select(deliveries)
+        select(deliveries.c.id)
         .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
         .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
         .limit(limit)
     )
-    return [record_from_row(AlertDelivery, row) for row in connection.execute(query)]
+    ids = list(connection.execute(query).scalars())
+    if not ids:
+        return []
+    claimed = connection.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(ids), deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now
+        )
+        .values(next_attempt_at=claim_until)
+        .returning(*deliveries.c)
+    )
+    rows = [record_from_row(AlertDelivery, row) for row in claimed]
+    return sorted(rows, key=lambda delivery: delivery.id)
+
+
+def release_delivery(connection: Connection, delivery_id: int, *, now: datetime) -> None:
+    """A claimed, unsent delivery is due again at ``now``."""
+    connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+        .values(next_attempt_at=now)
+    )
 
 
 def record_attempt(

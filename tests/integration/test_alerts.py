@@ -18,11 +18,12 @@ import pytest
 from planner_support import RecordingPublisher, add_execution, make_service, make_settings, now_of, set_task
 from sqlalchemy import Engine, select, update
 
+from scheduler.alerting.no_leader import alert_no_leader
 from scheduler.observability.events import ALERT_OPENED, ALERT_RESOLVED, EventBus
 from scheduler.planning.planner import Planner
 from scheduler.records import Task
 from scheduler.settings import Settings
-from scheduler.storage.tables import deliveries, executions, incidents
+from scheduler.storage.tables import deliveries, executions, incidents, leases
 from tests.support.alert_receivers import HttpReceiver, http_receiver
 from tests.support.processes import wait_at_most, wait_for
 from workers.alert_channels import alert_senders
@@ -272,3 +273,38 @@ def test_a_secret_never_reaches_the_logs_or_the_stored_messages(
     with engine.connect() as connection:
         stored = [str(dict(r._mapping)) for r in connection.execute(select(deliveries))]
     assert stored and not any(SECRET in row for row in stored)
+
+
+def test_no_leader_for_longer_than_l_alerts_once_from_a_health_check_and_the_next_leader_resolves_it(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver, alert_no_leader_after=1000)
+    old = planner(engine, settings, "gone")
+    old.tick()  # it leads, then dies: its lease expires
+    with engine.begin() as connection:
+        connection.execute(update(leases).values(expires_at=now_of(engine) - timedelta(seconds=5)))
+    senders = alert_senders(settings)
+
+    first = alert_no_leader(engine, settings, senders)
+    again = alert_no_leader(engine, settings, senders)
+
+    assert first is not None and again is not None and again.id == first.id
+    [message] = receiver.received
+    assert message.signed_by(SECRET) and message.json["incident"]["condition"] == "no_leader"
+    assert "gone" in message.json["summary"]
+    successor = planner(engine, settings, "successor")
+    tick_until(successor, lambda: receiver.events("alert-resolved"))
+    assert [r["resolved_at"] is not None for r in incident_rows(engine)] == [True]
+
+
+def test_no_alert_while_a_planner_leads_or_the_lease_expired_only_recently(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver, alert_no_leader_after=60_000)
+    assert alert_no_leader(engine, settings, alert_senders(settings)) is None  # never led: nothing to say
+    planner(engine, settings).tick()
+    assert alert_no_leader(engine, settings, alert_senders(settings)) is None  # leading
+    with engine.begin() as connection:
+        connection.execute(update(leases).values(expires_at=now_of(engine) - timedelta(seconds=5)))
+    assert alert_no_leader(engine, settings, alert_senders(settings)) is None  # 5 s < L
+    assert receiver.received == [] and incident_rows(engine) == []
