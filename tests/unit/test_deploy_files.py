@@ -25,7 +25,7 @@ K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
 
 # What a deploy file may run (`systemprompt scheduler:<verb>`): a renamed verb fails here, not in production.
-DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve"}
+DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve", "alerts"}
 # SCHEDULER_TASK_TIMEOUT's default (1 h): a worker's stop timeout must exceed it (acks_late redelivers).
 LONGEST_TASK_S = 3600
 # Preceded by a word character, "/", "." or "-" it is an image tag or URL user ("systemprompt-scheduler:0.1").
@@ -749,3 +749,43 @@ def test_the_planner_prunes_old_audit_rows_only_through_the_function_which_leave
         ("checkpoint", "probe", "scheduler_admin"),
     ]
     assert (verdict.intact, verdict.rows) == (True, 2)
+
+
+# --- Prometheus rules ---------------------------------------------------------------------------------------
+
+PROMETHEUS_RULES = DEPLOY / "prometheus" / "alerts.yaml"
+METRIC_SOURCES = (
+    DEPLOY.parent / "scheduler" / "observability" / "metrics.py",
+    DEPLOY.parent / "workers" / "metrics.py",
+)
+PROMQL_NAME = re.compile(r"\b(scheduler_[a-z_]+)\b")
+
+
+def _defined_metrics() -> set[str]:
+    """The metric names the planner and the worker register (the string passed to Counter/Gauge/...)."""
+    names: set[str] = set()
+    for path in METRIC_SOURCES:
+        names |= set(re.findall(r'"(scheduler_[a-z_]+)"', path.read_text()))
+    return names
+
+
+def test_prometheus_rules_use_only_metrics_we_serve_and_every_rule_says_what_and_how_bad() -> None:
+    document = yaml.safe_load(PROMETHEUS_RULES.read_text())
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    defined = _defined_metrics()
+    assert {"scheduler_planner_leader", "scheduler_alert_deliveries_total"} <= defined
+    used: set[str] = set()
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"]
+        for name in PROMQL_NAME.findall(rule["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert base in defined, f"{rule['alert']}: {name} is not a metric we serve"
+            used.add(base)
+    assert {
+        "scheduler_planner_leader",
+        "scheduler_alert_deliveries_total",
+        "scheduler_worker_executions_total",
+    } <= used
+    assert len({rule["alert"] for rule in rules}) == len(rules)
