@@ -308,3 +308,37 @@ def test_no_alert_while_a_planner_leads_or_the_lease_expired_only_recently(
         connection.execute(update(leases).values(expires_at=now_of(engine) - timedelta(seconds=5)))
     assert alert_no_leader(engine, settings, alert_senders(settings)) is None  # 5 s < L
     assert receiver.received == [] and incident_rows(engine) == []
+
+
+def test_late_and_long_executions_open_their_incidents_from_the_stored_rows(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver, alert_late=30_000, alert_long=60_000)
+    task = make_service(engine, settings).create_task(name="slow", command="test:echo", schedule="manual")
+    now = now_of(engine)
+    add_execution(engine, task, now - timedelta(minutes=1), status="queued", trigger="schedule")
+    running = {"started_at": now - timedelta(minutes=10), "heartbeat_at": now + timedelta(minutes=1)}
+    add_execution(engine, task, now - timedelta(minutes=20), status="running", trigger="schedule", **running)
+    loop = planner(engine, settings)
+
+    tick_until(loop, lambda: len(receiver.events("alert-opened")) == 2)
+
+    assert sorted(r.json["incident"]["condition"] for r in receiver.events("alert-opened")) == [
+        "late",
+        "long",
+    ]
+
+
+def test_an_open_incident_is_told_again_after_the_repeat_interval(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver, alert_repeat_interval=300)
+    task = make_service(engine, settings).create_task(name="flaky", command="test:echo", schedule="manual")
+    loop = planner(engine, settings)
+    fail_once(engine, task)
+
+    tick_until(loop, lambda: len(receiver.events("alert-repeat")) >= 2)
+
+    assert len(receiver.events("alert-opened")) == 1 and len(incident_rows(engine)) == 1
+    repeats = receiver.events("alert-repeat")
+    assert repeats[0].json["summary"].startswith("[STILL FAILING] task flaky: failure")
