@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 
 from scheduler.records import AlertDelivery, Incident, Silence, TaskFacts, as_utc
 from scheduler.storage.mapping import record_from_row
@@ -41,10 +41,15 @@ def put_task_rules(connection: Connection, task_id: int, rules: dict[str, Any]) 
 # ------------------------------------------------------------------------------------------------ facts
 
 
-def task_facts(connection: Connection) -> list[TaskFacts]:
+def task_facts(connection: Connection, *, default_missing_ms: int | None) -> list[TaskFacts]:
     """The facts of every task that is active, auto-paused, or has a failure streak, for
-    :func:`scheduler.rules.alerts.active_conditions`: one statement, its correlated subqueries on the index
-    ``(task_id, scheduled_for)``."""
+    :func:`scheduler.rules.alerts.active_conditions`, in one statement.
+
+    Unstarted and running executions come from grouped scans of the active statuses (few rows, the index on
+    ``status``); the oldest slot not followed by a success from two correlated subqueries on the index
+    ``(task_id, scheduled_for)``, evaluated only for tasks whose ``missing`` rule is on
+    (``default_missing_ms``: the setting, for tasks that do not set their own).
+    """
     e = executions.alias("e")
     last_ok = (
         select(func.max(e.c.scheduled_for))
@@ -62,18 +67,26 @@ def task_facts(connection: Connection) -> list[TaskFacts]:
         )
         .scalar_subquery()
     )
-    u = executions.alias("u")
+    missing_on = func.coalesce(alert_rules.c.missing_ms, default_missing_ms or 0) > 0
     unstarted = (
-        select(func.min(u.c.scheduled_for))
-        .where(u.c.task_id == tasks.c.id, u.c.trigger == "schedule", u.c.status.in_(UNSTARTED))
-        .scalar_subquery()
+        select(executions.c.task_id, func.min(executions.c.scheduled_for).label("unstarted"))
+        .where(executions.c.status.in_(UNSTARTED), executions.c.trigger == "schedule")
+        .group_by(executions.c.task_id)
+        .subquery("unstarted")
     )
-    r = executions.alias("r")
     running = (
-        select(func.min(r.c.started_at)).where(r.c.task_id == tasks.c.id, r.c.status == "running")
-    ).scalar_subquery()
+        select(executions.c.task_id, func.min(executions.c.started_at).label("running_since"))
+        .where(executions.c.status == "running")
+        .group_by(executions.c.task_id)
+        .subquery("running")
+    )
     auto_paused = and_(tasks.c.status == "paused", tasks.c.status_reason.startswith(AUTO_PAUSE_PREFIX))
     watched = or_(tasks.c.status == "active", auto_paused)
+    joined = (
+        tasks.outerjoin(alert_rules, alert_rules.c.task_id == tasks.c.id)
+        .outerjoin(unstarted, unstarted.c.task_id == tasks.c.id)
+        .outerjoin(running, running.c.task_id == tasks.c.id)
+    )
     query = (
         select(
             tasks.c.id,
@@ -83,11 +96,11 @@ def task_facts(connection: Connection) -> list[TaskFacts]:
             tasks.c.next_run_at,
             tasks.c.consecutive_failures,
             *(alert_rules.c[name] for name in RULE_COLUMNS),
-            first_open.label("first_open"),
-            unstarted.label("unstarted"),
-            running.label("running_since"),
+            case((missing_on, first_open), else_=None).label("first_open"),
+            unstarted.c.unstarted,
+            running.c.running_since,
         )
-        .select_from(tasks.outerjoin(alert_rules, alert_rules.c.task_id == tasks.c.id))
+        .select_from(joined)
         .where(or_(watched, tasks.c.consecutive_failures > 0))
         .order_by(tasks.c.id)
     )
