@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -149,8 +150,8 @@ def test_alert_test_sends_a_signed_message_and_a_failing_channel_exits_69_withou
     assert "dead, hook, tokened" in unknown
 
 
-def test_health_alert_tells_once_that_no_planner_leads(alert_cli: AlertCli) -> None:
-    once = alert_cli.run("scheduler:planner", "--once", SCHEDULER_TICK_INTERVAL="100")
+def _expire_the_planner_lease(alert_cli: AlertCli) -> None:
+    once = alert_cli.run("scheduler:planner", "--once")
     assert once.returncode == 0, once.stderr
     engine = make_engine(f"sqlite:///{alert_cli.workdir / '.scheduler' / 'scheduler.db'}")
     try:
@@ -159,6 +160,10 @@ def test_health_alert_tells_once_that_no_planner_leads(alert_cli: AlertCli) -> N
             connection.execute(update(leases).values(expires_at=expired))
     finally:
         engine.dispose()
+
+
+def test_health_alert_tells_once_that_no_planner_leads(alert_cli: AlertCli) -> None:
+    _expire_the_planner_lease(alert_cli)
     env = {"SCHEDULER_ALERT_NO_LEADER_AFTER": "30000"}
     args = ("scheduler:health", "--check", "database,planner", "--alert")
 
@@ -173,3 +178,22 @@ def test_health_alert_tells_once_that_no_planner_leads(alert_cli: AlertCli) -> N
     assert opened[0].json["incident"]["condition"] == "no_leader"
     [incident] = alert_cli.json("scheduler:alerts")["incidents"]
     assert incident["condition"] == "no_leader" and incident["resolved_at"] is None
+
+
+@pytest.mark.redis
+def test_alert_opened_reaches_the_deployments_event_channel_without_a_secret(
+    alert_cli: AlertCli, redis_url: str
+) -> None:
+    alert_cli.env |= {
+        "SCHEDULER_BROKER_URL": redis_url,
+        "SCHEDULER_EVENTS_PREFIX": f"alerts-{uuid.uuid4().hex}",
+    }
+    _expire_the_planner_lease(alert_cli)
+    health = alert_cli.run("scheduler:health", "--check", "database,planner", "--alert")
+    assert health.returncode == 1 and "warning: alert 1 open" in health.stderr
+
+    events = alert_cli.run("scheduler:events", "--recent", "100")
+
+    assert events.returncode == 0, events.stderr
+    [opened] = [json.loads(line) for line in events.stdout.splitlines() if '"alert-opened"' in line]
+    assert opened["event"] == "alert-opened" and opened["incident"]["condition"] == "no_leader"
