@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from planner_support import RecordingPublisher, add_execution, make_service, make_settings, now_of, set_task
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select, update
 
 from scheduler.alerting.no_leader import alert_no_leader
+from scheduler.observability import metrics
 from scheduler.observability.events import ALERT_OPENED, ALERT_RESOLVED, EventBus
 from scheduler.planning.planner import Planner
 from scheduler.records import Task
@@ -342,3 +344,26 @@ def test_an_open_incident_is_told_again_after_the_repeat_interval(
     assert len(receiver.events("alert-opened")) == 1 and len(incident_rows(engine)) == 1
     repeats = receiver.events("alert-repeat")
     assert repeats[0].json["summary"].startswith("[STILL FAILING] task flaky: failure")
+
+
+def test_delivery_attempts_and_open_incidents_are_in_the_planner_metrics(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    receiver.statuses = [500]
+    settings = alert_settings(receiver)
+    task = make_service(engine, settings).create_task(name="measured", command="test:echo", schedule="manual")
+    loop = planner(engine, settings)
+
+    def count(outcome: str) -> float:
+        labels = {"channel": "hook", "outcome": outcome}
+        return REGISTRY.get_sample_value("scheduler_alert_deliveries_total", labels) or 0.0
+
+    before = {outcome: count(outcome) for outcome in ("retry", "sent")}
+    metrics.enable()
+    try:
+        fail_once(engine, task)
+        tick_until(loop, lambda: receiver.answered(200))
+        assert REGISTRY.get_sample_value("scheduler_alert_incidents_open") == 1
+    finally:
+        metrics.disable()
+    assert {outcome: count(outcome) - before[outcome] for outcome in before} == {"retry": 1, "sent": 1}
