@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -199,6 +198,8 @@ def test_killing_every_worker_of_a_one_second_task_opens_one_missing_incident_an
         "1s",
         "--alert-missing",
         str(MISSING_MS),
+        "--alert-on-failure",
+        "0",  # a run cut short by the kill is lost, a failure: only the missing rule is under test
     )
     assert created.returncode == 0, created.stderr
     fleet.start("planner-a", "scheduler:planner")
@@ -212,21 +213,25 @@ def test_killing_every_worker_of_a_one_second_task_opens_one_missing_incident_an
     assert fleet.incidents() == []
 
     fleet.kill("worker")
-    killed_at = time.time()
     opened = wait_for(lambda: fleet.hook.events("alert-opened"), 30, "no missing alert")
-    took = time.time() - killed_at
-    # W, plus up to one interval of the task (its next slot), one alert check and one tick, plus the
-    # receiver's polling; measured from the kill.
-    assert took <= (MISSING_MS + 1000 + CHECK_MS + TICK_MS) / 1000 + 1.0, took
     assert opened[0].json["incident"]["condition"] == "missing"
     wait_at_most(lambda: len(fleet.hook.received) > 1, 1.5)
     assert len(fleet.hook.received) == 1
     [incident] = fleet.incidents()
     assert incident["condition"] == "missing" and incident["resolved_at"] is None
-    opened_at = datetime.fromisoformat(incident["opened_at"])
-    assert opened_at.tzinfo is not None
+    # Within W plus one alert check and one tick of the first slot that no run completed (database clock;
+    # a little more for a loaded machine).
+    runs = fleet.json("scheduler:history", "--task", "pulse", "--limit", "1000")
+    last_ok = max(_instant(r["scheduled_for"]) for r in runs if r["status"] == "completed")
+    due = min(_instant(r["scheduled_for"]) for r in runs if _instant(r["scheduled_for"]) > last_ok)
+    late_by = (_instant(incident["opened_at"]) - due).total_seconds()
+    assert MISSING_MS / 1000 < late_by <= (MISSING_MS + CHECK_MS + TICK_MS) / 1000 + 0.5, late_by
 
     fleet.start_worker()
     wait_for(lambda: fleet.hook.events("alert-resolved"), 60, "the missing alert did not resolve")
     [incident] = fleet.incidents()
     assert incident["resolved_at"] is not None
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
