@@ -56,7 +56,9 @@ class AlertChannel(BaseModel):
         None, description="webhook/slack: variable holding the URL (a Slack URL is a secret)."
     )
     secret_env: str | None = Field(None, description="webhook: variable holding the HMAC-SHA256 key.")
-    timeout: int = Field(5000, ge=100, le=120_000, description="One attempt's timeout (ms).")
+    timeout: int = Field(
+        3000, ge=100, le=120_000, description="One attempt's timeout (ms); keep it under 0.4 x leaseTtl."
+    )
     smtp_host: str = Field("localhost", description="email: SMTP server.")
     smtp_port: int = Field(25, ge=1, le=65535, description="email: SMTP port.")
     starttls: bool = Field(False, description="email: STARTTLS before logging in.")
