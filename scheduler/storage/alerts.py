@@ -14,8 +14,10 @@ from scheduler.storage.mapping import record_from_row
 from scheduler.storage.tables import alert_rules, deliveries, executions, incidents, silences, tasks
 from scheduler.storage.task_outcomes import auto_pause_reason
 
-# A task the scheduler paused itself (a failure streak) is still watched: its missing runs count.
+# A task the scheduler paused itself (a failure streak, a stored schedule that no longer parses) is still
+# watched: its missing runs count.
 AUTO_PAUSE_PREFIX = auto_pause_reason(0).partition("0")[0]
+PARKED_PREFIX = "schedule does not parse: "  # the planner's reason (scheduler.planning.batch)
 RULE_COLUMNS = ("on_failure", "late_ms", "missing_ms", "long_ms", "recovered")
 UNSTARTED = ("pending", "queued")
 
@@ -80,8 +82,10 @@ def task_facts(connection: Connection, *, default_missing_ms: int | None) -> lis
         .group_by(executions.c.task_id)
         .subquery("running")
     )
-    auto_paused = and_(tasks.c.status == "paused", tasks.c.status_reason.startswith(AUTO_PAUSE_PREFIX))
-    watched = or_(tasks.c.status == "active", auto_paused)
+    by_scheduler = or_(
+        tasks.c.status_reason.startswith(AUTO_PAUSE_PREFIX), tasks.c.status_reason.startswith(PARKED_PREFIX)
+    )
+    watched = or_(tasks.c.status == "active", and_(tasks.c.status == "paused", by_scheduler))
     joined = (
         tasks.outerjoin(alert_rules, alert_rules.c.task_id == tasks.c.id)
         .outerjoin(unstarted, unstarted.c.task_id == tasks.c.id)
@@ -95,8 +99,10 @@ def task_facts(connection: Connection, *, default_missing_ms: int | None) -> lis
             tasks.c.status_reason,
             tasks.c.next_run_at,
             tasks.c.consecutive_failures,
+            tasks.c.updated_at,
             *(alert_rules.c[name] for name in RULE_COLUMNS),
             case((missing_on, first_open), else_=None).label("first_open"),
+            missing_on.label("missing_on"),
             unstarted.c.unstarted,
             running.c.running_since,
         )
@@ -107,18 +113,20 @@ def task_facts(connection: Connection, *, default_missing_ms: int | None) -> lis
     facts = []
     for row in connection.execute(query):
         m = row._mapping
-        is_watched = m["status"] == "active" or (
-            m["status"] == "paused" and (m["status_reason"] or "").startswith(AUTO_PAUSE_PREFIX)
+        paused_by_scheduler = m["status"] == "paused" and (m["status_reason"] or "").startswith(
+            (AUTO_PAUSE_PREFIX, PARKED_PREFIX)
         )
         due = _time(m["first_open"])
         next_run = _time(m["next_run_at"]) if m["status"] == "active" else None
         if next_run is not None and (due is None or next_run < due):
             due = next_run  # a slot the planner has not planned yet (no planner, or it is behind)
+        if paused_by_scheduler and due is None and m["missing_on"]:
+            due = _time(m["updated_at"])  # parked: no slot comes any more; it is due since it was paused
         facts.append(
             TaskFacts(
                 task_id=m["id"],
                 task_name=m["name"],
-                watched=is_watched,
+                watched=m["status"] == "active" or paused_by_scheduler,
                 consecutive_failures=m["consecutive_failures"],
                 stored_rules={name: m[name] for name in RULE_COLUMNS if m[name] is not None},
                 due_slot=due,

@@ -25,7 +25,7 @@ from scheduler.observability.events import ALERT_OPENED, ALERT_RESOLVED, EventBu
 from scheduler.planning.planner import Planner
 from scheduler.records import Task
 from scheduler.settings import Settings
-from scheduler.storage.tables import deliveries, executions, incidents, leases
+from scheduler.storage.tables import deliveries, executions, incidents, leases, tasks
 from tests.support.alert_receivers import HttpReceiver, http_receiver
 from tests.support.processes import wait_at_most, wait_for
 from workers.alert_channels import alert_senders
@@ -367,3 +367,19 @@ def test_delivery_attempts_and_open_incidents_are_in_the_planner_metrics(
     finally:
         metrics.disable()
     assert {outcome: count(outcome) - before[outcome] for outcome in before} == {"retry": 1, "sent": 1}
+
+
+def test_a_task_the_planner_parked_for_a_schedule_that_no_longer_parses_is_missing_after_w(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver, alert_missing=500)
+    task = make_service(engine, settings).create_task(name="parked", command="test:echo", schedule="1h")
+    set_task(engine, task.id, schedule="every so often", next_run_at=now_of(engine))  # stored text gone bad
+    loop = planner(engine, settings)
+
+    opened = tick_until(loop, lambda: receiver.events("alert-opened"))
+
+    assert opened[0].json["incident"]["condition"] == "missing"
+    with engine.connect() as connection:
+        reason = connection.execute(select(tasks.c.status_reason).where(tasks.c.id == task.id)).scalar_one()
+    assert reason.startswith("schedule does not parse: ")
