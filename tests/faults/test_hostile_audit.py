@@ -29,10 +29,11 @@ from scheduler.settings import Settings
 from scheduler.storage.mapping import audit_from_row, task_from_row
 from scheduler.storage.tables import audit, executions, tasks
 
-MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
+MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now", "silence"}
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit",
+    "alert_rules", "alerts", "unsent_alerts", "silences",
 }  # fmt: skip
 CONSTRUCTORS = {"from_settings"}
 ACTION_OF = {
@@ -101,6 +102,11 @@ def _check(engine: Engine, service: SchedulerService, method: str, call: Callabl
         assert added[0].after is not None and "execution_id" in added[0].after
         assert added[0].actor == service.actor
         return 1
+    if method == "silence":  # the task does not change; the silence is recorded and audited
+        assert before == after and len(added) == 1 and added[0].action == "silence"
+        assert added[0].after is not None and "silence_id" in added[0].after
+        assert added[0].actor == service.actor
+        return 1
     assert sorted(entry.task_id for entry in added if entry.task_id is not None) == sorted(changed), (
         f"{method}: tasks changed {sorted(changed)}, audited {[e.task_id for e in added]}"
     )
@@ -150,11 +156,18 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
         ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
         ("on", lambda: service.on("task-created", lambda payload: None)),
+        ("silence", lambda: service.silence("a", duration=timedelta(hours=1), note="drill")),
+        ("alert_rules", lambda: service.alert_rules("a")),
+        ("alerts", lambda: service.alerts()),
+        ("unsent_alerts", lambda: service.unsent_alerts()),
+        ("silences", lambda: service.silences()),
         ("delete_task", lambda: service.delete_task("a")),
     ]
     assert {method for method, _ in steps} == MUTATIONS | READS
     rows = sum(_check(engine, service, method, call) for method, call in steps)
-    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2  # creates, updates, pauses, resumes, runs, deletes
+    assert (
+        rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 1
+    )  # creates, updates, pauses, resumes, runs, deletes, silence
 
 
 @pytest.mark.parametrize("reason", ["a zone tzdata no longer has", "text that no longer parses"])
