@@ -18,14 +18,14 @@ run: $(STAMP)
 	$(BIN)/systemprompt scheduler:serve --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler workers cli tests bench examples
-	$(BIN)/ruff format --check scheduler workers cli tests bench examples
+	$(BIN)/ruff check scheduler workers cli web tests bench examples
+	$(BIN)/ruff format --check scheduler workers cli web tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format scheduler workers cli tests bench examples
-	$(BIN)/ruff check --fix scheduler workers cli tests bench examples
+	$(BIN)/ruff format scheduler workers cli web tests bench examples
+	$(BIN)/ruff check --fix scheduler workers cli web tests bench examples
 
 # Three test processes on two cores: most tests wait on servers and child processes. worksteal hands each
 # process a contiguous run of tests (a module's shared worker is started once, not once per process) and

@@ -1,0 +1,63 @@
+"""Schedules in words, and the local-time labels and clock-change notes of upcoming fire times."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from scheduler.rules.schedules import MACROS
+
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+
+
+def schedule_in_words(kind: str, schedule: str) -> str:
+    """A short English reading of common schedules; the raw text for anything else (shown beside it)."""
+    text = schedule.strip()
+    if kind == "manual":
+        return "only when run by hand"
+    if kind == "once":
+        return f"once, at {text}"
+    if kind == "interval":
+        return f"every {text.removeprefix('every').strip()}"
+    fields = MACROS.get(text.lower(), text).split()
+    if len(fields) != 5:
+        return text
+    minute, hour, day, month, weekday = fields
+    if (day, month) != ("*", "*"):
+        return text
+    if (minute, hour, weekday) == ("*", "*", "*"):
+        return "every minute"
+    if minute.startswith("*/") and (hour, weekday) == ("*", "*"):
+        return f"every {minute[2:]} minutes"
+    if minute.isdigit() and hour == "*" and weekday == "*":
+        return f"every hour at minute {int(minute)}"
+    if minute.isdigit() and hour.isdigit():
+        at = f"{int(hour):02d}:{int(minute):02d}"
+        if weekday == "*":
+            return f"every day at {at}"
+        if weekday.isdigit() and int(weekday) <= 7:
+            return f"every {_DAYS[int(weekday) % 7]} at {at}"
+        if weekday == "1-5":
+            return f"weekdays at {at}"
+    return text
+
+
+def local_label(at: datetime, zone: ZoneInfo) -> str:
+    """The instant in the task's zone, as ``scheduler:validate`` shows it."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def clock_change_notes(times: list[datetime], zone: ZoneInfo) -> list[str | None]:
+    """For each fire time, a note when the zone's UTC offset differs from the previous fire time's (a DST
+    change or another clock change lies between them), else None."""
+    notes: list[str | None] = []
+    previous = None
+    for at in times:
+        local = at.astimezone(zone)
+        offset = local.utcoffset()
+        if previous is not None and offset != previous.utcoffset():
+            notes.append(f"clock change before this run: {previous.strftime('%Z')} -> {local.strftime('%Z')}")
+        else:
+            notes.append(None)
+        previous = local
+    return notes
