@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from scheduler.errors import ConfigError
@@ -45,4 +47,12 @@ def run(service: SchedulerService, address: str, port: int, *, log_level: str = 
 
     check_bind(service.settings, address)
     app = create_app(service, require_auth=not is_loopback(address))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it found:
+    # with this no-op one, that stop is a clean exit (0) rather than a death by signal.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stopped)
     uvicorn.run(app, host=address, port=port, log_level=log_level, access_log=False, server_header=False)
+
+
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    """The console has already shut down when this runs (see :func:`run`)."""
