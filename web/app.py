@@ -19,6 +19,7 @@ from scheduler.service import SchedulerService
 from web import api, pages
 from web.auth import Authenticator, User, parse_users
 from web.context import HERE, Console, console
+from web.describe import short_time
 from web.metrics import ConsoleMetrics, ResponseMiddleware
 from web.queries import BadQuery
 from web.security import CsrfTokens
@@ -83,6 +84,7 @@ def create_app(service: SchedulerService, *, require_auth: bool = False) -> Star
         anonymous = User(_local_name(), "admin")
     auth = Authenticator(accounts, trusted_header=trusted, anonymous=anonymous)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["when"] = short_time
     state = Console(service, auth, CsrfTokens(settings.web_secret), templates)
     metrics_state = ConsoleMetrics()
     app = Starlette(

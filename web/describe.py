@@ -61,3 +61,11 @@ def clock_change_notes(times: list[datetime], zone: ZoneInfo) -> list[str | None
             notes.append(None)
         previous = local
     return notes
+
+
+def short_time(iso: str | None) -> str:
+    """An ISO-8601 UTC string (``2026-12-07T05:16:55.101769Z``) as people read it: ``2026-12-07 05:16:55 UTC``
+    (the ``datetime`` attribute keeps the exact value)."""
+    if not iso:
+        return ""
+    return iso.replace("T", " ").split(".")[0].removesuffix("Z") + " UTC"

@@ -113,9 +113,14 @@ def finished(setup: EngineSetup, task: Any) -> Execution:
 
 
 def text_of(driver: Any, css: str) -> str:
+    """The text of the element at ``css``; "" while the page is being replaced (after a click)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    try:
+        return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 # ------------------------------------------------------------------------------------------------ browser
@@ -215,6 +220,30 @@ def test_the_live_tail_of_a_running_sleep_shows_each_new_line_within_2_s(
 
 
 # --------------------------------------------------------------------------------------------------- HTTP
+
+
+def test_the_planners_skipped_slots_show_in_the_timeline_with_their_reason(console: Console) -> None:
+    """The planner (running for this module) skips the slots of an every-second task whose run is still
+    going (overlap policy forbid); the task page's strip shows them with the reason and the planner's error."""
+    setup = console.setup
+    task = setup.create(
+        f"busy-{tag()}", "test:sleep", data={"seconds": 4}, schedule="1s", overlap_policy="forbid"
+    )
+    try:
+        wait_for(
+            lambda: [e for e in setup.service.history(task=task.id) if e.reason == "overlap"],
+            30,
+            "the planner skipped no slot",
+            interval_s=0.2,
+        )
+    finally:
+        setup.service.pause(task.id, reason="test over")
+    page = console.client("viewer").get(f"/tasks/{task.id}").text
+    assert "skipped · overlap" in page and "previous execution still active" in page
+    shown = console.client("viewer").get(f"/api/tasks/{task.id}", accept="application/json").json()
+    assert {"skipped"} <= {slot["status"] for slot in shown["timeline"]}
+    assert shown["upcoming"] == []  # paused: no next slot
+    assert "paused by test" in page  # who paused, from the audit trail
 
 
 def test_a_viewers_pause_is_refused_with_403_and_changes_nothing(console: Console) -> None:

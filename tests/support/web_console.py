@@ -138,4 +138,8 @@ def screenshot(driver: Any, name: str) -> None:
     """Save the page as ``<WEB_CONSOLE_SCREENSHOTS>/<name>.png`` when that variable is set."""
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
+        page_height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.set_window_size(width, min(max(page_height + 120, 600), 2400))  # the whole page, within reason
         driver.save_screenshot(str(Path(SCREENSHOTS) / f"{name}.png"))
+        driver.set_window_size(width, height)
