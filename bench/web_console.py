@@ -47,7 +47,9 @@ POPULATION = {
     "status_reason": "CASE WHEN i % 10 = 0 THEN 'maintenance' ELSE NULL END",
     "schedule": "CASE WHEN i % 3 = 0 THEN '*/5 * * * *' WHEN i % 3 = 1 THEN '30 2 * * *' ELSE '1h' END",
     "schedule_kind": "CASE WHEN i % 3 = 2 THEN 'interval' ELSE 'cron' END",
-    "timezone": "CASE WHEN i % 4 = 0 THEN 'Europe/Berlin' WHEN i % 4 = 1 THEN 'America/New_York' ELSE 'UTC' END",
+    "timezone": (
+        "CASE WHEN i % 4 = 0 THEN 'Europe/Berlin' WHEN i % 4 = 1 THEN 'America/New_York' ELSE 'UTC' END"
+    ),
     "queue": "'q' || (i % 5)",
     "next_run_at": "now() + (i % 1440) * interval '1 minute'",
 }
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(0.1)
             timed = requests_to_time(first_task=1)
             samples: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in timed}
-            for label, path in timed:
+            for _label, path in timed:
                 timed_get(base, path, auth)  # warm-up
             for _ in range(args.runs):
                 for label, path in timed:

@@ -1,9 +1,7 @@
-"""Schedules in words, and the local-time labels and clock-change notes of upcoming fire times."""
+"""Schedules and times in words (local labels and clock-change notes are :mod:`scheduler.rules.timing`'s,
+shared with ``scheduler:validate``)."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from scheduler.rules.schedules import MACROS
 
@@ -40,27 +38,6 @@ def schedule_in_words(kind: str, schedule: str) -> str:
         if weekday == "1-5":
             return f"weekdays at {at}"
     return text
-
-
-def local_label(at: datetime, zone: ZoneInfo) -> str:
-    """The instant in the task's zone, as ``scheduler:validate`` shows it."""
-    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def clock_change_notes(times: list[datetime], zone: ZoneInfo) -> list[str | None]:
-    """For each fire time, a note when the zone's UTC offset differs from the previous fire time's (a DST
-    change or another clock change lies between them), else None."""
-    notes: list[str | None] = []
-    previous = None
-    for at in times:
-        local = at.astimezone(zone)
-        offset = local.utcoffset()
-        if previous is not None and offset != previous.utcoffset():
-            notes.append(f"clock change before this run: {previous.strftime('%Z')} -> {local.strftime('%Z')}")
-        else:
-            notes.append(None)
-        previous = local
-    return notes
 
 
 def short_time(iso: str | None) -> str:

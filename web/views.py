@@ -14,7 +14,7 @@ from scheduler.redaction import public_task, redact
 from scheduler.rules import timing
 from scheduler.service import SchedulerService
 from scheduler.storage.console import PageRow, sort_value
-from web.describe import clock_change_notes, local_label, schedule_in_words
+from web.describe import schedule_in_words
 from web.queries import TasksQuery, encode_cursor
 
 TIMELINE_SLOTS = 30
@@ -71,9 +71,9 @@ def upcoming_view(task: Any, count: int) -> list[dict[str, Any]]:
         return []
     zone = ZoneInfo(task.timezone)
     times = timing.upcoming_runs(task, count)
-    notes = clock_change_notes(times, zone)
+    notes = timing.clock_change_notes(times, zone)
     return [
-        {"at": iso_utc(at), "local": local_label(at, zone), "note": note}
+        {"at": iso_utc(at), "local": timing.local_time_label(at, zone), "note": note}
         for at, note in zip(times, notes, strict=True)
     ]
 

@@ -224,7 +224,7 @@ def test_the_live_tail_of_a_running_sleep_shows_each_new_line_within_2_s(
 
 def test_the_planners_skipped_slots_show_in_the_timeline_with_their_reason(console: Console) -> None:
     """The planner (running for this module) skips the slots of an every-second task whose run is still
-    going (overlap policy forbid); the task page's strip shows them with the reason and the planner's error."""
+    going (overlap policy forbid); the task page's strip shows them with their reason and the error."""
     setup = console.setup
     task = setup.create(
         f"busy-{tag()}", "test:sleep", data={"seconds": 4}, schedule="1s", overlap_policy="forbid"

@@ -11,8 +11,9 @@ import pytest
 
 from scheduler.errors import ConfigError
 from scheduler.rules.schedules import fire_times, parse_schedule
+from scheduler.rules.timing import clock_change_notes
 from web.auth import Authenticator, User, hash_password, parse_users, verify_password
-from web.describe import clock_change_notes, schedule_in_words, short_time
+from web.describe import schedule_in_words, short_time
 from web.queries import BadQuery, decode_cursor, encode_cursor, parse_tasks_query
 from web.security import CsrfTokens
 
