@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from scheduler.settings import Settings
+    from web.live import EventSource
     from workers.health import CheckResult
 
 CHECK_NAMES = (
@@ -238,14 +240,23 @@ def web_console(ctx: click.Context, address: str, port: int, hash_only: bool) ->
         return 0
     from web.auth import parse_users
     from web.server import check_bind, run
+    from workers.remote_events import events_channel, is_redis_url, listen
     from workers.wiring import celery_publisher, open_service
 
     settings = get_settings(ctx)
     parse_users(settings.web_users)  # a malformed setting is one line, before anything starts
     check_bind(settings, address)
     service = open_service(settings, publisher=celery_publisher(settings, check=False))
+    events: EventSource | None = None
+    if is_redis_url(settings.effective_broker_url):  # the deployment's events wake the live tails at once
+        url, channel = settings.effective_broker_url, events_channel(settings)
+
+        def follow(stop: threading.Event) -> Iterator[dict[str, Any]]:
+            return listen(url, channel, stop=stop)
+
+        events = follow
     try:
-        run(service, address, port, log_level=settings.log_level.strip().lower())
+        run(service, address, port, log_level=settings.log_level.strip().lower(), events=events)
     except OSError as error:
         detail = error.strerror or str(error)
         raise click.ClickException(f"the web console cannot listen on {address}:{port}: {detail}") from None

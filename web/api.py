@@ -58,7 +58,7 @@ def logs_stream(request: Request) -> Response:
     service = console(request).service
     execution_id = request.path_params["execution_id"]
     service.get_execution(execution_id)  # 404 before the stream starts
-    events = log_events(request, service, execution_id, after)
+    events = log_events(request, service, console(request).wakeups, execution_id, after)
     return StreamingResponse(events, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +22,7 @@ from web import api, pages
 from web.auth import Authenticator, User, parse_users
 from web.context import HERE, Console, console
 from web.describe import short_time
+from web.live import EventSource, Wakeups
 from web.metrics import ConsoleMetrics, ResponseMiddleware
 from web.queries import BadQuery
 from web.security import CsrfTokens
@@ -73,9 +76,12 @@ def metrics(request: Request) -> Response:
     return PlainTextResponse(exposition, media_type="text/plain; version=0.0.4")
 
 
-def create_app(service: SchedulerService, *, require_auth: bool = False) -> Starlette:
+def create_app(
+    service: SchedulerService, *, require_auth: bool = False, events: EventSource | None = None
+) -> Starlette:
     """The console on ``service``. Users come from ``web_users``; with none and ``require_auth`` False,
-    everyone is a local admin (``scheduler:web`` allows that on a loopback address only)."""
+    everyone is a local admin (``scheduler:web`` allows that on a loopback address only). ``events``: the
+    deployment's events channel, followed while the application runs to wake live tails (:mod:`web.live`)."""
     settings = service.settings
     accounts = parse_users(settings.web_users)
     trusted = (settings.web_trusted_header or "").strip() or None
@@ -85,8 +91,19 @@ def create_app(service: SchedulerService, *, require_auth: bool = False) -> Star
     auth = Authenticator(accounts, trusted_header=trusted, anonymous=anonymous)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = short_time
-    state = Console(service, auth, CsrfTokens(settings.web_secret), templates)
     metrics_state = ConsoleMetrics()
+    wakeups = Wakeups(on_event=metrics_state.events.inc)
+    state = Console(service, auth, CsrfTokens(settings.web_secret), templates, wakeups)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if events is not None:
+            wakeups.follow(events)
+        try:
+            yield
+        finally:
+            wakeups.close()
+
     app = Starlette(
         routes=[
             Route("/healthz", health),
@@ -96,6 +113,7 @@ def create_app(service: SchedulerService, *, require_auth: bool = False) -> Star
             *pages.ROUTES,
         ],
         middleware=[Middleware(ResponseMiddleware, metrics=metrics_state)],
+        lifespan=lifespan,
         exception_handlers={
             HTTPException: http_error,
             TaskNotFound: not_found,

@@ -12,6 +12,7 @@ from starlette.templating import Jinja2Templates
 
 from scheduler.service import SchedulerService
 from web.auth import Authenticator, User
+from web.live import Wakeups
 from web.security import CsrfTokens
 
 HERE = Path(__file__).parent
@@ -24,6 +25,7 @@ class Console:
     auth: Authenticator
     csrf: CsrfTokens
     templates: Jinja2Templates
+    wakeups: Wakeups
 
 
 def console(request: Request) -> Console:

@@ -27,6 +27,12 @@ class ConsoleMetrics:
             registry=self.registry,
         )
 
+        self.events = Counter(
+            "scheduler_web_execution_events",
+            "Execution events received from the deployment's Redis channel (they wake live tails).",
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -12,6 +12,7 @@ from scheduler.errors import ConfigError
 if TYPE_CHECKING:
     from scheduler.service import SchedulerService
     from scheduler.settings import Settings
+    from web.live import EventSource
 
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 8470
@@ -39,14 +40,21 @@ def check_bind(settings: Settings, address: str) -> None:
         )
 
 
-def run(service: SchedulerService, address: str, port: int, *, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn's graceful shutdown)."""
+def run(
+    service: SchedulerService,
+    address: str,
+    port: int,
+    *,
+    log_level: str = "info",
+    events: EventSource | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn's graceful shutdown); ``events``: see :mod:`web.live`."""
     import uvicorn
 
     from web.app import create_app
 
     check_bind(service.settings, address)
-    app = create_app(service, require_auth=not is_loopback(address))
+    app = create_app(service, require_auth=not is_loopback(address), events=events)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it found:
     # with this no-op one, that stop is a clean exit (0) rather than a death by signal.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):

@@ -1,13 +1,15 @@
 """The live tail of an execution's logs: server-sent events.
 
-The server reads the lines after the client's position every ``POLL_S`` (the database is the truth on both
-backends: the embedded default has no Redis channel) and sends each as an ``event: line``; ``event: status``
-when the execution's status changes, and ``event: end`` once it has finished and every line was sent.
+The server reads the lines after the client's position from the database (the truth on both backends) every
+``POLL_S``, or at once when the deployment's events on Redis say the execution started or finished
+(:mod:`web.live`), and sends each as an ``event: line``; ``event: status`` when the execution's status
+changes, and ``event: end`` once it has finished and every line was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +19,7 @@ from starlette.requests import Request
 
 from scheduler.records import FINISHED_STATUSES
 from scheduler.service import SchedulerService
+from web.live import Wakeups
 from web.views import log_json
 
 POLL_S = 0.5
@@ -28,13 +31,22 @@ def _event(name: str, data: Any) -> str:
 
 
 async def log_events(
-    request: Request, service: SchedulerService, execution_id: int, position: int
+    request: Request, service: SchedulerService, wakeups: Wakeups, execution_id: int, position: int
+) -> AsyncIterator[str]:
+    with wakeups.watch(execution_id) as woken:
+        async for chunk in _stream(request, service, woken, execution_id, position):
+            yield chunk
+
+
+async def _stream(
+    request: Request, service: SchedulerService, woken: asyncio.Event, execution_id: int, position: int
 ) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MAX_STREAM_S
     status = None
     yield "retry: 1000\n\n"
     while loop.time() < deadline and not await request.is_disconnected():
+        woken.clear()
         execution = await run_in_threadpool(service.get_execution, execution_id)
         lines = await run_in_threadpool(service.logs_after, execution_id, position)
         for line in lines:
@@ -46,4 +58,5 @@ async def log_events(
         if not lines and execution.status in FINISHED_STATUSES:
             yield _event("end", {"status": status, "position": position})
             return
-        await asyncio.sleep(POLL_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), POLL_S)

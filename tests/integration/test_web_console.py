@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -95,6 +96,7 @@ def console(shared_world: SharedWorld, tmp_path_factory: pytest.TempPathFactory)
         stop(planner)
         setup.close()
     assert code == 0, found.log()[-3000:]  # SIGTERM is a clean stop
+    assert "events channel unavailable" not in found.log()  # it followed the deployment's Redis channel
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +375,13 @@ def test_health_metrics_and_secure_headers(console: Console) -> None:
     assert "//" not in page.text.replace("http://www.w3.org", "")  # nothing loaded from another origin
     metrics = console.client(None).get("/metrics").text
     assert 'scheduler_web_requests_total{endpoint="tasks_page",status="200"}' in metrics
+    execution = finished(console.setup, console.setup.create(f"evented-{tag()}", "test:echo"))
+    assert execution.status == "completed"
+
+    def events_received() -> float:
+        text = console.client(None).get("/metrics").text
+        found = re.search(r"^scheduler_web_execution_events_total (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    # The worker's task-events of that run reached the console through Redis (they wake live tails).
+    wait_for(events_received, 10, "no execution event reached the console", interval_s=0.2)

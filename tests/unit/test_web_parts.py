@@ -146,3 +146,34 @@ def test_short_time() -> None:
     assert short_time("2026-12-07T05:16:55.101769Z") == "2026-12-07 05:16:55 UTC"
     assert short_time("2026-12-07T05:16:55Z") == "2026-12-07 05:16:55 UTC"
     assert short_time(None) == ""
+
+
+def test_events_of_an_execution_wake_its_live_tails_and_no_other() -> None:
+    import asyncio
+    import threading
+    from collections.abc import Iterator
+    from typing import Any
+
+    from web.live import Wakeups
+
+    released = threading.Event()
+
+    def source(stop: threading.Event) -> Iterator[dict[str, Any]]:
+        released.wait(5)
+        yield {"event": "task-paused", "task": {"id": 42}}  # not an execution's event
+        yield {"event": "task-event", "type": "completed", "execution": {"id": 7}}
+        yield {"event": "task-event", "type": "completed", "execution": {"id": 42}}
+        stop.wait(5)
+
+    async def scenario() -> tuple[bool, bool]:
+        wakeups = Wakeups()
+        with wakeups.watch(42) as mine, wakeups.watch(43) as other:
+            wakeups.follow(source)
+            released.set()
+            await asyncio.wait_for(mine.wait(), 5)
+            await asyncio.sleep(0.05)
+            woken = (mine.is_set(), other.is_set())
+        wakeups.close()
+        return woken
+
+    assert asyncio.run(scenario()) == (True, False)
