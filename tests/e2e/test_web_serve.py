@@ -131,3 +131,31 @@ def test_hash_password_prints_a_hash_the_console_accepts(tmp_path: Path) -> None
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_trusted_header_mode_must_be_switched_on_and_names_a_listed_user(tmp_path: Path) -> None:
+    port = free_port()
+    hashed = "scrypt$16384$8$1$00$00"  # never matches: basic auth must not be what lets anyone in here
+    users = f"ana:operator:{hashed},bo:viewer:"
+    for trusted in (None, "X-Remote-User"):
+        env = clean_env(SCHEDULER_WEB_USERS=users) | (
+            {"SCHEDULER_WEB_TRUSTED_HEADER": trusted} if trusted else {}
+        )
+        with subprocess.Popen(
+            [str(SYSTEMPROMPT), "scheduler:web", f"--port={port}"], cwd=tmp_path, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ) as process:  # fmt: skip
+            try:
+                wait_for(lambda: _listening(port), 30, "scheduler:web did not listen", interval_s=0.1)
+                console = ConsoleClient(f"http://127.0.0.1:{port}")
+                as_ana = console.request("GET", "/api/session", headers={"X-Remote-User": "ana"})
+                as_stranger = console.request("GET", "/api/session", headers={"X-Remote-User": "mallory"})
+                if trusted is None:  # off by default: the header means nothing
+                    assert as_ana.status == 401
+                else:
+                    assert (as_ana.status, as_ana.json()["role"]) == (200, "operator")
+                    assert as_stranger.status == 401
+                    assert console.request("GET", "/api/session").status == 401
+            finally:
+                process.terminate()
+                assert process.wait(15) == 0
