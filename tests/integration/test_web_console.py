@@ -125,6 +125,16 @@ def text_of(driver: Any, css: str) -> str:
         return ""
 
 
+def rows_shown(driver: Any) -> int:
+    """How many log rows the execution page shows (0 while it is being replaced)."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return int(driver.execute_script("return document.querySelectorAll('#logs tbody tr').length"))
+    except WebDriverException:
+        return 0
+
+
 # ------------------------------------------------------------------------------------------------ browser
 
 
@@ -144,7 +154,6 @@ def test_a_viewer_sees_a_failed_slot_with_its_error(console: Console, browser: A
     browser.get(f"{console.base}/?q={task.name[:13]}")
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-task-id="{task.id}"]')
     assert name in row.text and "failed" in row.text and "every day at 02:30" in row.text
-    screenshot(browser, "tasks")
 
     browser.get(f"{console.base}/tasks/{task.id}")
     assert text_of(browser, "#task-name") == name  # shown as text: the markup in the name is escaped
@@ -205,20 +214,25 @@ def test_the_live_tail_of_a_running_sleep_shows_each_new_line_within_2_s(
         now = time.monotonic()
         for n in range(shown_at_load + 1, stored + 1):
             stored_since.setdefault(n, now)
-        shown = int(browser.execute_script("return document.querySelectorAll('#logs tbody tr').length"))
+        shown = rows_shown(browser)
         for n in range(shown_at_load + 1, shown + 1):
             if n in stored_since:
                 latencies.append(time.monotonic() - stored_since.pop(n))
         if text_of(browser, "#tail-state") == "finished":
             break
         time.sleep(0.05)
+    wait_for(lambda: text_of(browser, "#execution-status") == "completed", 10, "the status did not follow")
+    # Once finished, the page reloads to show the timings and result; every line is there once, in order.
+    wait_for(lambda: "ms" in text_of(browser, "#duration"), 10, "the page did not show the duration")
     messages = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#logs td.message")]
     assert text_of(browser, "#tail-state") == "finished", messages
-    assert text_of(browser, "#execution-status") == "completed"
     assert len(latencies) >= 3, (shown_at_load, messages)  # lines that arrived while the page was open
     assert max(latencies) < 2.0, latencies
     assert [line.message for line in setup.service.logs(execution.id)] == messages  # all, in order, once
     screenshot(browser, "execution")
+    browser.get(f"{console.base}/")  # the module's tasks so far, for docs/web.md
+    assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-task-id="{task.id}"]')
+    screenshot(browser, "tasks")
 
 
 # --------------------------------------------------------------------------------------------------- HTTP

@@ -28,6 +28,8 @@
   source.addEventListener("end", function () {
     source.close();
     state.textContent = "finished";
+    // The timings, result and error are known now: show them (the page's lines are all there already).
+    window.setTimeout(function () { window.location.reload(); }, 300);
   });
 })();
 // Delete asks once more in the browser too (the server checks the typed name).
