@@ -4,6 +4,7 @@ signed-in user, so each is validated, audited under their name and emitted as an
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,23 +18,33 @@ from web.views import execution_json
 
 ACTIONS = ("run", "pause", "resume", "delete")
 MAX_FORM_BYTES = 16 * 1024
+MAX_FIELDS = 20
 
 
 async def read_fields(request: Request) -> dict[str, str]:
-    """The action's fields: a form (pages) or a JSON object (API); 413/400 for oversized or malformed."""
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise HTTPException(413, "request body too large")
-    if request.headers.get("content-type", "").startswith("application/json"):
-        body = await request.body()
+    """The action's fields: an urlencoded form (pages) or a JSON object (API); 413 past ``MAX_FORM_BYTES``
+    (counted as the body arrives, so a chunked body cannot grow past it), 400/415 for anything else."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, "request body too large")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
         try:
-            parsed = json.loads(body or b"{}")
+            parsed = json.loads(bytes(body) or b"{}")
         except ValueError:
             raise HTTPException(400, "the body is not JSON") from None
         if not isinstance(parsed, dict):
             raise HTTPException(400, "the body must be a JSON object")
-        return {str(k): v if isinstance(v, str) else str(v) for k, v in parsed.items()}
-    async with request.form(max_files=0, max_fields=20) as form:
-        return {key: value for key, value in form.items() if isinstance(value, str)}
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()}
+    if kind in ("", "application/x-www-form-urlencoded"):
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            raise HTTPException(400, "the form is malformed") from None
+        return dict(pairs)
+    raise HTTPException(415, "send a form (application/x-www-form-urlencoded) or JSON")
 
 
 def check_csrf(request: Request, user_name: str, fields: Mapping[str, str]) -> None:

@@ -28,7 +28,7 @@ from web.queries import BadQuery
 from web.security import CsrfTokens
 
 TITLES = {400: "Bad request", 401: "Sign in", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          413: "Too large", 500: "Server error", 503: "Unavailable"}  # fmt: skip
+          413: "Too large", 415: "Unsupported body", 500: "Server error", 503: "Unavailable"}  # fmt: skip
 
 
 def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:

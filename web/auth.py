@@ -25,6 +25,7 @@ NEEDS: dict[str, Role] = {"read": "viewer", "run": "operator", "pause": "operato
                           "delete": "admin"}  # fmt: skip
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MAX_PASSWORD_BYTES = 1024
+MAX_NAME = 100  # audited as web:<name>
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,13 @@ def parse_users(value: str | None) -> dict[str, Account]:
     for entry in value.split(","):
         name, _, rest = entry.strip().partition(":")
         role, colon, password_hash = rest.partition(":")
-        if not (name and colon and role in ROLES) or (
-            password_hash and not password_hash.startswith("scrypt$")
-        ):
+        plain_name = name.isprintable() and not any(ch.isspace() for ch in name) and len(name) <= MAX_NAME
+        hashed = not password_hash or password_hash.startswith("scrypt$")
+        if not (name and plain_name and colon and role in ROLES and hashed):
             raise ConfigError(
-                "invalid setting web_users (SCHEDULER_WEB_USERS): expected name:role:hash, role one of "
-                "viewer, operator, admin, hash from 'systemprompt scheduler:web --hash-password'"
+                "invalid setting web_users (SCHEDULER_WEB_USERS): expected name:role:hash (a name of up to "
+                f"{MAX_NAME} printable characters without spaces; role one of viewer, operator, admin; a "
+                "hash from 'systemprompt scheduler:web --hash-password')"
             )
         accounts[name] = Account(User(name, role), password_hash)
     return accounts

@@ -367,6 +367,12 @@ def test_bad_input_is_a_clear_4xx_and_markup_in_log_lines_is_escaped(console: Co
     json_headers = {"Content-Type": "application/json", "X-CSRF-Token": operator.csrf()}
     huge = operator.request("POST", "/api/tasks/1/pause", data=b"x" * 100_000, headers=json_headers)
     assert huge.status == 413
+    chunked = operator.request(
+        "POST", "/api/tasks/1/pause", data=iter([b"x" * 10_000] * 3), headers=json_headers
+    )  # no Content-Length: the limit holds as the body arrives
+    assert chunked.status == 413
+    multipart = {"Content-Type": "multipart/form-data; boundary=x", "X-CSRF-Token": operator.csrf()}
+    assert operator.request("POST", "/api/tasks/1/pause", data=b"--x--", headers=multipart).status == 415
 
     marked = setup.create(f"marked-{tag()}", "test:echo", data={"message": "<img src=x onerror=alert(1)>"})
     execution = finished(setup, marked)

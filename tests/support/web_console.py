@@ -10,7 +10,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,12 @@ class ConsoleClient:
         return ConsoleClient(self.base, credentials)
 
     def request(
-        self, method: str, path: str, *, data: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | Iterable[bytes] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         request = urllib.request.Request(self.base + path, data=data, method=method)
         if self.credentials is not None:

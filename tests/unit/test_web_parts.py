@@ -39,7 +39,8 @@ def test_users_parse_into_roles_and_a_malformed_entry_is_a_config_error() -> Non
         "ana": "viewer", "olu": "operator", "root": "admin",
     }  # fmt: skip
     assert parse_users(None) == {} and parse_users("  ") == {}
-    for bad in ("ana", "ana:viewer", "ana:root:" + HASH, ":viewer:" + HASH, "ana:viewer:plaintext"):
+    for bad in ("ana", "ana:viewer", "ana:root:" + HASH, ":viewer:" + HASH, "ana:viewer:plaintext",
+                "a na:viewer:", "x" * 101 + ":viewer:", "ana\x07:viewer:"):  # fmt: skip
         with pytest.raises(ConfigError, match="web_users"):
             parse_users(bad)
 
