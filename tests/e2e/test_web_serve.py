@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.processes import free_port, wait_for
 from tests.support.serving import SYSTEMPROMPT, clean_env, cli, serving, stop
-from tests.support.web_console import ConsoleClient
+from tests.support.web_console import ConsoleClient, chromium
 
 
 def created(workdir: Path, *args: str) -> int:
@@ -50,7 +50,7 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
     port = free_port()
     failing = created(tmp_path, "--name", "nightly-<b>x</b>", "--command", "test:fail", "--retries", "0",
                       "--data", '{"message": "disk full", "token": "s3cret"}')  # fmt: skip
-    napping = created(tmp_path, "--name", "nap", "--command", "test:sleep", "--data", '{"seconds": 3}')
+    napping = created(tmp_path, "--name", "nap", "--command", "test:sleep", "--data", '{"seconds": 5}')
     with serving(tmp_path, "--web", f"--web-port={port}", wait_ready=True) as process:
         console = ConsoleClient(f"http://127.0.0.1:{port}")
         wait_for(lambda: _answers(console), 30, "serve --web: the console did not answer", interval_s=0.2)
@@ -72,8 +72,9 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
         assert console.get(f"/executions/{failed_id}").status == 200
         assert console.post_form(f"/tasks/{napping}/run", {}).status == 403  # CSRF on SQLite too
         nap = console.post_json(f"/api/tasks/{napping}/run", {}, token=token).json()["execution"]["id"]
+        in_browser(console.base, failing, nap)
         lines = sse_lines(f"{console.base}/api/executions/{nap}/logs/stream", 60)
-        assert [line["message"] for line in lines][:2] == ["sleeping 3 s", "slept 1 s of 3 s"]
+        assert [line["message"] for line in lines][:2] == ["sleeping 5 s", "slept 1 s of 5 s"]
         assert console.post_form(f"/tasks/{napping}/pause", {"csrf_token": token, "note": "n"}).status == 303
         assert (
             console.get(f"/api/tasks/{napping}", accept="application/json").json()["task"]["status"]
@@ -83,6 +84,26 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
         assert stop(process) == 0
     audit = cli(tmp_path, "scheduler:audit", "--task", "nap", "--format", "json")
     assert [row["action"] for row in json.loads(audit.stdout)][:2] == ["pause", "run"]
+
+
+def in_browser(base: str, failing: int, nap: int) -> None:
+    """Headless Chromium on the embedded default: the failed slot with its error on the task page, and the
+    live tail of the running sleep (polling the database behind the event stream: no Redis here)."""
+    from selenium.webdriver.common.by import By
+
+    with chromium() as browser:
+        browser.get(f"{base}/executions/{nap}")
+        assert browser.find_element(By.ID, "logs").get_attribute("data-live") == "yes"  # still running
+        wait_for(
+            lambda: "slept 4 s of 5 s" in browser.find_element(By.ID, "logs").text,
+            30,
+            "the live tail showed no new line",
+            interval_s=0.1,
+        )
+        browser.get(f"{base}/tasks/{failing}")
+        slot = browser.find_element(By.CSS_SELECTOR, "#timeline li.s-failed")
+        assert "RuntimeError: disk full" in slot.get_attribute("title")
+        assert browser.find_element(By.ID, "task-name").text == "nightly-<b>x</b>"
 
 
 def _answers(console: ConsoleClient) -> bool:
