@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, exc
@@ -248,6 +248,14 @@ class SchedulerService:
         with self._read() as connection:
             task_id = tasks_sql.get_task(connection, task).id
             return console_sql.duration_percentiles(connection, task_id, quantiles)
+
+    def runs_per_day(self, task: TaskRef, *, days: int = 7) -> float:
+        """The task's runs (skipped slots excluded) per day over the last ``days`` days (database clock)."""
+        days = check_count(days)
+        with self._read() as connection:
+            task_id = tasks_sql.get_task(connection, task).id
+            since = db_now(connection) - timedelta(days=days)
+            return console_sql.runs_since(connection, task_id, since) / days
 
     def logs_after(self, execution_id: int, position: int) -> list[LogLine]:
         """The execution's log lines after the first ``position`` (a live tail's next lines)."""

@@ -88,6 +88,7 @@ def task_view(service: SchedulerService, ref: int, *, slots: int = TIMELINE_SLOT
     percentiles = service.duration_percentiles(task.id, (0.5, 0.95))
     stats["p50_duration_ms"] = percentiles[0.5]
     stats["p95_duration_ms"] = percentiles[0.95]
+    stats["runs_per_day_7d"] = service.runs_per_day(task.id, days=7)
     timeline = [execution_json(e) for e in service.history(task=task.id, limit=slots)]
     return {
         "task": definition,

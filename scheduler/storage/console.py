@@ -157,6 +157,13 @@ def duration_percentiles(
     return out
 
 
+def runs_since(connection: Connection, task_id: int, since: datetime) -> int:
+    """How many runs (executions that were not skipped) the task had for slots at or after ``since``."""
+    e = executions.c
+    scope = and_(e.task_id == task_id, e.status != "skipped", e.scheduled_for >= since)
+    return int(connection.execute(select(func.count()).where(scope)).scalar_one())
+
+
 def logs_after(
     connection: Connection, execution_id: int, position: int, *, limit: int = 500
 ) -> list[LogLine]:

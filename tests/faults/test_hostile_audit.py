@@ -34,7 +34,7 @@ MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "ru
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit",
-    "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after",
+    "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
 }  # fmt: skip
 CONSTRUCTORS = {"from_settings", "as_actor"}
 ACTION_OF = {
@@ -157,6 +157,7 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("paused_by", lambda: service.paused_by([1, 2, 3])),
         ("duration_percentiles", lambda: service.duration_percentiles("a", (0.5, 0.95))),
         ("logs_after", lambda: service.logs_after(service.history(limit=1)[0].id, 0)),
+        ("runs_per_day", lambda: service.runs_per_day("a")),
         ("delete_task", lambda: service.delete_task("a")),
     ]
     assert {method for method, _ in steps} == MUTATIONS | READS

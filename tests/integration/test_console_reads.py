@@ -108,6 +108,8 @@ def test_duration_percentiles_are_the_nearest_lower_rank(service: SchedulerServi
                 update(executions).where(executions.c.id == execution.id).values(duration_ms=duration)
             )
     assert service.duration_percentiles(task.id, (0.5, 0.95)) == {0.5: 30.0, 0.95: 40.0}
+    assert service.runs_per_day(task.id, days=7) == pytest.approx(5 / 7)
+    assert service.runs_per_day("a-sync", days=1) == 0.0
 
 
 def test_logs_after_a_position_and_unknown_executions(service: SchedulerService) -> None:
