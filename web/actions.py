@@ -1,5 +1,5 @@
-"""Run now, pause, resume and delete: checked (role, CSRF), then done through the service acting as the
-signed-in user, so each is validated, audited under their name and emitted as an event."""
+"""Run now, pause, resume, edit, delete and create: checked (role, CSRF), then done through the service acting
+as the signed-in user, so each is validated, audited under their name and emitted as an event."""
 
 from __future__ import annotations
 
@@ -13,10 +13,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from scheduler.errors import InvalidField
+from scheduler.redaction import public_task
 from web.context import acting_service, allowed, console
 from web.views import execution_json
 
-ACTIONS = ("run", "pause", "resume", "delete")
+ACTIONS = ("run", "pause", "resume", "update", "delete")
+# What the console edits (the data is not among them: the pages show it redacted, so a form would write the
+# redaction back over the secrets); a task is created with its data as JSON text.
+EDIT_FIELDS = ("schedule", "timezone", "queue", "retries", "timeout_ms", "overlap_policy", "misfire_policy")
+CREATE_FIELDS = ("name", "command", *EDIT_FIELDS, "data")
+WHOLE_NUMBERS = ("retries", "timeout_ms")
 MAX_FORM_BYTES = 16 * 1024
 MAX_FIELDS = 20
 
@@ -61,6 +67,16 @@ async def perform(request: Request, task_id: int, action: str) -> dict[str, Any]
     fields = await read_fields(request)
     check_csrf(request, user.name, fields)
     service = acting_service(request, user)
+    if action == "update":
+        before = await run_in_threadpool(service.get_task, task_id)
+        # The form sends every field: pass on only those that differ (re-sending a schedule would restart
+        # its interval anchor).
+        edits = task_fields(fields, EDIT_FIELDS)
+        changes = {key: value for key, value in edits.items() if value != getattr(before, key)}
+        after = (
+            await run_in_threadpool(lambda: service.update_task(task_id, **changes)) if changes else before
+        )
+        return {"action": action, "task_id": task_id, "changed": after != before}
     if action == "run":
         execution = await run_in_threadpool(service.run_task_now, task_id)
         return {"action": action, "task_id": task_id, "execution": execution_json(execution)}
@@ -74,3 +90,33 @@ async def perform(request: Request, task_id: int, action: str) -> dict[str, Any]
             raise InvalidField("confirm", "type the task's name to confirm its deletion")
         changed = [await run_in_threadpool(service.delete_task, task_id)]
     return {"action": action, "task_id": task_id, "changed": bool(changed)}
+
+
+def task_fields(fields: Mapping[str, str], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The given, non-empty ``allowed`` fields as the service takes them (whole numbers and the data parsed;
+    anything else is left to the service's validation, which names the field)."""
+    out: dict[str, Any] = {}
+    for name in allowed:
+        value = fields.get(name, "").strip()
+        if not value:
+            continue
+        if name in WHOLE_NUMBERS and value.isascii() and value.isdigit() and len(value) < 12:
+            out[name] = int(value)
+        elif name == "data":
+            try:
+                out[name] = json.loads(value)
+            except ValueError:
+                raise InvalidField("data", "must be a JSON object") from None
+        else:
+            out[name] = value
+    return out
+
+
+async def create(request: Request) -> dict[str, Any]:
+    """Create a task from the form or JSON fields (admin); return it, data redacted."""
+    user = allowed(request, "create")
+    fields = await read_fields(request)
+    check_csrf(request, user.name, fields)
+    service = acting_service(request, user)
+    task = await run_in_threadpool(lambda: service.create_task(**task_fields(fields, CREATE_FIELDS)))
+    return {"action": "create", "task": public_task(task)}

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from web.actions import perform
+from web.actions import create, perform
 from web.context import allowed, console
 from web.queries import parse_int, parse_tasks_query
 from web.tail import log_events
@@ -62,6 +62,10 @@ def logs_stream(request: Request) -> Response:
     return StreamingResponse(events, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
 
+async def create_task(request: Request) -> Response:
+    return JSONResponse(await create(request), status_code=201)
+
+
 async def action(request: Request) -> Response:
     done = await perform(request, request.path_params["task_id"], request.path_params["action"])
     return JSONResponse(done)
@@ -70,6 +74,7 @@ async def action(request: Request) -> Response:
 ROUTES = [
     Route("/api/session", session),
     Route("/api/tasks", tasks),
+    Route("/api/tasks", create_task, methods=["POST"]),
     Route("/api/tasks/{task_id:int}", task),
     Route("/api/tasks/{task_id:int}/history", history),
     Route("/api/tasks/{task_id:int}/{action:str}", action, methods=["POST"]),

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from scheduler.records import TASK_STATUSES
 from scheduler.storage.console import SORT_KEYS
-from web.actions import perform
+from web.actions import create, perform
 from web.context import allowed, console
 from web.queries import parse_tasks_query
 from web.views import execution_view, task_view, tasks_view
@@ -53,6 +53,11 @@ def execution_page(request: Request) -> Response:
     return render(request, "execution.html", view)
 
 
+async def create_form(request: Request) -> Response:
+    done = await create(request)
+    return RedirectResponse(f"/tasks/{done['task']['id']}", status_code=303)
+
+
 async def action_form(request: Request) -> Response:
     task_id = request.path_params["task_id"]
     done = await perform(request, task_id, request.path_params["action"])
@@ -65,6 +70,7 @@ async def action_form(request: Request) -> Response:
 
 ROUTES = [
     Route("/", tasks_page),
+    Route("/tasks", create_form, methods=["POST"]),
     Route("/tasks/{task_id:int}", task_page),
     Route("/executions/{execution_id:int}", execution_page),
     Route("/tasks/{task_id:int}/{action:str}", action_form, methods=["POST"]),

@@ -318,6 +318,45 @@ def test_an_admin_deletes_only_with_the_typed_name(console: Console) -> None:
     assert setup.service.audit(task=task.id, limit=1)[0].actor == "web:boss"
 
 
+def test_an_admin_creates_and_edits_tasks_and_an_operator_may_not(console: Console) -> None:
+    setup = console.setup
+    admin, operator = console.client("boss"), console.client("oper")
+    name = f"made-{tag()}"
+    form = {"name": name, "command": "test:echo", "schedule": "*/10 * * * *", "queue": setup.queue,
+            "data": '{"message": "hi", "token": "s3cret"}'}  # fmt: skip
+    assert operator.post_form("/tasks", {**form, "csrf_token": operator.csrf()}).status == 403
+    assert admin.post_form("/tasks", form).status == 403  # no CSRF token
+    bad = admin.post_form("/tasks", {**form, "schedule": "every tuesday", "csrf_token": admin.csrf()})
+    assert bad.status == 400 and "schedule" in bad.text
+    assert setup.service.similar_task_names(name) == []  # nothing stored by the refused ones
+    made = admin.post_form("/tasks", {**form, "csrf_token": admin.csrf()})
+    assert made.status == 303, made.text
+    task = setup.service.get_task(name)
+    assert made.headers["location"] == f"/tasks/{task.id}"
+    assert (task.schedule, task.data) == ("*/10 * * * *", {"message": "hi", "token": "s3cret"})
+    assert setup.service.audit(task=task.id, limit=1)[0].actor == "web:boss"
+    assert "s3cret" not in admin.get(f"/tasks/{task.id}").text
+
+    edit = {"schedule": "0 4 * * *", "retries": "2", "timezone": "Europe/Berlin"}
+    refused = operator.post_json(f"/api/tasks/{task.id}/update", edit, token=operator.csrf())
+    assert refused.status == 403 and setup.service.get_task(task.id).schedule == "*/10 * * * *"
+    invalid = admin.post_json(f"/api/tasks/{task.id}/update", {"retries": "many"}, token=admin.csrf())
+    assert invalid.status == 400 and "retries" in invalid.json()["error"]
+    done = admin.post_json(f"/api/tasks/{task.id}/update", edit, token=admin.csrf())
+    assert done.status == 200 and done.json()["changed"] is True
+    edited = setup.service.get_task(task.id)
+    assert (edited.schedule, edited.retries, edited.timezone) == ("0 4 * * *", 2, "Europe/Berlin")
+    latest = setup.service.audit(task=task.id, limit=1)[0]
+    assert (latest.action, latest.actor) == ("update", "web:boss")
+    assert edited.data == task.data  # the edit form never writes the (redacted) data back
+    again = admin.post_json(f"/api/tasks/{task.id}/update", edit, token=admin.csrf())
+    assert again.json()["changed"] is False and setup.service.audit(task=task.id, limit=1)[0].id == latest.id
+    created = admin.post_json(
+        "/api/tasks", {"name": f"api-{tag()}", "command": "test:echo"}, token=admin.csrf()
+    )
+    assert created.status == 201 and created.json()["task"]["schedule"] == "manual"
+
+
 def test_run_now_through_the_api_runs_on_the_worker(console: Console) -> None:
     setup = console.setup
     task = setup.create(f"echo-{tag()}", "test:echo", data={"message": "hi", "password": "hunter2"})
