@@ -225,7 +225,7 @@ def flower(ctx: click.Context, address: str, port: int, flower_args: tuple[str, 
 @click.pass_context
 def web_console(ctx: click.Context, address: str, port: int, hash_only: bool) -> int:
     """Run the operator web console: tasks, their past and next slots, executions with live logs, and
-    run now / pause / resume / delete by role (docs/web.md).
+    run now / pause / resume / create / edit / delete by role (docs/web.md).
 
     Users and roles come from SCHEDULER_WEB_USERS (name:role:hash; roles viewer, operator, admin); without
     it the console serves on loopback only, where everyone is an admin. Stops on Ctrl-C or SIGTERM.
