@@ -36,6 +36,10 @@ def _shown_setting(name: str, value: Any) -> Any:
         return f"{user}:{MASK}"
     if name == "alert_channels":
         return {channel: _shown_channel(config) for channel, config in value.items()}
+    if name == "web_users" and isinstance(value, str):  # name:role:hash -> name:role:***
+        return ",".join(entry.rpartition(":")[0] + f":{MASK}" for entry in value.split(","))
+    if name == "web_secret" and value:
+        return MASK
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value

@@ -41,6 +41,7 @@ VERBS: dict[str, str] = {
     "alert-test": "cli.alerts:alert_test",
     "health": "cli.operations:health",
     "flower": "cli.operations:flower",
+    "web": "cli.operations:web_console",
 }
 
 
