@@ -20,8 +20,7 @@ from sqlalchemy import update
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
 from scheduler.storage.tables import leases
-from tests.support.alert_receivers import HttpReceiver, http_receiver
-from tests.support.processes import free_port
+from tests.support.alert_receivers import HttpReceiver, http_receiver, refused_port
 from tests.support.serving import clean_env, cli
 
 SECRET = "cli-secret-token-9f8e7d"
@@ -53,11 +52,11 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
 
 @pytest.fixture
 def alert_cli(tmp_path: Path) -> Iterator[AlertCli]:
-    with http_receiver() as hook:
+    with http_receiver() as hook, refused_port() as dead_port:
         channels = {
             "hook": {"type": "webhook", "url": hook.url, "secretEnv": "TEST_CLI_SECRET"},
             "tokened": {"type": "webhook", "urlEnv": "TEST_CLI_URL"},
-            "dead": {"type": "slack", "url": f"http://127.0.0.1:{free_port()}/services/x", "timeout": 500},
+            "dead": {"type": "slack", "url": f"http://127.0.0.1:{dead_port}/services/x", "timeout": 500},
         }
         env = clean_env(
             SCHEDULER_ALERT_CHANNELS=json.dumps(channels),
