@@ -25,7 +25,7 @@ from scheduler.observability.events import ALERT_OPENED, ALERT_RESOLVED, EventBu
 from scheduler.planning.planner import Planner
 from scheduler.records import Task
 from scheduler.settings import Settings
-from scheduler.storage.tables import deliveries, executions, incidents, leases, tasks
+from scheduler.storage.tables import deliveries, executions, incidents, leases, silences, tasks
 from tests.support.alert_receivers import HttpReceiver, http_receiver
 from tests.support.processes import wait_at_most, wait_for
 from workers.alert_channels import alert_senders
@@ -383,3 +383,24 @@ def test_a_task_the_planner_parked_for_a_schedule_that_no_longer_parses_is_missi
     with engine.connect() as connection:
         reason = connection.execute(select(tasks.c.status_reason).where(tasks.c.id == task.id)).scalar_one()
     assert reason.startswith("schedule does not parse: ")
+
+
+def test_a_silence_expires_by_itself_and_an_incident_still_open_then_is_told(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver)
+    service = make_service(engine, settings)
+    task = service.create_task(name="drill", command="test:echo", schedule="manual")
+    service.silence("drill", duration=timedelta(hours=1), note="short")
+    loop = planner(engine, settings)
+    fail_once(engine, task)
+    tick_until(loop, lambda: incident_rows(engine))
+    settle(loop)
+    assert receiver.received == [] and incident_rows(engine)[0]["silenced"]
+    with engine.begin() as connection:  # the hour is over (times come from the database)
+        connection.execute(update(silences).values(ends_at=now_of(engine) - timedelta(seconds=1)))
+
+    opened = tick_until(loop, lambda: receiver.events("alert-opened"))
+
+    assert len(opened) == 1 and opened[0].json["incident"]["task_name"] == "drill"
+    assert service.silences() == [] and [s.note for s in service.silences(include_expired=True)] == ["short"]
