@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 
 from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
 from scheduler.records import Task, iso_utc
-from scheduler.rules.schedules import OnceSchedule, Schedule, fire_times, parse_schedule
+from scheduler.rules.combined import CombinedSchedule, shortest_gap
+from scheduler.rules.schedules import BasicSchedule, OnceSchedule, Schedule, fire_times, parse_schedule
 
 ONCE_GRACE = timedelta(seconds=60)
 MAX_SCHEDULE = 200
+MAX_SCHEDULES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,73 @@ class SchedulePlan:
     kind: str
     anchor_at: datetime
     next_run_at: datetime | None
+    texts: tuple[str, ...] = ()  # every schedule's text when there are several, else empty
+
+
+def combine(parts: list[tuple[str, BasicSchedule]], jitter: timedelta | None, task_id: int = 0) -> Schedule:
+    """A task's schedules and jitter as one schedule: the only one as it is, else a CombinedSchedule."""
+    if len(parts) == 1 and not jitter:
+        return parts[0][1]
+    return CombinedSchedule(tuple(parts), jitter or timedelta(0), task_id)
+
+
+def _given_schedules(
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    anchor: datetime,
+    once: bool,
+    check_past: bool,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> list[tuple[str, BasicSchedule]]:
+    """One schedule (text) or several (a list of texts): several must all repeat (cron or interval)."""
+    rules = {"timezone": timezone, "now": now, "anchor": anchor, "once": once, "check_past": check_past}
+    bounds = {"start_at": start_at, "end_at": end_at}
+    if not isinstance(value, list | tuple):
+        return [_given_schedule(value, **rules, **bounds)]  # type: ignore[arg-type]
+    if not value:
+        raise InvalidField("schedule", "an empty list; give at least one schedule")
+    if len(value) > MAX_SCHEDULES:
+        raise InvalidField("schedule", f"{len(value)} schedules (at most {MAX_SCHEDULES})")
+    parts: list[tuple[str, BasicSchedule]] = []
+    for item in value:
+        text, schedule = parse_task_schedule(item, timezone=timezone, anchor=anchor)
+        if len(value) > 1 and schedule.kind not in ("cron", "interval"):
+            raise InvalidSchedule(text, "a task with several schedules takes only cron and interval ones")
+        if text not in (known for known, _ in parts):
+            parts.append((text, schedule))
+    if len(parts) > 1 and once:
+        raise InvalidField("once", "a task with several schedules cannot run once")
+    if len(parts) == 1:
+        return [_given_schedule(parts[0][0], **rules, **bounds)]  # type: ignore[arg-type]
+    return parts
+
+
+def check_jitter(schedule: Schedule, jitter: timedelta | None, now: datetime) -> None:
+    """A jitter needs a repeating schedule and is at most its shortest gap between slots (so slots keep
+    their order and one slot's run never lands after the next slot)."""
+    if not jitter:
+        return
+    if schedule.kind in ("once", "manual"):
+        raise InvalidField("jitter_ms", f"a {schedule.kind} schedule has no interval to spread runs over")
+    gap = shortest_gap(schedule, now)
+    if gap is not None and jitter > gap:
+        raise InvalidField(
+            "jitter_ms",
+            f"{_duration(jitter)} is longer than the schedule's interval ({_duration(gap)}, the shortest gap "
+            "between its slots)",
+        )
+
+
+def _duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds < 60:
+        return f"{seconds:g}s"
+    if seconds < 3600:
+        return f"{seconds / 60:g}m"
+    return f"{seconds / 3600:g}h"
 
 
 def once_text(at: datetime) -> str:
@@ -39,7 +108,7 @@ def once_text(at: datetime) -> str:
     return text
 
 
-def parse_task_schedule(value: object, *, timezone: str, anchor: datetime) -> tuple[str, Schedule]:
+def parse_task_schedule(value: object, *, timezone: str, anchor: datetime) -> tuple[str, BasicSchedule]:
     """(normalised text, schedule); ``None`` or ``manual`` is manual, empty or non-text is invalid.
 
     ``now`` and ISO instants become a fixed UTC instant; cron and interval text is kept as given (stripped).
@@ -98,7 +167,7 @@ def _given_schedule(
     check_past: bool,
     start_at: datetime | None,
     end_at: datetime | None,
-) -> tuple[str, Schedule]:
+) -> tuple[str, BasicSchedule]:
     """Parse schedule text and apply the rules of text a user gives (``once``, ``check_past``)."""
     text, schedule = parse_task_schedule(value, timezone=timezone, anchor=anchor)
     if once:
@@ -125,22 +194,29 @@ def plan_schedule(
     max_runs: int | None = None,
     run_count: int = 0,
     anchor_at: datetime | None = None,
+    jitter: timedelta | None = None,
+    task_id: int = 0,
 ) -> SchedulePlan:
     """Parse schedule text and place its first run; raise :class:`InvalidSchedule` for text that cannot run.
 
     ``once=True`` turns any schedule into a once schedule at its first fire time (an error when it has none).
     ``check_past`` rejects a once instant more than 60 s before ``now`` (for text the user just gave).
     ``anchor_at`` keeps an existing interval anchor; by default it is ``start_at`` or ``now``.
+    ``value`` may be a list of schedule texts (several schedules); ``jitter`` spreads the runs of task
+    ``task_id`` (see :mod:`scheduler.rules.combined`) and must fit the schedule (:func:`check_jitter`).
     """
     anchor = anchor_at or start_at or now
-    text, schedule = _given_schedule(
+    parts = _given_schedules(
         value, timezone=timezone, now=now, anchor=anchor, once=once, check_past=check_past,
         start_at=start_at, end_at=end_at,
     )  # fmt: skip
+    schedule = combine(parts, jitter, task_id)
+    check_jitter(schedule, jitter, now)
     fire = first_fire(
         schedule, now=now, start_at=start_at, end_at=end_at, max_runs=max_runs, run_count=run_count
     )
-    return SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=fire)
+    texts = tuple(text for text, _ in parts) if len(parts) > 1 else ()
+    return SchedulePlan(parts[0][0], schedule.kind, anchor, fire, texts)
 
 
 def require_a_run(plan: SchedulePlan, *, end_at: datetime | None = None) -> None:
@@ -186,9 +262,18 @@ def stored_schedule_text(task: Task) -> str:
     return task.schedule.lower() if task.schedule_kind == "interval" else task.schedule
 
 
+def stored_schedules(task: Task) -> str | list[str]:
+    """A stored task's schedule as :func:`plan_schedule` takes it: its text, or the list of several."""
+    return list(task.schedules) if task.schedules else stored_schedule_text(task)
+
+
 def task_schedule(task: Task) -> Schedule:
-    """The parsed schedule of a stored task (its text was validated when stored)."""
-    return parse_schedule(stored_schedule_text(task), timezone=task.timezone, anchor=task.anchor_at)
+    """The parsed schedule of a stored task (its text was validated when stored): with several schedules
+    or a jitter, a :class:`CombinedSchedule` of real fire times."""
+    texts = task.schedules or [stored_schedule_text(task)]
+    parts = [(text, parse_schedule(text, timezone=task.timezone, anchor=task.anchor_at)) for text in texts]
+    jitter = timedelta(milliseconds=task.jitter_ms) if task.jitter_ms else None
+    return combine(parts, jitter, task.id)
 
 
 def upcoming_runs(task: Task, count: int, *, after: datetime | None = None) -> list[datetime]:
