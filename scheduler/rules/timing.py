@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
 from scheduler.records import Task, iso_utc
-from scheduler.rules.combined import CombinedSchedule, shortest_gap
+from scheduler.rules.combined import CombinedSchedule, shortest_gap, slot_of
 from scheduler.rules.schedules import BasicSchedule, OnceSchedule, Schedule, fire_times, parse_schedule
 
 ONCE_GRACE = timedelta(seconds=60)
@@ -82,11 +82,11 @@ def check_jitter(schedule: Schedule, jitter: timedelta | None, now: datetime) ->
     if not jitter:
         return
     if schedule.kind in ("once", "manual"):
-        raise InvalidField("jitter_ms", f"a {schedule.kind} schedule has no interval to spread runs over")
+        raise InvalidField("jitter", f"a {schedule.kind} schedule has no interval to spread runs over")
     gap = shortest_gap(schedule, now)
     if gap is not None and jitter > gap:
         raise InvalidField(
-            "jitter_ms",
+            "jitter",
             f"{_duration(jitter)} is longer than the schedule's interval ({_duration(gap)}, the shortest gap "
             "between its slots)",
         )
@@ -227,25 +227,38 @@ def require_a_run(plan: SchedulePlan, *, end_at: datetime | None = None) -> None
 
 @dataclass(frozen=True, slots=True)
 class SchedulePreview:
-    """What ``validate`` shows: the schedule as create would store it, and its next fire times (UTC)."""
+    """What ``validate`` shows: the schedule as create would store it, and its next nominal fire times (UTC)
+    with the text of the schedule that produced each (several schedules)."""
 
     text: str
     kind: str
     fire_times: list[datetime]
+    sources: list[str]
 
 
 def preview_schedule(
-    value: object, *, timezone: str, now: datetime, count: int, after: datetime | None = None
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    count: int,
+    after: datetime | None = None,
+    jitter: timedelta | None = None,
 ) -> SchedulePreview:
-    """Check schedule text by the rules of a new task (:func:`plan_schedule`, :func:`require_a_run`) and list
-    up to ``count`` fire times: from the first run create would place (seen from ``now``), or those after
-    ``after`` when given (at it, for a once schedule). The interval anchor is ``after``, else ``now``."""
+    """Check schedule text (or a list of texts) by the rules of a new task (:func:`plan_schedule`,
+    :func:`require_a_run`, :func:`check_jitter`) and list up to ``count`` fire times: from the first run
+    create would place (seen from ``now``), or those after ``after`` when given (at it, for a once schedule).
+    The interval anchor is ``after``, else ``now``. The times are the nominal slots: a jitter's offsets
+    depend on the task."""
     anchor = after or now
-    text, schedule = _given_schedule(
+    parts = _given_schedules(
         value, timezone=timezone, now=now, anchor=anchor, once=False, check_past=True, start_at=None,
         end_at=None,
     )  # fmt: skip
+    schedule = combine(parts, None)
+    check_jitter(schedule, jitter, now)
     first = first_fire(schedule, now=now)
+    text = parts[0][0]
     require_a_run(SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=first))
     if after is not None:
         times = fire_times(schedule, after, count, inclusive=schedule.kind == "once")
@@ -253,7 +266,8 @@ def preview_schedule(
         times = []
     else:
         times = [first, *fire_times(schedule, first, count - 1)]
-    return SchedulePreview(text=text, kind=schedule.kind, fire_times=times)
+    sources = [slot_of(schedule, t)[1] or text for t in times]
+    return SchedulePreview(text=text, kind=schedule.kind, fire_times=times, sources=sources)
 
 
 def stored_schedule_text(task: Task) -> str:
@@ -274,6 +288,14 @@ def task_schedule(task: Task) -> Schedule:
     parts = [(text, parse_schedule(text, timezone=task.timezone, anchor=task.anchor_at)) for text in texts]
     jitter = timedelta(milliseconds=task.jitter_ms) if task.jitter_ms else None
     return combine(parts, jitter, task.id)
+
+
+def task_first_fire(task: Task, now: datetime) -> datetime | None:
+    """The stored task's next run seen from ``now`` (by its schedule, jitter and bounds)."""
+    return first_fire(
+        task_schedule(task), now=now, start_at=task.start_at, end_at=task.end_at, max_runs=task.max_runs,
+        run_count=task.run_count,
+    )  # fmt: skip
 
 
 def upcoming_runs(task: Task, count: int, *, after: datetime | None = None) -> list[datetime]:

@@ -15,23 +15,27 @@ from scheduler.storage.mapping import record_from_row
 from scheduler.storage.tables import calendars, tasks
 
 
+def _calendar(row: Any) -> Calendar:
+    return record_from_row(Calendar, {**row._mapping, "tasks": None})  # ``tasks`` is no column
+
+
 def find_calendar(connection: Connection, name: str) -> Calendar | None:
     """The calendar called ``name``, or None."""
     row = connection.execute(select(calendars).where(calendars.c.name == name)).first()
-    return None if row is None else record_from_row(Calendar, row)
+    return None if row is None else _calendar(row)
 
 
 def insert_calendar(connection: Connection, name: str, days: Mapping[str, Any], *, now: datetime) -> Calendar:
     """A new calendar (the caller checked the name is free)."""
     values = {"name": name, "days": dict(days), "created_at": now, "updated_at": now}
     row = connection.execute(insert(calendars).values(values).returning(*calendars.c)).one()
-    return record_from_row(Calendar, row)
+    return _calendar(row)
 
 
 def list_calendars(connection: Connection) -> list[Calendar]:
     """Every calendar, by name."""
     rows = connection.execute(select(calendars).order_by(calendars.c.name))
-    return [record_from_row(Calendar, row) for row in rows]
+    return [_calendar(row) for row in rows]
 
 
 def delete_calendar(connection: Connection, calendar_id: int) -> None:
