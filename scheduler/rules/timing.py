@@ -66,7 +66,8 @@ def _given_schedules(
     for item in value:
         text, schedule = parse_task_schedule(item, timezone=timezone, anchor=anchor)
         if len(value) > 1 and schedule.kind not in ("cron", "interval"):
-            raise InvalidSchedule(text, "a task with several schedules takes only cron and interval ones")
+            shown = item.strip() if isinstance(item, str) else text
+            raise InvalidSchedule(shown, "a task with several schedules takes only cron and interval ones")
         if text not in (known for known, _ in parts):
             parts.append((text, schedule))
     if len(parts) > 1 and once:
@@ -93,12 +94,15 @@ def check_jitter(schedule: Schedule, jitter: timedelta | None, now: datetime) ->
 
 
 def _duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
-    if seconds < 60:
-        return f"{seconds:g}s"
-    if seconds < 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+    """A duration as an interval is written (``1h30m``, ``45s``); fractions of seconds as ``3600.001s``."""
+    ms = int(value / timedelta(milliseconds=1))
+    if ms % 1000:
+        return f"{ms // 1000}.{ms % 1000:03d}".rstrip("0") + "s"
+    seconds, words = ms // 1000, ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        words += f"{count}{unit}" if count else ""
+    return words or "0s"
 
 
 def once_text(at: datetime) -> str:
