@@ -54,10 +54,15 @@ def _given_schedules(
     end_at: datetime | None,
 ) -> list[tuple[str, BasicSchedule]]:
     """One schedule (text) or several (a list of texts): several must all repeat (cron or interval)."""
-    rules = {"timezone": timezone, "now": now, "anchor": anchor, "once": once, "check_past": check_past}
-    bounds = {"start_at": start_at, "end_at": end_at}
+
+    def given(text: object) -> tuple[str, BasicSchedule]:
+        return _given_schedule(
+            text, timezone=timezone, now=now, anchor=anchor, once=once, check_past=check_past,
+            start_at=start_at, end_at=end_at,
+        )  # fmt: skip
+
     if not isinstance(value, list | tuple):
-        return [_given_schedule(value, **rules, **bounds)]  # type: ignore[arg-type]
+        return [given(value)]
     if not value:
         raise InvalidField("schedule", "an empty list; give at least one schedule")
     if len(value) > MAX_SCHEDULES:
@@ -73,7 +78,7 @@ def _given_schedules(
     if len(parts) > 1 and once:
         raise InvalidField("once", "a task with several schedules cannot run once")
     if len(parts) == 1:
-        return [_given_schedule(parts[0][0], **rules, **bounds)]  # type: ignore[arg-type]
+        return [given(parts[0][0])]
     return parts
 
 
