@@ -362,7 +362,7 @@ class SchedulerService:
     def delete_calendar(self, name: str) -> Calendar:
         """Delete a calendar no task uses (refused, naming them, otherwise); audited ``calendar_delete``."""
         with self._write() as connection:
-            calendar = self._calendar(connection, name)
+            calendar = self._calendar(connection, name, lock=True)
             users = calendars_sql.tasks_using(connection, calendar.name)
             if users:
                 shown = ", ".join(repr(user) for user in users[:5]) + (" ..." if len(users) > 5 else "")
@@ -383,22 +383,29 @@ class SchedulerService:
         """The rule of these calendars, judged in ``timezone`` (what ``validate`` shows); an unknown name
         raises :class:`~scheduler.errors.UnknownCalendar`."""
         with self._read() as connection:
-            stored = self._require_calendars(connection, {"exclude": exclude, "only_in": only_in})
+            stored = self._require_calendars(connection, {"exclude": exclude, "only_in": only_in}, lock=False)
         return task_calendar_rule(validate_timezone_name(timezone), exclude, only_in, stored)
 
-    def _calendar(self, connection: Connection, name: str) -> Calendar:
-        found = calendars_sql.find_calendar(connection, name.strip()) if isinstance(name, str) else None
+    def _calendar(self, connection: Connection, name: str, *, lock: bool = False) -> Calendar:
+        found = (
+            calendars_sql.find_calendar(connection, name.strip(), lock=lock)
+            if isinstance(name, str)
+            else None
+        )
         if found is None:
             known = [c.name for c in calendars_sql.list_calendars(connection)]
             raise UnknownCalendar(str(name), known)
         return found
 
     @staticmethod
-    def _require_calendars(connection: Connection, fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    def _require_calendars(
+        connection: Connection, fields: Mapping[str, Any], *, lock: bool = True
+    ) -> dict[str, dict[str, Any]]:
         """The stored days of the calendars ``fields`` (``exclude``, ``only_in``) name; UnknownCalendar for
-        a name no calendar has."""
+        a name no calendar has. ``lock`` (writes): share-lock them until the commit (a read needs no lock,
+        and a reading role may not take one)."""
         names = [name for key in ("exclude", "only_in") for name in fields.get(key) or ()]
-        stored = calendars_sql.calendar_days(connection, names)
+        stored = calendars_sql.calendar_days(connection, names, lock=lock)
         missing = next((name for name in names if name not in stored), None)
         if missing is not None:
             known = [c.name for c in calendars_sql.list_calendars(connection)]

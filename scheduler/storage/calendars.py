@@ -19,9 +19,11 @@ def _calendar(row: Any) -> Calendar:
     return record_from_row(Calendar, {**row._mapping, "tasks": None})  # ``tasks`` is no column
 
 
-def find_calendar(connection: Connection, name: str) -> Calendar | None:
-    """The calendar called ``name``, or None."""
-    row = connection.execute(select(calendars).where(calendars.c.name == name)).first()
+def find_calendar(connection: Connection, name: str, *, lock: bool = False) -> Calendar | None:
+    """The calendar called ``name``, or None; ``lock`` takes a row lock (``FOR UPDATE`` on PostgreSQL: a
+    delete first waits for the transactions attaching it to a task, then sees their tasks)."""
+    query = select(calendars).where(calendars.c.name == name)
+    row = connection.execute(query.with_for_update() if lock else query).first()
     return None if row is None else _calendar(row)
 
 
@@ -42,12 +44,18 @@ def delete_calendar(connection: Connection, calendar_id: int) -> None:
     connection.execute(delete(calendars).where(calendars.c.id == calendar_id))
 
 
-def calendar_days(connection: Connection, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """name -> stored days of the calendars among ``names`` that exist (one query)."""
+def calendar_days(
+    connection: Connection, names: Iterable[str], *, lock: bool = False
+) -> dict[str, dict[str, Any]]:
+    """name -> stored days of the calendars among ``names`` that exist (one query). ``lock``: a share lock
+    on them (``FOR SHARE`` on PostgreSQL), so a calendar a task is being attached to cannot be deleted by a
+    concurrent transaction before this one commits."""
     wanted = sorted(set(names))
     if not wanted:
         return {}
     query = select(calendars.c.name, calendars.c.days).where(calendars.c.name.in_(wanted))
+    if lock:
+        query = query.with_for_update(read=True)
     return {name: dict(days) for name, days in connection.execute(query)}
 
 

@@ -4,6 +4,7 @@ the schedule, and a jitter runs the slot late while the row keeps the nominal sl
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from planner_support import (
@@ -17,12 +18,16 @@ from planner_support import (
     now_of,
     set_task,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
 from scheduler.planning.planner import Planner
-from scheduler.rules.calendars import local_day
+from scheduler.rules.calendars import local_day, parse_entries
 from scheduler.rules.combined import CombinedSchedule
 from scheduler.rules.timing import task_schedule
+from scheduler.rules.validation import validate_new_task
+from scheduler.storage.calendars import calendar_days
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import tasks
 
 ZONE = "Pacific/Kiritimati"  # UTC+14: its day starts ten hours before UTC's previous midnight
 
@@ -109,3 +114,39 @@ def test_a_jittered_slot_runs_at_its_offset_and_keeps_its_nominal_slot(engine: E
     # Another process (a restarted planner, scheduler:next) computes the same real time.
     assert task_schedule(after).next_after(real) == after.next_run_at
     assert service.next_runs(task="jittered", count=1)[0].at == after.next_run_at
+
+
+def test_a_calendar_being_attached_to_a_task_cannot_be_deleted_meanwhile(pg_url: str) -> None:
+    """PostgreSQL: delete_calendar waits for a transaction that attaches the calendar (create_task's share
+    lock), then sees the task and refuses; without its own row lock it would delete a calendar in use."""
+    engine = make_engine(pg_url)
+    settings = make_settings()
+    service = make_service(engine, settings)
+    service.create_calendar("busy", ["sat"])
+    outcome: list[BaseException | None] = []
+    with engine.begin() as attaching:
+        # What create_task does in its transaction: share-lock the calendar, insert the task naming it.
+        assert calendar_days(attaching, ["busy"], lock=True) == {"busy": parse_entries(["sat"]).to_json()}
+        definition = validate_new_task(
+            {"name": "uses-busy", "command": "test:echo", "schedule": "1h", "exclude": ["busy"]},
+            settings=settings, commands=service.commands, now=now_of(engine),
+        )  # fmt: skip
+        attaching.execute(insert(tasks).values(**definition.columns(), run_count=0, consecutive_failures=0))
+
+        def delete() -> None:
+            try:
+                service.delete_calendar("busy")
+                outcome.append(None)
+            except BaseException as error:  # the refusal, reported to the test's thread
+                outcome.append(error)
+
+        deleting = threading.Thread(target=delete)
+        deleting.start()
+        deleting.join(timeout=1.0)
+        assert deleting.is_alive()  # blocked on the calendar's row lock while the task is not committed
+    deleting.join(timeout=30)
+    assert [str(error) for error in outcome] == [
+        "invalid calendar: 'busy' is used by task 'uses-busy'; detach it first"
+    ]
+    assert [c.name for c in service.list_calendars()] == ["busy"]
+    engine.dispose()
