@@ -22,6 +22,8 @@ ICS = (
     "END:VCALENDAR\r\n"
 )
 ZONE = "Pacific/Kiritimati"  # UTC+14
+HOLIDAY = "excluded by calendar 'holiday' (2030-06-14)"
+CREATE = ("scheduler:create", "--name", "t", "--command", "test:echo", "--schedule")
 
 
 @pytest.fixture
@@ -120,7 +122,7 @@ def test_next_and_validate_show_jittered_times_the_schedule_and_excluded_slots(c
     assert validated["schedule"] == ["0 9 * * 1-5", "0 12 * * 6,0"]
     assert validated["slots"] == [
         {"at": "2030-06-12T19:00:00Z", "schedule": "0 9 * * 1-5", "excluded": None},
-        {"at": "2030-06-13T19:00:00Z", "schedule": "0 9 * * 1-5", "excluded": "excluded by calendar 'holiday' (2030-06-14)"},
+        {"at": "2030-06-13T19:00:00Z", "schedule": "0 9 * * 1-5", "excluded": HOLIDAY},
         {"at": "2030-06-14T22:00:00Z", "schedule": "0 12 * * 6,0", "excluded": None},
     ]  # fmt: skip
     listed = cli.ok("scheduler:list", real=True).stdout
@@ -186,21 +188,25 @@ def test_bad_input_is_one_line_exit_2_and_stores_nothing(sqlite_cli: Cli) -> Non
         ("scheduler:calendar", "show", "nope"): (
             "error: unknown calendar 'nope' ('systemprompt scheduler:calendar list' lists them)"
         ),
-        ("scheduler:create", "--name", "t", "--command", "test:echo", "--schedule", "0 * * * *", "--exclude",
-         "nope"): "error: unknown calendar 'nope' ('systemprompt scheduler:calendar list' lists them)",
-        ("scheduler:create", "--name", "t", "--command", "test:echo", "--schedule", "0 * * * *", "--jitter",
-         "2h"): "error: invalid jitter: 2h is longer than the schedule's interval (1h, the shortest gap between "
-                "its slots)",
-        ("scheduler:create", "--name", "t", "--command", "test:echo", "--schedule", "0 * * * *", "--jitter",
-         "soon"): "error: invalid jitter: 'soon': not an interval; an interval is a number and a lower-case "
-                  "unit s, m, h, d or w (seconds, minutes, hours, days, weeks), alone or combined: '30s', '5m', "
-                  "'1h30m', '1d', '1w'",
-        ("scheduler:create", "--name", "t", "--command", "test:echo", "--schedule", "0 9 * * *", "--schedule",
-         "manual"): "error: invalid schedule 'manual': a task with several schedules takes only cron and "
-                    "interval ones",
+        (*CREATE, "0 * * * *", "--exclude", "nope"): (
+            "error: unknown calendar 'nope' ('systemprompt scheduler:calendar list' lists them)"
+        ),
+        (*CREATE, "0 * * * *", "--jitter", "2h"): (
+            "error: invalid jitter: 2h is longer than the schedule's interval (1h, the shortest gap between "
+            "its slots)"
+        ),
+        (*CREATE, "0 * * * *", "--jitter", "soon"): (
+            "error: invalid jitter: 'soon': not an interval; an interval is a number and a lower-case "
+            "unit s, m, h, d or w (seconds, minutes, hours, days, weeks), alone or combined: '30s', "
+            "'5m', '1h30m', '1d', '1w'"
+        ),
+        (*CREATE, "0 9 * * *", "--schedule", "manual"): (
+            "error: invalid schedule 'manual': a task with several schedules takes only cron and "
+            "interval ones"
+        ),
         ("scheduler:validate", "--schedule", "*/5 * * * *", "--jitter", "6m"): (
-            "error: invalid jitter: 6m is longer than the schedule's interval (5m, the shortest gap between its "
-            "slots)"
+            "error: invalid jitter: 6m is longer than the schedule's interval (5m, the shortest gap "
+            "between its slots)"
         ),
     }  # fmt: skip
     results = cli.run_many([list(args) for args in cases])

@@ -1,6 +1,6 @@
-"""Several schedules per task and jitter (scheduler.rules.combined, timing, policies, validation): the union of
-schedules, the producing schedule of a slot, deterministic offsets, the interval a jitter must fit, and excluded
-slots in the planner's decision, with real instants across DST changes."""
+"""Several schedules per task and jitter (scheduler.rules.combined, timing, policies, validation): the union
+of schedules, the producing schedule of a slot, deterministic offsets, the interval a jitter must fit, and
+excluded slots in the planner's decision, with real instants across DST changes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scheduler.commands.loading import load_registry
 from scheduler.errors import InvalidField, InvalidSchedule
@@ -16,12 +18,15 @@ from scheduler.records import Task
 from scheduler.rules.calendars import CalendarRule, parse_entries
 from scheduler.rules.combined import CombinedSchedule, jitter_offset, shortest_gap, slot_of
 from scheduler.rules.policies import plan_task
-from scheduler.rules.schedules import parse_schedule
+from scheduler.rules.schedules import fire_times, parse_schedule
 from scheduler.rules.timing import plan_schedule, preview_schedule, task_schedule
 from scheduler.rules.validation import validate_changes, validate_new_task
 from scheduler.settings import Settings
 
 SETTINGS = Settings()
+GAP = "the shortest gap between its slots"
+LONGER = "is longer than the schedule's interval"
+SEVERAL = "a task with several schedules takes only cron and interval ones"
 REGISTRY = load_registry(SETTINGS)
 
 
@@ -43,7 +48,7 @@ def times(schedule: CombinedSchedule, after: datetime, count: int) -> list[tuple
     for _ in range(count):
         t = schedule.next_after(t) if t is not None else None
         assert t is not None
-        slot, source = slot_of(schedule, t)
+        _slot, source = slot_of(schedule, t)
         out.append((t.isoformat().replace("+00:00", "Z"), source))
     return out
 
@@ -123,9 +128,9 @@ def test_the_shortest_gap_sees_the_closest_pair_of_slots() -> None:
 @pytest.mark.parametrize(
     ("schedule", "jitter_ms", "message"),
     [
-        ("0 * * * *", 3_600_001, "invalid jitter: 3600.001s is longer than the schedule's interval (1h, the shortest gap between its slots)"),
-        ("5m", 301_000, "invalid jitter: 5m1s is longer than the schedule's interval (5m, the shortest gap between its slots)"),
-        (["0 9 * * *", "15 9 * * *"], 1_000_000, "invalid jitter: 16m40s is longer than the schedule's interval (15m, the shortest gap between its slots)"),
+        ("0 * * * *", 3_600_001, f"invalid jitter: 3600.001s {LONGER} (1h, {GAP})"),
+        ("5m", 301_000, f"invalid jitter: 5m1s {LONGER} (5m, {GAP})"),
+        (["0 9 * * *", "15 9 * * *"], 1_000_000, f"invalid jitter: 16m40s {LONGER} (15m, {GAP})"),
         ("manual", 1000, "invalid jitter: a manual schedule has no interval to spread runs over"),
         ("2031-01-01T00:00:00Z", 1000, "invalid jitter: a once schedule has no interval to spread runs over"),
     ],
@@ -154,8 +159,8 @@ def test_a_jitter_equal_to_the_interval_is_accepted_and_zero_means_none() -> Non
     ("schedule", "error"),
     [
         ([], "invalid schedule: an empty list; give at least one schedule"),
-        (["0 9 * * *", "manual"], "invalid schedule 'manual': a task with several schedules takes only cron and interval ones"),
-        (["0 9 * * *", "now"], "invalid schedule 'now': a task with several schedules takes only cron and interval ones"),
+        (["0 9 * * *", "manual"], f"invalid schedule 'manual': {SEVERAL}"),
+        (["0 9 * * *", "now"], f"invalid schedule 'now': {SEVERAL}"),
         (["0 9 * * *", "61 * * * *"], "invalid schedule '61 * * * *'"),
         (["0 9 * * *"] * 21, "invalid schedule: 21 schedules (at most 20)"),
     ],
@@ -208,7 +213,7 @@ def test_updating_a_single_field_keeps_the_several_schedules_and_the_jitter_reco
 
 
 def test_an_excluded_slot_is_skipped_before_overlap_and_max_runs_see_it() -> None:
-    # Hourly in New York on the fall-back night of 1 November 2026 (the 01:xx hour repeats), a holiday that day.
+    # Hourly in New York on the fall-back night of 1 November 2026 (01:xx repeats), a holiday that day.
     holiday = CalendarRule("America/New_York", exclude=(("holiday", parse_entries(["2026-11-01"])),))
     task = replace(
         _task(schedule="0 * * * *", timezone="America/New_York"),
@@ -235,3 +240,39 @@ def test_an_excluded_slot_is_skipped_before_overlap_and_max_runs_see_it() -> Non
     plan = plan_task(only_excluded, schedule, now, has_active=True, excluded=lambda t: holiday.reason(t))
     assert [(s.status, s.reason) for s in plan.slots] == [("skipped", "excluded")]
     assert plan.runs == 0 and plan.next_run_at == utc("2026-11-01T07:00:00")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    task_id=st.integers(min_value=1, max_value=2**40),
+    expression=st.sampled_from(["0 * * * *", "30 2 * * *", "*/15 1-3 * * *", "0 9 * * 1-5", "0 0 1 * *"]),
+    zone=st.sampled_from(
+        ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]
+    ),
+    start=st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)
+    ),
+    fraction=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_jittered_times_keep_the_slots_order_and_map_back_to_them(
+    task_id: int, expression: str, zone: str, start: datetime, fraction: float
+) -> None:
+    """Whatever the task, zone (DST, 30- and 45-minute offsets) and jitter up to the shortest gap: real times
+    are strictly increasing, each within [slot, slot + jitter), and map back to their slot."""
+    plain = parse_schedule(expression, timezone=zone, anchor=start)
+    gap = shortest_gap(plain, start)
+    assert gap is not None
+    jitter = max(timedelta(milliseconds=1), gap * fraction)
+    schedule = CombinedSchedule(((expression, plain),), jitter, task_id)
+    real: list[datetime] = []
+    t: datetime | None = start
+    for _ in range(12):
+        t = schedule.next_after(t) if t is not None else None
+        assert t is not None
+        real.append(t)
+    slots = [schedule.nominal(r) for r in real]
+    assert real == sorted(set(real))
+    assert slots == sorted(set(slots))
+    assert all(timedelta(0) <= r - s < jitter for r, s in zip(real, slots, strict=True))
+    assert slots == [slots[0], *fire_times(plain, slots[0], 11)]  # no slot skipped, none twice
+    assert real[0] > start and slots[0] > start - jitter
