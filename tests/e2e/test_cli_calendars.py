@@ -129,8 +129,7 @@ def test_next_and_validate_show_jittered_times_the_schedule_and_excluded_slots(c
     assert "0 9 * * 1-5 | 0 12 * * 6,0 ~10 min" in listed
 
 
-def test_the_planner_records_excluded_slots_and_the_schedule_of_each_run(sqlite_cli: Cli) -> None:
-    cli = sqlite_cli
+def test_the_planner_records_excluded_slots_and_the_schedule_of_each_run(cli: Cli) -> None:
     today = local_day(datetime.now(UTC), ZONE)
     days = [today.isoformat(), (today + timedelta(days=1)).isoformat()]  # a tick may cross local midnight
     cli.ok("scheduler:calendar", "create", "today", *days)
