@@ -249,7 +249,7 @@ def validate(
     from datetime import timedelta
 
     from scheduler.rules.schedules import validate_timezone
-    from scheduler.rules.timing import preview_schedule
+    from scheduler.rules.timing import local_time_label, preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
     # the rules create applies, so whatever validate accepts, create accepts.
@@ -302,7 +302,7 @@ def validate(
         {
             "n": n,
             "utc": t,
-            "local": t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "local": local_time_label(t, zone),
             "schedule": source,
             "excluded": reason or "",
         }
