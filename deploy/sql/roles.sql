@@ -57,7 +57,7 @@ DECLARE
 BEGIN
     FOREACH table_name IN ARRAY ARRAY[
         'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version',
-        'task_alert_rules', 'alert_incidents', 'alert_deliveries', 'alert_silences'
+        'scheduler_calendars', 'task_alert_rules', 'alert_incidents', 'alert_deliveries', 'alert_silences'
     ] LOOP
         IF (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(table_name))
                 IS DISTINCT FROM 'scheduler_admin' THEN
@@ -91,10 +91,10 @@ $owner$;
 -- Start from nothing (REVOKE ALL on a table also drops its column-level grants), then grant what each role
 -- needs. PUBLIC is included so nobody outside these roles keeps a stray privilege.
 REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version,
-    task_alert_rules, alert_incidents, alert_deliveries, alert_silences
+    scheduler_calendars, task_alert_rules, alert_incidents, alert_deliveries, alert_silences
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq,
-    alert_incidents_id_seq, alert_deliveries_id_seq, alert_silences_id_seq
+    scheduler_calendars_id_seq, alert_incidents_id_seq, alert_deliveries_id_seq, alert_silences_id_seq
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON FUNCTION scheduler_audit_field(text), scheduler_audit_row_hash(text, task_audit),
     scheduler_audit_stamp(), scheduler_audit_chain(), scheduler_audit_append_only(),
@@ -111,7 +111,7 @@ GRANT SELECT ON alembic_version
     TO scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 
 -- scheduler_viewer: dashboards and the CLI's read verbs (list, history, stats, logs); writes nothing.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, scheduler_calendars
     TO scheduler_viewer;
 GRANT SELECT ON task_alert_rules, alert_incidents, alert_deliveries, alert_silences TO scheduler_viewer;
 
@@ -119,7 +119,7 @@ GRANT SELECT ON task_alert_rules, alert_incidents, alert_deliveries, alert_silen
 -- Defining, changing or deleting tasks (command, schedule, data) stays with scheduler_admin, so the UPDATE is
 -- limited to the columns pause/resume touch (resume recomputes next_run_at and clears the failure streak)
 -- and last_run_at, which a manual run stamps.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, scheduler_calendars
     TO scheduler_operator;
 GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at)
     ON scheduled_tasks TO scheduler_operator;
@@ -141,6 +141,9 @@ GRANT USAGE ON SEQUENCE alert_silences_id_seq TO scheduler_operator;
 -- On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
 -- DELETE ... WHERE reads the column it filters on.
 GRANT SELECT ON scheduled_tasks TO scheduler_planner;
+-- Exclusion calendars (migration 0006): the planner reads the days of the calendars its due tasks name.
+-- Creating and deleting calendars, like defining tasks, stays with scheduler_admin.
+GRANT SELECT ON scheduler_calendars TO scheduler_planner;
 GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at)
     ON scheduled_tasks TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;

@@ -244,6 +244,7 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
         ("scheduler:alerts",), ("scheduler:silence", "--id", "data", "--for", "1h"), ("scheduler:silences",),
         ("scheduler:alert-test", "--channel", "hook"),
         ("scheduler:run", "--id", "data"), ("scheduler:delete", "--id", "data", "--confirm"),
+        ("scheduler:calendar", "list"),
     ]  # fmt: skip
     covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
     assert covered | verbs_without_format() == set(verbs())
