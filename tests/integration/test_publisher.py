@@ -110,6 +110,8 @@ def test_a_batch_keeps_its_order_per_queue_across_queues(redis_url: str, queue: 
             assert ids == [d.execution_id for d in dispatches if d.queue == name]
             tags = {message.delivery_tag for message in messages}
             assert len(tags) == len(ids)  # one message each, built once
+            task_ids = {uuid.UUID(message.headers["id"]) for message in messages}
+            assert len(task_ids) == len(ids) and {t.version for t in task_ids} == {4}  # as Celery's uuid()
     finally:
         redis.Redis.from_url(redis_url).delete(other)
 
