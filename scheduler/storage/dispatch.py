@@ -85,6 +85,7 @@ INSERT_COLUMNS = (
     ("queue", "varchar"),
     ("created_at", "timestamptz"),
     ("finished_at", "timestamptz"),
+    ("schedule", "varchar"),
 )
 _INSERT_KEYS = frozenset(name for name, _ in INSERT_COLUMNS)
 _INSERTED = ", ".join(name for name, _ in INSERT_COLUMNS)
