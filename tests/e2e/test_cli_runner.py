@@ -123,8 +123,8 @@ def assert_one_line_error(result: Result, code: int) -> None:
 
 HEAVY = ("celery", "sqlalchemy", "kombu", "alembic")
 # What a read verb never needs: the broker clients, Alembic (the schema check is one SELECT), rich (stdout is
-# not a terminal here), pydantic-settings (the settings are a plain pydantic model).
-NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic_settings")
+# not a terminal here), pydantic (the settings are declared on scheduler.settings_model).
+NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings")
 READ_VERBS = (
     ("scheduler:list",),
     ("scheduler:history",),
