@@ -226,7 +226,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml  # only when there is a file to read
 
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # libyaml's parser when PyYAML was built with it (the wheels are): the same safe loading, ~6x faster.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from error
     if not isinstance(document, dict):

@@ -227,7 +227,7 @@ def check_limits(info: FieldInfo, value: Any, loc: tuple[str | int, ...]) -> Non
             raise SettingsValidationError(loc, f"String should match pattern '{info.pattern}'")
 
 
-# Field is no field specifier here: mypy would then read only keyword defaults, and ours come first, positional.
+# Field is no field specifier here: mypy would then see only keyword defaults (ours are positional).
 @dataclass_transform(kw_only_default=True, frozen_default=True)
 class SettingsModel:
     """Base of a frozen settings class: keyword construction (by name or camelCase alias), every value
