@@ -249,13 +249,17 @@ class SettingsModel:
             if name in cls.__dict__:
                 delattr(cls, name)  # instances hold the values; the class keeps model_fields
         cls.model_fields = {**cls.model_fields, **fields}
+        marks: dict[str, tuple[str, ...]] = {}  # attribute -> the fields it validates (a subclass overrides)
+        for klass in reversed(cls.__mro__):
+            for attribute, member in vars(klass).items():
+                # The mark is on the classmethod object, or on its function when @classmethod came outermost.
+                marked = getattr(member, "__validates__", None) or getattr(
+                    getattr(member, "__func__", None), "__validates__", None
+                )
+                marks[attribute] = tuple(marked or ())
         validators: dict[str, list[str]] = {}
-        for attribute, member in vars(cls).items():
-            # The mark is on the classmethod object, or on its function when @classmethod came outermost.
-            names = getattr(member, "__validates__", None) or getattr(
-                getattr(member, "__func__", None), "__validates__", None
-            )
-            for name in names or ():
+        for attribute, names in marks.items():
+            for name in names:
                 validators.setdefault(name, []).append(attribute)
         cls._validators = validators
 

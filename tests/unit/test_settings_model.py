@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from scheduler.settings import Settings
-from scheduler.settings_model import SettingsValidationError
+from scheduler.settings_model import Field, SettingsValidationError
 
 ACCEPTED = [
     ("max_concurrent_tasks", "5", 5),
@@ -135,3 +135,15 @@ def test_instances_are_frozen_compare_by_value_and_copy_with_validation() -> Non
     assert (copied.log_level, settings.log_level) == ("WARNING", "DEBUG")
     with pytest.raises(SettingsValidationError):
         settings.model_copy(update={"max_concurrent_tasks": 0})
+
+
+def test_a_subclass_adds_fields_and_keeps_the_validators_it_inherits() -> None:
+    class Extended(Settings):
+        batch_pause: int = Field(3, ge=1, description="A field added by a subclass.")
+
+    assert Extended(batch_pause="4").batch_pause == 4
+    assert list(Extended.model_fields)[-1] == "batch_pause"
+    with pytest.raises(SettingsValidationError, match="empty argv list"):
+        Extended(commands={"a": []})
+    with pytest.raises(SettingsValidationError, match="unsupported database"):
+        Extended(database_url="mysql://x")
