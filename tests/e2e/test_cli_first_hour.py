@@ -241,6 +241,7 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
         ("scheduler:commands",), ("scheduler:config",), ("scheduler:migrate",),
         ("scheduler:health", "--check", "database"), ("scheduler:cleanup",), ("scheduler:planner", "--once"),
         ("scheduler:run", "--id", "data"), ("scheduler:delete", "--id", "data", "--confirm"),
+        ("scheduler:calendar", "list"),
     ]  # fmt: skip
     covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
     assert covered | verbs_without_format() == set(verbs())
