@@ -48,7 +48,12 @@ def _shown_setting(name: str, value: Any) -> Any:
 def _shown_channel(config: AlertChannel) -> dict[str, Any]:
     """A channel's settings as set; its URL without user info, a Slack URL without its path (its token).
     Secrets themselves are never settings: only the names of the variables holding them are."""
-    shown = config.model_dump(by_alias=True, exclude_defaults=True)
+    fields = type(config).model_fields
+    shown = {
+        info.alias or name: getattr(config, name)
+        for name, info in fields.items()
+        if getattr(config, name) != info.default_value()
+    }
     if config.url is not None:
         scheme, _, rest = (mask_url(config.url) or "").partition("://")
         shown["url"] = (
