@@ -105,6 +105,8 @@ class Task(TaskDefinition):
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+    source: str
+    key: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -81,6 +81,11 @@ tasks = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    # Who owns the task (docs/tasks-as-code.md): a tasks file's source name, "cli" or "api"; ``key`` is its
+    # stable key in that file (renames keep the row and its history). Unique per source; NULL keys repeat.
+    Column("source", String(200), nullable=False, server_default="cli"),
+    Column("key", String(200)),
+    Index("uq_scheduled_tasks_source_key", "source", "key", unique=True),
     # "Due tasks" is a range scan: status = 'active' AND next_run_at <= now ORDER BY next_run_at.
     Index("ix_scheduled_tasks_due", "status", "next_run_at"),
 )

@@ -1,0 +1,119 @@
+"""Tasks as code inside one connection: read what a plan needs, and write a plan (bulk statements, one audit
+row per changed task). :class:`~scheduler.service.SchedulerService` opens the transaction and emits the
+events; docs/tasks-as-code.md describes the behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from scheduler.commands.registry import CommandRegistry
+from scheduler.errors import InvalidInput
+from scheduler.records import AuditRecord, Task
+from scheduler.redaction import public_task
+from scheduler.rules.fields import validate_name
+from scheduler.rules.taskfile import TasksFile
+from scheduler.rules.taskplan import Drift, TaskPlan, check_source, plan_file
+from scheduler.settings import Settings
+from scheduler.storage import audit as audit_sql
+from scheduler.storage import manual_runs, task_sets
+from scheduler.storage import tasks as tasks_sql
+from scheduler.storage.clock import db_now
+
+PRUNE_REASON = "pruned: not in its tasks file"
+
+
+@dataclass
+class Applied:
+    """The tasks an apply changed, by what happened to them (each as it is now; deleted: as it was)."""
+
+    created: list[Task] = field(default_factory=list)
+    updated: list[Task] = field(default_factory=list)
+    deleted: list[Task] = field(default_factory=list)
+    paused: list[Task] = field(default_factory=list)
+
+
+def file_source(parsed: TasksFile, given: str | None) -> str:
+    """The source: ``given`` (--source), else the file's ``source:``, else its path as given (normalised)."""
+    if given is not None:
+        return check_source(given)
+    if parsed.source is not None:
+        return check_source(parsed.source, "source (in the file)")
+    if parsed.path in ("-", "<stdin>"):
+        raise InvalidInput("a tasks file read from stdin needs --source NAME (or 'source:' in the file)")
+    return check_source(os.path.normpath(parsed.path))
+
+
+def make_plan(
+    connection: Connection,
+    parsed: TasksFile,
+    *,
+    source: str,
+    prune: bool,
+    prune_mode: str,
+    settings: Settings,
+    commands: CommandRegistry,
+    lock: bool = False,
+) -> TaskPlan:
+    """Read the source's tasks (row-locked with ``lock``), the holders of the file's names and the drift;
+    return the plan (validating every task on the way)."""
+    now = db_now(connection)
+    stored = task_sets.tasks_of_source(connection, source, lock=lock)
+    names: list[str] = []
+    for entry in parsed.tasks:
+        try:
+            names.append(validate_name(entry.fields.get("name")))
+        except InvalidInput:
+            continue  # plan_file reports it, at its line
+    drift: dict[int, list[Drift]] = defaultdict(list)
+    for row in task_sets.drift(connection, source):
+        if row.task_id is not None:
+            drift[row.task_id].append(Drift(row.task_id, row.actor, row.at, row.action))
+    return plan_file(
+        parsed, source=source, stored=stored, holders=task_sets.tasks_named(connection, names), drift=drift,
+        prune=prune, prune_mode=prune_mode, settings=settings, commands=commands, now=now,
+    )  # fmt: skip
+
+
+def write_plan(connection: Connection, plan: TaskPlan, *, actor: str) -> Applied:
+    """Make the database match ``plan``: deletions first (they free names), updates, creations, pauses; one
+    audit row per task (``apply:<action>``)."""
+    now = db_now(connection)
+    done = Applied()
+    records: list[AuditRecord] = []
+    for item in plan.tasks:
+        if item.action == "delete" and item.task is not None:
+            manual_runs.cancel_open_executions(connection, item.task.id, now=now, reason="task pruned")
+            tasks_sql.delete_task(connection, item.task.id)
+            done.deleted.append(item.task)
+            records.append(
+                AuditRecord("apply:delete", item.task.id, item.task.name, public_task(item.task), None)
+            )
+    updates = [(item.task, item.columns) for item in plan.tasks if item.action == "update" and item.task]
+    done.updated = task_sets.update_tasks(connection, [(task.id, cols) for task, cols in updates], now=now)
+    before = {task.id: task for task, _ in updates}
+    records += [_record("apply:update", before[task.id], task) for task in done.updated]
+    rows = [
+        {**item.definition.columns(), "source": plan.source, "key": item.key}
+        for item in plan.tasks
+        if item.action == "create" and item.definition is not None
+    ]
+    done.created = task_sets.insert_tasks(connection, rows, now=now)
+    records += [
+        AuditRecord("apply:create", task.id, task.name, None, public_task(task)) for task in done.created
+    ]
+    paused = [item.task for item in plan.tasks if item.action == "pause" and item.task is not None]
+    reason = {"status": "paused", "status_reason": PRUNE_REASON}
+    done.paused = task_sets.update_tasks(connection, [(task.id, reason) for task in paused], now=now)
+    was = {task.id: task for task in paused}
+    records += [_record("apply:pause", was[task.id], task) for task in done.paused]
+    audit_sql.insert_audit(connection, records, actor=actor, at=now)
+    return done
+
+
+def _record(action: str, before: Task, after: Task) -> AuditRecord:
+    return AuditRecord(action, after.id, after.name, public_task(before), public_task(after))
