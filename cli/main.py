@@ -28,6 +28,9 @@ READ_ONLY = frozenset(
      "versions", "diff"}
 )  # fmt: skip
 
+# Verbs that build many objects that live until they exit: also run without the cyclic garbage collector.
+BULK = frozenset({"apply"})
+
 EPILOG = """\b
 Configuration: module.yaml (or $SCHEDULER_CONFIG_FILE) and SCHEDULER_* variables,
 e.g. SCHEDULER_DATABASE_URL (unset: SQLite under ./.scheduler). See 'scheduler:config'.
@@ -120,7 +123,7 @@ def load_verb(verb: str) -> click.Command:
     command = import_verb(verb)
     if verb in LONG_RUNNING:
         with_log_setup(command)
-    if verb in READ_ONLY:
+    if verb in READ_ONLY or verb in BULK:
         without_gc(command)
     return with_task_suggestions(command)
 

@@ -73,8 +73,11 @@ def make_plan(
     for row in task_sets.drift(connection, source):
         if row.task_id is not None:
             drift[row.task_id].append(Drift(row.task_id, row.actor, row.at, row.action))
+    holders = {task.name: task for task in stored} | task_sets.tasks_named(
+        connection, names, other_than=source
+    )
     return plan_file(
-        parsed, source=source, stored=stored, holders=task_sets.tasks_named(connection, names), drift=drift,
+        parsed, source=source, stored=stored, holders=holders, drift=drift,
         prune=prune, prune_mode=prune_mode, settings=settings, commands=commands, now=now,
     )  # fmt: skip
 

@@ -3,8 +3,8 @@ it starts on and the line of every field; or one :class:`TaskFileError` naming t
 field. The format is in docs/tasks-as-code.md.
 
 Pure: bytes in, records out. Safe by construction: a size limit, strict UTF-8, PyYAML's safe resolver (no
-tags that build objects), and no aliases at all (a file that refers to one node twice, the way "a billion
-laughs" expands, is refused before anything walks it), duplicate mapping keys refused (YAML keeps the last).
+tags that build objects), and no aliases of mappings or lists (a file that refers to one node twice, the
+way "a billion laughs" expands, is refused before anything walks it), duplicate mapping keys refused (YAML keeps the last).
 Field values are validated later, with the rules of ``create`` (:mod:`scheduler.rules.validation`).
 """
 
@@ -43,6 +43,9 @@ _SCALARS: dict[str, Callable[[Any], Any]] = {
     # An unquoted 2030-01-01T00:00:00Z stays text: start_at, end_at and schedules take ISO-8601 text.
     "tag:yaml.org,2002:timestamp": str,
 }
+
+
+_COLLECTIONS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 class TaskFileError(InvalidInput):
@@ -119,7 +122,8 @@ def _compose(path: str, text: str) -> yaml.Node | None:
 
 
 class _Converter:
-    """Nodes -> plain values, refusing aliases (a node met twice) and duplicate keys."""
+    """Nodes -> plain values, refusing aliases of mappings and lists (a node met twice: how an alias bomb
+    expands) and duplicate keys. An alias of a scalar cannot expand; it reads as its value."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -132,12 +136,14 @@ class _Converter:
         if id(node) in self.seen:
             raise self.fail(node, "YAML anchors and aliases are not allowed (use the file's defaults)")
         self.seen.add(id(node))
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTIONS:
+            raise self.fail(node, f"unsupported YAML tag {node.tag!r}")
 
     def value(self, node: yaml.Node) -> Any:
         """A node as plain data; iterative, so nesting depth cannot exhaust the stack."""
-        self.visit(node)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
+        self.visit(node)
         root: Any = {} if isinstance(node, yaml.MappingNode) else []
         stack: list[tuple[yaml.Node, Any]] = [(node, root)]
         while stack:
@@ -146,10 +152,10 @@ class _Converter:
                 self.pairs(current) if isinstance(current, yaml.MappingNode) else enumerate(current.value)
             )
             for key, child in children:
-                self.visit(child)
                 if isinstance(child, yaml.ScalarNode):
                     item = self.scalar(child)
                 else:
+                    self.visit(child)
                     item = {} if isinstance(child, yaml.MappingNode) else []
                     stack.append((child, item))
                 if isinstance(out, dict):
@@ -165,7 +171,6 @@ class _Converter:
         out: list[tuple[str, yaml.Node]] = []
         keys: set[str] = set()
         for key_node, value_node in node.value:
-            self.visit(key_node)
             key = self.scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
                 raise self.fail(key_node, "mapping keys must be text")
@@ -255,8 +260,12 @@ def _task(
     if key is None:
         key = fields.get("name")
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        where = lines.get("key" if "key" in own else "name", line)
-        raise TaskFileError(convert.path, where, "a task needs a key or a name (text, 1-200 characters)")
+        field_name = "key" if "key" in own else "name"
+        raise TaskFileError(
+            convert.path,
+            lines.get(field_name, line),
+            f"invalid {field_name}: must be text of 1-200 characters (a task's key defaults to its name)",
+        )
     return FileTask(key=key.strip(), fields=fields, line=line, lines=lines)
 
 
@@ -265,8 +274,9 @@ def _check_unique_keys(path: str, tasks: list[FileTask]) -> None:
     for task in tasks:
         other = first.setdefault(task.key, task)
         if other is not task:
+            what = "key" if "key" in task.lines else "name (the key of a task without one)"
             raise TaskFileError(
-                path, task.line_of("key"), f"key {task.key!r} is used twice (also on line {other.line})"
+                path, task.line_of("key"), f"{what} {task.key!r} is used twice (also on line {other.line})"
             )
 
 

@@ -28,7 +28,7 @@ from scheduler.settings import Settings
 
 PRUNE_MODES = ("delete", "pause")
 RESERVED_SOURCES = ("cli", "api")
-OPTIONAL_FIELDS = ("misfire_grace_ms", "auto_pause_after", "start_at", "end_at", "max_runs")
+_PLAIN_FIELDS = tuple(name for name in DEFINITION_FIELDS if name not in ("name", "command", "schedule"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +143,8 @@ def desired_definition(
     once = fields.pop("once", False)
     if not isinstance(once, bool):
         raise InvalidField("once", "must be true or false")
-    plain = validate_plain_fields(
-        {k: v for k, v in fields.items() if k not in ("command", "schedule")}, settings
-    )
-    defaults = validate_plain_fields(
-        dict.fromkeys(set(DEFINITION_FIELDS) - fields.keys() - {"name"}), settings
-    )
-    values = {**defaults, **dict.fromkeys(OPTIONAL_FIELDS), **plain}
+    given = {k: v for k, v in fields.items() if k not in ("command", "schedule")}
+    values = validate_plain_fields(dict.fromkeys(_PLAIN_FIELDS) | given, settings)
     if fields.get("name") is None or fields.get("command") is None:
         raise InvalidField("name" if fields.get("name") is None else "command", "is required")
     values["command"] = validate_command(fields["command"], commands, values["data"])

@@ -43,11 +43,12 @@ def tasks_of_source(
     return _tasks(connection, query.with_for_update() if lock else query)
 
 
-def tasks_named(connection: Connection, names: Sequence[str]) -> dict[str, Task]:
-    """The tasks holding one of ``names``, by name."""
+def tasks_named(connection: Connection, names: Sequence[str], *, other_than: str) -> dict[str, Task]:
+    """The tasks of any source but ``other_than`` holding one of ``names``, by name."""
     found: dict[str, Task] = {}
     for chunk in _chunks(list(names)):
-        for task in _tasks(connection, select(tasks).where(tasks.c.name.in_(chunk))):
+        query = select(tasks).where(tasks.c.name.in_(chunk), tasks.c.source != other_than)
+        for task in _tasks(connection, query):
             found[task.name] = task
     return found
 
