@@ -38,6 +38,7 @@ test-faults: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m cli.docgen
+	$(BIN)/python -m scheduler.rules.task_schema
 
 # Benchmarks (bench/README.md): each appends its figures to bench/RESULTS.md; pass options as ARGS="...".
 $(BENCH_STAMP): $(STAMP)

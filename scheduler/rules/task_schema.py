@@ -24,7 +24,7 @@ from scheduler.rules.fields import (
 )
 from scheduler.rules.taskfile import DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
 
-SCHEMA_PATH = Path("schema") / "tasks-file.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "tasks-file.schema.json"
 INSTANT = {"type": "string", "format": "date-time", "description": "ISO-8601 instant with a UTC offset"}
 
 
