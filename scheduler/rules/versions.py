@@ -61,15 +61,20 @@ class TaskVersion:
 
 
 def versions_of(entries: Iterable[AuditEntry]) -> list[TaskVersion]:
-    """The versions in ``entries`` (one task's audit rows, any order): every row whose ``after`` is the task
-    (not a deletion, not a manual run's row), oldest first, numbered from 1."""
-    rows = sorted(
-        (e for e in entries if isinstance(e.after, dict) and "schedule" in e.after), key=lambda e: e.id
-    )
-    return [
-        TaskVersion(number, e.id, e.at, e.actor, e.action, dict(e.after or {}))
-        for number, e in enumerate(rows, start=1)
-    ]
+    """The versions in ``entries`` (one task's audit rows, any order), oldest first, numbered from 1: every
+    row that left the task changed (not a deletion, not a manual run). A row that records only what it changed
+    (the worker's auto-pause: the status) is applied to the version before it."""
+    versions: list[TaskVersion] = []
+    for entry in sorted(entries, key=lambda e: e.id):
+        if entry.action == "run" or not isinstance(entry.after, dict):
+            continue
+        task = dict(entry.after)
+        if "schedule" not in task:
+            if not versions:
+                continue
+            task = versions[-1].task | task
+        versions.append(TaskVersion(len(versions) + 1, entry.id, entry.at, entry.actor, entry.action, task))
+    return versions
 
 
 def pick_version(versions: Sequence[TaskVersion], number: int | None, *, field: str) -> TaskVersion:

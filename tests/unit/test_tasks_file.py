@@ -164,7 +164,10 @@ def test_versions_skip_manual_runs_and_deletions() -> None:
     rows = [
         entry(3, "run", {"execution_id": 7}),
         entry(1, "create", {"schedule": "5m"}),
-        entry(4, "update", {"schedule": "6m"}),
+        entry(4, "update", {"schedule": "6m", "status": "active"}),
+        entry(5, "pause", {"status": "paused", "status_reason": "3 failures in a row"}),  # the worker's
         entry(9, "delete", None),
     ]
-    assert [(v.number, v.audit_id) for v in versions_of(rows)] == [(1, 1), (2, 4)]
+    versions = versions_of(rows)
+    assert [(v.number, v.audit_id) for v in versions] == [(1, 1), (2, 4), (3, 5)]
+    assert versions[-1].task == {"schedule": "6m", "status": "paused", "status_reason": "3 failures in a row"}
