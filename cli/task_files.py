@@ -95,10 +95,12 @@ def print_plan(plan: TaskPlan, *, verb: str) -> None:
         if item.action != "unchanged" or item.drift:
             lines += _task_lines(item)
     counts = plan.summary()
-    lines.append(
-        f"{counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete, "
-        f"{counts['pause']} to pause, {counts['unchanged']} unchanged."
-    )
+    done = verb == "applied"
+    parts = [
+        f"{counts[action]} {action + 'd' if done else 'to ' + action}"
+        for action in ("create", "update", "delete", "pause")
+    ]
+    lines.append(", ".join([*parts, f"{counts['unchanged']} unchanged."]))
     if plan.drifted:
         lines.append(f"{len(plan.drifted)} task(s) changed since the last apply by someone else (drift).")
     click.echo("\n".join(lines))

@@ -4,7 +4,8 @@ field. The format is in docs/tasks-as-code.md.
 
 Pure: bytes in, records out. Safe by construction: a size limit, strict UTF-8, PyYAML's safe resolver (no
 tags that build objects), and no aliases of mappings or lists (a file that refers to one node twice, the
-way "a billion laughs" expands, is refused before anything walks it), duplicate mapping keys refused (YAML keeps the last).
+way "a billion laughs" expands, is refused before anything walks it), duplicate mapping keys refused (YAML
+would keep the last).
 Field values are validated later, with the rules of ``create`` (:mod:`scheduler.rules.validation`).
 """
 

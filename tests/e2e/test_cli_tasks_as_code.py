@@ -103,9 +103,7 @@ def test_plan_apply_idempotent_and_the_exit_codes(cli: Cli) -> None:
 
     before = audit_count(cli)
     again = cli.run("scheduler:apply", "-f", path)
-    assert (
-        again.code == 0 and "0 to create, 0 to update, 0 to delete, 0 to pause, 4 unchanged." in again.stdout
-    )
+    assert again.code == 0 and "0 created, 0 updated, 0 deleted, 0 paused, 4 unchanged." in again.stdout
     assert audit_count(cli) == before  # a second apply writes no audit row
     clean = cli.run("scheduler:plan", "-f", path)
     assert clean.code == 0, clean.describe()
@@ -146,7 +144,7 @@ def test_prune_removes_only_the_tasks_of_its_own_source(cli: Cli) -> None:
     without = plan_json(cli, "-f", path, expect=0)  # without --prune nothing is removed
     assert without["summary"] == {"create": 0, "update": 0, "delete": 0, "pause": 0, "unchanged": 1}
     paused = cli.run("scheduler:apply", "-f", path, "--prune", "--prune-mode", "pause")
-    assert paused.code == 0 and "3 to pause" in paused.stdout, paused.describe()
+    assert paused.code == 0 and "3 paused," in paused.stdout, paused.describe()
     statuses = {task["name"]: task["status"] for task in cli.tasks()}
     assert statuses == {
         "made-by-hand": "active", "b-task": "active", "nightly-backup": "active",

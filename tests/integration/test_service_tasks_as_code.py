@@ -1,0 +1,97 @@
+"""Tasks as code through the Python API (SchedulerService) on SQLite and PostgreSQL: ownership recorded per
+task, events per changed task, nothing written on a failed apply, versions and rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from scheduler.commands.loading import load_registry
+from scheduler.errors import InvalidInput
+from scheduler.observability.events import TASK_CREATED, TASK_DELETED, TASK_UPDATED
+from scheduler.rules.taskfile import dump_document
+from scheduler.service import SchedulerService
+from scheduler.settings import Settings
+from scheduler.storage.tables import audit, tasks
+
+SETTINGS = Settings()
+FILE = b"""\
+source: svc
+tasks:
+  - {key: a, name: alpha, command: test:echo, schedule: 1h, data: {token: t1}}
+  - {key: b, name: beta, command: test:echo, schedule: "0 4 * * *"}
+"""
+
+
+@pytest.fixture
+def service(engine: Engine) -> SchedulerService:
+    return SchedulerService(engine, SETTINGS, commands=load_registry(SETTINGS), actor="deployer")
+
+
+def rows(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as connection:
+        return (
+            connection.execute(select(func.count()).select_from(tasks)).scalar_one(),
+            connection.execute(select(func.count()).select_from(audit)).scalar_one(),
+        )
+
+
+def test_api_tasks_are_owned_by_api_and_file_tasks_by_their_source(service: SchedulerService) -> None:
+    made = service.create_task(name="by-api", command="test:echo", schedule="1h")
+    assert (made.source, made.key) == ("api", None)
+    events: list[tuple[str, Any]] = []
+    for name in (TASK_CREATED, TASK_UPDATED, TASK_DELETED):
+        service.on(name, lambda payload, name=name: events.append((name, payload["task"]["name"])))
+    plan = service.apply_tasks_file(FILE, path="f.yaml")
+    assert plan.summary()["create"] == 2 and sorted(events) == [
+        (TASK_CREATED, "alpha"),
+        (TASK_CREATED, "beta"),
+    ]
+    owned = {task.name: (task.source, task.key) for task in service.list_tasks()}
+    assert owned == {"by-api": ("api", None), "alpha": ("svc", "a"), "beta": ("svc", "b")}
+
+    events.clear()
+    smaller = FILE.replace(b'  - {key: b, name: beta, command: test:echo, schedule: "0 4 * * *"}\n', b"")
+    service.apply_tasks_file(smaller.replace(b"1h", b"2h"), path="f.yaml", prune=True)
+    assert sorted(events) == [(TASK_DELETED, "beta"), (TASK_UPDATED, "alpha")]
+    assert sorted(task.name for task in service.list_tasks()) == ["alpha", "by-api"]
+
+
+def test_a_failed_apply_writes_nothing(service: SchedulerService, engine: Engine) -> None:
+    service.create_task(name="beta", command="test:echo")
+    before = rows(engine)
+    with pytest.raises(InvalidInput, match=r"f\.yaml:4: task 'b': invalid name: 'beta' is taken by task 1"):
+        service.apply_tasks_file(FILE, path="f.yaml")
+    assert rows(engine) == before
+    with pytest.raises(InvalidInput, match="'cli' is reserved"):
+        service.plan_tasks_file(FILE, path="f.yaml", source="cli")
+
+
+def test_export_round_trip_and_rollback_through_the_api(service: SchedulerService, engine: Engine) -> None:
+    service.apply_tasks_file(FILE, path="f.yaml")
+    document = service.export_tasks(source="svc")
+    assert document["tasks"][0]["data"] == {"token": "t1"}
+    for output_format in ("yaml", "json"):
+        again = service.apply_tasks_file(dump_document(document, output_format).encode(), path="export")
+        assert not again.has_changes
+    alpha = service.get_task("alpha")
+    service.update_task("alpha", schedule="30m", data={"token": "t2"})
+    service.update_task("alpha", retries=4)
+    versions = service.task_versions("alpha")
+    assert [(v.number, v.action) for v in versions] == [(1, "apply:create"), (2, "update"), (3, "update")]
+    before, after, changes = service.diff_task_versions("alpha", from_version=1)
+    assert (before.number, after.number) == (1, 3)
+    assert [(c.field, c.before, c.after) for c in changes] == [("schedule", "1h", "30m"), ("retries", 3, 4)]
+
+    rolled = service.rollback_task("alpha", to=1)
+    assert (rolled.id, rolled.schedule, rolled.retries) == (alpha.id, "1h", 3)
+    assert rolled.data == {"token": "t2"}  # the audit keeps the secret redacted: the current value stays
+    assert service.task_versions("alpha")[-1].action == "rollback"
+    plan = service.plan_tasks_file(FILE, path="f.yaml")
+    [drifted] = plan.drifted
+    assert [(d.actor, d.action) for d in drifted.drift] == [("deployer", "update")] * 2 + [
+        ("deployer", "rollback")
+    ]
+    assert [c.field for c in drifted.changes] == ["data"]  # the file's token differs from the kept one
