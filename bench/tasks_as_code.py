@@ -150,9 +150,9 @@ def main() -> None:
         "create loop / apply",
     )
     body = [
-        f"A {args.tasks}-task YAML file ({size_kb:.0f} KiB; cron, interval, once and manual tasks). apply and "
-        "plan are the real executable (process start included); create_task runs in-process into its own empty "
-        "database.",
+        f"A {args.tasks}-task YAML file ({size_kb:.0f} KiB; cron, interval, once and manual tasks). apply "
+        "and plan are the real executable (process start included); create_task runs in-process into its "
+        "own empty database.",
         "",
         *table(headers, rows),
     ]
