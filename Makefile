@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
-	bench-cli-latency bench-worker-throughput bench-embedded-broker
+	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-tasks-as-code
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench-cli-latency: $(BENCH_STAMP)
 
 bench-embedded-broker: $(BENCH_STAMP)
 	$(BIN)/python -m bench.embedded_broker $(ARGS)
+
+bench-tasks-as-code: $(BENCH_STAMP)
+	$(BIN)/python -m bench.tasks_as_code $(ARGS)
 
 bench-worker-throughput: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_worker_throughput.py $(ARGS)
