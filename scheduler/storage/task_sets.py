@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from scheduler.records import AuditEntry, Task
+from scheduler.storage.bulk import BULK_MIN_ROWS, insert_json_rows
 from scheduler.storage.mapping import audit_from_row, tasks_from_rows
 from scheduler.storage.tables import audit, tasks
 
@@ -86,8 +87,14 @@ def insert_tasks(connection: Connection, rows: Sequence[Mapping[str, Any]], *, n
         {**row, "run_count": 0, "consecutive_failures": 0, "created_at": now, "updated_at": now}
         for row in rows
     ]
-    result = connection.execute(insert(tasks).returning(tasks.c.id, sort_by_parameter_order=True), stamped)
-    ids = result.scalars().all()
+    if connection.dialect.name == "postgresql" and len(stamped) >= BULK_MIN_ROWS:
+        by_key = {
+            row.key: row.id for row in insert_json_rows(connection, tasks, stamped, returning=("id", "key"))
+        }
+        ids = [by_key[row["key"]] for row in stamped]  # one source per call: keys are unique
+    else:
+        statement = insert(tasks).returning(tasks.c.id, sort_by_parameter_order=True)
+        ids = list(connection.execute(statement, stamped).scalars())
     fresh: dict[str, Any] = {"status_reason": None, "last_run_at": None}
     return [Task(**row, **fresh, id=task_id) for row, task_id in zip(stamped, ids, strict=True)]
 

@@ -95,3 +95,32 @@ def test_export_round_trip_and_rollback_through_the_api(service: SchedulerServic
         ("deployer", "rollback")
     ]
     assert [c.field for c in drifted.changes] == ["data"]  # the file's token differs from the kept one
+
+
+def test_a_large_apply_writes_every_task_and_a_valid_audit_chain(
+    service: SchedulerService, engine: Engine
+) -> None:
+    """150 tasks: on PostgreSQL the tasks and their audit rows go in as one statement each (bulk.py)."""
+    entries = "".join(
+        f"  - {{key: k{i}, name: n{i}, command: test:echo, schedule: {1 + i % 50}m, "
+        f"data: {{i: {i}, token: s}}}}\n"
+        for i in range(150)
+    )
+    content = f"source: big\ntasks:\n{entries}".encode()
+    service.create_task(name="by-hand", command="test:echo")
+    assert service.apply_tasks_file(content, path="big.yaml").summary()["create"] == 150
+    stored = {task.key: task for task in service.list_tasks() if task.source == "big"}
+    assert (
+        len(stored) == 150 and stored["k42"].name == "n42" and stored["k42"].data == {"i": 42, "token": "s"}
+    )
+    assert stored["k42"].schedule == "43m" and stored["k42"].next_run_at is not None
+    entries_by_task = {
+        entry.task_id: entry for entry in service.audit(limit=1000) if entry.action == "apply:create"
+    }
+    assert len(entries_by_task) == 150
+    after = entries_by_task[stored["k7"].id].after or {}
+    assert (after["name"], after["key"], after["data"]) == ("n7", "k7", {"i": 7, "token": "***"})
+    assert {entry.actor for entry in entries_by_task.values()} == {"deployer"}
+    verdict = service.verify_audit()
+    assert verdict.intact and verdict.rows == 151, verdict
+    assert not service.plan_tasks_file(content, path="big.yaml").has_changes
