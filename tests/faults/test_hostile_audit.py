@@ -29,10 +29,14 @@ from scheduler.settings import Settings
 from scheduler.storage.mapping import audit_from_row, task_from_row
 from scheduler.storage.tables import audit, executions, tasks
 
-MUTATIONS = {"create_task", "update_task", "delete_task", "pause", "resume", "run_task_now"}
+MUTATIONS = {
+    "create_task", "update_task", "delete_task", "pause", "resume", "run_task_now", "apply_tasks_file",
+    "rollback_task",
+}  # fmt: skip
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
-    "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit",
+    "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "plan_tasks_file",
+    "export_tasks", "task_versions", "diff_task_versions",
 }  # fmt: skip
 CONSTRUCTORS = {"from_settings"}
 ACTION_OF = {
@@ -42,7 +46,12 @@ ACTION_OF = {
     "pause": "pause",
     "resume": "resume",
     "run_task_now": "run",
+    "rollback_task": "rollback",
 }
+# A method whose audit rows may carry one of several actions (what the apply did to each task).
+ACTIONS_OF = {"apply_tasks_file": ("apply:create", "apply:update", "apply:delete", "apply:pause")}
+FILE = b"source: s\ntasks:\n  - {key: one, name: f1, command: test:echo, schedule: 1h}\n"
+FILE_TWO = FILE + b"  - {key: two, name: f2, command: test:echo, schedule: 2h}\n"
 
 
 def test_every_public_method_of_the_service_is_classified_as_a_mutation_or_a_read() -> None:
@@ -106,7 +115,9 @@ def _check(engine: Engine, service: SchedulerService, method: str, call: Callabl
     )
     for entry in added:
         assert entry.task_id is not None
-        assert entry.action == ACTION_OF[method] and entry.actor == service.actor
+        assert (
+            entry.action in ACTIONS_OF.get(method, (ACTION_OF.get(method),)) and entry.actor == service.actor
+        )
         assert entry.before == before.get(entry.task_id), f"{method}: before of task {entry.task_id}"
         assert entry.after == after.get(entry.task_id), f"{method}: after of task {entry.task_id}"
     return len(added)
@@ -150,11 +161,29 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
         ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
         ("on", lambda: service.on("task-created", lambda payload: None)),
+        ("apply_tasks_file", lambda: service.apply_tasks_file(FILE_TWO.replace(b"1h", b"3h"), path="f")),
+        (
+            "apply_tasks_file",
+            lambda: service.apply_tasks_file(FILE_TWO.replace(b"1h", b"3h"), path="f"),
+        ),  # no-op
+        ("apply_tasks_file", lambda: service.apply_tasks_file(FILE, path="f", prune=True)),  # update, delete
+        (
+            "apply_tasks_file",
+            lambda: service.apply_tasks_file(b"source: s\ntasks: []\n", prune=True, prune_mode="pause"),
+        ),
+        ("plan_tasks_file", lambda: service.plan_tasks_file(FILE_TWO, path="f")),
+        ("export_tasks", lambda: service.export_tasks(source="s")),
+        ("task_versions", lambda: service.task_versions("a")),
+        ("diff_task_versions", lambda: service.diff_task_versions("a", from_version=1)),
+        ("rollback_task", lambda: service.rollback_task("a", to=1)),
+        ("rollback_task", lambda: service.rollback_task("a", to=1)),  # equal already: no-op
         ("delete_task", lambda: service.delete_task("a")),
     ]
     assert {method for method, _ in steps} == MUTATIONS | READS
     rows = sum(_check(engine, service, method, call) for method, call in steps)
-    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2  # creates, updates, pauses, resumes, runs, deletes
+    # creates, updates, pauses, resumes, runs, deletes; applies (2 creates, an update and a delete, a
+    # pause), a rollback
+    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 5 + 1
 
 
 @pytest.mark.parametrize("reason", ["a zone tzdata no longer has", "text that no longer parses"])
