@@ -243,7 +243,8 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
         ("scheduler:health", "--check", "database"), ("scheduler:cleanup",), ("scheduler:planner", "--once"),
         ("scheduler:run", "--id", "data"), ("scheduler:plan", "-f", "tasks.yaml"),
         ("scheduler:apply", "-f", "tasks.yaml"), ("scheduler:export",),
-        ("scheduler:versions", "--id", "data"), ("scheduler:diff", "--id", "data"), ("scheduler:rollback", "--id", "data", "--to", "1"),
+        ("scheduler:versions", "--id", "data"), ("scheduler:diff", "--id", "data"),
+        ("scheduler:rollback", "--id", "data", "--to", "1"),
         ("scheduler:delete", "--id", "data", "--confirm"),
     ]  # fmt: skip
     covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
