@@ -197,7 +197,7 @@ def plan_file(
             current = by_key.get(entry.key)
             holder = holders.get(name)
             if holder is not None and holder.id not in freed and (current is None or holder.id != current.id):
-                raise InvalidField("name", _taken(holder, source))
+                raise InvalidField("name", _taken(holder, source, keys))
             planned.append(_plan_one(entry, current, drift, settings=settings, commands=commands, now=now))
     action = "delete" if prune_mode == "delete" else "pause"
     for task in pruned:
@@ -211,8 +211,13 @@ def plan_file(
     return TaskPlan(path=parsed.path, source=source, prune=prune, tasks=planned)
 
 
-def _taken(holder: Task, source: str) -> str:
+def _taken(holder: Task, source: str, keys: set[str]) -> str:
     owner = "by hand" if holder.source == "cli" else f"by {holder.source}"
+    if holder.source == source and holder.key in keys:
+        return (
+            f"{holder.name!r} is still task {holder.id} (key {holder.key!r}), which this file renames: "
+            "a name cannot pass from one task to another in one apply (apply that rename first, alone)"
+        )
     if holder.source == source:
         return (
             f"{holder.name!r} is task {holder.id} (key {holder.key!r}), which this file no longer lists: "

@@ -124,3 +124,24 @@ def test_a_large_apply_writes_every_task_and_a_valid_audit_chain(
     verdict = service.verify_audit()
     assert verdict.intact and verdict.rows == 151, verdict
     assert not service.plan_tasks_file(content, path="big.yaml").has_changes
+
+
+def test_a_name_passing_between_tasks_in_one_apply_is_refused_naming_the_task(
+    service: SchedulerService,
+) -> None:
+    service.apply_tasks_file(FILE, path="f.yaml")
+
+    def names(a: str, b: str) -> bytes:
+        marked = FILE.replace(b"name: alpha", b"name: @A").replace(b"name: beta", b"name: @B")
+        return marked.replace(b"@A", a.encode()).replace(b"@B", b.encode())
+
+    with pytest.raises(
+        InvalidInput, match=r"f\.yaml:3: task 'a': invalid name: 'beta' is still task 2 \(key 'b'\)"
+    ):
+        service.apply_tasks_file(names("beta", "alpha"), path="f.yaml")
+    for step in (names("tmp", "beta"), names("tmp", "alpha"), names("beta", "alpha")):  # one rename at a time
+        service.apply_tasks_file(step, path="f.yaml")
+    assert {task.key: (task.id, task.name) for task in service.list_tasks()} == {
+        "a": (1, "beta"),
+        "b": (2, "alpha"),
+    }
