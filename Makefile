@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
-	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-tasks-as-code
+	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-web-console bench-jitter-spread \
+	bench-tasks-as-code
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,14 +19,14 @@ run: $(STAMP)
 	$(BIN)/systemprompt scheduler:serve --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler workers cli tests bench examples
-	$(BIN)/ruff format --check scheduler workers cli tests bench examples
+	$(BIN)/ruff check scheduler workers cli web tests bench examples
+	$(BIN)/ruff format --check scheduler workers cli web tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format scheduler workers cli tests bench examples
-	$(BIN)/ruff check --fix scheduler workers cli tests bench examples
+	$(BIN)/ruff format scheduler workers cli web tests bench examples
+	$(BIN)/ruff check --fix scheduler workers cli web tests bench examples
 
 # Three test processes on two cores: most tests wait on servers and child processes. worksteal hands each
 # process a contiguous run of tests (a module's shared worker is started once, not once per process) and
@@ -63,8 +64,14 @@ bench-embedded-broker: $(BENCH_STAMP)
 bench-tasks-as-code: $(BENCH_STAMP)
 	$(BIN)/python -m bench.tasks_as_code $(ARGS)
 
+bench-web-console: $(BENCH_STAMP)
+	$(BIN)/python -m bench.web_console $(ARGS)
+
 bench-worker-throughput: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_worker_throughput.py $(ARGS)
+
+bench-jitter-spread: $(BENCH_STAMP)
+	$(BIN)/python -m bench.jitter_spread $(ARGS)
 
 clean:
 	rm -rf $(VENV) .scheduler .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cli.admin import ADMIN_COMMANDS
+from cli.calendars import CALENDAR_COMMANDS
 from cli.context import PROG_NAME
 from cli.engine import ENGINE_COMMANDS
 from cli.main import PREFIX, cli, verb_name
@@ -39,6 +40,7 @@ SECTIONS: tuple[tuple[str, Sequence[click.Command]], ...] = (
     ("Tasks", TASK_COMMANDS),
     ("Tasks as code and versions", TASK_FILE_COMMANDS),
     ("History and schedules", REPORT_COMMANDS),
+    ("Calendars", CALENDAR_COMMANDS),
     ("Installation", ADMIN_COMMANDS),
     ("Engine", ENGINE_COMMANDS),
     ("Operations", OPERATIONS_COMMANDS),
@@ -64,7 +66,19 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Planner and worker behaviour",
         ("lease_ttl", "planner_batch_size", "recovery_after", "heartbeat_interval", "max_log_bytes"),
     ),
-    ("Operations", ("actor", "log_format", "log_level", "metrics_port", "flower_basic_auth")),
+    (
+        "Operations",
+        (
+            "actor",
+            "log_format",
+            "log_level",
+            "metrics_port",
+            "flower_basic_auth",
+            "web_users",
+            "web_trusted_header",
+            "web_secret",
+        ),
+    ),
     ("External commands", ("commands",)),
 )
 

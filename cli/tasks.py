@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.cells import Column
+from cli.cells import Column, human_ms
 from cli.context import get_service
 from cli.options import (
     actor_option,
@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 
 
 def _schedule_text(task: Task) -> str:
-    return task.schedule if task.timezone == "UTC" else f"{task.schedule} ({task.timezone})"
+    text = " | ".join(task.schedules) if task.schedules else task.schedule
+    if task.jitter_ms:
+        text += f" ~{human_ms(task.jitter_ms)}"
+    return text if task.timezone == "UTC" else f"{text} ({task.timezone})"
 
 
 def _status_text(task: Task) -> str:

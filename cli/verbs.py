@@ -32,6 +32,7 @@ VERBS: dict[str, str] = {
     "audit": "cli.reports:audit",
     "next": "cli.reports:next_runs",
     "validate": "cli.reports:validate",
+    "calendar": "cli.calendars:calendar",
     "commands": "cli.admin:commands",
     "config": "cli.admin:config",
     "migrate": "cli.admin:migrate",
@@ -43,6 +44,7 @@ VERBS: dict[str, str] = {
     "events": "cli.engine:events",
     "health": "cli.operations:health",
     "flower": "cli.operations:flower",
+    "web": "cli.operations:web_console",
 }
 
 

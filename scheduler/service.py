@@ -14,8 +14,8 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import UTC, datetime
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, exc
@@ -23,7 +23,14 @@ from sqlalchemy import Connection, Engine, exc
 from scheduler import task_files
 from scheduler.commands.loading import load_registry
 from scheduler.commands.registry import CommandRegistry
-from scheduler.errors import BrokerUnavailable, ExecutionNotFound, InvalidField, NameTaken, TaskNotFound
+from scheduler.errors import (
+    BrokerUnavailable,
+    ExecutionNotFound,
+    InvalidField,
+    NameTaken,
+    TaskNotFound,
+    UnknownCalendar,
+)
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
 from scheduler.planning.publisher import Publisher
@@ -32,6 +39,7 @@ from scheduler.records import (
     AuditEntry,
     AuditRecord,
     AuditVerdict,
+    Calendar,
     Dispatch,
     Execution,
     ListedTask,
@@ -42,6 +50,14 @@ from scheduler.records import (
 )
 from scheduler.redaction import public_task
 from scheduler.rules import timing
+from scheduler.rules.calendars import (
+    CalendarRule,
+    parse_entries,
+    parse_ics,
+    task_calendar_rule,
+    validate_calendar_name,
+)
+from scheduler.rules.combined import slot_of
 from scheduler.rules.fields import (
     check_actor,
     check_count,
@@ -49,6 +65,7 @@ from scheduler.rules.fields import (
     check_reason,
     check_status,
     validate_instant,
+    validate_int,
     validate_timezone_name,
 )
 from scheduler.rules.taskfile import export_document, parse_tasks_file
@@ -65,6 +82,8 @@ from scheduler.rules.versions import (
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import audit_chain, manual_runs, task_sets
+from scheduler.storage import calendars as calendars_sql
+from scheduler.storage import console as console_sql
 from scheduler.storage import history as history_sql
 from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
@@ -160,6 +179,15 @@ class SchedulerService:
             service.events = events
         return service
 
+    def as_actor(self, actor: str) -> SchedulerService:
+        """The same service (engine, registry, publisher, event bus) acting as ``actor`` (checked): what the
+        web console uses for each signed-in user, so their changes are audited under their name."""
+        other = SchedulerService(
+            self.engine, self.settings, commands=self._commands, publisher=self.publisher, actor=actor
+        )
+        other.events = self.events
+        return other
+
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.observability.events`)."""
         self.events.on(event, handler)
@@ -215,6 +243,59 @@ class SchedulerService:
         status = check_status("status", status, task=True)
         with self._read() as connection:
             return tasks_sql.count_tasks(connection, status=status)
+
+    def task_page(
+        self,
+        where: console_sql.TaskFilter,
+        *,
+        sort: str = "id",
+        descending: bool = False,
+        after: tuple[Any, int] | None = None,
+        limit: int = 50,
+    ) -> list[console_sql.PageRow]:
+        """One page of tasks for the web console (see :func:`scheduler.storage.console.task_page`)."""
+        status = check_status("status", where.status, task=True)
+        limit = check_limit(limit)
+        with self._read() as connection:
+            return console_sql.task_page(
+                connection,
+                console_sql.TaskFilter(status, where.queue, where.text),
+                sort=sort,
+                descending=descending,
+                after=after,
+                limit=limit,
+            )
+
+    def task_queues(self) -> list[str]:
+        """The distinct queues of existing tasks, sorted."""
+        with self._read() as connection:
+            return tasks_sql.task_queues(connection)
+
+    def paused_by(self, task_ids: list[int]) -> dict[int, tuple[str, datetime]]:
+        """task id -> (actor, when) of the latest pause of each of these tasks that was ever paused."""
+        with self._read() as connection:
+            return console_sql.paused_by(connection, task_ids)
+
+    def duration_percentiles(self, task: TaskRef, quantiles: tuple[float, ...]) -> dict[float, float | None]:
+        """Duration percentiles (ms) of one task's executions, nearest lower rank (as stats' p95)."""
+        with self._read() as connection:
+            task_id = tasks_sql.get_task(connection, task).id
+            return console_sql.duration_percentiles(connection, task_id, quantiles)
+
+    def runs_per_day(self, task: TaskRef, *, days: int = 7) -> float:
+        """The task's runs (skipped slots excluded) per day over the last ``days`` days (database clock)."""
+        days = check_count(days)
+        with self._read() as connection:
+            task_id = tasks_sql.get_task(connection, task).id
+            since = db_now(connection) - timedelta(days=days)
+            return console_sql.runs_since(connection, task_id, since) / days
+
+    def logs_after(self, execution_id: int, position: int) -> list[LogLine]:
+        """The execution's log lines after the first ``position`` (a live tail's next lines)."""
+        with self._read() as connection:
+            if history_sql.find_execution(connection, execution_id) is None:
+                raise ExecutionNotFound(execution_id)
+            return console_sql.logs_after(connection, execution_id, max(0, position))
 
     def get_execution(self, execution_id: int) -> Execution:
         """One execution; :class:`~scheduler.errors.ExecutionNotFound` otherwise."""
@@ -301,10 +382,14 @@ class SchedulerService:
                 candidates = tasks_sql.soonest_tasks(connection, count, after=after)
                 if after is not None:  # tasks whose next run is before `after` may still fire after it
                     candidates += tasks_sql.tasks_due_by(connection, after)
+            names = [n for t in candidates for n in [*(t.exclude or ()), *(t.only_in or ())]]
+            stored = calendars_sql.calendar_days(connection, names)
         runs = [
-            NextRun(task_id=item.id, task_name=item.name, at=at)
+            run
             for item in candidates
-            for at in timing.upcoming_runs(item, count, after=after)
+            for run in _next_runs(
+                item, count, after, task_calendar_rule(item.timezone, item.exclude, item.only_in, stored)
+            )
         ]
         return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
 
@@ -314,11 +399,110 @@ class SchedulerService:
             task_id = None if task is None else tasks_sql.get_task(connection, task).id
             return stats_sql.task_stats(connection, task_id=task_id, now=db_now(connection))
 
+    # --------------------------------------------------------------------------------------------- calendars
+
+    def create_calendar(
+        self, name: str, entries: list[str] | tuple[str, ...] = (), *, ics: str | None = None
+    ) -> Calendar:
+        """Store a calendar of ``entries`` (``2026-12-25``, ``2026-12-24..2026-12-31``, ``sat``) and the
+        all-day events of ``ics`` (the text of an iCalendar file); audited ``calendar_create``."""
+        name = validate_calendar_name(name)
+        if isinstance(entries, str):
+            raise InvalidField("calendar", "entries must be a list of strings, not one string")
+        days = parse_entries(entries)
+        if ics is not None:
+            days = days.merged(parse_ics(ics))
+        if days.empty:
+            raise InvalidField("calendar", "no days given (dates, ranges A..B, weekdays or --ics FILE)")
+        with self._write() as connection:
+            if calendars_sql.find_calendar(connection, name) is not None:
+                raise InvalidField("calendar", f"a calendar named {name!r} exists already")
+            now = db_now(connection)
+            calendar = calendars_sql.insert_calendar(connection, name, days.to_json(), now=now)
+            after = {"calendar": name, "days": calendar.days}
+            self._audit(connection, [AuditRecord("calendar_create", None, None, None, after)], now)
+        return calendar
+
+    def list_calendars(self) -> list[Calendar]:
+        """Every calendar by name, each with the tasks that use it."""
+        with self._read() as connection:
+            return [
+                replace(c, tasks=calendars_sql.tasks_using(connection, c.name))
+                for c in calendars_sql.list_calendars(connection)
+            ]
+
+    def get_calendar(self, name: str) -> Calendar:
+        """One calendar with the tasks that use it; :class:`~scheduler.errors.UnknownCalendar` otherwise."""
+        with self._read() as connection:
+            calendar = self._calendar(connection, name)
+            return replace(calendar, tasks=calendars_sql.tasks_using(connection, calendar.name))
+
+    def delete_calendar(self, name: str) -> Calendar:
+        """Delete a calendar no task uses (refused, naming them, otherwise); audited ``calendar_delete``."""
+        with self._write() as connection:
+            calendar = self._calendar(connection, name, lock=True)
+            users = calendars_sql.tasks_using(connection, calendar.name)
+            if users:
+                shown = ", ".join(repr(user) for user in users[:5]) + (" ..." if len(users) > 5 else "")
+                raise InvalidField("calendar", f"{calendar.name!r} is used by task {shown}; detach it first")
+            now = db_now(connection)
+            calendars_sql.delete_calendar(connection, calendar.id)
+            before = {"calendar": calendar.name, "days": calendar.days}
+            self._audit(connection, [AuditRecord("calendar_delete", None, None, before, None)], now)
+        return calendar
+
+    def calendar_rule(
+        self,
+        *,
+        timezone: str = "UTC",
+        exclude: list[str] | None = None,
+        only_in: list[str] | None = None,
+    ) -> CalendarRule | None:
+        """The rule of these calendars, judged in ``timezone`` (what ``validate`` shows); an unknown name
+        raises :class:`~scheduler.errors.UnknownCalendar`."""
+        with self._read() as connection:
+            stored = self._require_calendars(connection, {"exclude": exclude, "only_in": only_in}, lock=False)
+        return task_calendar_rule(validate_timezone_name(timezone), exclude, only_in, stored)
+
+    def _calendar(self, connection: Connection, name: str, *, lock: bool = False) -> Calendar:
+        found = (
+            calendars_sql.find_calendar(connection, name.strip(), lock=lock)
+            if isinstance(name, str)
+            else None
+        )
+        if found is None:
+            known = [c.name for c in calendars_sql.list_calendars(connection)]
+            raise UnknownCalendar(str(name), known)
+        return found
+
+    @staticmethod
+    def _require_calendars(
+        connection: Connection, fields: Mapping[str, Any], *, lock: bool = True
+    ) -> dict[str, dict[str, Any]]:
+        """The stored days of the calendars ``fields`` (``exclude``, ``only_in``) name; UnknownCalendar for
+        a name no calendar has. ``lock`` (writes): share-lock them until the commit (a read needs no lock,
+        and a reading role may not take one)."""
+        names = [name for key in ("exclude", "only_in") for name in fields.get(key) or ()]
+        stored = calendars_sql.calendar_days(connection, names, lock=lock)
+        missing = next((name for name in names if name not in stored), None)
+        if missing is not None:
+            known = [c.name for c in calendars_sql.list_calendars(connection)]
+            raise UnknownCalendar(missing, known)
+        return stored
+
     def validate_schedule(
-        self, schedule: str, *, timezone: str = "UTC", count: int = 5, after: datetime | None = None
+        self,
+        schedule: str | list[str],
+        *,
+        timezone: str = "UTC",
+        count: int = 5,
+        after: datetime | None = None,
+        jitter_ms: int | None = None,
     ) -> list[datetime]:
-        """The first ``count`` fire times of ``schedule``: from the first run a new task would get, or after
-        ``after`` when given (see :func:`scheduler.rules.timing.preview_schedule`; host clock).
+        """The first ``count`` fire times of ``schedule`` (one text, or a list of several): from the first
+        run a new task would get, or after ``after`` when given (see
+        :func:`scheduler.rules.timing.preview_schedule`; host clock). ``jitter_ms`` is checked against the
+        schedule; the times are the nominal slots (a task's offsets depend on its id).
 
         Raises what ``create_task`` raises for the same schedule (:class:`~scheduler.errors.InvalidSchedule`
         for an instant in the past too, :class:`~scheduler.errors.InvalidTimezone`); needs no database.
@@ -330,6 +514,7 @@ class SchedulerService:
             now=datetime.now(UTC),
             count=count,
             after=validate_instant("after", after),
+            jitter=None if not jitter_ms else timedelta(milliseconds=validate_int("jitter_ms", jitter_ms)),
         )
         return preview.fire_times
 
@@ -346,7 +531,11 @@ class SchedulerService:
             definition = validate_new_task(merged, settings=self.settings, commands=self.commands, now=now)
             if tasks_sql.name_taken(connection, definition.name):
                 raise NameTaken(definition.name)
+            self._require_calendars(connection, definition.columns())
             task = tasks_sql.insert_task(connection, {**definition.columns(), "source": self.source}, now=now)
+            if task.jitter_ms:  # the offsets hash the task id, known only now
+                fire = timing.task_first_fire(task, now)
+                task = tasks_sql.update_task(connection, task.id, {"next_run_at": fire}, now=now)
             self._audit(connection, [AuditRecord("create", task.id, task.name, None, public_task(task))], now)
         self._emit(ev.TASK_CREATED, [task])
         return task
@@ -376,6 +565,7 @@ class SchedulerService:
                 return task
             if "name" in columns and tasks_sql.name_taken(connection, columns["name"], except_id=task.id):
                 raise NameTaken(columns["name"])
+            self._require_calendars(connection, columns)
             updated = tasks_sql.update_task(connection, task.id, columns, now=now)
             record = AuditRecord(action, task.id, updated.name, public_task(task), public_task(updated))
             self._audit(connection, [record], now)
@@ -614,13 +804,29 @@ def _change(action: str, before: Task, after: Task) -> AuditRecord:
     return AuditRecord(action, after.id, after.name, public_task(before), public_task(after))
 
 
-def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+def _next_runs(task: Task, count: int, after: datetime | None, rule: CalendarRule | None) -> list[NextRun]:
+    """The task's coming runs: real time, nominal slot, producing schedule, and a calendar's reason."""
     schedule = timing.task_schedule(task)
-    fire = timing.first_fire(
-        schedule, now=now, start_at=task.start_at, end_at=task.end_at, max_runs=task.max_runs,
-        run_count=task.run_count,
-    )  # fmt: skip
-    done = fire is None and schedule.kind != "manual"
+    runs = []
+    for at in timing.upcoming_runs(task, count, after=after):
+        slot, source = slot_of(schedule, at)
+        excluded = None if rule is None else rule.reason(slot)
+        runs.append(
+            NextRun(
+                task_id=task.id,
+                task_name=task.name,
+                at=at,
+                slot=slot,
+                schedule=source or task.schedule,
+                excluded=excluded,
+            )
+        )
+    return runs
+
+
+def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+    fire = timing.task_first_fire(task, now)
+    done = fire is None and task.schedule_kind != "manual"
     return {
         "status": "completed" if done else "active",
         "status_reason": "no further fire time" if done else None,

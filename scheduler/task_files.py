@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from scheduler.commands.registry import CommandRegistry
-from scheduler.errors import InvalidInput
+from scheduler.errors import InvalidInput, UnknownCalendar
 from scheduler.records import AuditRecord, Task
 from scheduler.redaction import public_task
+from scheduler.rules import timing
 from scheduler.rules.fields import validate_name
-from scheduler.rules.taskfile import TasksFile
+from scheduler.rules.taskfile import TaskFileError, TasksFile
 from scheduler.rules.taskplan import Drift, TaskPlan, check_source, plan_file
 from scheduler.settings import Settings
 from scheduler.storage import audit as audit_sql
+from scheduler.storage import calendars as calendars_sql
 from scheduler.storage import manual_runs, task_sets
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.clock import db_now
@@ -76,10 +78,31 @@ def make_plan(
     holders = {task.name: task for task in stored} | task_sets.tasks_named(
         connection, names, other_than=source
     )
-    return plan_file(
+    plan = plan_file(
         parsed, source=source, stored=stored, holders=holders, drift=drift,
         prune=prune, prune_mode=prune_mode, settings=settings, commands=commands, now=now,
     )  # fmt: skip
+    _require_calendars(connection, parsed, plan, lock=lock)
+    return plan
+
+
+def _require_calendars(connection: Connection, parsed: TasksFile, plan: TaskPlan, *, lock: bool) -> None:
+    """Every calendar a created or updated task names exists (share-locked until the commit with ``lock``);
+    else the error names the task's line."""
+    wanted: dict[str, tuple[str, int]] = {}  # calendar -> (task key, line)
+    entries = {entry.key: entry for entry in parsed.tasks}
+    for item in plan.tasks:
+        values = item.definition.columns() if item.definition is not None else item.columns
+        for field_name in ("exclude", "only_in"):
+            for calendar in values.get(field_name) or ():
+                wanted.setdefault(calendar, (item.key, entries[item.key].line_of(field_name)))
+    if not wanted:
+        return
+    stored = calendars_sql.calendar_days(connection, list(wanted), lock=lock)
+    for calendar, (key, line) in wanted.items():
+        if calendar not in stored:
+            known = [c.name for c in calendars_sql.list_calendars(connection)]
+            raise TaskFileError(parsed.path, line, f"task {key!r}: {UnknownCalendar(calendar, known)}")
 
 
 def write_plan(connection: Connection, plan: TaskPlan, *, actor: str) -> Applied:
@@ -106,6 +129,15 @@ def write_plan(connection: Connection, plan: TaskPlan, *, actor: str) -> Applied
         if item.action == "create" and item.definition is not None
     ]
     done.created = task_sets.insert_tasks(connection, rows, now=now)
+    # A jitter's offsets hash the task id, known only now (as create_task does).
+    jittered = [
+        (task.id, {"next_run_at": timing.task_first_fire(task, now)})
+        for task in done.created
+        if task.jitter_ms
+    ]
+    if jittered:
+        fixed = {task.id: task for task in task_sets.update_tasks(connection, jittered, now=now)}
+        done.created = [fixed.get(task.id, task) for task in done.created]
     records += [
         AuditRecord("apply:create", task.id, task.name, None, public_task(task)) for task in done.created
     ]

@@ -56,7 +56,8 @@ DECLARE
     function_name text;
 BEGIN
     FOREACH table_name IN ARRAY ARRAY[
-        'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version'
+        'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version',
+        'scheduler_calendars'
     ] LOOP
         IF (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(table_name))
                 IS DISTINCT FROM 'scheduler_admin' THEN
@@ -89,9 +90,11 @@ $owner$;
 
 -- Start from nothing (REVOKE ALL on a table also drops its column-level grants), then grant what each role
 -- needs. PUBLIC is included so nobody outside these roles keeps a stray privilege.
-REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version
+REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version,
+    scheduler_calendars
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
-REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq
+REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq,
+    scheduler_calendars_id_seq
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON FUNCTION scheduler_audit_field(text), scheduler_audit_row_hash(text, task_audit),
     scheduler_audit_stamp(), scheduler_audit_chain(), scheduler_audit_append_only(),
@@ -108,14 +111,14 @@ GRANT SELECT ON alembic_version
     TO scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 
 -- scheduler_viewer: dashboards and the CLI's read verbs (list, history, stats, logs); writes nothing.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, scheduler_calendars
     TO scheduler_viewer;
 
 -- scheduler_operator: on-call. Reads everything; pauses and resumes tasks; runs one now; audits both.
 -- Defining, changing or deleting tasks (command, schedule, data) stays with scheduler_admin, so the UPDATE is
 -- limited to the columns pause/resume touch (resume recomputes next_run_at and clears the failure streak)
 -- and last_run_at, which a manual run stamps.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, scheduler_calendars
     TO scheduler_operator;
 GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at)
     ON scheduled_tasks TO scheduler_operator;
@@ -132,6 +135,9 @@ GRANT UPDATE (status, enqueued_at) ON task_executions TO scheduler_operator;
 -- On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
 -- DELETE ... WHERE reads the column it filters on.
 GRANT SELECT ON scheduled_tasks TO scheduler_planner;
+-- Exclusion calendars (migration 0006): the planner reads the days of the calendars its due tasks name.
+-- Creating and deleting calendars, like defining tasks, stays with scheduler_admin.
+GRANT SELECT ON scheduler_calendars TO scheduler_planner;
 GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at)
     ON scheduled_tasks TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;

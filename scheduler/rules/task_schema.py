@@ -25,6 +25,9 @@ from scheduler.rules.fields import (
 from scheduler.rules.taskfile import DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "tasks-file.schema.json"
+CALENDARS: dict[str, Any] = {
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+}
 INSTANT = {"type": "string", "format": "date-time", "description": "ISO-8601 instant with a UTC offset"}
 
 
@@ -36,9 +39,12 @@ def field_schemas() -> dict[str, dict[str, Any]]:
         "name": {**text, "description": "Unique task name; not only digits"},
         "command": {**text, "description": "A registered command (systemprompt scheduler:commands)"},
         "schedule": {
-            "type": "string",
-            "description": "cron (5 fields), an interval (30s, 5m, 1h), an ISO-8601 instant, or manual",
+            "description": "cron (5 fields), an interval (30s, 5m, 1h), an ISO-8601 instant, or manual; or a "
+            "list of several cron and interval schedules",
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
         },
+        "exclude": CALENDARS | {"description": "Calendars whose days do not run"},
+        "only_in": CALENDARS | {"description": "Calendars: only their days run"},
         "once": {"type": "boolean", "description": "A one-time task (give its instant as the schedule)"},
         "timezone": {"type": "string", "description": "IANA time zone of a cron schedule", "default": "UTC"},
         "data": {

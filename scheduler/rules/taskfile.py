@@ -286,7 +286,7 @@ def _check_unique_keys(path: str, tasks: list[FileTask]) -> None:
 EXPORTED_FIELDS = (
     "name", "command", "schedule", "timezone", "data", "queue", "retries", "retry_delay_ms", "retry_backoff",
     "timeout_ms", "overlap_policy", "misfire_policy", "misfire_grace_ms", "auto_pause_after", "start_at",
-    "end_at", "max_runs",
+    "end_at", "max_runs", "jitter_ms", "exclude", "only_in",
 )  # fmt: skip
 
 
@@ -298,6 +298,8 @@ def export_document(tasks: Iterable[Task], *, source: str | None) -> dict[str, A
         values = task.to_json()
         entry: dict[str, Any] = {"key": task.key or task.name}
         entry |= {name: values[name] for name in EXPORTED_FIELDS if values[name] is not None}
+        if task.schedules:  # several schedules: the list
+            entry["schedule"] = list(task.schedules)
         entries.append(entry)
     document: dict[str, Any] = {"version": FORMAT_VERSION}
     if source is not None:

@@ -148,21 +148,29 @@ def desired_definition(
     if fields.get("name") is None or fields.get("command") is None:
         raise InvalidField("name" if fields.get("name") is None else "command", "is required")
     values["command"] = validate_command(fields["command"], commands, values["data"])
-    text, schedule = timing.parse_task_schedule(
-        fields.get("schedule"), timezone=values["timezone"], anchor=now
-    )
-    if once and schedule.kind != "once":
-        raise InvalidField("once", "in a tasks file, give a once task its instant as the schedule")
-    values["schedule"] = text
+    schedules = fields.get("schedule")
+    texts: list[str] = []
+    for item in schedules if isinstance(schedules, list) else [schedules]:
+        text, schedule = timing.parse_task_schedule(item, timezone=values["timezone"], anchor=now)
+        if once and schedule.kind != "once":
+            raise InvalidField("once", "in a tasks file, give a once task its instant as the schedule")
+        if text not in texts:
+            texts.append(text)
+    values["schedule"] = texts if len(texts) > 1 else texts[0] if texts else "manual"
     return values
 
 
+def stored_schedule(task: Task) -> str | list[str]:
+    """A stored task's schedule as a file gives it: its text, or the list of several."""
+    return list(task.schedules) if task.schedules else task.schedule
+
+
+def _stored_value(task: Task, name: str) -> Any:
+    return stored_schedule(task) if name == "schedule" else getattr(task, name)
+
+
 def _compare(task: FileTask, stored: Task, desired: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        name: desired[name]
-        for name in DEFINITION_FIELDS
-        if (stored.schedule if name == "schedule" else getattr(stored, name)) != desired[name]
-    }
+    return {name: desired[name] for name in DEFINITION_FIELDS if _stored_value(stored, name) != desired[name]}
 
 
 def plan_file(
@@ -246,7 +254,7 @@ def _plan_one(
         return PlannedTask("unchanged", entry.key, current.name, entry.line, task=current, drift=found)
     columns = validate_changes(current, wanted, settings=settings, commands=commands, now=now)
     changes = tuple(
-        FieldChange(name, _json_value(getattr(current, name), name), _json_value(desired[name], name))
+        FieldChange(name, _json_value(_stored_value(current, name), name), _json_value(desired[name], name))
         for name in DEFINITION_FIELDS
         if name in wanted
     )

@@ -20,9 +20,9 @@ from scheduler.rules.validation import UPDATABLE
 DEFINITION_FIELDS: tuple[str, ...] = (
     "name", "command", "schedule", "timezone", "data", "queue", "retries", "retry_delay_ms",
     "retry_backoff", "timeout_ms", "overlap_policy", "misfire_policy", "misfire_grace_ms", "auto_pause_after",
-    "start_at", "end_at", "max_runs",
+    "start_at", "end_at", "max_runs", "jitter_ms", "exclude", "only_in",
 )  # fmt: skip
-DIFF_FIELDS: tuple[str, ...] = (*DEFINITION_FIELDS, "status")
+DIFF_FIELDS: tuple[str, ...] = (*DEFINITION_FIELDS, "schedules", "status")
 assert set(DEFINITION_FIELDS) == UPDATABLE
 
 
@@ -103,6 +103,8 @@ def rollback_changes(target: Mapping[str, Any], current: Task) -> dict[str, Any]
     still has it at the same place; otherwise rolling back cannot restore it and is refused."""
     now = public_task(current)
     changes = {name: target.get(name) for name in DEFINITION_FIELDS if target.get(name) != now.get(name)}
+    if target.get("schedules") != now.get("schedules"):  # several schedules: the whole list
+        changes["schedule"] = target.get("schedules") or target.get("schedule")
     if "data" in changes:
         changes["data"] = _restore_secrets(changes["data"] or {}, current.data, "data")
     return changes

@@ -115,21 +115,37 @@ def test_plan_apply_idempotent_and_the_exit_codes(cli: Cli) -> None:
     assert "bad.yaml:10: task 'backup': invalid schedule '0 25 * * *'" in bad.stderr
 
 
+# The fields of several schedules, jitter and calendars (revision 0006), on one more task.
+COMBINED_TASK = """\
+  - name: combined
+    command: test:echo
+    schedule: ["0 9 * * 1-5", "45m"]
+    jitter_ms: 60000
+    exclude: holidays
+    only_in: [workdays, holidays]
+"""
+
+
 def test_export_then_apply_is_a_no_op_for_every_field_and_schedule_kind(cli: Cli) -> None:
-    cli.ok("scheduler:apply", "-f", write(cli, FULL_FILE))
+    cli.ok("scheduler:calendar", "create", "holidays", "2030-12-25")
+    cli.ok("scheduler:calendar", "create", "workdays", "mon", "tue", "wed", "thu", "fri")
+    cli.ok("scheduler:apply", "-f", write(cli, FULL_FILE + COMBINED_TASK))
     stored = cli.tasks()
+    combined = next(task for task in stored if task["name"] == "combined")
+    assert (combined["schedules"], combined["jitter_ms"]) == (["0 9 * * 1-5", "45m"], 60000)
+    assert (combined["exclude"], combined["only_in"]) == (["holidays"], ["workdays", "holidays"])
     exported = cli.run("scheduler:export", "--source", "team-a")
     assert exported.code == 0, exported.describe()
     document = yaml.safe_load(exported.stdout)
-    assert document["source"] == "team-a" and len(document["tasks"]) == 4
+    assert document["source"] == "team-a" and len(document["tasks"]) == 5
     assert document["tasks"][0]["data"]["api_token"] == "s3cret"  # the file apply needs, unredacted
     before = audit_count(cli)
     piped = cli.run("scheduler:plan", "-f", "-", stdin=exported.stdout)
     assert piped.code == 0, piped.describe()
     applied = cli.run("scheduler:apply", "-f", "-", stdin=exported.stdout)
-    assert applied.code == 0 and "4 unchanged" in applied.stdout, applied.describe()
+    assert applied.code == 0 and "5 unchanged" in applied.stdout, applied.describe()
     as_json = cli.ok("scheduler:export", "--source", "team-a", "--format", "json").stdout
-    assert plan_json(cli, "-f", write(cli, as_json, "tasks.json"), expect=0)["summary"]["unchanged"] == 4
+    assert plan_json(cli, "-f", write(cli, as_json, "tasks.json"), expect=0)["summary"]["unchanged"] == 5
     assert audit_count(cli) == before and cli.tasks() == stored
 
 
@@ -251,6 +267,11 @@ BAD_FILES: list[tuple[str, bytes, str]] = [
         + b"".join(b"  - name: t%d\n    command: test:echo\n    schedule: 5m\n" % i for i in range(12))
         + b"  - name: late\n    command: test:echo\n    schedule: '61 * * * *'\n",
         "bad.yaml:40: task 'late': invalid schedule '61 * * * *'",
+    ),
+    (
+        "unknown calendar",
+        b"tasks:\n  - name: a\n    command: test:echo\n    schedule: 1h\n    exclude: [nope]\n",
+        "bad.yaml:5: task 'a': unknown calendar 'nope'",
     ),
     (
         "unregistered command",
