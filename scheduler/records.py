@@ -110,6 +110,9 @@ class Task(TaskDefinition):
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+    # Who owns the task (docs/tasks-as-code.md) and its key in its tasks file; the defaults are the column's.
+    source: str = "cli"
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -104,6 +104,11 @@ tasks = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    # Who owns the task (docs/tasks-as-code.md): a tasks file's source name, "cli" or "api"; ``key`` is its
+    # stable key in that file (renames keep the row and its history). Unique per source; NULL keys repeat.
+    Column("source", String(200), nullable=False, server_default="cli"),
+    Column("key", String(200)),
+    Index("uq_scheduled_tasks_source_key", "source", "key", unique=True),
     # Revision 0006: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
     Column("schedules", Json),
     Column("jitter_ms", BigInteger),
