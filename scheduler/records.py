@@ -16,7 +16,9 @@ from typing import Any, Literal, get_args
 
 # ``completed``: nothing more to run (a once task: it succeeded); ``failed``: a once task whose run failed.
 TaskStatus = Literal["active", "paused", "completed", "failed"]
+# ``waiting``: a backfill's execution the planner has not released yet (at most max_parallel at a time).
 ExecutionStatus = Literal[
+    "waiting",
     "pending",
     "queued",
     "running",
@@ -30,6 +32,7 @@ ExecutionStatus = Literal[
 ]
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
+BACKFILL_STATUSES: tuple[str, ...] = ("running", "completed", "cancelled")
 FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost", "skipped")
 # How a run ended (a skipped slot is a decision, not a run).
 OUTCOME_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost")
@@ -105,6 +108,7 @@ class Task(TaskDefinition):
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+    paused_until: datetime | None = None  # a timed pause: the planner resumes the task then
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +142,44 @@ class Execution(_JsonRecord):
     duration_ms: int | None
     result: Any
     error: str | None
+    data: dict[str, Any] | None = None  # per-run data, merged over the task's when it runs (None: none)
+    backfill_id: int | None = None  # the backfill that created it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backfill(_JsonRecord):
+    """A backfill of a task over a past range (``status``: running, completed or cancelled).
+
+    ``slots`` is how many slots the range holds, ``created`` how many executions it created (slots that had
+    one already are left alone); ``progress`` counts its executions by status (filled in by reads)."""
+
+    id: int
+    task_id: int | None
+    task_name: str
+    range_from: datetime
+    range_to: datetime
+    max_parallel: int
+    data: dict[str, Any] | None
+    status: str
+    slots: int
+    created: int
+    actor: str
+    created_at: datetime
+    finished_at: datetime | None
+    progress: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillSlot(_JsonRecord):
+    """One slot of a backfill preview: the instant, its wall time in the task's zone (with the UTC offset),
+    a DST note when the zone's offset changed since the previous slot or the wall time occurs twice, and the
+    execution that already has this slot (None: the backfill would create one)."""
+
+    at: datetime
+    local: str
+    dst_note: str | None
+    execution_id: int | None
+    execution_status: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
