@@ -131,6 +131,7 @@ def tick_summary(report: TickReport) -> str:
         (report.dispatched, "published to the broker"), (report.skipped, "skipped or cancelled"),
         (report.misfired, "missed slot(s) beyond their grace"), (report.requeued, "requeued"),
         (report.lost, "marked lost"), (report.cleaned, "cleaned up"),
+        (report.resumed, "resumed after a timed pause"), (report.released, "backfill execution(s) released"),
     )  # fmt: skip
     done = ", ".join(f"{count} {what}" for count, what in counts if count) or "nothing was due"
     lines = [f"one tick as the leader ({took}): {done}"]

@@ -402,7 +402,8 @@ class TickReport:
     failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
     message was not found on the broker: each may reach a worker twice, whose claim then does nothing);
     ``uncertain`` of ``dispatched``, ids whose publish got no answer (:meth:`Relay.publish
-    <scheduler.planning.relay.Relay.publish>`).
+    <scheduler.planning.relay.Relay.publish>`); ``resumed`` tasks whose timed pause ended; ``released``
+    backfill executions handed to the relay.
     """
 
     leader: bool
@@ -419,3 +420,5 @@ class TickReport:
     broker_error: str | None = None
     republished: int = 0
     uncertain: int = 0
+    resumed: int = 0  # tasks whose timed pause ended
+    released: int = 0  # backfill executions released to the relay
