@@ -325,6 +325,7 @@ class ClaimedExecution:
     retry_backoff: float
     log_bytes: int
     took_over_from: str | None = None  # the worker whose stale claim this one replaced
+    run_data: dict[str, Any] | None = None  # the execution's own data (already merged into ``data``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,7 @@ def _claimed(
         retry_backoff=float(t["retry_backoff"]) if t is not None and found else 1.0,
         log_bytes=int(log_bytes or 0),
         took_over_from=took_over,
+        run_data=dict(c["data"]) if c["data"] is not None else None,
     )
 
 
