@@ -65,7 +65,7 @@ TASK_COLUMNS = (
     Column("name"),
     Column("command", drop_order=3),
     Column("schedule", get=_schedule_text),
-    Column("status", get=_status_text, max_width=40),
+    Column("status", get=_status_text, max_width=64),
     Column("next_run_at", "next run", get=_next_run),
     Column("last_run_at", "last run", drop_order=2),
     Column("run_count", "sched. runs", drop_order=1),
