@@ -56,7 +56,8 @@ DECLARE
     function_name text;
 BEGIN
     FOREACH table_name IN ARRAY ARRAY[
-        'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version'
+        'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version',
+        'task_backfills'
     ] LOOP
         IF (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(table_name))
                 IS DISTINCT FROM 'scheduler_admin' THEN
@@ -89,10 +90,10 @@ $owner$;
 
 -- Start from nothing (REVOKE ALL on a table also drops its column-level grants), then grant what each role
 -- needs. PUBLIC is included so nobody outside these roles keeps a stray privilege.
-REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version
-    FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
-REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq
-    FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
+REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version,
+    task_backfills FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
+REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq,
+    task_backfills_id_seq FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON FUNCTION scheduler_audit_field(text), scheduler_audit_row_hash(text, task_audit),
     scheduler_audit_stamp(), scheduler_audit_chain(), scheduler_audit_append_only(),
     scheduler_task_outcome(bigint, bigint, text), scheduler_prune_audit(integer, integer, text)
@@ -108,17 +109,21 @@ GRANT SELECT ON alembic_version
     TO scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 
 -- scheduler_viewer: dashboards and the CLI's read verbs (list, history, stats, logs); writes nothing.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, task_backfills
     TO scheduler_viewer;
 
 -- scheduler_operator: on-call. Reads everything; pauses and resumes tasks; runs one now; audits both.
 -- Defining, changing or deleting tasks (command, schedule, data) stays with scheduler_admin, so the UPDATE is
 -- limited to the columns pause/resume touch (resume recomputes next_run_at and clears the failure streak)
 -- and last_run_at, which a manual run stamps.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, task_backfills
     TO scheduler_operator;
-GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at)
+GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at, paused_until)
     ON scheduled_tasks TO scheduler_operator;
+-- Backfills (start, cancel) and skips (skipped execution rows) are on-call work too (migration 0005).
+GRANT INSERT, UPDATE (status, created, finished_at) ON task_backfills TO scheduler_operator;
+GRANT USAGE ON SEQUENCE task_backfills_id_seq TO scheduler_operator;
+GRANT UPDATE (reason, finished_at) ON task_executions TO scheduler_operator;
 GRANT INSERT ON task_executions, task_audit TO scheduler_operator;
 GRANT USAGE ON SEQUENCE task_executions_id_seq, task_audit_id_seq TO scheduler_operator;
 -- A manual run is published straight away and then marked queued; nothing else about an execution.
@@ -132,8 +137,10 @@ GRANT UPDATE (status, enqueued_at) ON task_executions TO scheduler_operator;
 -- On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
 -- DELETE ... WHERE reads the column it filters on.
 GRANT SELECT ON scheduled_tasks TO scheduler_planner;
-GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at)
-    ON scheduled_tasks TO scheduler_planner;
+GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at,
+    paused_until) ON scheduled_tasks TO scheduler_planner;
+-- Releasing backfills' executions and marking finished backfills (scheduler.planning.timed).
+GRANT SELECT, UPDATE (status, finished_at) ON task_backfills TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;
 GRANT SELECT, INSERT, DELETE ON task_logs TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE ON scheduler_leases TO scheduler_planner;
