@@ -363,7 +363,9 @@ def test_two_quick_runs_are_two_executions_and_a_paused_task_can_run(service: Sc
     assert service.get_task(task.id).status == "paused"
 
 
-def test_run_now_rejects_bad_per_run_data_and_stores_nothing(service: SchedulerService, engine: Engine) -> None:
+def test_run_now_rejects_bad_per_run_data_and_stores_nothing(
+    service: SchedulerService, engine: Engine
+) -> None:
     # Issue 15 made per-run data valid (it used to be refused whatever it was); data that is not a JSON object
     # or is over 64 KiB is still refused, with nothing stored.
     service.create_task(name="job", command="test:echo")
