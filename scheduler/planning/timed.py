@@ -32,7 +32,6 @@ from scheduler.rules.backfills import resume_after_pause
 from scheduler.storage import backfills as backfill_sql
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.audit import insert_audit
-from scheduler.storage.clock import db_now
 from scheduler.storage.transactions import write_transaction
 
 logger = logging.getLogger("scheduler.planning.planner")
@@ -71,7 +70,7 @@ def run_timed_work(
     """Lift ended pauses and release backfill executions (see the module docstring). ``fence`` returns the
     database clock when this planner may act (it holds the lease), else None: nothing is written."""
     with engine.connect() as connection:
-        if not backfill_sql.work_waiting(connection, db_now(connection)):
+        if not backfill_sql.work_waiting(connection):
             return TimedReport()
     resumed: list[Task] = []
     with write_transaction(engine, idle_timeout_ms=idle_timeout_ms) as connection:
