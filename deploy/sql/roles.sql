@@ -161,7 +161,7 @@ GRANT EXECUTE ON FUNCTION scheduler_prune_audit(integer, integer, text) TO sched
 -- pause a task (a plain UPDATE of status is refused), nor create, delete or re-point one. Nor can it delete
 -- history, so the built-in cleanup command fails when scheduled as a task; the planner cleans up every
 -- cleanupInterval anyway.
-GRANT SELECT ON scheduled_tasks TO scheduler_worker;
+GRANT SELECT ON scheduled_tasks, task_backfills TO scheduler_worker;
 GRANT EXECUTE ON FUNCTION scheduler_task_outcome(bigint, bigint, text) TO scheduler_worker;
 -- On executions, only what a claim, a heartbeat and an outcome write: never which task, command, slot or queue
 -- an execution is (the command a worker runs comes from that row).
