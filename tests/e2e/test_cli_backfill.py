@@ -4,6 +4,7 @@ reads in a table, what a script reads in JSON, and one-line errors (exit 2, noth
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,23 @@ def test_serve_runs_a_backfill_and_a_run_with_its_own_data(tmp_path: Path) -> No
         assert {r["status"] for r in rows} == {"completed"}
         assert all(r["result"] == {"a": 1, "b": 2, "c": 4} for r in rows)
         assert stop(process) == 0
+
+
+def test_the_planner_lifts_a_timed_pause_at_its_end_and_audits_it(cli: Cli) -> None:
+    until = datetime.now(UTC) + timedelta(seconds=8)  # process starts take seconds on a loaded machine
+    cli.json("scheduler:pause", "--id", "ny", "--until", until.isoformat(), "--note", "deploy", real=True)
+    early = cli.json("scheduler:planner", "--once", real=True)
+    if datetime.now(UTC) < until:  # that tick ran before the pause's end: it left the task paused
+        assert early["resumed"] == 0 and cli.tasks()[0]["status"] == "paused"
+
+    wait_for(lambda: datetime.now(UTC) > until + timedelta(milliseconds=200), 10, "the pause did not end")
+    tick = cli.json("scheduler:planner", "--once", real=True)
+    said = cli.ok("scheduler:planner", "--once").stdout
+
+    (task,) = cli.tasks()
+    assert tick["resumed"] == 1 and "resumed after a timed pause" not in said  # only the tick that did it
+    assert (task["status"], task["paused_until"], task["status_reason"]) == ("active", None, None)
+    assert task["next_run_at"] >= until.isoformat().replace("+00:00", "Z")  # the first slot after the pause
+    entry = cli.json("scheduler:audit", "--task", "ny", real=True)[0]
+    assert (entry["action"], entry["actor"]) == ("resume", "planner")
+    assert entry["before"]["status_reason"] == "deploy" and entry["after"]["status"] == "active"
