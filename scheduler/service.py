@@ -658,11 +658,4 @@ def _resumed(task: Task, now: datetime) -> dict[str, Any]:
         schedule, now=now, start_at=task.start_at, end_at=task.end_at, max_runs=task.max_runs,
         run_count=task.run_count,
     )  # fmt: skip
-    done = fire is None and schedule.kind != "manual"
-    return {
-        "status": "completed" if done else "active",
-        "status_reason": "no further fire time" if done else None,
-        "next_run_at": fire,
-        "consecutive_failures": 0,
-        "paused_until": None,
-    }
+    return backfill_rules.resumed_columns(task, fire)

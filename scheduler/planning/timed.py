@@ -28,7 +28,7 @@ from scheduler.observability.events import EventBus
 from scheduler.planning.batch import PLANNER_ACTOR
 from scheduler.records import AuditRecord, Task
 from scheduler.redaction import public_task
-from scheduler.rules.backfills import resume_after_pause
+from scheduler.rules.backfills import resume_after_pause, resumed_columns
 from scheduler.storage import backfills as backfill_sql
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.audit import insert_audit
@@ -44,20 +44,6 @@ class TimedReport:
     resumed: int = 0
     released: int = 0
     fenced: bool = False
-
-
-def resumed_columns(task: Task) -> dict[str, object]:
-    """What lifting ``task``'s timed pause writes."""
-    assert task.paused_until is not None
-    fire = resume_after_pause(task, task.paused_until)
-    done = fire is None and task.schedule_kind != "manual"
-    return {
-        "status": "completed" if done else "active",
-        "status_reason": "no further fire time" if done else None,
-        "next_run_at": fire,
-        "consecutive_failures": 0,
-        "paused_until": None,
-    }
 
 
 def run_timed_work(
@@ -79,7 +65,9 @@ def run_timed_work(
             return TimedReport(fenced=True)
         records: list[AuditRecord] = []
         for task in backfill_sql.ended_pauses(connection, now, PAUSES_PER_TICK):
-            after = tasks_sql.update_task(connection, task.id, resumed_columns(task), now=now)
+            assert task.paused_until is not None  # the query's condition
+            columns = resumed_columns(task, resume_after_pause(task, task.paused_until))
+            after = tasks_sql.update_task(connection, task.id, columns, now=now)
             records.append(AuditRecord("resume", task.id, task.name, public_task(task), public_task(after)))
             resumed.append(after)
         insert_audit(connection, records, actor=PLANNER_ACTOR, at=now)

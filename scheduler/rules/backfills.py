@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidField
@@ -115,6 +116,19 @@ def resume_after_pause(task: Task, until: datetime) -> datetime | None:
     if fire is not None and task.end_at is not None and fire > task.end_at:
         return None
     return fire
+
+
+def resumed_columns(task: Task, fire: datetime | None) -> dict[str, Any]:
+    """What resuming paused ``task`` writes, by hand or at the end of a timed pause: active from ``fire``
+    (None: no fire time left, so ``completed``, unless manual), the failure streak and timed pause cleared."""
+    done = fire is None and task.schedule_kind != "manual"
+    return {
+        "status": "completed" if done else "active",
+        "status_reason": "no further fire time" if done else None,
+        "next_run_at": fire,
+        "consecutive_failures": 0,
+        "paused_until": None,
+    }
 
 
 def _offset(value: timedelta | None) -> str:
