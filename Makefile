@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
-	bench-cli-latency bench-worker-throughput bench-embedded-broker
+	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-web-console
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,14 +18,14 @@ run: $(STAMP)
 	$(BIN)/systemprompt scheduler:serve --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check scheduler workers cli tests bench examples
-	$(BIN)/ruff format --check scheduler workers cli tests bench examples
+	$(BIN)/ruff check scheduler workers cli web tests bench examples
+	$(BIN)/ruff format --check scheduler workers cli web tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format scheduler workers cli tests bench examples
-	$(BIN)/ruff check --fix scheduler workers cli tests bench examples
+	$(BIN)/ruff format scheduler workers cli web tests bench examples
+	$(BIN)/ruff check --fix scheduler workers cli web tests bench examples
 
 # Three test processes on two cores: most tests wait on servers and child processes. worksteal hands each
 # process a contiguous run of tests (a module's shared worker is started once, not once per process) and
@@ -58,6 +58,9 @@ bench-cli-latency: $(BENCH_STAMP)
 
 bench-embedded-broker: $(BENCH_STAMP)
 	$(BIN)/python -m bench.embedded_broker $(ARGS)
+
+bench-web-console: $(BENCH_STAMP)
+	$(BIN)/python -m bench.web_console $(ARGS)
 
 bench-worker-throughput: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_worker_throughput.py $(ARGS)

@@ -31,6 +31,10 @@ def _shown_setting(name: str, value: Any) -> Any:
     if name == "flower_basic_auth" and isinstance(value, str):
         user, _, _password = value.partition(":")
         return f"{user}:{MASK}"
+    if name == "web_users" and isinstance(value, str):  # name:role:hash -> name:role:***
+        return ",".join(entry.rpartition(":")[0] + f":{MASK}" for entry in value.split(","))
+    if name == "web_secret" and value:
+        return MASK
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value

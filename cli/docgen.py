@@ -64,7 +64,19 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Planner and worker behaviour",
         ("lease_ttl", "planner_batch_size", "recovery_after", "heartbeat_interval", "max_log_bytes"),
     ),
-    ("Operations", ("actor", "log_format", "log_level", "metrics_port", "flower_basic_auth")),
+    (
+        "Operations",
+        (
+            "actor",
+            "log_format",
+            "log_level",
+            "metrics_port",
+            "flower_basic_auth",
+            "web_users",
+            "web_trusted_header",
+            "web_secret",
+        ),
+    ),
     ("External commands", ("commands",)),
 )
 

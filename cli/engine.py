@@ -221,11 +221,24 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> int:
 
 @click.command("serve")
 @click.option("--flower", is_flag=True, help="Also start Flower (the Celery monitor) for the same broker.")
+@click.option("--web", is_flag=True, help="Also start the operator web console (docs/web.md) on loopback.")
+@click.option(
+    "--web-port", type=click.IntRange(1, 65535), default=8470, show_default=True, metavar="PORT",
+    help="The web console's port (with --web).",
+)  # fmt: skip
 @click.option("--demo", is_flag=True, help="Create the task 'demo-echo-2s' (test:echo every 2 s) if absent.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=2, show_default=True, metavar="N")
 @click.option("--queue", "queues", multiple=True, metavar="Q", help="Also consume Q (repeatable).")
 @click.pass_context
-def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues: tuple[str, ...]) -> int:
+def serve(
+    ctx: click.Context,
+    flower: bool,
+    web: bool,
+    web_port: int,
+    demo: bool,
+    concurrency: int,
+    queues: tuple[str, ...],
+) -> int:
     """Run planner and worker in one foreground process.
 
     Made for the embedded default (SQLite and a local broker under ./.scheduler, no servers). The worker
@@ -242,6 +255,7 @@ def serve(ctx: click.Context, flower: bool, demo: bool, concurrency: int, queues
         return serve_forever(
             settings,
             flower=flower,
+            web_port=web_port if web else None,
             demo=demo,
             concurrency=concurrency,
             queues=queues,

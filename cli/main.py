@@ -21,7 +21,7 @@ PREFIX = "scheduler:"
 DISTRIBUTION = "systemprompt-scheduler"  # the package whose metadata --version reads
 # Verbs that run until stopped: their logs go through scheduler.observability.log_setup
 # (SCHEDULER_LOG_FORMAT, _LEVEL).
-LONG_RUNNING = frozenset({"planner", "worker", "serve", "flower"})
+LONG_RUNNING = frozenset({"planner", "worker", "serve", "flower", "web"})
 # Verbs that read, print and exit: they run without the cyclic garbage collector (see without_gc).
 READ_ONLY = frozenset({"list", "history", "logs", "stats", "audit", "next", "validate", "commands", "config"})
 

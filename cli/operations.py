@@ -1,10 +1,12 @@
-"""Verbs for operators: health (a probe that answers with its exit code) and flower (the Celery monitor)."""
+"""Verbs for operators: health (a probe that answers with its exit code), flower (the Celery monitor) and web
+(the operator console, docs/web.md)."""
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,11 +15,15 @@ from cli.context import get_settings
 from cli.options import format_option
 from cli.render import print_json, print_table
 from scheduler.errors import ConfigError
+from web.server import DEFAULT_ADDRESS as DEFAULT_WEB_ADDRESS
+from web.server import DEFAULT_PORT as DEFAULT_WEB_PORT
+from web.server import is_loopback
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from scheduler.settings import Settings
+    from web.live import EventSource
     from workers.health import CheckResult
 
 CHECK_NAMES = (
@@ -111,17 +117,6 @@ def _failures(results: Sequence[CheckResult]) -> str:
 # ------------------------------------------------------------------------------------------------ flower
 
 
-def is_loopback(address: str) -> bool:
-    """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``); '' (every interface) is not."""
-    host = address.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name might resolve anywhere: treat it as public
-
-
 def basic_auth_value(settings: Settings) -> str | None:
     """``settings.flower_basic_auth`` checked as ``user:password[,user:password...]``; ConfigError if not."""
     value = settings.flower_basic_auth
@@ -208,4 +203,64 @@ def flower(ctx: click.Context, address: str, port: int, flower_args: tuple[str, 
     return code if isinstance(code, int) else 0
 
 
-OPERATIONS_COMMANDS: tuple[click.Command, ...] = (health, flower)
+# --------------------------------------------------------------------------------------------------- web
+
+
+@click.command("web")
+@click.option(
+    "--address",
+    default=DEFAULT_WEB_ADDRESS,
+    show_default=True,
+    help="Interface to listen on. Anything but loopback requires SCHEDULER_WEB_USERS.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=DEFAULT_WEB_PORT, show_default=True, metavar="PORT"
+)
+@click.option(
+    "--hash-password",
+    "hash_only",
+    is_flag=True,
+    help="Read a password on standard input, print its hash for SCHEDULER_WEB_USERS, and exit.",
+)
+@click.pass_context
+def web_console(ctx: click.Context, address: str, port: int, hash_only: bool) -> int:
+    """Run the operator web console: tasks, their past and next slots, executions with live logs, and
+    run now / pause / resume / create / edit / delete by role (docs/web.md).
+
+    Users and roles come from SCHEDULER_WEB_USERS (name:role:hash; roles viewer, operator, admin); without
+    it the console serves on loopback only, where everyone is an admin. Stops on Ctrl-C or SIGTERM.
+    """
+    if hash_only:
+        from web.auth import hash_password
+
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("no password on standard input")
+        click.echo(hash_password(password))
+        return 0
+    from web.auth import parse_users
+    from web.server import check_bind, run
+    from workers.remote_events import events_channel, is_redis_url, listen
+    from workers.wiring import celery_publisher, open_service
+
+    settings = get_settings(ctx)
+    parse_users(settings.web_users)  # a malformed setting is one line, before anything starts
+    check_bind(settings, address)
+    service = open_service(settings, publisher=celery_publisher(settings, check=False))
+    events: EventSource | None = None
+    if is_redis_url(settings.effective_broker_url):  # the deployment's events wake the live tails at once
+        url, channel = settings.effective_broker_url, events_channel(settings)
+
+        def follow(stop: threading.Event) -> Iterator[dict[str, Any]]:
+            return listen(url, channel, stop=stop)
+
+        events = follow
+    try:
+        run(service, address, port, log_level=settings.log_level.strip().lower(), events=events)
+    except OSError as error:
+        detail = error.strerror or str(error)
+        raise click.ClickException(f"the web console cannot listen on {address}:{port}: {detail}") from None
+    return 0
+
+
+OPERATIONS_COMMANDS: tuple[click.Command, ...] = (health, flower, web_console)

@@ -208,7 +208,7 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
     JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
     """
     from scheduler.rules.schedules import validate_timezone
-    from scheduler.rules.timing import preview_schedule
+    from scheduler.rules.timing import local_time_label, preview_schedule
 
     # What SchedulerService.validate_schedule does, without building a service (it would open the database):
     # the rules create applies, so whatever validate accepts, create accepts.
@@ -237,10 +237,7 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
         print_note(f"{schedule!r} is valid ({kind}) and never fires {since}")
         return
     print_note(f"{schedule!r} is valid ({kind}, {timezone}); next fire times {since}:")
-    rows = [
-        {"n": n, "utc": t, "local": t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")}
-        for n, t in enumerate(times, 1)
-    ]
+    rows = [{"n": n, "utc": t, "local": local_time_label(t, zone)} for n, t in enumerate(times, 1)]
     local = Column("local", f"local ({timezone})", flow="line")
     print_table(rows, (Column("n", "#", drop_order=1), Column("utc", "UTC"), local))
 

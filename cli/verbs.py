@@ -40,6 +40,7 @@ VERBS: dict[str, str] = {
     "events": "cli.engine:events",
     "health": "cli.operations:health",
     "flower": "cli.operations:flower",
+    "web": "cli.operations:web_console",
 }
 
 

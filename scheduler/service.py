@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -62,6 +62,7 @@ from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import audit_chain, manual_runs
 from scheduler.storage import backfills as backfill_sql
+from scheduler.storage import console as console_sql
 from scheduler.storage import history as history_sql
 from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
@@ -154,6 +155,15 @@ class SchedulerService:
             service.events = events
         return service
 
+    def as_actor(self, actor: str) -> SchedulerService:
+        """The same service (engine, registry, publisher, event bus) acting as ``actor`` (checked): what the
+        web console uses for each signed-in user, so their changes are audited under their name."""
+        other = SchedulerService(
+            self.engine, self.settings, commands=self._commands, publisher=self.publisher, actor=actor
+        )
+        other.events = self.events
+        return other
+
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler(payload)`` on ``event`` (see :mod:`scheduler.observability.events`)."""
         self.events.on(event, handler)
@@ -209,6 +219,59 @@ class SchedulerService:
         status = check_status("status", status, task=True)
         with self._read() as connection:
             return tasks_sql.count_tasks(connection, status=status)
+
+    def task_page(
+        self,
+        where: console_sql.TaskFilter,
+        *,
+        sort: str = "id",
+        descending: bool = False,
+        after: tuple[Any, int] | None = None,
+        limit: int = 50,
+    ) -> list[console_sql.PageRow]:
+        """One page of tasks for the web console (see :func:`scheduler.storage.console.task_page`)."""
+        status = check_status("status", where.status, task=True)
+        limit = check_limit(limit)
+        with self._read() as connection:
+            return console_sql.task_page(
+                connection,
+                console_sql.TaskFilter(status, where.queue, where.text),
+                sort=sort,
+                descending=descending,
+                after=after,
+                limit=limit,
+            )
+
+    def task_queues(self) -> list[str]:
+        """The distinct queues of existing tasks, sorted."""
+        with self._read() as connection:
+            return tasks_sql.task_queues(connection)
+
+    def paused_by(self, task_ids: list[int]) -> dict[int, tuple[str, datetime]]:
+        """task id -> (actor, when) of the latest pause of each of these tasks that was ever paused."""
+        with self._read() as connection:
+            return console_sql.paused_by(connection, task_ids)
+
+    def duration_percentiles(self, task: TaskRef, quantiles: tuple[float, ...]) -> dict[float, float | None]:
+        """Duration percentiles (ms) of one task's executions, nearest lower rank (as stats' p95)."""
+        with self._read() as connection:
+            task_id = tasks_sql.get_task(connection, task).id
+            return console_sql.duration_percentiles(connection, task_id, quantiles)
+
+    def runs_per_day(self, task: TaskRef, *, days: int = 7) -> float:
+        """The task's runs (skipped slots excluded) per day over the last ``days`` days (database clock)."""
+        days = check_count(days)
+        with self._read() as connection:
+            task_id = tasks_sql.get_task(connection, task).id
+            since = db_now(connection) - timedelta(days=days)
+            return console_sql.runs_since(connection, task_id, since) / days
+
+    def logs_after(self, execution_id: int, position: int) -> list[LogLine]:
+        """The execution's log lines after the first ``position`` (a live tail's next lines)."""
+        with self._read() as connection:
+            if history_sql.find_execution(connection, execution_id) is None:
+                raise ExecutionNotFound(execution_id)
+            return console_sql.logs_after(connection, execution_id, max(0, position))
 
     def get_execution(self, execution_id: int) -> Execution:
         """One execution; :class:`~scheduler.errors.ExecutionNotFound` otherwise."""

@@ -118,6 +118,20 @@ class Settings(BaseModel):
         description="Prometheus /metrics port of a planner, a worker or serve (one for both); unset: off.",
     )
     flower_basic_auth: str | None = Field(None, description="user:password for Flower.")
+    web_users: str | None = Field(
+        None,
+        description="Web console users: name:role:password-hash, comma-separated (role: viewer, operator, "
+        "admin; hash from 'scheduler:web --hash-password').",
+    )
+    web_trusted_header: str | None = Field(
+        None,
+        description="Web console behind an authenticating proxy: the request header naming the user "
+        "(e.g. X-Forwarded-User); that user's role comes from web_users. Unset: off.",
+    )
+    web_secret: str | None = Field(
+        None,
+        description="Web console key for CSRF tokens (set the same on every replica); unset: per process.",
+    )
 
     # External commands: name -> argv list with {placeholders} filled from the task's data.
     commands: dict[str, list[str]] = Field(

@@ -12,6 +12,8 @@
   killed and keep status ``running`` until a planner's recovery sweep sees their heartbeat is stale and
   retries them or marks them ``lost``; nothing stays ``running`` for ever.
 - ``flower=True`` starts Flower (``celery flower``) as a child process for the same broker.
+- ``web_port`` starts the operator web console (``systemprompt scheduler:web``, docs/web.md) as a child
+  process on that loopback port, with the same settings (environment and working directory).
 """
 
 from __future__ import annotations
@@ -69,10 +71,18 @@ def start_flower(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=dict(os.environ))
 
 
+def start_web(port: int) -> subprocess.Popen[bytes]:
+    """``systemprompt scheduler:web`` on loopback ``port``: a child process, like Flower (workers import no
+    CLI or web code; the console is started the way a person would start it)."""
+    argv = [sys.executable, "-m", "cli.main", "scheduler:web", "--address=127.0.0.1", f"--port={port}"]
+    return subprocess.Popen(argv, env=dict(os.environ))
+
+
 def serve(
     settings: Settings,
     *,
     flower: bool = False,
+    web_port: int | None = None,
     demo: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
     queues: Sequence[str] = (),
@@ -108,6 +118,7 @@ def serve(
     signals.worker_ready.connect(start_planner, weak=False)
     signals.worker_shutting_down.connect(stop_planner, weak=False)
     flower_process = start_flower(settings) if flower else None
+    web_process = start_web(web_port) if web_port is not None else None
     worker = app.Worker(
         pool="prefork",
         concurrency=concurrency,
@@ -125,9 +136,10 @@ def serve(
         stop.set()
         if planner_thread.is_alive():
             planner_thread.join(PLANNER_JOIN_S)
-        if flower_process is not None:
-            flower_process.terminate()
-            flower_process.wait(10)
+        for child in (flower_process, web_process):
+            if child is not None:
+                child.terminate()
+                child.wait(10)
         engine.dispose()
     if shutdown.get("how") == "Warm" and shutdown.get("sig") in ("SIGINT", "SIGTERM"):
         return 0  # Ctrl-C or SIGTERM is how serve is meant to stop (Celery reports SIGINT as a failure)

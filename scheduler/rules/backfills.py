@@ -9,13 +9,13 @@ end). The task's start_at, end_at and max_runs do not limit a backfill: its rang
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidField
 from scheduler.records import Task
-from scheduler.rules.timing import task_schedule
+from scheduler.rules.timing import clock_change_notes, local_time_label, task_schedule
 
 MAX_SLOTS = 10_000  # more needs force=True
 MAX_SLOTS_FORCED = 100_000  # never more in one backfill
@@ -73,27 +73,23 @@ def backfill_range(
 
 def local_time(at: datetime, zone: ZoneInfo) -> str:
     """``at`` as a wall time in ``zone`` with its UTC offset, e.g. ``2026-10-25 02:30:00 CET (+01:00)``."""
-    local = at.astimezone(zone)
-    offset = local.strftime("%z")
-    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({offset[:3]}:{offset[3:]})"
+    offset = at.astimezone(zone).strftime("%z")
+    return f"{local_time_label(at, zone)} ({offset[:3]}:{offset[3:5]})"
 
 
 def dst_notes(times: list[datetime], zone: ZoneInfo) -> list[str | None]:
-    """Per instant: a note when its wall time occurs twice in ``zone`` (clocks went back: which of the two)
-    or when the zone's UTC offset differs from the previous instant's (a DST change in between)."""
+    """Per instant: which of the two it is when its wall time occurs twice in ``zone`` (clocks went back),
+    and :func:`~scheduler.rules.timing.clock_change_notes`' note when the offset changed since the previous
+    instant."""
     notes: list[str | None] = []
-    previous: timedelta | None = None
-    for at in times:
+    for at, change in zip(times, clock_change_notes(times, zone), strict=True):
         local = at.astimezone(zone)
-        offset = local.utcoffset()
         words: list[str] = []
-        other = local.replace(fold=1 - local.fold).utcoffset()
-        if other != offset:  # this wall time exists twice
+        if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():  # this wall time exists twice
             words.append(f"{'second' if local.fold else 'first'} of two {local:%H:%M} (clocks go back)")
-        if previous is not None and offset != previous:
-            words.append(f"UTC offset changed from {_offset(previous)} to {_offset(offset)}")
+        if change is not None:
+            words.append(change)
         notes.append("; ".join(words) or None)
-        previous = offset
     return notes
 
 
@@ -129,12 +125,6 @@ def resumed_columns(task: Task, fire: datetime | None) -> dict[str, Any]:
         "consecutive_failures": 0,
         "paused_until": None,
     }
-
-
-def _offset(value: timedelta | None) -> str:
-    minutes = int((value or timedelta()).total_seconds() // 60)
-    sign = "-" if minutes < 0 else "+"
-    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _iso(value: datetime) -> str:

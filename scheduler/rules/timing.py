@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
 from scheduler.records import Task, iso_utc
@@ -209,3 +210,22 @@ def upcoming_runs(task: Task, count: int, *, after: datetime | None = None) -> l
         times.append(fire)
         fire = schedule.next_after(fire)
     return times
+
+
+def local_time_label(at: datetime, zone: ZoneInfo) -> str:
+    """A fire time in the task's zone with its abbreviation (``2026-03-29 03:00:00 CEST``): how
+    ``scheduler:validate`` and the web console show local times."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def clock_change_notes(times: list[datetime], zone: ZoneInfo) -> list[str | None]:
+    """For each fire time, a note when the zone's UTC offset differs from the previous fire time's (a DST
+    change, or another clock change, lies between them), else None."""
+    notes: list[str | None] = []
+    previous = None
+    for at in times:
+        local = at.astimezone(zone)
+        changed = previous is not None and local.utcoffset() != previous.utcoffset()
+        notes.append(f"clock change before this run: {previous:%Z} -> {local:%Z}" if changed else None)
+        previous = local
+    return notes

@@ -47,9 +47,7 @@ def test_the_dry_run_lists_each_slot_of_a_fall_back_night_once_with_its_dst_note
     assert slots[2]["dst_note"].startswith("second of two 01:30")
     assert {s["execution_id"] for s in slots} == {None}
     assert "4 slot(s): 4 would run, 0 have an execution already" in table.stdout
-    assert (
-        "second of two 01:30 (clocks go back); UTC offset changed from UTC-04:00 to UTC-05:00" in table.stdout
-    )
+    assert "second of two 01:30 (clocks go back); clock change before this run: EDT -> EST" in table.stdout
     assert cli.json("scheduler:backfills", real=True) == []  # a dry run stores nothing
 
 

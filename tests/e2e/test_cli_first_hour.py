@@ -227,7 +227,7 @@ def test_the_docs_name_exactly_the_verbs_without_format_json() -> None:
         DOCS_CLI.read_text(encoding="utf-8").split("- **`--format table|json`**", 1)[1].split("\n- ")[0]
     )
     documented = set(re.findall(r"`(\w+)`", convention.split("all but", 1)[1].split(";", 1)[0]))
-    assert documented == verbs_without_format() == {"worker", "serve", "flower", "events"}
+    assert documented == verbs_without_format() == {"worker", "serve", "flower", "web", "events"}
 
 
 def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> None:

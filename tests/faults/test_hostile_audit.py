@@ -26,6 +26,7 @@ from scheduler.records import AuditEntry
 from scheduler.redaction import public_task
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
+from scheduler.storage.console import TaskFilter
 from scheduler.storage.mapping import audit_from_row, task_from_row
 from scheduler.storage.tables import audit, executions, tasks
 
@@ -37,6 +38,7 @@ READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "preview_backfill",
     "get_backfill", "backfills",
+    "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
 }  # fmt: skip
 # Mutations that record executions (and one audit row) without changing a task's definition.
 RUN_ACTIONS = {
@@ -45,7 +47,7 @@ RUN_ACTIONS = {
     "backfill": "backfill",
     "cancel_backfill": "cancel-backfill",
 }
-CONSTRUCTORS = {"from_settings"}
+CONSTRUCTORS = {"from_settings", "as_actor"}
 HOUR_ZERO = datetime(2026, 1, 1, tzinfo=UTC)
 ACTION_OF = {
     "create_task": "create",
@@ -180,6 +182,12 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
         ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
         ("on", lambda: service.on("task-created", lambda payload: None)),
+        ("task_page", lambda: service.task_page(TaskFilter(text="a"), sort="name", descending=True)),
+        ("task_queues", lambda: service.task_queues()),
+        ("paused_by", lambda: service.paused_by([1, 2, 3])),
+        ("duration_percentiles", lambda: service.duration_percentiles("a", (0.5, 0.95))),
+        ("logs_after", lambda: service.logs_after(service.history(limit=1)[0].id, 0)),
+        ("runs_per_day", lambda: service.runs_per_day("a")),
         ("delete_task", lambda: service.delete_task("a")),
     ]
     assert {method for method, _ in steps} == MUTATIONS | READS

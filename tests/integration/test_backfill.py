@@ -89,7 +89,7 @@ def test_the_preview_notes_the_repeated_hour_and_the_offset_change(engine: Engin
     assert [(s.local, s.dst_note) for s in preview] == [
         ("2026-10-25 02:30:00 CEST (+02:00)", "first of two 02:30 (clocks go back)"),
         ("2026-10-25 02:30:00 CET (+01:00)",
-         "second of two 02:30 (clocks go back); UTC offset changed from UTC+02:00 to UTC+01:00"),
+         "second of two 02:30 (clocks go back); clock change before this run: CEST -> CET"),
     ]  # fmt: skip
 
 

@@ -25,7 +25,7 @@ K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
 
 # What a deploy file may run (`systemprompt scheduler:<verb>`): a renamed verb fails here, not in production.
-DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve"}
+DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve", "web"}
 # SCHEDULER_TASK_TIMEOUT's default (1 h): a worker's stop timeout must exceed it (acks_late redelivers).
 LONGEST_TASK_S = 3600
 # Preceded by a word character, "/", "." or "-" it is an image tag or URL user ("systemprompt-scheduler:0.1").
@@ -112,8 +112,8 @@ UNITS = sorted(SYSTEMD.glob("*.service"))
 
 def test_compose_defines_the_stack_and_every_long_running_service_has_a_health_check() -> None:
     services = _compose()["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "planner", "worker", "flower"}
-    for name in ("postgres", "redis", "planner", "worker", "flower"):
+    assert set(services) == {"postgres", "redis", "migrate", "planner", "worker", "flower", "web"}
+    for name in ("postgres", "redis", "planner", "worker", "flower", "web"):
         assert services[name]["healthcheck"]["test"], f"{name} has no health check"
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
     assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
@@ -151,6 +151,14 @@ def test_compose_publishes_flower_on_loopback_only_and_requires_basic_auth() -> 
     assert "SCHEDULER_DATABASE_URL" not in flower["environment"]
 
 
+def test_compose_publishes_the_web_console_on_loopback_only_and_requires_users() -> None:
+    web = _compose()["services"]["web"]
+    assert web["command"][:2] == ["scheduler:web", "--address=0.0.0.0"]
+    assert web["ports"] and all(str(port).startswith("127.0.0.1:") for port in web["ports"])
+    assert web["environment"]["SCHEDULER_WEB_USERS"].startswith("${SCHEDULER_WEB_USERS:?")
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+
+
 def test_env_example_lists_every_variable_compose_reads() -> None:
     read = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (DEPLOY / "compose.yaml").read_text()))
     listed = set(re.findall(r"^#?([A-Z_][A-Z0-9_]*)=", (DEPLOY / ".env.example").read_text(), re.MULTILINE))
@@ -164,12 +172,12 @@ def test_env_example_lists_every_variable_compose_reads() -> None:
 def test_k8s_manifests_parse_with_the_expected_kinds_and_no_namespace() -> None:
     manifests = _manifests()
     assert Counter(m["kind"] for m in manifests) == {
-        "Deployment": 3,
+        "Deployment": 4,
         "Job": 1,
         "ScaledObject": 1,
         "TriggerAuthentication": 1,
         "Secret": 1,
-        "Service": 1,
+        "Service": 2,
         "PodDisruptionBudget": 1,
     }
     assert [m["metadata"]["name"] for m in manifests if "namespace" in m["metadata"]] == []
@@ -240,9 +248,21 @@ def test_k8s_flower_service_selects_the_flower_pods_on_a_declared_port() -> None
     assert {port["targetPort"] for port in service["spec"]["ports"]} <= port_names
 
 
+def test_k8s_web_service_selects_the_web_pods_which_need_users_and_a_shared_csrf_key() -> None:
+    service = _one("Service", "scheduler-web")
+    web = _one("Deployment", "scheduler-web")["spec"]["template"]
+    assert service["spec"]["selector"].items() <= web["metadata"]["labels"].items()
+    container = web["spec"]["containers"][0]
+    assert service["spec"]["ports"][0]["targetPort"] in {port["name"] for port in container["ports"]}
+    env = {item["name"]: item for item in container["env"]}
+    for name in ("SCHEDULER_DATABASE_URL", "SCHEDULER_WEB_USERS", "SCHEDULER_WEB_SECRET"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "scheduler-secrets", name
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def test_k8s_containers_keep_the_entrypoint_run_as_non_root_and_declare_resources() -> None:
     containers = list(_containers())
-    assert len(containers) == 4
+    assert len(containers) == 5
     for name, container in containers:
         assert "command" not in container, f"{name}: command replaces the image's ENTRYPOINT; use args"
         assert VERB_PATTERN.fullmatch(container["args"][0]), name
