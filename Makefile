@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
-	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-web-console
+	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-web-console bench-jitter-spread
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -64,6 +64,9 @@ bench-web-console: $(BENCH_STAMP)
 
 bench-worker-throughput: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_worker_throughput.py $(ARGS)
+
+bench-jitter-spread: $(BENCH_STAMP)
+	$(BIN)/python -m bench.jitter_spread $(ARGS)
 
 clean:
 	rm -rf $(VENV) .scheduler .mypy_cache .ruff_cache .pytest_cache

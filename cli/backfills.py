@@ -20,7 +20,7 @@ from scheduler.records import BACKFILL_STATUSES
 from scheduler.rules.fields import validate_data
 
 if TYPE_CHECKING:
-    from scheduler.records import Backfill
+    from scheduler.records import Backfill, BackfillSlot
     from scheduler.service import SchedulerService
 
 FOLLOW_POLL_S = 0.5
@@ -51,13 +51,18 @@ BACKFILL_COLUMNS = (
     Column("slots", drop_order=1),
     Column("progress", get=progress_text, flow="text"),
 )
+
+
+def _existing_text(slot: BackfillSlot) -> str:
+    if slot.execution_id is not None:
+        return f"{slot.execution_id} ({slot.execution_status})"
+    return f"- ({slot.excluded})" if slot.excluded else "-"
+
+
 SLOT_COLUMNS = (
     Column("at", "slot (UTC)"),
     Column("local", "local time", flow="line"),
-    Column(
-        "existing",
-        get=lambda s: "-" if s.execution_id is None else f"{s.execution_id} ({s.execution_status})",
-    ),
+    Column("existing", get=_existing_text),
     Column("dst_note", "DST", flow="text", drop_order=1),
 )
 
@@ -117,8 +122,12 @@ def backfill(
         slots = service.preview_backfill(task_ref(ref), start=range_from, end=range_to, force=force)
         render(slots, SLOT_COLUMNS, output_format, empty="no slot in this range")
         if output_format == "table" and slots:
-            new = sum(1 for slot in slots if slot.execution_id is None)
-            print_note(f"{len(slots)} slot(s): {new} would run, {len(slots) - new} have an execution already")
+            new = sum(1 for slot in slots if slot.execution_id is None and slot.excluded is None)
+            taken = sum(1 for slot in slots if slot.execution_id is not None)
+            excluded = (
+                f", {len(slots) - new - taken} excluded by a calendar" if len(slots) - new - taken else ""
+            )
+            print_note(f"{len(slots)} slot(s): {new} would run, {taken} have an execution already{excluded}")
         return 0
     created = service.backfill(
         task_ref(ref), start=range_from, end=range_to, max_parallel=max_parallel, data=data, force=force

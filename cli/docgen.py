@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined
 
 from cli.admin import ADMIN_COMMANDS
 from cli.backfills import SCHEDULE_COMMANDS
+from cli.calendars import CALENDAR_COMMANDS
 from cli.context import PROG_NAME
 from cli.engine import ENGINE_COMMANDS
 from cli.main import PREFIX, cli, verb_name
@@ -39,6 +40,7 @@ SECTIONS: tuple[tuple[str, Sequence[click.Command]], ...] = (
     ("Tasks", TASK_COMMANDS),
     ("Backfills and skips", SCHEDULE_COMMANDS),
     ("History and schedules", REPORT_COMMANDS),
+    ("Calendars", CALENDAR_COMMANDS),
     ("Installation", ADMIN_COMMANDS),
     ("Engine", ENGINE_COMMANDS),
     ("Operations", OPERATIONS_COMMANDS),

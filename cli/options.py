@@ -27,6 +27,9 @@ CLEARABLE = {
     "max-runs": "max_runs",
     "auto-pause": "auto_pause_after",
     "misfire-grace": "misfire_grace_ms",
+    "jitter": "jitter_ms",
+    "exclude": "exclude",
+    "only-in": "only_in",
 }
 MISFIRE_POLICIES = ("skip", "run_once", "run_all")
 
@@ -71,6 +74,26 @@ def parse_data(text: str) -> dict[str, Any]:
         )
         raise InvalidField("data", f"must be a JSON object ({{...}}), not {kind}")
     return value
+
+
+def parse_jitter(text: str) -> int:
+    """``--jitter``: a duration as an interval is written (``30s``, ``5m``, ``1h``; ``0``: none), in ms."""
+    from scheduler.errors import InvalidSchedule
+    from scheduler.rules.schedules import parse_interval
+
+    if text.strip() == "0":
+        return 0
+    try:
+        return int(parse_interval(text).total_seconds() * 1000)
+    except InvalidSchedule as error:
+        raise InvalidField("jitter", f"{text!r}: {error.reason}") from None
+
+
+def schedule_value(given: tuple[str, ...] | None) -> str | list[str] | None:
+    """Repeated ``--schedule`` options: one is the schedule text, several a list (a task with several)."""
+    if not given:
+        return None
+    return given[0] if len(given) == 1 else list(given)
 
 
 def warn_about_timezone(name: str | None) -> None:
@@ -137,8 +160,30 @@ def task_definition_options(*, creating: bool) -> Callable[[F], F]:
         ),
         click.option(
             "--schedule",
+            multiple=True,
             help="Cron ('0 2 * * *', '@daily'), interval ('5m', '1h30m'), 'now' or an ISO-8601 instant, or "
-            "'manual'." + (" Omitted: manual." if creating else ""),
+            "'manual'. Repeat it for several schedules (cron and interval ones): a slot two share runs once."
+            + (" Omitted: manual." if creating else " Given: replaces all of them."),
+        ),
+        click.option(
+            "--jitter",
+            metavar="DURATION",
+            help="Run each slot at a fixed pseudo-random offset in [0, DURATION) ('30s', '5m'; at most the "
+            "schedule's interval), the same for a slot every time.",
+        ),
+        click.option(
+            "--exclude",
+            multiple=True,
+            metavar="CALENDAR",
+            help="Skip slots on this calendar's days (scheduler:calendar), in the task's time zone. "
+            "Repeatable." + ("" if creating else " Given: replaces the list."),
+        ),
+        click.option(
+            "--only-in",
+            multiple=True,
+            metavar="CALENDAR",
+            help="Run only on this calendar's days (several: on any of them); other slots are skipped."
+            + ("" if creating else " Given: replaces the list."),
         ),
         click.option("--data", "data_json", metavar="JSON", help="JSON object passed to the command."),
         click.option(
@@ -230,7 +275,6 @@ def task_fields(options: dict[str, Any]) -> dict[str, Any]:
     renames = {
         "name": "name",
         "command_name": "command",
-        "schedule": "schedule",
         "timezone": "timezone",
         "retries": "retries",
         "retry_delay": "retry_delay_ms",
@@ -244,6 +288,13 @@ def task_fields(options: dict[str, Any]) -> dict[str, Any]:
         "max_runs": "max_runs",
     }
     fields = {renames[key]: value for key, value in options.items() if key in renames and value is not None}
+    if options.get("schedule"):
+        fields["schedule"] = schedule_value(options["schedule"])
+    if options.get("jitter") is not None:
+        fields["jitter_ms"] = parse_jitter(options["jitter"])
+    for option, field in (("exclude", "exclude"), ("only_in", "only_in")):
+        if options.get(option):
+            fields[field] = list(options[option])
     if options.get("data_json") is not None:
         fields["data"] = parse_data(options["data_json"])
     if options.get("start") is not None:

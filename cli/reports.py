@@ -9,7 +9,14 @@ import click
 
 from cli.cells import Column, human_ms, show_value
 from cli.context import get_service
-from cli.options import format_option, parse_time, task_ref, warn_about_timezone
+from cli.options import (
+    format_option,
+    parse_jitter,
+    parse_time,
+    schedule_value,
+    task_ref,
+    warn_about_timezone,
+)
 from cli.render import print_fields, print_json, print_note, print_table, render
 from scheduler.records import EXECUTION_STATUSES, iso_utc
 
@@ -181,16 +188,30 @@ def audit(ctx: click.Context, ref: str | None, limit: int, verify: bool, output_
 def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None, output_format: str) -> None:
     """Show the next fire times of tasks.
 
-    Soonest first. JSON: an array of {task_id, task_name, at}.
+    Soonest first. A task's jitter is applied: "at" is when the slot really runs. A slot a calendar leaves
+    out is listed with the reason (it will be recorded skipped, reason "excluded"). JSON: an array of
+    {task_id, task_name, at, slot, schedule, excluded}.
     """
     after = None if start is None else parse_time(start, "from")
     runs = get_service(ctx).next_runs(task=None if ref is None else task_ref(ref), count=count, after=after)
-    columns = (Column("at"), Column("task_id", "task id", drop_order=1), Column("task_name", "task"))
+    columns = (
+        Column("at"),
+        Column("task_id", "task id", drop_order=1),
+        Column("task_name", "task"),
+        Column("schedule", drop_order=2),
+        Column("excluded", get=lambda run: run.excluded or "", max_width=50, flow="text"),
+    )
     render(runs, columns, output_format, empty="no upcoming runs")
 
 
 @click.command("validate")
-@click.option("--schedule", required=True, help="The schedule to check, as --schedule of scheduler:create.")
+@click.option(
+    "--schedule",
+    "schedules",
+    required=True,
+    multiple=True,
+    help="The schedule to check, as --schedule of scheduler:create (repeatable: several schedules).",
+)
 @click.option("--timezone", default="UTC", show_default=True, metavar="TZ", help="IANA time zone.")
 @click.option("--count", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N")
 @click.option(
@@ -199,14 +220,34 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
     metavar="T",
     help="Fire times after this ISO-8601 time [default: from the first run create would give].",
 )
+@click.option("--jitter", metavar="DURATION", help="Check a jitter against the schedule, as create would.")
+@click.option("--exclude", multiple=True, metavar="CALENDAR", help="Mark the slots this calendar excludes.")
+@click.option("--only-in", multiple=True, metavar="CALENDAR", help="Mark the slots outside this calendar.")
 @format_option
-def validate(schedule: str, timezone: str, count: int, start: str | None, output_format: str) -> None:
+@click.pass_context
+def validate(
+    ctx: click.Context,
+    schedules: tuple[str, ...],
+    timezone: str,
+    count: int,
+    start: str | None,
+    jitter: str | None,
+    exclude: tuple[str, ...],
+    only_in: tuple[str, ...],
+    output_format: str,
+) -> None:
     """Check a schedule and show its fire times.
 
-    The rules are create's (an instant more than 60 s in the past is refused). Needs no database.
+    The rules are create's (an instant more than 60 s in the past is refused; a jitter longer than the
+    schedule's interval too). Needs no database, unless calendars are named: then the slots they leave out
+    are shown with the reason. The times are the nominal slots (a task's jitter offsets depend on the task:
+    scheduler:next shows them).
 
-    JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...]}.
+    JSON: {schedule, kind, timezone, from, fire_times: [ISO-8601 UTC, ...], slots: [{at, schedule,
+    excluded}, ...]} ("schedule" is a list when several were given).
     """
+    from datetime import timedelta
+
     from scheduler.rules.schedules import validate_timezone
     from scheduler.rules.timing import local_time_label, preview_schedule
 
@@ -214,10 +255,25 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
     # the rules create applies, so whatever validate accepts, create accepts.
     now = datetime.now(UTC)
     after = None if start is None else parse_time(start, "from")
+    jitter_ms = None if jitter is None else parse_jitter(jitter)
+    schedule = schedule_value(schedules)
     timezone = validate_timezone(timezone.strip()).key
-    preview = preview_schedule(schedule, timezone=timezone, now=now, count=count, after=after)
+    preview = preview_schedule(
+        schedule,
+        timezone=timezone,
+        now=now,
+        count=count,
+        after=after,
+        jitter=timedelta(milliseconds=jitter_ms) if jitter_ms else None,
+    )
+    rule = None
+    if exclude or only_in:
+        rule = get_service(ctx).calendar_rule(
+            timezone=timezone, exclude=list(exclude) or None, only_in=list(only_in) or None
+        )
     warn_about_timezone(timezone)
     kind, times = preview.kind, preview.fire_times
+    excluded = [None if rule is None else rule.reason(t) for t in times]
     if output_format == "json":
         print_json(
             {
@@ -226,20 +282,39 @@ def validate(schedule: str, timezone: str, count: int, start: str | None, output
                 "timezone": timezone,
                 "from": iso_utc(after or now),
                 "fire_times": [iso_utc(t) for t in times],
+                "slots": [
+                    {"at": iso_utc(t), "schedule": source, "excluded": reason}
+                    for t, source, reason in zip(times, preview.sources, excluded, strict=True)
+                ],
             }
         )
         return
     from zoneinfo import ZoneInfo
 
     zone = ZoneInfo(timezone)
+    shown = schedule if isinstance(schedule, str) else " | ".join(schedule or ())
     since = f"from now ({show_value(now)})" if after is None else f"after {show_value(after)}"
     if not times:
-        print_note(f"{schedule!r} is valid ({kind}) and never fires {since}")
+        print_note(f"{shown!r} is valid ({kind}) and never fires {since}")
         return
-    print_note(f"{schedule!r} is valid ({kind}, {timezone}); next fire times {since}:")
-    rows = [{"n": n, "utc": t, "local": local_time_label(t, zone)} for n, t in enumerate(times, 1)]
+    print_note(f"{shown!r} is valid ({kind}, {timezone}); next fire times {since}:")
+    rows = [
+        {
+            "n": n,
+            "utc": t,
+            "local": local_time_label(t, zone),
+            "schedule": source,
+            "excluded": reason or "",
+        }
+        for n, (t, source, reason) in enumerate(zip(times, preview.sources, excluded, strict=True), 1)
+    ]
     local = Column("local", f"local ({timezone})", flow="line")
-    print_table(rows, (Column("n", "#", drop_order=1), Column("utc", "UTC"), local))
+    columns = [Column("n", "#", drop_order=1), Column("utc", "UTC"), local]
+    if not isinstance(schedule, str):
+        columns.append(Column("schedule", drop_order=2))
+    if rule is not None:
+        columns.append(Column("excluded", max_width=50, flow="text"))
+    print_table(rows, columns)
 
 
 REPORT_COMMANDS: tuple[click.Command, ...] = (history, logs, stats, audit, next_runs, validate)

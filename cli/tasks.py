@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.cells import Column, show_value
+from cli.cells import Column, human_ms, show_value
 from cli.context import get_service
 from cli.options import (
     actor_option,
@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 
 
 def _schedule_text(task: Task) -> str:
-    return task.schedule if task.timezone == "UTC" else f"{task.schedule} ({task.timezone})"
+    text = " | ".join(task.schedules) if task.schedules else task.schedule
+    if task.jitter_ms:
+        text += f" ~{human_ms(task.jitter_ms)}"
+    return text if task.timezone == "UTC" else f"{text} ({task.timezone})"
 
 
 def _status_text(task: Task) -> str:

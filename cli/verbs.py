@@ -29,6 +29,7 @@ VERBS: dict[str, str] = {
     "audit": "cli.reports:audit",
     "next": "cli.reports:next_runs",
     "validate": "cli.reports:validate",
+    "calendar": "cli.calendars:calendar",
     "commands": "cli.admin:commands",
     "config": "cli.admin:config",
     "migrate": "cli.admin:migrate",

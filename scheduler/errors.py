@@ -79,6 +79,18 @@ class NameTaken(InvalidInput):
         super().__init__(f"a task named {name!r} exists already")
 
 
+class UnknownCalendar(InvalidInput):
+    """No calendar has this name (bad input: exit 2, like an unknown command)."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        match = next(iter(difflib.get_close_matches(name, list(known), n=1)), None)
+        hint = f"; did you mean {match!r}?" if match else ""
+        super().__init__(
+            f"unknown calendar {name!r}{hint} ('systemprompt scheduler:calendar list' lists them)"
+        )
+
+
 class ConfigError(InvalidInput):
     """The configuration is not valid."""
 

@@ -91,6 +91,11 @@ class TaskDefinition(_JsonRecord):
     max_runs: int | None
     anchor_at: datetime
     next_run_at: datetime | None
+    # Several schedules: every schedule's text (``schedule`` is the first); None with one schedule.
+    schedules: list[str] | None = None
+    jitter_ms: int | None = None  # each slot runs at a deterministic offset in [0, jitter) after it
+    exclude: list[str] | None = None  # names of exclusion calendars: their days do not run
+    only_in: list[str] | None = None  # names of calendars: only their days run
 
     def columns(self) -> dict[str, Any]:
         """The definition's columns, by name (a :class:`Task`'s own fields excluded)."""
@@ -144,6 +149,7 @@ class Execution(_JsonRecord):
     error: str | None
     data: dict[str, Any] | None = None  # per-run data, merged over the task's when it runs (None: none)
     backfill_id: int | None = None  # the backfill that created it
+    schedule: str | None = None  # the schedule text that produced the slot (None: a manual run)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +186,20 @@ class BackfillSlot(_JsonRecord):
     dst_note: str | None
     execution_id: int | None
     execution_status: str | None
+    excluded: str | None = None  # why a calendar of the task excludes this slot (it is not backfilled)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Calendar(_JsonRecord):
+    """A named set of local days: ``days`` is ``{"dates": [...], "ranges": [[first, last], ...],
+    "weekdays": ["sat", ...]}`` (ISO dates, ranges inclusive); ``tasks`` names the tasks that use it."""
+
+    id: int
+    name: str
+    days: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    tasks: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,9 +277,15 @@ class TaskStats(_JsonRecord):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NextRun(_JsonRecord):
+    """A coming fire time: ``at`` is when it runs (its ``slot`` plus the task's jitter), ``schedule`` the
+    text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped)."""
+
     task_id: int
     task_name: str
     at: datetime
+    slot: datetime | None = None
+    schedule: str | None = None
+    excluded: str | None = None
 
 
 # ------------------------------------------------------------------------------- between the layers

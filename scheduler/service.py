@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,14 @@ from sqlalchemy import Connection, Engine, exc
 
 from scheduler.commands.loading import load_registry
 from scheduler.commands.registry import CommandRegistry
-from scheduler.errors import BrokerUnavailable, ExecutionNotFound, InvalidField, NameTaken, TaskNotFound
+from scheduler.errors import (
+    BrokerUnavailable,
+    ExecutionNotFound,
+    InvalidField,
+    NameTaken,
+    TaskNotFound,
+    UnknownCalendar,
+)
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
 from scheduler.planning.publisher import Publisher
@@ -34,6 +41,7 @@ from scheduler.records import (
     AuditVerdict,
     Backfill,
     BackfillSlot,
+    Calendar,
     Dispatch,
     Execution,
     ListedTask,
@@ -47,6 +55,14 @@ from scheduler.redaction import public_task, redact
 from scheduler.rules import backfills as backfill_rules
 from scheduler.rules import timing
 from scheduler.rules.backfills import pause_until
+from scheduler.rules.calendars import (
+    CalendarRule,
+    parse_entries,
+    parse_ics,
+    task_calendar_rule,
+    validate_calendar_name,
+)
+from scheduler.rules.combined import slot_of
 from scheduler.rules.fields import (
     check_actor,
     check_count,
@@ -55,6 +71,7 @@ from scheduler.rules.fields import (
     check_status,
     validate_data,
     validate_instant,
+    validate_int,
     validate_timezone_name,
 )
 from scheduler.rules.validation import validate_changes, validate_new_task
@@ -62,6 +79,7 @@ from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import audit_chain, manual_runs
 from scheduler.storage import backfills as backfill_sql
+from scheduler.storage import calendars as calendars_sql
 from scheduler.storage import console as console_sql
 from scheduler.storage import history as history_sql
 from scheduler.storage import stats as stats_sql
@@ -358,10 +376,14 @@ class SchedulerService:
                 candidates = tasks_sql.soonest_tasks(connection, count, after=after)
                 if after is not None:  # tasks whose next run is before `after` may still fire after it
                     candidates += tasks_sql.tasks_due_by(connection, after)
+            names = [n for t in candidates for n in [*(t.exclude or ()), *(t.only_in or ())]]
+            stored = calendars_sql.calendar_days(connection, names)
         runs = [
-            NextRun(task_id=item.id, task_name=item.name, at=at)
+            run
             for item in candidates
-            for at in timing.upcoming_runs(item, count, after=after)
+            for run in _next_runs(
+                item, count, after, task_calendar_rule(item.timezone, item.exclude, item.only_in, stored)
+            )
         ]
         return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
 
@@ -371,11 +393,110 @@ class SchedulerService:
             task_id = None if task is None else tasks_sql.get_task(connection, task).id
             return stats_sql.task_stats(connection, task_id=task_id, now=db_now(connection))
 
+    # --------------------------------------------------------------------------------------------- calendars
+
+    def create_calendar(
+        self, name: str, entries: list[str] | tuple[str, ...] = (), *, ics: str | None = None
+    ) -> Calendar:
+        """Store a calendar of ``entries`` (``2026-12-25``, ``2026-12-24..2026-12-31``, ``sat``) and the
+        all-day events of ``ics`` (the text of an iCalendar file); audited ``calendar_create``."""
+        name = validate_calendar_name(name)
+        if isinstance(entries, str):
+            raise InvalidField("calendar", "entries must be a list of strings, not one string")
+        days = parse_entries(entries)
+        if ics is not None:
+            days = days.merged(parse_ics(ics))
+        if days.empty:
+            raise InvalidField("calendar", "no days given (dates, ranges A..B, weekdays or --ics FILE)")
+        with self._write() as connection:
+            if calendars_sql.find_calendar(connection, name) is not None:
+                raise InvalidField("calendar", f"a calendar named {name!r} exists already")
+            now = db_now(connection)
+            calendar = calendars_sql.insert_calendar(connection, name, days.to_json(), now=now)
+            after = {"calendar": name, "days": calendar.days}
+            self._audit(connection, [AuditRecord("calendar_create", None, None, None, after)], now)
+        return calendar
+
+    def list_calendars(self) -> list[Calendar]:
+        """Every calendar by name, each with the tasks that use it."""
+        with self._read() as connection:
+            return [
+                replace(c, tasks=calendars_sql.tasks_using(connection, c.name))
+                for c in calendars_sql.list_calendars(connection)
+            ]
+
+    def get_calendar(self, name: str) -> Calendar:
+        """One calendar with the tasks that use it; :class:`~scheduler.errors.UnknownCalendar` otherwise."""
+        with self._read() as connection:
+            calendar = self._calendar(connection, name)
+            return replace(calendar, tasks=calendars_sql.tasks_using(connection, calendar.name))
+
+    def delete_calendar(self, name: str) -> Calendar:
+        """Delete a calendar no task uses (refused, naming them, otherwise); audited ``calendar_delete``."""
+        with self._write() as connection:
+            calendar = self._calendar(connection, name, lock=True)
+            users = calendars_sql.tasks_using(connection, calendar.name)
+            if users:
+                shown = ", ".join(repr(user) for user in users[:5]) + (" ..." if len(users) > 5 else "")
+                raise InvalidField("calendar", f"{calendar.name!r} is used by task {shown}; detach it first")
+            now = db_now(connection)
+            calendars_sql.delete_calendar(connection, calendar.id)
+            before = {"calendar": calendar.name, "days": calendar.days}
+            self._audit(connection, [AuditRecord("calendar_delete", None, None, before, None)], now)
+        return calendar
+
+    def calendar_rule(
+        self,
+        *,
+        timezone: str = "UTC",
+        exclude: list[str] | None = None,
+        only_in: list[str] | None = None,
+    ) -> CalendarRule | None:
+        """The rule of these calendars, judged in ``timezone`` (what ``validate`` shows); an unknown name
+        raises :class:`~scheduler.errors.UnknownCalendar`."""
+        with self._read() as connection:
+            stored = self._require_calendars(connection, {"exclude": exclude, "only_in": only_in}, lock=False)
+        return task_calendar_rule(validate_timezone_name(timezone), exclude, only_in, stored)
+
+    def _calendar(self, connection: Connection, name: str, *, lock: bool = False) -> Calendar:
+        found = (
+            calendars_sql.find_calendar(connection, name.strip(), lock=lock)
+            if isinstance(name, str)
+            else None
+        )
+        if found is None:
+            known = [c.name for c in calendars_sql.list_calendars(connection)]
+            raise UnknownCalendar(str(name), known)
+        return found
+
+    @staticmethod
+    def _require_calendars(
+        connection: Connection, fields: Mapping[str, Any], *, lock: bool = True
+    ) -> dict[str, dict[str, Any]]:
+        """The stored days of the calendars ``fields`` (``exclude``, ``only_in``) name; UnknownCalendar for
+        a name no calendar has. ``lock`` (writes): share-lock them until the commit (a read needs no lock,
+        and a reading role may not take one)."""
+        names = [name for key in ("exclude", "only_in") for name in fields.get(key) or ()]
+        stored = calendars_sql.calendar_days(connection, names, lock=lock)
+        missing = next((name for name in names if name not in stored), None)
+        if missing is not None:
+            known = [c.name for c in calendars_sql.list_calendars(connection)]
+            raise UnknownCalendar(missing, known)
+        return stored
+
     def validate_schedule(
-        self, schedule: str, *, timezone: str = "UTC", count: int = 5, after: datetime | None = None
+        self,
+        schedule: str | list[str],
+        *,
+        timezone: str = "UTC",
+        count: int = 5,
+        after: datetime | None = None,
+        jitter_ms: int | None = None,
     ) -> list[datetime]:
-        """The first ``count`` fire times of ``schedule``: from the first run a new task would get, or after
-        ``after`` when given (see :func:`scheduler.rules.timing.preview_schedule`; host clock).
+        """The first ``count`` fire times of ``schedule`` (one text, or a list of several): from the first
+        run a new task would get, or after ``after`` when given (see
+        :func:`scheduler.rules.timing.preview_schedule`; host clock). ``jitter_ms`` is checked against the
+        schedule; the times are the nominal slots (a task's offsets depend on its id).
 
         Raises what ``create_task`` raises for the same schedule (:class:`~scheduler.errors.InvalidSchedule`
         for an instant in the past too, :class:`~scheduler.errors.InvalidTimezone`); needs no database.
@@ -387,6 +508,7 @@ class SchedulerService:
             now=datetime.now(UTC),
             count=count,
             after=validate_instant("after", after),
+            jitter=None if not jitter_ms else timedelta(milliseconds=validate_int("jitter_ms", jitter_ms)),
         )
         return preview.fire_times
 
@@ -403,7 +525,11 @@ class SchedulerService:
             definition = validate_new_task(merged, settings=self.settings, commands=self.commands, now=now)
             if tasks_sql.name_taken(connection, definition.name):
                 raise NameTaken(definition.name)
+            self._require_calendars(connection, definition.columns())
             task = tasks_sql.insert_task(connection, definition.columns(), now=now)
+            if task.jitter_ms:  # the offsets hash the task id, known only now
+                fire = timing.task_first_fire(task, now)
+                task = tasks_sql.update_task(connection, task.id, {"next_run_at": fire}, now=now)
             self._audit(connection, [AuditRecord("create", task.id, task.name, None, public_task(task))], now)
         self._emit(ev.TASK_CREATED, [task])
         return task
@@ -422,6 +548,7 @@ class SchedulerService:
                 return task
             if "name" in columns and tasks_sql.name_taken(connection, columns["name"], except_id=task.id):
                 raise NameTaken(columns["name"])
+            self._require_calendars(connection, columns)
             updated = tasks_sql.update_task(connection, task.id, columns, now=now)
             record = AuditRecord("update", task.id, updated.name, public_task(task), public_task(updated))
             self._audit(connection, [record], now)
@@ -511,9 +638,10 @@ class SchedulerService:
                 raise InvalidField(
                     "id", f"task {task.name!r} is {task.status}: it has no upcoming slot to skip"
                 )
-            taken = backfill_sql.future_slots(connection, task.id, task.next_run_at)
-            upcoming = timing.upcoming_runs(task, count + len(taken))
-            slots = [slot for slot in upcoming if slot not in taken][:count]
+            schedule = timing.task_schedule(task)  # rows keep nominal slots (a jitter moves only the run)
+            taken = backfill_sql.future_slots(connection, task.id, slot_of(schedule, task.next_run_at)[0])
+            upcoming = [slot_of(schedule, at) for at in timing.upcoming_runs(task, count + len(taken))]
+            slots = [(slot, source) for slot, source in upcoming if slot not in taken][:count]
             if not slots:
                 raise InvalidField("id", f"task {task.name!r} has no upcoming slot to skip")
             error = f"skipped by {self.actor}" + (f": {note}" if note else "")
@@ -543,8 +671,9 @@ class SchedulerService:
                 dst_note=note,
                 execution_id=existing[slot][0] if slot in existing else None,
                 execution_status=existing[slot][1] if slot in existing else None,
+                excluded=excluded,
             )
-            for slot, note in zip(found.slots, notes, strict=True)
+            for slot, note, excluded in zip(found.slots, notes, found.excluded, strict=True)
         ]
 
     def backfill(
@@ -581,8 +710,13 @@ class SchedulerService:
                     "created_at": now,
                 },
             )  # fmt: skip
+            runs = [
+                (slot, source)
+                for slot, source, excluded in zip(found.slots, found.sources, found.excluded, strict=True)
+                if excluded is None  # a calendar's excluded day does not run, backfilled or not
+            ]
             created = backfill_sql.insert_backfill_executions(
-                connection, task, backfill_id, found.slots, data=run_data, now=now
+                connection, task, backfill_id, runs, data=run_data, now=now
             )
             finished = {"status": "completed", "finished_at": now} if not created else {}
             backfill_sql.set_backfill(connection, backfill_id, created=created, **finished)
@@ -599,8 +733,12 @@ class SchedulerService:
         checked_end = validate_instant("to", end)
         if checked_start is None or checked_end is None:
             raise InvalidField("from" if checked_start is None else "to", "is required")
+        names = [*(task.exclude or ()), *(task.only_in or ())]
+        rule = task_calendar_rule(
+            task.timezone, task.exclude, task.only_in, calendars_sql.calendar_days(connection, names)
+        )
         return backfill_rules.backfill_range(
-            task, checked_start, checked_end, now=db_now(connection), force=force
+            task, checked_start, checked_end, now=db_now(connection), force=force, rule=rule
         )
 
     def get_backfill(self, backfill_id: int) -> Backfill:
@@ -715,10 +853,25 @@ def _change(action: str, before: Task, after: Task) -> AuditRecord:
     return AuditRecord(action, after.id, after.name, public_task(before), public_task(after))
 
 
-def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+def _next_runs(task: Task, count: int, after: datetime | None, rule: CalendarRule | None) -> list[NextRun]:
+    """The task's coming runs: real time, nominal slot, producing schedule, and a calendar's reason."""
     schedule = timing.task_schedule(task)
-    fire = timing.first_fire(
-        schedule, now=now, start_at=task.start_at, end_at=task.end_at, max_runs=task.max_runs,
-        run_count=task.run_count,
-    )  # fmt: skip
-    return backfill_rules.resumed_columns(task, fire)
+    runs = []
+    for at in timing.upcoming_runs(task, count, after=after):
+        slot, source = slot_of(schedule, at)
+        excluded = None if rule is None else rule.reason(slot)
+        runs.append(
+            NextRun(
+                task_id=task.id,
+                task_name=task.name,
+                at=at,
+                slot=slot,
+                schedule=source or task.schedule,
+                excluded=excluded,
+            )
+        )
+    return runs
+
+
+def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+    return backfill_rules.resumed_columns(task, timing.task_first_fire(task, now))

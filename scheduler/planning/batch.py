@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,11 +19,14 @@ from sqlalchemy import Connection
 from scheduler.errors import SchedulerError
 from scheduler.records import AuditRecord, Dispatch, Task, TaskAdvance
 from scheduler.redaction import public_task
+from scheduler.rules.calendars import CalendarRule, task_calendar_rule
+from scheduler.rules.combined import slot_of
 from scheduler.rules.policies import PlannedSlot, TaskPlan, plan_task
 from scheduler.rules.schedules import Schedule
 from scheduler.rules.timing import task_schedule
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.audit import insert_audit
+from scheduler.storage.calendars import calendar_days
 from scheduler.storage.dispatch import active_executions, advance_tasks, insert_executions
 
 logger = logging.getLogger("scheduler.planning.planner")
@@ -36,14 +40,17 @@ class ScheduleCache:
 
     def __init__(self, size: int = SCHEDULE_CACHE_SIZE) -> None:
         self._size = size
-        self._entries: OrderedDict[tuple[str, str, datetime | None], Schedule] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], Schedule] = OrderedDict()
 
     def get(self, task: Task) -> Schedule:
         """The task's schedule; raises what :func:`~scheduler.rules.timing.task_schedule` raises for text
         that no longer parses."""
         # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
         anchored = task.schedule_kind == "interval" or task.schedule.strip().lower() == "now"
-        key = (task.schedule, task.timezone, task.anchor_at if anchored else None)
+        anchored = anchored or bool(task.schedules)  # several schedules may hold an interval
+        key: tuple[Any, ...] = (task.schedule, task.timezone, task.anchor_at if anchored else None)
+        if task.schedules or task.jitter_ms:  # a combined schedule: its parts, and the task for the jitter
+            key += (tuple(task.schedules or ()), task.jitter_ms, task.id)
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
@@ -68,13 +75,22 @@ class BatchReport:
     dispatches: tuple[Dispatch, ...] = ()  # the pending executions inserted, for the relay (no read back)
 
 
-def execution_row(task: Task, slot: PlannedSlot, now: datetime) -> dict[str, Any]:
-    """The ``task_executions`` values of one planned slot (unset columns left out, so they stay NULL)."""
+def execution_row(
+    task: Task, slot: PlannedSlot, now: datetime, schedule: Schedule | None = None
+) -> dict[str, Any]:
+    """The ``task_executions`` values of one planned slot (unset columns left out, so they stay NULL).
+
+    ``schedule``: the task's schedule, whose real (jittered) fire time ``slot`` holds; the row keeps the
+    nominal slot and the text of the schedule that produced it."""
+    nominal, source = (
+        (slot.scheduled_for, None) if schedule is None else slot_of(schedule, slot.scheduled_for)
+    )
     row: dict[str, Any] = {
         "task_id": task.id,
         "task_name": task.name,
         "command": task.command,
-        "scheduled_for": slot.scheduled_for,
+        "scheduled_for": nominal,
+        "schedule": source or task.schedule,
         "trigger": slot.trigger,
         "status": slot.status,
         "reason": slot.reason,
@@ -103,6 +119,23 @@ def _insert_grouped(connection: Connection, rows: list[dict[str, Any]]) -> list[
     return inserted
 
 
+def _calendar_rules(connection: Connection, tasks: list[Task]) -> dict[int, CalendarRule]:
+    """The calendar rules of the tasks that have calendars (their days read in one query, if any)."""
+    named = [task for task in tasks if task.exclude or task.only_in]
+    if not named:
+        return {}
+    stored = calendar_days(connection, (n for t in named for n in [*(t.exclude or ()), *(t.only_in or ())]))
+    rules = {task.id: task_calendar_rule(task.timezone, task.exclude, task.only_in, stored) for task in named}
+    return {task_id: rule for task_id, rule in rules.items() if rule is not None}
+
+
+def _exclusion(schedule: Schedule, rule: CalendarRule | None) -> Callable[[datetime], str | None] | None:
+    """Why a real fire time of ``schedule`` is left out by ``rule`` (judged on its nominal slot)."""
+    if rule is None:
+        return None
+    return lambda real: rule.reason(slot_of(schedule, real)[0])
+
+
 def plan_tasks(
     connection: Connection, tasks: list[Task], now: datetime, schedules: ScheduleCache
 ) -> BatchReport:
@@ -120,6 +153,7 @@ def plan_tasks(
     advances: list[TaskAdvance] = []
     rows: list[dict[str, Any]] = []
     parked: list[AuditRecord] = []
+    rules = _calendar_rules(connection, tasks)
     for task in tasks:
         try:
             schedule = schedules.get(task)
@@ -131,8 +165,11 @@ def plan_tasks(
             paused = tasks_sql.update_task(connection, task.id, changes, now=now)
             parked.append(AuditRecord("pause", task.id, task.name, public_task(task), public_task(paused)))
             continue
-        plans[task.id] = plan = plan_task(task, schedule, now, has_active=task.id in active)
-        rows.extend(execution_row(task, slot, now) for slot in plan.slots)
+        excluded = _exclusion(schedule, rules.get(task.id))
+        plans[task.id] = plan = plan_task(
+            task, schedule, now, has_active=task.id in active, excluded=excluded
+        )
+        rows.extend(execution_row(task, slot, now, schedule) for slot in plan.slots)
     inserted = _insert_grouped(connection, rows)
     runs = Counter(task_id for _, task_id, status in inserted if status == "pending")
     for task_id, plan in plans.items():

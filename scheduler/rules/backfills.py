@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidField
 from scheduler.records import Task
+from scheduler.rules.calendars import CalendarRule
+from scheduler.rules.combined import slot_of
 from scheduler.rules.timing import clock_change_notes, local_time_label, task_schedule
 
 MAX_SLOTS = 10_000  # more needs force=True
@@ -25,11 +27,14 @@ MAX_SKIP = 1000
 
 @dataclass(frozen=True, slots=True)
 class BackfillRange:
-    """A checked backfill request: the range and its slots (UTC, ascending)."""
+    """A checked backfill request: the range and its nominal slots (UTC, ascending), with, per slot, the
+    schedule that produced it (None: the task's only one) and why a calendar excludes it (None: it runs)."""
 
     range_from: datetime
     range_to: datetime
     slots: list[datetime]
+    sources: list[str | None]
+    excluded: list[str | None]
 
 
 def check_max_parallel(value: object) -> int:
@@ -45,11 +50,18 @@ def check_skip_count(value: object) -> int:
 
 
 def backfill_range(
-    task: Task, start: datetime, end: datetime, *, now: datetime, force: bool
+    task: Task,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime,
+    force: bool,
+    rule: CalendarRule | None = None,
 ) -> BackfillRange:
-    """The slots of ``task`` in ``[start, end]`` (aware UTC instants); :class:`InvalidField` for a reversed
-    range, one reaching past ``now``, a manual task, or more than :data:`MAX_SLOTS` slots without ``force``
-    (:data:`MAX_SLOTS_FORCED` with it)."""
+    """The nominal slots of ``task`` in ``[start, end]`` (aware UTC instants), as the planner's rows keep
+    them (a jitter moves when a slot runs, not the slot; several schedules: each slot once), with ``rule``'s
+    exclusions; :class:`InvalidField` for a reversed range, one reaching past ``now``, a manual task, or more
+    than :data:`MAX_SLOTS` slots without ``force`` (:data:`MAX_SLOTS_FORCED` with it)."""
     if start > end:
         raise InvalidField("from", f"{_iso(start)} is after --to {_iso(end)} (the range is reversed)")
     if end > now:
@@ -60,15 +72,21 @@ def backfill_range(
         raise InvalidField("id", f"task {task.name!r} is manual: its schedule has no slots to backfill")
     limit = MAX_SLOTS_FORCED if force else MAX_SLOTS
     schedule = task_schedule(task)
-    slots: list[datetime] = []
-    fire = schedule.next_after(start, inclusive=True)
-    while fire is not None and fire <= end:
-        if len(slots) == limit:
-            hint = "" if force else "; pass --force to allow up to 100000"
-            raise InvalidField("to", f"the range holds more than {limit} slots{hint}")
-        slots.append(fire)
+    found = BackfillRange(range_from=start, range_to=end, slots=[], sources=[], excluded=[])
+    fire = schedule.next_after(start, inclusive=True)  # a real time is never before its slot
+    while fire is not None:
+        slot, source = slot_of(schedule, fire)
+        if slot > end:
+            break
+        if slot >= start:
+            if len(found.slots) == limit:
+                hint = "" if force else "; pass --force to allow up to 100000"
+                raise InvalidField("to", f"the range holds more than {limit} slots{hint}")
+            found.slots.append(slot)
+            found.sources.append(source)
+            found.excluded.append(None if rule is None else rule.reason(slot))
         fire = schedule.next_after(fire)
-    return BackfillRange(range_from=start, range_to=end, slots=slots)
+    return found
 
 
 def local_time(at: datetime, zone: ZoneInfo) -> str:

@@ -37,7 +37,9 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "misfire_grace_ms": (0, 366 * 86_400_000),
     "auto_pause_after": (1, INT32_MAX),
     "max_runs": (1, INT32_MAX),
+    "jitter_ms": (0, 366 * 86_400_000),
 }
+MAX_TASK_CALENDARS = 20
 
 
 def _clean_text(field: str, value: object, limit: int) -> str:
@@ -230,3 +232,21 @@ def check_reason(value: object) -> str | None:
     if "\x00" in text or any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
         raise InvalidField("reason", "must not contain NUL characters or lone surrogates")
     return text or None
+
+
+def validate_calendar_names(field: str, value: object) -> list[str] | None:
+    """A task's ``exclude`` or ``only_in``: a calendar name or a list of them (duplicates dropped, order
+    kept); an empty list is None (no calendar). Whether they exist is the service's question."""
+    from scheduler.rules.calendars import validate_calendar_name
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise InvalidField(field, "must be a calendar name or a list of calendar names")
+    names: list[str] = []
+    for item in items:
+        name = validate_calendar_name(item)
+        if name not in names:
+            names.append(name)
+    if len(names) > MAX_TASK_CALENDARS:
+        raise InvalidField(field, f"{len(names)} calendars (at most {MAX_TASK_CALENDARS})")
+    return names or None

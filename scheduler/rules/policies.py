@@ -18,12 +18,16 @@ Rules (docs/semantics.md):
 - **Overlap** (``has_active``: the task has a pending/queued/running/retrying execution): ``forbid`` records
   runs as ``skipped``/``overlap`` (and keeps at most one run per tick); ``replace`` keeps only the newest run
   (older runs of this tick are recorded ``cancelled``/``replaced``; the planner cancels the active ones).
+- **Calendars** (``excluded``: a slot's reason to be left out, from the task's exclusion calendars): a run
+  whose slot is excluded is recorded ``skipped``/``excluded`` with the reason (naming the calendar) before
+  the overlap policy sees it, so it neither runs, nor counts towards ``max_runs``, nor blocks another run.
 - **Bounds**: a task past ``end_at``, one that reached ``max_runs`` and a once task whose slot was skipped
   become ``completed``; a once task whose slot runs stays ``active`` (no next run) until that run ends it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -235,11 +239,36 @@ def _apply_overlap(task: Task, runs: list[PlannedSlot], has_active: bool) -> lis
     return runs
 
 
-def plan_task(task: Task, schedule: Schedule, now: datetime, *, has_active: bool = False) -> TaskPlan:
+def _apply_calendars(
+    runs: list[PlannedSlot], excluded: Callable[[datetime], str | None] | None
+) -> tuple[list[PlannedSlot], list[PlannedSlot]]:
+    """(runs kept, runs recorded ``skipped``/``excluded`` with the reason as their error)."""
+    if excluded is None:
+        return runs, []
+    kept: list[PlannedSlot] = []
+    left_out: list[PlannedSlot] = []
+    for run in runs:
+        reason = excluded(run.scheduled_for)
+        if reason is None:
+            kept.append(run)
+        else:
+            left_out.append(PlannedSlot(run.scheduled_for, run.trigger, "skipped", "excluded", error=reason))
+    return kept, left_out
+
+
+def plan_task(
+    task: Task,
+    schedule: Schedule,
+    now: datetime,
+    *,
+    has_active: bool = False,
+    excluded: Callable[[datetime], str | None] | None = None,
+) -> TaskPlan:
     """Decide what a due task (``next_run_at <= now``) does this tick; see the module docstring for the rules.
 
     ``schedule`` is the task's parsed schedule; ``has_active`` whether the task has an execution that is
-    pending, queued, running or retrying (read only for the ``forbid`` and ``replace`` overlap policies).
+    pending, queued, running or retrying (read only for the ``forbid`` and ``replace`` overlap policies);
+    ``excluded`` says why a slot is left out by the task's calendars (None: it runs).
     """
     first = task.next_run_at
     if first is None or first > now:
@@ -275,7 +304,9 @@ def plan_task(task: Task, schedule: Schedule, now: datetime, *, has_active: bool
     room = MAX_RUNS_PER_TICK - len(runs)
     if len(on_time) > room:
         following, on_time = on_time[room], on_time[:room]
-    runs = _apply_overlap(task, runs + [PlannedSlot(s) for s in on_time], has_active)
+    runs, left_out = _apply_calendars(runs + [PlannedSlot(s) for s in on_time], excluded)
+    skipped += left_out
+    runs = _apply_overlap(task, runs, has_active)
     completed = None
     if remaining is not None and sum(1 for r in runs if r.status == "pending") >= remaining:
         kept: list[PlannedSlot] = []

@@ -22,7 +22,7 @@ from calendar import monthrange
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidSchedule, InvalidTimezone
@@ -427,7 +427,17 @@ class ManualSchedule:
         return None
 
 
-Schedule = CronSchedule | IntervalSchedule | OnceSchedule | ManualSchedule
+BasicSchedule = CronSchedule | IntervalSchedule | OnceSchedule | ManualSchedule
+
+
+class Schedule(Protocol):
+    """What the planner and the previews need of a schedule: its kind and its next fire time. A parsed
+    :data:`BasicSchedule` is one, and so is a task's combined schedule (``scheduler.rules.combined``)."""
+
+    @property
+    def kind(self) -> ScheduleKind: ...
+
+    def next_after(self, t: datetime, *, inclusive: bool = False) -> datetime | None: ...
 
 
 def parse_interval(text: str) -> timedelta:
@@ -477,7 +487,7 @@ def _parse_instant(text: str, tz: ZoneInfo) -> datetime:
         raise InvalidSchedule(text, f"not a valid ISO-8601 instant ({exc})") from exc
 
 
-def parse_schedule(text: str, *, timezone: str = "UTC", anchor: datetime) -> Schedule:
+def parse_schedule(text: str, *, timezone: str = "UTC", anchor: datetime) -> BasicSchedule:
     """Parse schedule text; raise :class:`InvalidSchedule` or :class:`InvalidTimezone`.
 
     ``text`` is a 5-field cron expression or @macro (evaluated in ``timezone``), an interval (anchored at

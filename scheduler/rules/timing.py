@@ -17,10 +17,12 @@ from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
 from scheduler.records import Task, iso_utc
-from scheduler.rules.schedules import OnceSchedule, Schedule, fire_times, parse_schedule
+from scheduler.rules.combined import CombinedSchedule, shortest_gap, slot_of
+from scheduler.rules.schedules import BasicSchedule, OnceSchedule, Schedule, fire_times, parse_schedule
 
 ONCE_GRACE = timedelta(seconds=60)
 MAX_SCHEDULE = 200
+MAX_SCHEDULES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,82 @@ class SchedulePlan:
     kind: str
     anchor_at: datetime
     next_run_at: datetime | None
+    texts: tuple[str, ...] = ()  # every schedule's text when there are several, else empty
+
+
+def combine(parts: list[tuple[str, BasicSchedule]], jitter: timedelta | None, task_id: int = 0) -> Schedule:
+    """A task's schedules and jitter as one schedule: the only one as it is, else a CombinedSchedule."""
+    if len(parts) == 1 and not jitter:
+        return parts[0][1]
+    return CombinedSchedule(tuple(parts), jitter or timedelta(0), task_id)
+
+
+def _given_schedules(
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    anchor: datetime,
+    once: bool,
+    check_past: bool,
+    start_at: datetime | None,
+    end_at: datetime | None,
+) -> list[tuple[str, BasicSchedule]]:
+    """One schedule (text) or several (a list of texts): several must all repeat (cron or interval)."""
+
+    def given(text: object) -> tuple[str, BasicSchedule]:
+        return _given_schedule(
+            text, timezone=timezone, now=now, anchor=anchor, once=once, check_past=check_past,
+            start_at=start_at, end_at=end_at,
+        )  # fmt: skip
+
+    if not isinstance(value, list | tuple):
+        return [given(value)]
+    if not value:
+        raise InvalidField("schedule", "an empty list; give at least one schedule")
+    if len(value) > MAX_SCHEDULES:
+        raise InvalidField("schedule", f"{len(value)} schedules (at most {MAX_SCHEDULES})")
+    parts: list[tuple[str, BasicSchedule]] = []
+    for item in value:
+        text, schedule = parse_task_schedule(item, timezone=timezone, anchor=anchor)
+        if len(value) > 1 and schedule.kind not in ("cron", "interval"):
+            shown = item.strip() if isinstance(item, str) else text
+            raise InvalidSchedule(shown, "a task with several schedules takes only cron and interval ones")
+        if text not in (known for known, _ in parts):
+            parts.append((text, schedule))
+    if len(parts) > 1 and once:
+        raise InvalidField("once", "a task with several schedules cannot run once")
+    if len(parts) == 1:
+        return [given(parts[0][0])]
+    return parts
+
+
+def check_jitter(schedule: Schedule, jitter: timedelta | None, now: datetime) -> None:
+    """A jitter needs a repeating schedule and is at most its shortest gap between slots (so slots keep
+    their order and one slot's run never lands after the next slot)."""
+    if not jitter:
+        return
+    if schedule.kind in ("once", "manual"):
+        raise InvalidField("jitter", f"a {schedule.kind} schedule has no interval to spread runs over")
+    gap = shortest_gap(schedule, now)
+    if gap is not None and jitter > gap:
+        raise InvalidField(
+            "jitter",
+            f"{_duration(jitter)} is longer than the schedule's interval ({_duration(gap)}, the shortest gap "
+            "between its slots)",
+        )
+
+
+def _duration(value: timedelta) -> str:
+    """A duration as an interval is written (``1h30m``, ``45s``); fractions of seconds as ``3600.001s``."""
+    ms = int(value / timedelta(milliseconds=1))
+    if ms % 1000:
+        return f"{ms // 1000}.{ms % 1000:03d}".rstrip("0") + "s"
+    seconds, words = ms // 1000, ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        words += f"{count}{unit}" if count else ""
+    return words or "0s"
 
 
 def once_text(at: datetime) -> str:
@@ -40,7 +118,7 @@ def once_text(at: datetime) -> str:
     return text
 
 
-def parse_task_schedule(value: object, *, timezone: str, anchor: datetime) -> tuple[str, Schedule]:
+def parse_task_schedule(value: object, *, timezone: str, anchor: datetime) -> tuple[str, BasicSchedule]:
     """(normalised text, schedule); ``None`` or ``manual`` is manual, empty or non-text is invalid.
 
     ``now`` and ISO instants become a fixed UTC instant; cron and interval text is kept as given (stripped).
@@ -99,7 +177,7 @@ def _given_schedule(
     check_past: bool,
     start_at: datetime | None,
     end_at: datetime | None,
-) -> tuple[str, Schedule]:
+) -> tuple[str, BasicSchedule]:
     """Parse schedule text and apply the rules of text a user gives (``once``, ``check_past``)."""
     text, schedule = parse_task_schedule(value, timezone=timezone, anchor=anchor)
     if once:
@@ -126,22 +204,29 @@ def plan_schedule(
     max_runs: int | None = None,
     run_count: int = 0,
     anchor_at: datetime | None = None,
+    jitter: timedelta | None = None,
+    task_id: int = 0,
 ) -> SchedulePlan:
     """Parse schedule text and place its first run; raise :class:`InvalidSchedule` for text that cannot run.
 
     ``once=True`` turns any schedule into a once schedule at its first fire time (an error when it has none).
     ``check_past`` rejects a once instant more than 60 s before ``now`` (for text the user just gave).
     ``anchor_at`` keeps an existing interval anchor; by default it is ``start_at`` or ``now``.
+    ``value`` may be a list of schedule texts (several schedules); ``jitter`` spreads the runs of task
+    ``task_id`` (see :mod:`scheduler.rules.combined`) and must fit the schedule (:func:`check_jitter`).
     """
     anchor = anchor_at or start_at or now
-    text, schedule = _given_schedule(
+    parts = _given_schedules(
         value, timezone=timezone, now=now, anchor=anchor, once=once, check_past=check_past,
         start_at=start_at, end_at=end_at,
     )  # fmt: skip
+    schedule = combine(parts, jitter, task_id)
+    check_jitter(schedule, jitter, now)
     fire = first_fire(
         schedule, now=now, start_at=start_at, end_at=end_at, max_runs=max_runs, run_count=run_count
     )
-    return SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=fire)
+    texts = tuple(text for text, _ in parts) if len(parts) > 1 else ()
+    return SchedulePlan(parts[0][0], schedule.kind, anchor, fire, texts)
 
 
 def require_a_run(plan: SchedulePlan, *, end_at: datetime | None = None) -> None:
@@ -152,25 +237,38 @@ def require_a_run(plan: SchedulePlan, *, end_at: datetime | None = None) -> None
 
 @dataclass(frozen=True, slots=True)
 class SchedulePreview:
-    """What ``validate`` shows: the schedule as create would store it, and its next fire times (UTC)."""
+    """What ``validate`` shows: the schedule as create would store it, and its next nominal fire times (UTC)
+    with the text of the schedule that produced each (several schedules)."""
 
     text: str
     kind: str
     fire_times: list[datetime]
+    sources: list[str]
 
 
 def preview_schedule(
-    value: object, *, timezone: str, now: datetime, count: int, after: datetime | None = None
+    value: object,
+    *,
+    timezone: str,
+    now: datetime,
+    count: int,
+    after: datetime | None = None,
+    jitter: timedelta | None = None,
 ) -> SchedulePreview:
-    """Check schedule text by the rules of a new task (:func:`plan_schedule`, :func:`require_a_run`) and list
-    up to ``count`` fire times: from the first run create would place (seen from ``now``), or those after
-    ``after`` when given (at it, for a once schedule). The interval anchor is ``after``, else ``now``."""
+    """Check schedule text (or a list of texts) by the rules of a new task (:func:`plan_schedule`,
+    :func:`require_a_run`, :func:`check_jitter`) and list up to ``count`` fire times: from the first run
+    create would place (seen from ``now``), or those after ``after`` when given (at it, for a once schedule).
+    The interval anchor is ``after``, else ``now``. The times are the nominal slots: a jitter's offsets
+    depend on the task."""
     anchor = after or now
-    text, schedule = _given_schedule(
+    parts = _given_schedules(
         value, timezone=timezone, now=now, anchor=anchor, once=False, check_past=True, start_at=None,
         end_at=None,
     )  # fmt: skip
+    schedule = combine(parts, None)
+    check_jitter(schedule, jitter, now)
     first = first_fire(schedule, now=now)
+    text = parts[0][0]
     require_a_run(SchedulePlan(text=text, kind=schedule.kind, anchor_at=anchor, next_run_at=first))
     if after is not None:
         times = fire_times(schedule, after, count, inclusive=schedule.kind == "once")
@@ -178,7 +276,8 @@ def preview_schedule(
         times = []
     else:
         times = [first, *fire_times(schedule, first, count - 1)]
-    return SchedulePreview(text=text, kind=schedule.kind, fire_times=times)
+    sources = [slot_of(schedule, t)[1] or text for t in times]
+    return SchedulePreview(text=text, kind=schedule.kind, fire_times=times, sources=sources)
 
 
 def stored_schedule_text(task: Task) -> str:
@@ -187,9 +286,26 @@ def stored_schedule_text(task: Task) -> str:
     return task.schedule.lower() if task.schedule_kind == "interval" else task.schedule
 
 
+def stored_schedules(task: Task) -> str | list[str]:
+    """A stored task's schedule as :func:`plan_schedule` takes it: its text, or the list of several."""
+    return list(task.schedules) if task.schedules else stored_schedule_text(task)
+
+
 def task_schedule(task: Task) -> Schedule:
-    """The parsed schedule of a stored task (its text was validated when stored)."""
-    return parse_schedule(stored_schedule_text(task), timezone=task.timezone, anchor=task.anchor_at)
+    """The parsed schedule of a stored task (its text was validated when stored): with several schedules
+    or a jitter, a :class:`CombinedSchedule` of real fire times."""
+    texts = task.schedules or [stored_schedule_text(task)]
+    parts = [(text, parse_schedule(text, timezone=task.timezone, anchor=task.anchor_at)) for text in texts]
+    jitter = timedelta(milliseconds=task.jitter_ms) if task.jitter_ms else None
+    return combine(parts, jitter, task.id)
+
+
+def task_first_fire(task: Task, now: datetime) -> datetime | None:
+    """The stored task's next run seen from ``now`` (by its schedule, jitter and bounds)."""
+    return first_fire(
+        task_schedule(task), now=now, start_at=task.start_at, end_at=task.end_at, max_runs=task.max_runs,
+        run_count=task.run_count,
+    )  # fmt: skip
 
 
 def upcoming_runs(task: Task, count: int, *, after: datetime | None = None) -> list[datetime]:

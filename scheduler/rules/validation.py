@@ -9,7 +9,7 @@ database and is checked by the service. ``None`` for a field with a default mean
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.commands.registry import CommandRegistry
@@ -21,6 +21,7 @@ from scheduler.rules.fields import (
     MISFIRE_POLICIES,
     OVERLAP_POLICIES,
     validate_backoff,
+    validate_calendar_names,
     validate_choice,
     validate_command,
     validate_data,
@@ -36,12 +37,13 @@ UPDATABLE = frozenset(
     {
         "name", "command", "schedule", "data", "timezone", "retries", "retry_delay_ms", "retry_backoff",
         "timeout_ms", "overlap_policy", "misfire_policy", "misfire_grace_ms", "auto_pause_after", "queue",
-        "start_at", "end_at", "max_runs",
+        "start_at", "end_at", "max_runs", "jitter_ms", "exclude", "only_in",
     }
 )  # fmt: skip
 CREATABLE = UPDATABLE | {"once"}
 # Changing any of these changes when the task runs: its next run is recomputed from now.
-TIMING_FIELDS = frozenset({"schedule", "timezone", "start_at", "end_at", "max_runs"})
+TIMING_FIELDS = frozenset({"schedule", "timezone", "start_at", "end_at", "max_runs", "jitter_ms"})
+CALENDAR_FIELDS = ("exclude", "only_in")
 
 
 # ------------------------------------------------------------------------------------------- whole tasks
@@ -91,7 +93,16 @@ def validate_plain_fields(fields: Mapping[str, Any], settings: Settings) -> dict
             out[key] = validate_timezone_name(value)
         elif key in ("start_at", "end_at"):
             out[key] = validate_instant(key, value)
+        elif key in CALENDAR_FIELDS:
+            out[key] = None if value is None else validate_calendar_names(key, value)
+    if out.get("jitter_ms") == 0:
+        out["jitter_ms"] = None  # no jitter
     return out
+
+
+def _jitter(values: Mapping[str, Any]) -> timedelta | None:
+    jitter_ms = values.get("jitter_ms")
+    return timedelta(milliseconds=jitter_ms) if jitter_ms else None
 
 
 def _check_bounds(start_at: datetime | None, end_at: datetime | None) -> None:
@@ -122,10 +133,12 @@ def validate_new_task(
         start_at=values.get("start_at"),
         end_at=values.get("end_at"),
         max_runs=values.get("max_runs"),
+        jitter=_jitter(values),
     )
     timing.require_a_run(plan, end_at=values.get("end_at"))
     columns: dict[str, Any] = {key: values.get(key) for key in UPDATABLE}
     columns |= {"schedule": plan.text, "schedule_kind": plan.kind, "status": "active"}
+    columns |= {"schedules": list(plan.texts) or None}
     columns |= {"anchor_at": plan.anchor_at, "next_run_at": plan.next_run_at}
     return TaskDefinition(**columns)
 
@@ -160,7 +173,7 @@ def validate_changes(
         return result
     restart = "schedule" in changes or "start_at" in changes
     plan = timing.plan_schedule(
-        changes.get("schedule", timing.stored_schedule_text(task)),
+        changes.get("schedule", timing.stored_schedules(task)),
         timezone=merged["timezone"],
         now=now,
         check_past="schedule" in changes,
@@ -169,8 +182,11 @@ def validate_changes(
         max_runs=merged["max_runs"],
         run_count=task.run_count,
         anchor_at=None if restart else task.anchor_at,
+        jitter=_jitter(merged),
+        task_id=task.id,
     )
     timed: dict[str, Any] = {
+        "schedules": list(plan.texts) or None,
         "schedule": plan.text,
         "schedule_kind": plan.kind,
         "anchor_at": plan.anchor_at,

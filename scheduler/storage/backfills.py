@@ -34,12 +34,13 @@ def insert_backfill_executions(
     connection: Connection,
     task: Task,
     backfill_id: int,
-    slots: Sequence[datetime],
+    slots: Sequence[tuple[datetime, str | None]],
     *,
     data: Any,
     now: datetime,
 ) -> int:
-    """One ``waiting`` execution (trigger ``backfill``) per slot that has none; how many were inserted."""
+    """One ``waiting`` execution (trigger ``backfill``) per (slot, producing schedule) that has none; how
+    many were inserted."""
     rows = [
         {
             "task_id": task.id,
@@ -54,8 +55,9 @@ def insert_backfill_executions(
             "created_at": now,
             "data": data,
             "backfill_id": backfill_id,
+            "schedule": source,
         }
-        for slot in slots
+        for slot, source in slots
     ]
     return len(insert_executions(connection, rows))
 
@@ -217,7 +219,12 @@ def _release(connection: Connection, backfill_id: int, count: int) -> int:
 
 
 def skip_slots(
-    connection: Connection, task: Task, slots: Sequence[datetime], *, error: str, now: datetime
+    connection: Connection,
+    task: Task,
+    slots: Sequence[tuple[datetime, str | None]],
+    *,
+    error: str,
+    now: datetime,
 ) -> list[Execution]:
     """Record ``slots`` of ``task`` as skipped (reason ``skipped_by_user``) ahead of time: the planner's
     insert for them then does nothing (the unique slot), and the task moves on past them."""
@@ -236,8 +243,9 @@ def skip_slots(
             "created_at": now,
             "finished_at": now,
             "error": error,
+            "schedule": source,
         }
-        for slot in slots
+        for slot, source in slots
     ]
     ids = [execution_id for execution_id, _, _ in insert_executions(connection, rows)]
     if not ids:

@@ -84,18 +84,20 @@ UNNEST_COLUMNS = (
     "queue",
     "created_at",
     "finished_at",
+    "schedule",
 )
 _UNNEST_KEYS = frozenset(UNNEST_COLUMNS)
 # One statement whatever the batch size: the values travel as one array per column (bound_arrays).
 _INSERT_UNNEST = text(
     """
     INSERT INTO task_executions (task_id, task_name, command, scheduled_for, trigger, status, reason, attempt,
-        max_attempts, queue, created_at, finished_at)
+        max_attempts, queue, created_at, finished_at, schedule)
     SELECT * FROM unnest(
         CAST(:task_id AS bigint[]), CAST(:task_name AS varchar[]), CAST(:command AS varchar[]),
         CAST(:scheduled_for AS timestamptz[]), CAST(:trigger AS varchar[]), CAST(:status AS varchar[]),
         CAST(:reason AS varchar[]), CAST(:attempt AS integer[]), CAST(:max_attempts AS integer[]),
-        CAST(:queue AS varchar[]), CAST(:created_at AS timestamptz[]), CAST(:finished_at AS timestamptz[])
+        CAST(:queue AS varchar[]), CAST(:created_at AS timestamptz[]), CAST(:finished_at AS timestamptz[]),
+        CAST(:schedule AS varchar[])
     )
     ON CONFLICT (task_id, scheduled_for) DO NOTHING
     RETURNING id, task_id, status

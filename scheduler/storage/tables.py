@@ -83,6 +83,11 @@ tasks = Table(
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
     # A timed pause: the planner resumes the task at this instant (NULL: paused until resumed by hand).
     Column("paused_until", Timestamp),
+    # Revision 0006: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
+    Column("schedules", Json),
+    Column("jitter_ms", BigInteger),
+    Column("exclude", Json),
+    Column("only_in", Json),
     # "Due tasks" is a range scan: status = 'active' AND next_run_at <= now ORDER BY next_run_at.
     Index("ix_scheduled_tasks_due", "status", "next_run_at"),
     Index("ix_scheduled_tasks_paused_until", "paused_until"),
@@ -117,6 +122,7 @@ executions = Table(
     # The backfill that created this execution (task_backfills.id; no foreign key: backfills are never
     # deleted, and SQLite cannot add one to an existing table).
     Column("backfill_id", BigInteger),
+    Column("schedule", String(200)),  # the schedule text that produced the slot (NULL: a manual run)
     # Exactly one execution per (task, slot): the planner inserts with ON CONFLICT DO NOTHING.
     UniqueConstraint("task_id", "scheduled_for"),
     Index("ix_task_executions_status_created_at", "status", "created_at"),
@@ -183,6 +189,17 @@ audit = Table(
     Column("db_host", String(255)),
     Column("prev_hash", String(64), nullable=False),
     Column("row_hash", String(64), nullable=False),
+)
+
+# A named set of days (dates, ranges, weekdays) that tasks exclude or run only in (revision 0006).
+calendars = Table(
+    "scheduler_calendars",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("days", Json, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
 )
 
 # A leadership lease: the holder may act for ``term`` until ``expires_at`` (database clock).

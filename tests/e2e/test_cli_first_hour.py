@@ -244,6 +244,7 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
         ("scheduler:backfill", "--id", "data", "--from", "2026-01-01T00:00Z", "--to", "2026-01-02T00:00Z",
          "--dry-run"),
         ("scheduler:backfills",), ("scheduler:delete", "--id", "data", "--confirm"),
+        ("scheduler:calendar", "list"),
     ]  # fmt: skip
     covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
     assert covered | verbs_without_format() == set(verbs())

@@ -73,6 +73,10 @@ def test_validate_shows_fire_times_across_the_spring_forward_gap(tmp_path: Path)
         "from": "2026-03-28T00:00:00Z",
         # 02:00 CET; the 29th has no 02:00: the first instant after the gap (03:00 CEST); 02:00 CEST
         "fire_times": ["2026-03-28T01:00:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z"],
+        "slots": [
+            {"at": at, "schedule": "0 2 * * *", "excluded": None}
+            for at in ("2026-03-28T01:00:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z")
+        ],
     }
     assert "2026-03-29 01:00:00 UTC" in as_table.stdout and "2026-03-29 03:00:00 CEST" in as_table.stdout
     assert_one_line_error(bad, 2)
@@ -84,7 +88,14 @@ def test_next_lists_the_soonest_fire_times_of_active_tasks(cli: Cli) -> None:
     cli.create("never", "--schedule", "manual")
     runs = cli.json("scheduler:next", "--from", "2030-05-01T00:00:00Z", "--count", "3", real=True)
     assert runs == [
-        {"task_id": every_day["id"], "task_name": "daily", "at": f"2030-05-0{day}T06:00:00Z"}
+        {
+            "task_id": every_day["id"],
+            "task_name": "daily",
+            "at": f"2030-05-0{day}T06:00:00Z",
+            "slot": f"2030-05-0{day}T06:00:00Z",  # no jitter: the slot itself
+            "schedule": "0 6 * * *",
+            "excluded": None,
+        }
         for day in (1, 2, 3)
     ]
     table = cli.ok("scheduler", "next", "--task", "daily", "--from", "2030-05-01T07:00", "--count", "1")

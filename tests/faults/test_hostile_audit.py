@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from scheduler.commands.loading import load_registry
+from scheduler.errors import InvalidInput
 from scheduler.planning.planner import Planner
 from scheduler.planning.publisher import NullPublisher
 from scheduler.records import AuditEntry
@@ -39,6 +40,7 @@ READS = {
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "preview_backfill",
     "get_backfill", "backfills",
     "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
+    "list_calendars", "get_calendar", "calendar_rule",
 }  # fmt: skip
 # Mutations that record executions (and one audit row) without changing a task's definition.
 RUN_ACTIONS = {
@@ -47,6 +49,8 @@ RUN_ACTIONS = {
     "backfill": "backfill",
     "cancel_backfill": "cancel-backfill",
 }
+# Changes to calendars, not to tasks: each writes one audit row of its own action (task_id null).
+CALENDAR_MUTATIONS = {"create_calendar": "calendar_create", "delete_calendar": "calendar_delete"}
 CONSTRUCTORS = {"from_settings", "as_actor"}
 HOUR_ZERO = datetime(2026, 1, 1, tzinfo=UTC)
 ACTION_OF = {
@@ -65,7 +69,51 @@ def test_every_public_method_of_the_service_is_classified_as_a_mutation_or_a_rea
         for name, member in inspect.getmembers(SchedulerService)
         if not name.startswith("_") and callable(member)
     }
-    assert public == MUTATIONS | READS | CONSTRUCTORS
+    assert public == MUTATIONS | READS | CONSTRUCTORS | CALENDAR_MUTATIONS.keys()
+
+
+def test_calendar_changes_write_one_audit_row_each_and_refusals_none(engine: Engine) -> None:
+    settings = Settings()
+    service = SchedulerService(engine, settings, commands=load_registry(settings), actor="auditor")
+    tasks_before = _tasks(engine)
+
+    created = service.create_calendar("holidays", ["2026-12-25", "sat"])
+    [entry] = _audit_after(engine, 0)
+    assert (entry.action, entry.actor, entry.task_id, entry.before) == (
+        "calendar_create",
+        "auditor",
+        None,
+        None,
+    )
+    assert entry.after == {"calendar": "holidays", "days": created.days}
+    last = entry.id
+    service.list_calendars(), service.get_calendar("holidays"), service.calendar_rule(exclude=["holidays"])
+    assert _audit_after(engine, last) == []  # reads audit nothing
+    for refused in (
+        lambda: service.create_calendar("holidays", ["sun"]),  # the name is taken
+        lambda: service.create_calendar("bad", ["2026-13-01"]),
+        lambda: service.delete_calendar("nope"),
+    ):
+        with pytest.raises(InvalidInput):
+            refused()
+    service.create_task(name="uses", command="test:echo", schedule="5m", exclude=["holidays"])
+    last = _last_audit_id(engine)
+    with pytest.raises(InvalidInput):
+        service.delete_calendar("holidays")  # in use
+    assert _audit_after(engine, last) == []
+    service.update_task("uses", exclude=None)
+    last = _last_audit_id(engine)
+
+    service.delete_calendar("holidays")
+    [entry] = _audit_after(engine, last)
+    assert (entry.action, entry.actor, entry.task_id, entry.after) == (
+        "calendar_delete",
+        "auditor",
+        None,
+        None,
+    )
+    assert entry.before == {"calendar": "holidays", "days": created.days}
+    assert set(_tasks(engine)) - set(tasks_before) == {service.get_task("uses").id}
 
 
 def _tasks(engine: Engine) -> dict[int, dict[str, Any]]:
@@ -138,6 +186,7 @@ def _check(engine: Engine, service: SchedulerService, method: str, call: Callabl
 def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_none(engine: Engine) -> None:
     settings = Settings()
     service = SchedulerService(engine, settings, commands=load_registry(settings), actor="auditor")
+    service.create_calendar("weekend", ["sat", "sun"])  # for the calendar reads (its own audit: below)
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("create_task", lambda: service.create_task(name="a", command="test:echo", schedule="5m")),
         (
@@ -188,6 +237,9 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("duration_percentiles", lambda: service.duration_percentiles("a", (0.5, 0.95))),
         ("logs_after", lambda: service.logs_after(service.history(limit=1)[0].id, 0)),
         ("runs_per_day", lambda: service.runs_per_day("a")),
+        ("list_calendars", lambda: service.list_calendars()),
+        ("get_calendar", lambda: service.get_calendar("weekend")),
+        ("calendar_rule", lambda: service.calendar_rule(timezone="Asia/Tokyo", only_in=["weekend"])),
         ("delete_task", lambda: service.delete_task("a")),
     ]
     assert {method for method, _ in steps} == MUTATIONS | READS

@@ -295,3 +295,53 @@ def test_skipped_slots_are_recorded_and_the_planner_moves_past_them(engine: Engi
     assert report.created == 0
     assert get_task(engine, task.id).next_run_at == slot + timedelta(minutes=1)
     assert len(executions_of(engine, task.id)) == 3
+
+
+def test_a_backfill_keeps_nominal_slots_of_several_jittered_schedules_and_leaves_excluded_days(
+    engine: Engine,
+) -> None:
+    service = make_service(engine, make_settings())
+    service.create_calendar("holiday", ["2026-10-25"])  # a Sunday, a Berlin day of 25 hours
+    task = service.create_task(
+        name="combined", command="test:echo", schedule=["0 9 * * *", "0 12 * * 6,0"],
+        timezone="Europe/Berlin", jitter_ms=60_000, exclude=["holiday"], overlap_policy="allow",
+    )  # fmt: skip
+    start, end = utc("2026-10-24T00:00:00"), utc("2026-10-26T23:00:00")
+
+    preview = service.preview_backfill(task.id, start=start, end=end)
+    backfill = service.backfill(task.id, start=start, end=end)
+    again = service.backfill(task.id, start=start, end=end)
+
+    # Saturday 09:00 and 12:00 CEST, Sunday (excluded) 09:00 and 12:00 CET, Monday 09:00 CET: nominal slots.
+    assert [(s.at, s.excluded is not None) for s in preview] == [
+        (utc("2026-10-24T07:00:00"), False), (utc("2026-10-24T10:00:00"), False),
+        (utc("2026-10-25T08:00:00"), True), (utc("2026-10-25T11:00:00"), True),
+        (utc("2026-10-26T08:00:00"), False),
+    ]  # fmt: skip
+    assert preview[2].excluded is not None and "holiday" in preview[2].excluded
+    rows = sorted(executions_of(engine, task.id), key=lambda r: r.scheduled_for)
+    assert [(r.scheduled_for, r.schedule) for r in rows] == [
+        (utc("2026-10-24T07:00:00"), "0 9 * * *"), (utc("2026-10-24T10:00:00"), "0 12 * * 6,0"),
+        (utc("2026-10-26T08:00:00"), "0 9 * * *"),
+    ]  # fmt: skip
+    assert (backfill.slots, backfill.created, again.created) == (5, 3, 0)
+
+
+def test_skipping_a_jittered_task_records_its_nominal_slots_so_the_planner_finds_them_taken(
+    engine: Engine,
+) -> None:
+    settings = make_settings()
+    service = make_service(engine, settings)
+    task = service.create_task(name="jittery", command="test:echo", schedule="1m", jitter_ms=50_000)
+    slot = ago(engine, seconds=120).replace(second=0, microsecond=0)
+    set_task(engine, task.id, anchor_at=slot, next_run_at=slot)  # its real next run is slot + its offset
+    real = service.next_runs(task=task.id, count=1)[0]
+    set_task(engine, task.id, next_run_at=real.at)
+
+    skipped = service.skip(task.id)
+    Planner(engine, settings, RecordingPublisher()).tick()
+
+    assert [e.scheduled_for for e in skipped] == [real.slot]
+    assert [
+        (r.scheduled_for, r.status) for r in executions_of(engine, task.id) if r.scheduled_for == real.slot
+    ] == [(real.slot, "skipped")]
