@@ -80,7 +80,7 @@ LARGE_EXTRAS: tuple[tuple[str, ...], ...] = (
     ("scheduler:history", "--format", "json"),
 )
 # Heavy packages whose import times the importtime tables single out (none of them is needed to read).
-WATCHED = ("celery", "kombu", "redis", "alembic", "rich", "pydantic_settings", "croniter")
+WATCHED = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings", "croniter")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import click
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from cli.admin import ADMIN_COMMANDS
 from cli.backfills import SCHEDULE_COMMANDS
@@ -28,6 +26,7 @@ from cli.operations import OPERATIONS_COMMANDS
 from cli.reports import REPORT_COMMANDS
 from cli.tasks import TASK_COMMANDS
 from scheduler.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings, env_name
+from scheduler.settings_model import FieldInfo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CONFIGURATION = DOCS / "configuration.md"
@@ -102,9 +101,9 @@ def _type_text(annotation: Any) -> str:
 
 def _default_text(info: FieldInfo) -> str:
     if info.default_factory is not None:
-        value = info.default_factory()  # type: ignore[call-arg]
+        value = info.default_factory()
         return "none" if not value else f"`{value!r}`"
-    if info.default is None or info.default is PydanticUndefined:
+    if info.default is None or info.required:
         return "unset"
     if isinstance(info.default, Path):
         return f"`{info.default.as_posix()}`"
@@ -113,11 +112,10 @@ def _default_text(info: FieldInfo) -> str:
 
 def _limits_text(info: FieldInfo) -> str:
     parts = []
-    for item in info.metadata:
-        for attribute, symbol in LIMITS:
-            value = getattr(item, attribute, None)
-            if value is not None:
-                parts.append(f"{symbol} {value}")
+    for attribute, symbol in LIMITS:
+        value = getattr(info, attribute)
+        if value is not None:
+            parts.append(f"{symbol} {value}")
     return ", ".join(parts)
 
 

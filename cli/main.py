@@ -86,7 +86,7 @@ def with_task_suggestions(command: click.Command) -> click.Command:
 def without_gc(command: click.Command) -> click.Command:
     """Make ``command`` run with the cyclic garbage collector off.
 
-    A read verb spends most of its time importing (SQLAlchemy, pydantic): hundreds of thousands of objects
+    A read verb spends most of its time importing (SQLAlchemy above all): hundreds of thousands of objects
     that live until the process exits, which the collector would traverse again and again for nothing.
     Reference counting still frees everything else. Afterwards the objects the verb allocated join the
     oldest generation untraversed (freeze, then unfreeze: two list splices), so turning the collector back
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point; exits with the verb's exit code.
 
     On the way out, everything still allocated is frozen (:func:`gc.freeze`): the interpreter's final
-    collections then skip it instead of traversing every SQLAlchemy and pydantic object once more just
+    collections then skip it instead of traversing every SQLAlchemy object (and the rest) once more just
     before the process ends (a quarter of the CPU time of ``scheduler:list``). Exit handlers, stream flushes
     and the verb's own clean-up (the engine's pool is disposed when the click context closes) run as before.
     """

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import subprocess
-import time
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -108,7 +108,8 @@ def test_health_on_the_embedded_default_is_green_for_database_and_broker_once_us
 
 
 def _planner(cli: Cli, log_format: str) -> list[str]:
-    """Run ``scheduler:planner`` on the embedded default for 3 s, stop it with SIGTERM; its stderr lines."""
+    """Run ``scheduler:planner`` on the embedded default until it has said whether it leads, stop it with
+    SIGTERM; its stderr lines."""
     cli.run("scheduler:list")
     env = {**cli.env, "SCHEDULER_LOG_FORMAT": log_format, "SCHEDULER_TICK_INTERVAL": "100"}
     process = subprocess.Popen(
@@ -120,14 +121,28 @@ def _planner(cli: Cli, log_format: str) -> list[str]:
         text=True,
         start_new_session=True,
     )
+    assert process.stderr is not None
+    lines: list[str] = []
+    role_known = threading.Event()
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if ": leader (term" in line or ": standby" in line:
+                role_known.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
-        time.sleep(3)
+        assert role_known.wait(timeout=60), f"the planner never said whether it leads: {lines}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
+        stdout = process.stdout.read() if process.stdout is not None else ""
+        process.wait(timeout=30)
+        reader.join(timeout=30)
+    assert process.returncode == 0, lines
     assert stdout == ""  # logs never go to stdout: it is for --format json output
-    lines = stderr.splitlines()
     assert lines, "the planner logged nothing"
     return lines
 

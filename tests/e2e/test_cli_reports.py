@@ -13,7 +13,7 @@ from sqlalchemy import insert
 from test_cli_runner import Cli, assert_one_line_error
 
 from scheduler.storage.db import make_engine
-from scheduler.storage.schema import head_revision
+from scheduler.storage.schema import current_revision, head_revision, upgrade
 from scheduler.storage.tables import executions, logs
 from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
@@ -187,6 +187,52 @@ def test_migrate_upgrades_an_empty_sqlite_database_once(tmp_path: Path) -> None:
     assert (first["from"], first["to"], first["changed"]) == (None, head_revision(), True)
     second = cli.ok("scheduler:migrate")
     assert f"already at revision {head_revision()}" in second.stdout
+
+
+def at_first_revision(url: str) -> None:
+    """Bring the empty database at ``url`` to revision 0001 only: what an older release left behind."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0001")
+        assert current_revision(engine) == "0001" != head_revision()
+    finally:
+        engine.dispose()
+
+
+def revision_of(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def test_a_read_verb_upgrades_an_older_embedded_schema_before_reading(tmp_path: Path) -> None:
+    # The schema check is one SELECT of the version row; when it differs, the embedded database is upgraded.
+    url = f"sqlite:///{tmp_path / 'older.db'}"
+    at_first_revision(url)
+    listed = Cli(url, tmp_path).run("scheduler:list", "--format", "json")
+    assert listed.code == 0, listed.describe()
+    assert json.loads(listed.stdout) == []
+    assert revision_of(url) == head_revision()
+
+
+@pytest.mark.postgres
+def test_a_read_verb_refuses_an_older_postgresql_schema_and_changes_nothing(tmp_path: Path) -> None:
+    require("PostgreSQL", PG_ADMIN_URL, 5432)
+    name, url = create_pg_database(None)
+    try:
+        at_first_revision(url)
+        for verb in ("scheduler:list", "scheduler:history", "scheduler:next"):
+            refused = Cli(url, tmp_path).run(verb)
+            assert_one_line_error(refused, 69)
+            assert refused.stderr_lines == [
+                f"error: the database schema is at revision 0001, this version needs {head_revision()}: "
+                "run 'systemprompt scheduler:migrate' to upgrade it"
+            ], refused.describe()
+        assert revision_of(url) == "0001"
+    finally:
+        drop_pg_database(name)
 
 
 @pytest.mark.postgres

@@ -123,8 +123,8 @@ def assert_one_line_error(result: Result, code: int) -> None:
 
 HEAVY = ("celery", "sqlalchemy", "kombu", "alembic")
 # What a read verb never needs: the broker clients, Alembic (the schema check is one SELECT), rich (stdout is
-# not a terminal here), pydantic-settings (the settings are a plain pydantic model).
-NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic_settings")
+# not a terminal here), pydantic (the settings are declared on scheduler.settings_model).
+NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings")
 READ_VERBS = (
     ("scheduler:list",),
     ("scheduler:history",),
@@ -134,7 +134,7 @@ READ_VERBS = (
 
 
 def run_with_importtime(*args: str, cli: Cli | None = None) -> tuple[set[str], str]:
-    """The top-level packages the real console script imports to answer ``args`` (from ``-X importtime``),
+    """The modules (dotted names) the real console script imports to answer ``args`` (from ``-X importtime``),
     and its stdout; run where ``cli`` runs (its directory and environment) when given. It must exit 0."""
     completed = subprocess.run(
         [sys.executable, "-X", "importtime", str(SYSTEMPROMPT), *args],
@@ -148,14 +148,18 @@ def run_with_importtime(*args: str, cli: Cli | None = None) -> tuple[set[str], s
     names = set()
     for line in completed.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
-            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+            names.add(line.rsplit("|", 1)[1].strip())
     assert "click" in names, completed.stderr[-2000:]
     return names, completed.stdout
 
 
+def top_level(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
 def imported_top_level_modules(*args: str) -> set[str]:
     """Top-level packages the real console script imports to answer ``args``."""
-    return run_with_importtime(*args)[0]
+    return top_level(run_with_importtime(*args)[0])
 
 
 @pytest.mark.parametrize(
@@ -173,8 +177,12 @@ def test_read_verbs_import_no_broker_client_and_no_alembic(
 ) -> None:
     cli = Cli(db_url, tmp_path)
     cli.create("hourly", "--schedule", "1h")
-    imported, stdout = run_with_importtime(*args, cli=cli)
+    modules, stdout = run_with_importtime(*args, cli=cli)
+    imported = top_level(modules)
     assert imported & set(NOT_FOR_READING) == set()
+    # The embedded default never loads the PostgreSQL dialect package (the JSONB type is resolved lazily).
+    postgres = "sqlalchemy.dialects.postgresql" in modules
+    assert postgres == (db_url.startswith("postgresql") and args[0] != "scheduler:validate")
     # Each verb did its work: list and next show the task; validate needs no database, the others open it.
     assert ("hourly" in stdout) == (args[0] in ("scheduler:list", "scheduler:next")), stdout
     assert ("sqlalchemy" in imported) == (args[0] != "scheduler:validate")
