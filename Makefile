@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test lint format test-faults docs clean bench-cron-maths bench-dispatch-burst bench-idle-tick \
-	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-web-console bench-jitter-spread
+	bench-cli-latency bench-worker-throughput bench-embedded-broker bench-web-console bench-jitter-spread \
+	bench-tasks-as-code
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +39,7 @@ test-faults: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m cli.docgen
+	$(BIN)/python -m scheduler.rules.task_schema
 
 # Benchmarks (bench/README.md): each appends its figures to bench/RESULTS.md; pass options as ARGS="...".
 $(BENCH_STAMP): $(STAMP)
@@ -58,6 +60,9 @@ bench-cli-latency: $(BENCH_STAMP)
 
 bench-embedded-broker: $(BENCH_STAMP)
 	$(BIN)/python -m bench.embedded_broker $(ARGS)
+
+bench-tasks-as-code: $(BENCH_STAMP)
+	$(BIN)/python -m bench.tasks_as_code $(ARGS)
 
 bench-web-console: $(BENCH_STAMP)
 	$(BIN)/python -m bench.web_console $(ARGS)

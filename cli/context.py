@@ -161,6 +161,7 @@ def get_service(ctx: click.Context, *, publisher: Any = None) -> SchedulerServic
         from workers.wiring import open_service
 
         service = open_service(get_settings(ctx), publisher=publisher, actor=ctx.meta.get(_ACTOR_KEY))
+        service.source = "cli"  # tasks created here are owned by hand, not by a tasks file
         ctx.meta[_SERVICE_KEY] = service
         ctx.find_root().call_on_close(service.engine.dispose)
     return service

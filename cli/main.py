@@ -23,7 +23,13 @@ DISTRIBUTION = "systemprompt-scheduler"  # the package whose metadata --version 
 # (SCHEDULER_LOG_FORMAT, _LEVEL).
 LONG_RUNNING = frozenset({"planner", "worker", "serve", "flower", "web"})
 # Verbs that read, print and exit: they run without the cyclic garbage collector (see without_gc).
-READ_ONLY = frozenset({"list", "history", "logs", "stats", "audit", "next", "validate", "commands", "config"})
+READ_ONLY = frozenset(
+    {"list", "history", "logs", "stats", "audit", "next", "validate", "commands", "config", "plan", "export",
+     "versions", "diff"}
+)  # fmt: skip
+
+# Verbs that build many objects that live until they exit: also run without the cyclic garbage collector.
+BULK = frozenset({"apply"})
 
 EPILOG = """\b
 Configuration: module.yaml (or $SCHEDULER_CONFIG_FILE) and SCHEDULER_* variables,
@@ -31,7 +37,7 @@ e.g. SCHEDULER_DATABASE_URL (unset: SQLite under ./.scheduler). See 'scheduler:c
 SCHEDULER_DEBUG=1 prints tracebacks of unexpected errors.
 \b
 Exit codes: 0 ok, 1 failed, 2 invalid input or usage, 3 not found,
-69 database or broker unreachable, 77 permission denied."""
+10 'plan' found changes, 69 database or broker unreachable, 77 permission denied."""
 
 
 def verb_name(command: click.Command) -> str:
@@ -117,7 +123,7 @@ def load_verb(verb: str) -> click.Command:
     command = import_verb(verb)
     if verb in LONG_RUNNING:
         with_log_setup(command)
-    if verb in READ_ONLY:
+    if verb in READ_ONLY or verb in BULK:
         without_gc(command)
     return with_task_suggestions(command)
 

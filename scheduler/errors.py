@@ -74,9 +74,9 @@ class UnknownCommand(InvalidInput):
 class NameTaken(InvalidInput):
     """A task with this name exists already."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, detail: str | None = None) -> None:
         self.name = name
-        super().__init__(f"a task named {name!r} exists already")
+        super().__init__(f"a task named {name!r} exists already" + (f" (created {detail})" if detail else ""))
 
 
 class UnknownCalendar(InvalidInput):

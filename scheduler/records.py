@@ -113,6 +113,9 @@ class Task(TaskDefinition):
     consecutive_failures: int
     created_at: datetime
     updated_at: datetime
+    # Who owns the task (docs/tasks-as-code.md) and its key in its tasks file; the defaults are the column's.
+    source: str = "cli"
+    key: str | None = None
     paused_until: datetime | None = None  # a timed pause: the planner resumes the task then
 
 

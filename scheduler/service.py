@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import getpass
 import logging
+import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, exc
 
+from scheduler import task_files
 from scheduler.commands.loading import load_registry
 from scheduler.commands.registry import CommandRegistry
 from scheduler.errors import (
@@ -74,10 +76,20 @@ from scheduler.rules.fields import (
     validate_int,
     validate_timezone_name,
 )
+from scheduler.rules.taskfile import export_document, parse_tasks_file
+from scheduler.rules.taskplan import TaskPlan
 from scheduler.rules.validation import validate_changes, validate_new_task
+from scheduler.rules.versions import (
+    FieldChange,
+    TaskVersion,
+    diff_tasks,
+    pick_version,
+    rollback_changes,
+    versions_of,
+)
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
-from scheduler.storage import audit_chain, manual_runs
+from scheduler.storage import audit_chain, manual_runs, task_sets
 from scheduler.storage import backfills as backfill_sql
 from scheduler.storage import calendars as calendars_sql
 from scheduler.storage import console as console_sql
@@ -123,8 +135,11 @@ class SchedulerService:
         commands: CommandRegistry | None = None,
         publisher: Publisher | None = None,
         actor: str | None = None,
+        source: str = "api",
     ) -> None:
         self.engine = engine
+        # Who owns the tasks this service creates: "api", "cli" (the CLI sets it), or a tasks file's source.
+        self.source = source
         self.settings = settings
         self._commands = commands
         self.publisher = publisher
@@ -526,7 +541,7 @@ class SchedulerService:
             if tasks_sql.name_taken(connection, definition.name):
                 raise NameTaken(definition.name)
             self._require_calendars(connection, definition.columns())
-            task = tasks_sql.insert_task(connection, definition.columns(), now=now)
+            task = tasks_sql.insert_task(connection, {**definition.columns(), "source": self.source}, now=now)
             if task.jitter_ms:  # the offsets hash the task id, known only now
                 fire = timing.task_first_fire(task, now)
                 task = tasks_sql.update_task(connection, task.id, {"next_run_at": fire}, now=now)
@@ -540,9 +555,20 @@ class SchedulerService:
         Changing schedule, timezone, start_at, end_at or max_runs recomputes the next run from now.
         """
         new_name = changes.get("name")
+        return self._change(ref, lambda _connection, _task: changes, "update", new_name)
+
+    def _change(
+        self,
+        ref: TaskRef,
+        changes_of: Callable[[Connection, Task], Mapping[str, Any]],
+        action: str,
+        new_name: object = None,
+    ) -> Task:
+        """Validate and write what ``changes_of`` returns for the locked task; audit it as ``action``."""
         with self._write(task_name=new_name.strip() if isinstance(new_name, str) else None) as connection:
             task = tasks_sql.get_task(connection, ref, lock=True)
             now = db_now(connection)
+            changes = changes_of(connection, task)
             columns = validate_changes(task, changes, settings=self.settings, commands=self.commands, now=now)
             if not columns:
                 return task
@@ -550,7 +576,7 @@ class SchedulerService:
                 raise NameTaken(columns["name"])
             self._require_calendars(connection, columns)
             updated = tasks_sql.update_task(connection, task.id, columns, now=now)
-            record = AuditRecord("update", task.id, updated.name, public_task(task), public_task(updated))
+            record = AuditRecord(action, task.id, updated.name, public_task(task), public_task(updated))
             self._audit(connection, [record], now)
         self._emit(ev.TASK_UPDATED, [updated])
         return updated
@@ -774,6 +800,99 @@ class SchedulerService:
             self._audit(connection, [record], now)
             return backfill_sql.get_backfill(connection, backfill_id)
 
+    # ------------------------------------------------------------------------------------ tasks as code
+
+    def plan_tasks_file(
+        self,
+        content: bytes,
+        *,
+        path: str = "<stdin>",
+        source: str | None = None,
+        prune: bool = False,
+        prune_mode: str = "delete",
+    ) -> TaskPlan:
+        """What applying the tasks file ``content`` (read from ``path``) would change; writes nothing.
+
+        Raises :class:`~scheduler.rules.taskfile.TaskFileError` (an :class:`InvalidInput`) naming the file,
+        the line and the field for the first invalid thing in the file. See docs/tasks-as-code.md.
+        """
+        parsed = parse_tasks_file(path, content)
+        with self._read() as connection:
+            return task_files.make_plan(
+                connection, parsed, source=task_files.file_source(parsed, source), prune=prune,
+                prune_mode=prune_mode, settings=self.settings, commands=self.commands,
+            )  # fmt: skip
+
+    def apply_tasks_file(
+        self,
+        content: bytes,
+        *,
+        path: str = "<stdin>",
+        source: str | None = None,
+        prune: bool = False,
+        prune_mode: str = "delete",
+        dry_run: bool = False,
+    ) -> TaskPlan:
+        """Make the tasks of the file's source match the file, in one transaction (all or nothing): the plan
+        :meth:`plan_tasks_file` shows, written with one audit row per changed task (action ``apply:create``,
+        ``apply:update``, ``apply:delete``, ``apply:pause``) and one event each. Nothing to change: nothing
+        written. ``dry_run``: the plan only."""
+        if dry_run:
+            return self.plan_tasks_file(content, path=path, source=source, prune=prune, prune_mode=prune_mode)
+        parsed = parse_tasks_file(path, content)
+        name = task_files.file_source(parsed, source)
+        try:
+            with self._write() as connection:
+                plan = task_files.make_plan(
+                    connection, parsed, source=name, prune=prune, prune_mode=prune_mode,
+                    settings=self.settings, commands=self.commands, lock=True,
+                )  # fmt: skip
+                done = task_files.write_plan(connection, plan, actor=self.actor)
+        except NameTaken as error:
+            taken = error.name if error.name != "?" else _conflicting_name(error.__cause__)
+            raise NameTaken(taken, detail="by another change while applying; nothing was applied") from None
+        self._emit(ev.TASK_DELETED, done.deleted)
+        self._emit(ev.TASK_UPDATED, done.updated)
+        self._emit(ev.TASK_CREATED, done.created)
+        self._emit(ev.TASK_PAUSED, done.paused)
+        return plan
+
+    def export_tasks(self, *, source: str | None = None, status: str | None = None) -> dict[str, Any]:
+        """The tasks (of one source, one status) as a tasks file document that :meth:`apply_tasks_file`
+        accepts (unredacted: it holds the tasks' data as stored)."""
+        status = check_status("status", status, task=True)
+        with self._read() as connection:
+            found = task_sets.tasks_of_source(connection, source, status=status)
+        return export_document(found, source=source)
+
+    def task_versions(self, ref: TaskRef) -> list[TaskVersion]:
+        """The task's versions, numbered from 1 (its creation), from its audit rows."""
+        with self._read() as connection:
+            task = tasks_sql.get_task(connection, ref)
+            return versions_of(task_sets.audit_of_task(connection, task.id))
+
+    def diff_task_versions(
+        self, ref: TaskRef, *, from_version: int | None = None, to_version: int | None = None
+    ) -> tuple[TaskVersion, TaskVersion, list[FieldChange]]:
+        """The fields that differ from version ``from_version`` (default: the one before ``to_version``) to
+        ``to_version`` (default: the latest)."""
+        versions = self.task_versions(ref)
+        after = pick_version(versions, to_version, field="to")
+        before = pick_version(versions, max(after.number - 1, 1) if from_version is None else from_version,
+                              field="from")  # fmt: skip
+        return before, after, diff_tasks(before.task, after.task)
+
+    def rollback_task(self, ref: TaskRef, *, to: int) -> Task:
+        """Make the task's definition equal to version ``to`` again: a new version (audit action
+        ``rollback``), validated like an update; a changed schedule's next run is computed from now (no slot
+        is replayed). The status is not rolled back. Equal already: the task is returned unchanged."""
+
+        def changes(connection: Connection, task: Task) -> Mapping[str, Any]:
+            target = pick_version(versions_of(task_sets.audit_of_task(connection, task.id)), to, field="to")
+            return rollback_changes(target.task, task)
+
+        return self._change(ref, changes, "rollback")
+
     def run_task_now(
         self,
         ref: TaskRef,
@@ -847,6 +966,13 @@ class SchedulerService:
             if deadline is not None and time.monotonic() >= deadline:
                 return execution
             time.sleep(WAIT_POLL_S)
+
+
+def _conflicting_name(error: BaseException | None) -> str:
+    """The name in PostgreSQL's unique-violation detail (``Key (name)=(x) already exists.``), else ``?``."""
+    detail = getattr(getattr(getattr(error, "orig", None), "diag", None), "message_detail", None) or ""
+    match = re.search(r"\(name\)=\((.*)\) already exists", detail)
+    return match.group(1) if match else "?"
 
 
 def _change(action: str, before: Task, after: Task) -> AuditRecord:

@@ -18,15 +18,16 @@ How a batch goes out, through Celery's and kombu's public API only, the same way
    before anything was sent (kombu's batch connects inside its flush, where a failure is an unknown
    outcome); these steps are retried as ``PUBLISH_RETRY_POLICY`` says, then raise
    :class:`~scheduler.errors.BrokerUnavailable` (the rows stay ``pending`` for the relay);
-3. the messages go through ``app.amqp.send_task_message`` (Celery's routing, its publish signals, the
-   ``task-sent`` event when sent events are on) inside kombu's ``Producer.batch``: on Redis kombu buffers the
-   ``LPUSH`` commands and sends them all in one pipeline when the batch ends (one round trip); a transport
-   that cannot batch (the embedded filesystem broker) publishes each message at once. Nothing here is
-   retried: once anything may have reached the broker (kombu's ``BatchPublishError``, or a failure after
-   the first immediate publish) a second try could put ids on their queue twice, so the publish raises
+3. the messages go out through kombu's ``Producer.publish`` with the arguments Celery's ``send_task_message``
+   would pass it (through ``send_task_message`` itself when it has more to do: a ``task-sent`` event when sent
+   events are on, publish signals with receivers) inside kombu's ``Producer.batch``: on Redis kombu buffers
+   the ``LPUSH`` commands and sends them all in one pipeline when the batch ends (one round trip); a transport
+   that cannot batch (the embedded filesystem broker) publishes each message at once. Nothing here is retried:
+   once anything may have reached the broker (kombu's ``BatchPublishError``, or a failure after the first
+   immediate publish) a second try could put ids on their queue twice, so the publish raises
    :class:`~scheduler.errors.PublishUncertain`; the relay marks the rows ``queued`` and the recovery sweep,
-   which asks :meth:`CeleryPublisher.waiting`, republishes only those whose message is not on its queue
-   after ``recovery_after``.
+   which asks :meth:`CeleryPublisher.waiting`, republishes only those whose message is not on its queue after
+   ``recovery_after``.
 
 :meth:`CeleryPublisher.waiting` reads the queues' Redis lists (``LRANGE``, the Redis channel's own client)
 and decodes each entry as a worker does (kombu's ``message_to_python``, then the JSON serializer).
@@ -34,12 +35,14 @@ and decodes each entry as a worker does (kombu's ``message_to_python``, then the
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from celery.signals import after_task_publish, before_task_publish, task_sent
 from celery.utils.nodenames import anon_nodename
 from kombu.exceptions import BatchPublishError, KombuError
 from kombu.serialization import loads
@@ -70,6 +73,14 @@ def message_options(dispatch: Dispatch) -> dict[str, Any]:
     return options
 
 
+def task_ids(count: int) -> list[str]:
+    """``count`` random task ids, as Celery makes them (``str(uuid.uuid4())``), from one ``os.urandom`` call:
+    ``uuid4`` reads the OS's random source once per id (a system call that lets go of the GIL, which the
+    planner's thread then holds for up to a switch interval)."""
+    block = os.urandom(16 * count)
+    return [str(uuid.UUID(bytes=block[i : i + 16], version=4)) for i in range(0, 16 * count, 16)]
+
+
 def task_messages(app: Any, dispatches: Sequence[Dispatch]) -> list[Any]:
     """The protocol-2 messages ``send_task`` builds for ``dispatches`` (Celery's ``as_task_v2``: headers,
     properties, body, sent event). The args' repr is given (computing it, Celery's ``saferepr``, is most of
@@ -84,11 +95,11 @@ def task_messages(app: Any, dispatches: Sequence[Dispatch]) -> list[Any]:
         "kwargsrepr": "{}",
     }
     messages = []
-    for dispatch in dispatches:
+    for dispatch, task_id in zip(dispatches, task_ids(len(dispatches)), strict=True):
         options = message_options(dispatch)
         messages.append(
             build(
-                str(uuid.uuid4()),
+                task_id,
                 TASK_NAME,
                 args=[dispatch.execution_id],
                 kwargs={},
@@ -166,14 +177,14 @@ class CeleryPublisher:
     def _send(self, producer: Any, dispatches: Sequence[Dispatch], messages: list[Any]) -> None:
         """Send the built messages in one kombu batch (see the module docstring); never retried."""
         errors = self._errors()
-        send = self._app.amqp.send_task_message
+        send = self._send_one(producer)
         immediate = not producer.supports_batch_publish  # else nothing leaves before the batch's one flush
         sent = 0
         try:
             # No size limit: the messages are built and in memory already, and one flush is one round trip.
             with producer.batch(max_size=sys.maxsize):
                 for dispatch, message in zip(dispatches, messages, strict=True):
-                    send(producer, TASK_NAME, message, queue=dispatch.queue, retry=False, declare=[])
+                    send(dispatch.queue, message)
                     sent += 1
         except BatchPublishError as error:  # kombu: the pipeline went out, its outcome is unknown
             raise PublishUncertain(f"a batch of {len(dispatches)}: {_detail(error)}") from error
@@ -181,6 +192,41 @@ class CeleryPublisher:
             if immediate and sent:  # those are on the broker: sending the batch again would double them
                 raise PublishUncertain(f"{sent} of {len(dispatches)} sent: {_detail(error)}") from error
             raise BrokerUnavailable(_detail(error)) from error
+
+    def _send_one(self, producer: Any) -> Callable[[str, Any], None]:
+        """How one built message goes out on ``producer``: ``Producer.publish`` with the arguments Celery's
+        ``send_task_message`` passes it for a queue on a direct exchange; through ``send_task_message``
+        itself when it would do more (a ``task-sent`` event, publish signals someone listens to, another
+        exchange type). The direct call saves Celery's per-message routing and option merging."""
+        app = self._app
+        queues = app.amqp.queues
+        conf = app.conf  # read once: a setting read from app.conf costs a good part of a message
+        serializer, compression = conf.task_serializer, conf.task_compression
+        default_delivery_mode = conf.task_default_delivery_mode
+        listened = any(signal.receivers for signal in (before_task_publish, after_task_publish, task_sent))
+        send_task_message = app.amqp.send_task_message
+        publish = producer.publish
+
+        def send(queue_name: str, message: Any) -> None:
+            queue = queues[queue_name]
+            exchange = queue.exchange
+            if listened or message.sent_event is not None or (exchange.type or "direct") != "direct":
+                send_task_message(producer, TASK_NAME, message, queue=queue_name, retry=False, declare=[])
+                return
+            publish(
+                message.body,
+                exchange="",  # the anonymous exchange, routed by the queue's name (as Celery does)
+                routing_key=queue_name,
+                serializer=serializer,
+                compression=compression,
+                retry=False,
+                delivery_mode=exchange.delivery_mode or default_delivery_mode,
+                declare=[],
+                headers=message.headers,
+                **message.properties,
+            )
+
+        return send
 
     def waiting(self, dispatches: Sequence[Dispatch]) -> set[int] | None:
         """The ids of ``dispatches`` whose message still lies on its queue's Redis list (no worker took it:

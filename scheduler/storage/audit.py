@@ -9,6 +9,7 @@ from sqlalchemy import Connection, insert, or_, select
 
 from scheduler.records import AuditEntry, AuditRecord
 from scheduler.storage.audit_chain import append_sqlite
+from scheduler.storage.bulk import BULK_MIN_ROWS, insert_json_rows
 from scheduler.storage.mapping import audit_from_row
 from scheduler.storage.tables import audit
 
@@ -36,6 +37,9 @@ def insert_audit(connection: Connection, records: Sequence[AuditRecord], *, acto
     # PostgreSQL: the insert triggers of migration 0002 stamp the database identity and chain the rows. No
     # RETURNING of the new id (inline()): the planner and worker roles may append audit rows but not read
     # them (deploy/sql/roles.sql), and RETURNING needs SELECT: a one-row insert would be refused.
+    if len(rows) >= BULK_MIN_ROWS:
+        insert_json_rows(connection, audit, rows)  # one statement; the triggers stamp and chain each row
+        return
     connection.execute(insert(audit).inline(), rows)
 
 

@@ -105,6 +105,11 @@ tasks = Table(
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
     # A timed pause: the planner resumes the task at this instant (NULL: paused until resumed by hand).
     Column("paused_until", Timestamp),
+    # Who owns the task (docs/tasks-as-code.md): a tasks file's source name, "cli" or "api"; ``key`` is its
+    # stable key in that file (renames keep the row and its history). Unique per source; NULL keys repeat.
+    Column("source", String(200), nullable=False, server_default="cli"),
+    Column("key", String(200)),
+    Index("uq_scheduled_tasks_source_key", "source", "key", unique=True),
     # Revision 0006: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
     Column("schedules", Json),
     Column("jitter_ms", BigInteger),

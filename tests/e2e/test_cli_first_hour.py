@@ -233,6 +233,7 @@ def test_the_docs_name_exactly_the_verbs_without_format_json() -> None:
 def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> None:
     task = cli.create("data", "--schedule", "5m")
     execution = record_execution(sqlite_url, task)
+    (cli.workdir / "tasks.yaml").write_text("source: s\ntasks: []\n", encoding="utf-8")
     invocations = [
         ("scheduler:list",), ("scheduler:update", "--id", "data", "--retries", "1"),
         ("scheduler:pause", "--id", "data"), ("scheduler:resume", "--id", "data"),
@@ -243,8 +244,11 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
         ("scheduler:run", "--id", "data"), ("scheduler:skip", "--id", "data"),
         ("scheduler:backfill", "--id", "data", "--from", "2026-01-01T00:00Z", "--to", "2026-01-02T00:00Z",
          "--dry-run"),
-        ("scheduler:backfills",), ("scheduler:delete", "--id", "data", "--confirm"),
-        ("scheduler:calendar", "list"),
+        ("scheduler:backfills",), ("scheduler:plan", "-f", "tasks.yaml"),
+        ("scheduler:apply", "-f", "tasks.yaml"), ("scheduler:export",),
+        ("scheduler:versions", "--id", "data"), ("scheduler:diff", "--id", "data"),
+        ("scheduler:rollback", "--id", "data", "--to", "1"),
+        ("scheduler:delete", "--id", "data", "--confirm"), ("scheduler:calendar", "list"),
     ]  # fmt: skip
     covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
     assert covered | verbs_without_format() == set(verbs())

@@ -33,12 +33,12 @@ from scheduler.storage.tables import audit, executions, tasks
 
 MUTATIONS = {
     "create_task", "update_task", "delete_task", "pause", "resume", "run_task_now", "skip", "backfill",
-    "cancel_backfill",
+    "cancel_backfill", "apply_tasks_file", "rollback_task",
 }  # fmt: skip
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "preview_backfill",
-    "get_backfill", "backfills",
+    "get_backfill", "backfills", "plan_tasks_file", "export_tasks", "task_versions", "diff_task_versions",
     "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
     "list_calendars", "get_calendar", "calendar_rule",
 }  # fmt: skip
@@ -60,7 +60,12 @@ ACTION_OF = {
     "pause": "pause",
     "resume": "resume",
     "run_task_now": "run",
+    "rollback_task": "rollback",
 }
+# A method whose audit rows may carry one of several actions (what the apply did to each task).
+ACTIONS_OF = {"apply_tasks_file": ("apply:create", "apply:update", "apply:delete", "apply:pause")}
+FILE = b"source: s\ntasks:\n  - {key: one, name: f1, command: test:echo, schedule: 1h}\n"
+FILE_TWO = FILE + b"  - {key: two, name: f2, command: test:echo, schedule: 2h}\n"
 
 
 def test_every_public_method_of_the_service_is_classified_as_a_mutation_or_a_read() -> None:
@@ -177,7 +182,9 @@ def _check(engine: Engine, service: SchedulerService, method: str, call: Callabl
     )
     for entry in added:
         assert entry.task_id is not None
-        assert entry.action == ACTION_OF[method] and entry.actor == service.actor
+        assert (
+            entry.action in ACTIONS_OF.get(method, (ACTION_OF.get(method),)) and entry.actor == service.actor
+        )
         assert entry.before == before.get(entry.task_id), f"{method}: before of task {entry.task_id}"
         assert entry.after == after.get(entry.task_id), f"{method}: after of task {entry.task_id}"
     return len(added)
@@ -231,6 +238,22 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
         ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
         ("on", lambda: service.on("task-created", lambda payload: None)),
+        ("apply_tasks_file", lambda: service.apply_tasks_file(FILE_TWO.replace(b"1h", b"3h"), path="f")),
+        (
+            "apply_tasks_file",
+            lambda: service.apply_tasks_file(FILE_TWO.replace(b"1h", b"3h"), path="f"),
+        ),  # no-op
+        ("apply_tasks_file", lambda: service.apply_tasks_file(FILE, path="f", prune=True)),  # update, delete
+        (
+            "apply_tasks_file",
+            lambda: service.apply_tasks_file(b"source: s\ntasks: []\n", prune=True, prune_mode="pause"),
+        ),
+        ("plan_tasks_file", lambda: service.plan_tasks_file(FILE_TWO, path="f")),
+        ("export_tasks", lambda: service.export_tasks(source="s")),
+        ("task_versions", lambda: service.task_versions("a")),
+        ("diff_task_versions", lambda: service.diff_task_versions("a", from_version=1)),
+        ("rollback_task", lambda: service.rollback_task("a", to=1)),
+        ("rollback_task", lambda: service.rollback_task("a", to=1)),  # equal already: no-op
         ("task_page", lambda: service.task_page(TaskFilter(text="a"), sort="name", descending=True)),
         ("task_queues", lambda: service.task_queues()),
         ("paused_by", lambda: service.paused_by([1, 2, 3])),
@@ -245,8 +268,8 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
     assert {method for method, _ in steps} == MUTATIONS | READS
     rows = sum(_check(engine, service, method, call) for method, call in steps)
     # creates, updates, pauses, resumes, runs, deletes; then a run with data, a skip, a create, a backfill,
-    # its cancel and a timed pause
-    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1
+    # its cancel and a timed pause; applies (2 creates, an update and a delete, a pause), a rollback
+    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 5 + 1
 
 
 @pytest.mark.parametrize("reason", ["a zone tzdata no longer has", "text that no longer parses"])

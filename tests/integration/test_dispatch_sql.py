@@ -1,10 +1,10 @@
-"""The planner's bulk statements on PostgreSQL: array parameters and the unnest insert through both drivers,
-the one-statement fence."""
+"""The planner's bulk statements on PostgreSQL: JSON row parameters, the bulk insert and advance through both
+drivers, the one-statement fence."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine, text
@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from scheduler.planning.lease import Lease
 from scheduler.records import TaskAdvance
 from scheduler.storage.db import make_engine
-from scheduler.storage.dispatch import advance_tasks, bound_arrays, insert_executions
+from scheduler.storage.dispatch import advance_tasks, insert_executions, json_rows
 from scheduler.storage.transactions import write_transaction
 
 NEW_TASK = """
@@ -35,32 +35,37 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def driver_engine(pg_driver_url: str) -> Iterator[Engine]:
-    """An engine on each PostgreSQL driver (the arrays travel differently: psycopg2 ARRAY[...], psycopg 3 one
-    array value)."""
+    """An engine on each PostgreSQL driver (psycopg2 sends the JSON rows as a quoted literal, psycopg 3 as one
+    bound text value)."""
     engine = make_engine(pg_driver_url)
     yield engine
     engine.dispose()
 
 
-def test_array_parameters_round_trip_every_value(driver_engine: Engine) -> None:
+def test_json_row_parameters_round_trip_every_value(driver_engine: Engine) -> None:
     moments = [datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC), None, datetime(1999, 12, 31, tzinfo=UTC)]
+    plus_two = datetime(2026, 3, 29, 3, 30, 0, 1, tzinfo=timezone(timedelta(hours=2)))
     cases = [
-        ("text[]", [*TRICKY, None]),
-        ("varchar[]", [*TRICKY, None]),
-        ("bigint[]", [1, None, 2**40]),
-        ("timestamptz[]", moments),
-        ("timestamptz[]", [None, None]),
-        ("integer[]", []),
+        ("text", [*TRICKY, None]),
+        ("varchar", [*TRICKY, None]),
+        ("bigint", [1, None, 2**40]),
+        ("timestamptz", [*moments, plus_two]),
+        ("timestamptz", [None, None]),
+        ("integer", []),
     ]
     with driver_engine.connect() as connection:
         for sql_type, values in cases:
-            query = text(f"SELECT CAST(:a AS {sql_type})")
-            assert connection.execute(query, bound_arrays({"a": values})).scalar_one() == values, sql_type
+            query = text(
+                f"SELECT coalesce(array_agg(v.a ORDER BY v.n), '{{}}') "
+                f"FROM json_to_recordset(CAST(:rows AS json)) AS v(n integer, a {sql_type})"
+            )
+            rows = json_rows([{"n": n, "a": value} for n, value in enumerate(values)])
+            assert connection.execute(query, {"rows": rows}).scalar_one() == values, sql_type
     with pytest.raises(ValueError, match="naive"):
-        bound_arrays({"a": [None, datetime(2026, 1, 1)]})
+        json_rows([{"a": None}, {"a": datetime(2026, 1, 1)}])
 
 
-def test_the_unnest_advance_writes_every_value(driver_engine: Engine) -> None:
+def test_the_bulk_advance_writes_every_value(driver_engine: Engine) -> None:
     with driver_engine.begin() as connection:
         first, second = (
             connection.execute(text(NEW_TASK.replace("'t'", f"'t{n}'"))).scalar_one() for n in (1, 2)
@@ -82,7 +87,7 @@ def test_the_unnest_advance_writes_every_value(driver_engine: Engine) -> None:
     assert [TaskAdvance(*row) for row in stored] == advances
 
 
-def test_the_unnest_insert_skips_existing_slots_and_keeps_nulls(driver_engine: Engine) -> None:
+def test_the_bulk_insert_skips_existing_slots_and_keeps_nulls(driver_engine: Engine) -> None:
     with driver_engine.begin() as connection:
         task_id = connection.execute(text(NEW_TASK)).scalar_one()
     slot = datetime(2026, 1, 1, tzinfo=UTC)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery.signals import after_task_publish, before_task_publish
 
 from scheduler.errors import BrokerUnavailable
 from scheduler.limits import TASK_NAME, hard_limit_grace_s
@@ -109,6 +110,8 @@ def test_a_batch_keeps_its_order_per_queue_across_queues(redis_url: str, queue: 
             assert ids == [d.execution_id for d in dispatches if d.queue == name]
             tags = {message.delivery_tag for message in messages}
             assert len(tags) == len(ids)  # one message each, built once
+            task_ids = {uuid.UUID(message.headers["id"]) for message in messages}
+            assert len(task_ids) == len(ids) and {t.version for t in task_ids} == {4}  # as Celery's uuid()
     finally:
         redis.Redis.from_url(redis_url).delete(other)
 
@@ -180,6 +183,31 @@ def test_with_sent_events_on_each_message_is_announced_by_a_task_sent_event(
         assert sent[task_id]["queue"] == queue
         assert sent[task_id]["args"] == f"[{dispatch.execution_id}]"
     assert [message.decode()[0] for message in messages] == [[1], [2], [3]]
+
+
+def test_publish_signals_with_receivers_fire_for_each_message_as_with_send_task(
+    redis_url: str, queue: str
+) -> None:
+    app = _app(redis_url, queue)
+    seen: list[tuple[str, Any]] = []
+
+    def before(sender: str, headers: dict[str, Any], routing_key: str, **_: Any) -> None:
+        seen.append(("before", (sender, headers["id"], routing_key)))
+
+    def after(sender: str, headers: dict[str, Any], routing_key: str, **_: Any) -> None:
+        seen.append(("after", (sender, headers["id"], routing_key)))
+
+    before_task_publish.connect(before, weak=False)
+    after_task_publish.connect(after, weak=False)
+    try:
+        CeleryPublisher(app).publish([Dispatch(i, queue, "c", f"t{i}") for i in (1, 2)])
+    finally:
+        before_task_publish.disconnect(before)
+        after_task_publish.disconnect(after)
+    messages = _received(app, _entries(redis_url, queue))
+    ids = [message.headers["id"] for message in messages]
+    assert [message.decode()[0] for message in messages] == [[1], [2]]
+    assert seen == [(when, (TASK_NAME, task_id, queue)) for task_id in ids for when in ("before", "after")]
 
 
 def _arrived(events: list[dict[str, Any]], within_s: float) -> bool:

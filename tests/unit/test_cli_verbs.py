@@ -16,14 +16,9 @@ from cli.main import LONG_RUNNING, PREFIX, READ_ONLY, cli, verb_name
 from cli.verbs import VERBS, LazyCommands, import_verb
 
 VERB_MODULES = (
-    "cli.tasks",
-    "cli.backfills",
-    "cli.reports",
-    "cli.calendars",
-    "cli.admin",
-    "cli.engine",
-    "cli.operations",
-)
+    "cli.tasks", "cli.backfills", "cli.reports", "cli.calendars", "cli.admin", "cli.engine", "cli.operations",
+    "cli.task_files",
+)  # fmt: skip
 
 
 def test_the_table_names_every_verb_of_the_modules_and_nothing_else() -> None:
