@@ -281,7 +281,8 @@ class TaskStats(_JsonRecord):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NextRun(_JsonRecord):
     """A coming fire time: ``at`` is when it runs (its ``slot`` plus the task's jitter), ``schedule`` the
-    text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped)."""
+    text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped),
+    ``skipped`` who skipped it ahead of time and why (``scheduler:skip``)."""
 
     task_id: int
     task_name: str
@@ -289,6 +290,7 @@ class NextRun(_JsonRecord):
     slot: datetime | None = None
     schedule: str | None = None
     excluded: str | None = None
+    skipped: str | None = None
 
 
 # ------------------------------------------------------------------------------- between the layers

@@ -393,14 +393,19 @@ class SchedulerService:
                     candidates += tasks_sql.tasks_due_by(connection, after)
             names = [n for t in candidates for n in [*(t.exclude or ()), *(t.only_in or ())]]
             stored = calendars_sql.calendar_days(connection, names)
-        runs = [
-            run
-            for item in candidates
-            for run in _next_runs(
-                item, count, after, task_calendar_rule(item.timezone, item.exclude, item.only_in, stored)
-            )
-        ]
-        return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
+            runs = [
+                run
+                for item in candidates
+                for run in _next_runs(
+                    item, count, after, task_calendar_rule(item.timezone, item.exclude, item.only_in, stored)
+                )
+            ]
+            runs = sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
+            if not runs:
+                return runs
+            since = min(run.slot or run.at for run in runs)
+            skips = backfill_sql.user_skips(connection, sorted({run.task_id for run in runs}), since)
+        return [replace(run, skipped=skips.get((run.task_id, run.slot or run.at))) for run in runs]
 
     def get_task_stats(self, task: TaskRef | None = None) -> TaskStats:
         """Statistics of one task's executions or of all (see :mod:`scheduler.storage.stats`)."""
