@@ -1,7 +1,7 @@
 """alerts: per-task rules, incidents, the delivery outbox, silences
 
 Revision ID: 0004_alerts
-Revises: 0003_tasks_as_code
+Revises: 0005_run_data_backfill
 Create Date: 2026-12-07
 
 See docs/alerts.md and the tables' comments in scheduler/storage/tables.py.
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0004_alerts"
-down_revision = "0003_tasks_as_code"
+down_revision = "0005_run_data_backfill"
 branch_labels = None
 depends_on = None
 
