@@ -151,7 +151,7 @@ GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consec
     paused_until) ON scheduled_tasks TO scheduler_planner;
 -- Releasing backfills' executions and marking finished backfills (scheduler.planning.timed).
 GRANT SELECT, UPDATE (status, finished_at) ON task_backfills TO scheduler_planner;
--- Exclusion calendars (migration 0006): the planner reads the days of the calendars its due tasks name.
+-- Exclusion calendars (migration 0003): the planner reads the days of the calendars its due tasks name.
 -- Creating and deleting calendars, like defining tasks, stays with scheduler_admin.
 GRANT SELECT ON scheduler_calendars TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;

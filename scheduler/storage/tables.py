@@ -111,7 +111,7 @@ tasks = Table(
     Column("source", String(200), nullable=False, server_default="cli"),
     Column("key", String(200)),
     Index("uq_scheduled_tasks_source_key", "source", "key", unique=True),
-    # Revision 0006: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
+    # Revision 0003: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
     Column("schedules", Json),
     Column("jitter_ms", BigInteger),
     Column("exclude", Json),
@@ -219,7 +219,7 @@ audit = Table(
     Column("row_hash", String(64), nullable=False),
 )
 
-# A named set of days (dates, ranges, weekdays) that tasks exclude or run only in (revision 0006).
+# A named set of days (dates, ranges, weekdays) that tasks exclude or run only in (revision 0003).
 calendars = Table(
     "scheduler_calendars",
     metadata,

@@ -1,6 +1,6 @@
 """alerts: per-task rules, incidents, the delivery outbox, silences
 
-Revision ID: 0004_alerts
+Revision ID: 0006_alerts
 Revises: 0005_run_data_backfill
 Create Date: 2026-12-07
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0004_alerts"
+revision = "0006_alerts"
 down_revision = "0005_run_data_backfill"
 branch_labels = None
 depends_on = None
