@@ -90,7 +90,9 @@ from scheduler.rules.versions import (
     diff_tasks,
     pick_version,
     rollback_changes,
+    rollback_rules,
     versions_of,
+    with_rules,
 )
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import alerts as alerts_sql
@@ -563,7 +565,7 @@ class SchedulerService:
                 fire = timing.task_first_fire(task, now)
                 task = tasks_sql.update_task(connection, task.id, {"next_run_at": fire}, now=now)
             alerts_sql.put_task_rules(connection, task.id, rules)
-            after = _with_rules(public_task(task), alerts_sql.task_rules(connection, task.id))
+            after = with_rules(public_task(task), alerts_sql.task_rules(connection, task.id))
             self._audit(connection, [AuditRecord("create", task.id, task.name, None, after)], now)
         self._emit(ev.TASK_CREATED, [task])
         return task
@@ -574,9 +576,10 @@ class SchedulerService:
         Changing schedule, timezone, start_at, end_at or max_runs recomputes the next run from now.
         ``alerts={rule: value}`` changes the task's alert rules (docs/alerts.md; None: back to the default).
         """
-        rule_changes = check_rules(changes.pop("alerts")) if "alerts" in changes else {}
+        if "alerts" in changes:
+            check_rules(changes["alerts"])  # before the transaction; _change takes them from the changes
         new_name = changes.get("name")
-        return self._change(ref, lambda _connection, _task: changes, "update", new_name, rule_changes)
+        return self._change(ref, lambda _connection, _task: changes, "update", new_name)
 
     def _change(
         self,
@@ -584,17 +587,17 @@ class SchedulerService:
         changes_of: Callable[[Connection, Task], Mapping[str, Any]],
         action: str,
         new_name: object = None,
-        rule_changes: Mapping[str, Any] | None = None,
     ) -> Task:
-        """Validate and write what ``changes_of`` returns for the locked task (and ``rule_changes`` to its
-        alert rules); audit it as ``action``."""
+        """Validate and write what ``changes_of`` returns for the locked task (its ``alerts``: changes to the
+        task's alert rules); audit it as ``action``."""
         with self._write(task_name=new_name.strip() if isinstance(new_name, str) else None) as connection:
             task = tasks_sql.get_task(connection, ref, lock=True)
             now = db_now(connection)
-            changes = changes_of(connection, task)
+            changes = dict(changes_of(connection, task))
+            rule_changes = check_rules(changes.pop("alerts")) if "alerts" in changes else {}
             columns = validate_changes(task, changes, settings=self.settings, commands=self.commands, now=now)
             rules_before = alerts_sql.task_rules(connection, task.id)
-            rules_after = {**rules_before, **(rule_changes or {})}
+            rules_after = {**rules_before, **rule_changes}
             rules_after = {key: value for key, value in rules_after.items() if value is not None}
             if not columns and rules_after == rules_before:
                 return task
@@ -604,9 +607,9 @@ class SchedulerService:
             updated = tasks_sql.update_task(connection, task.id, columns, now=now) if columns else task
             if rules_after != rules_before:
                 alerts_sql.put_task_rules(connection, task.id, rules_after)
-            before = _with_rules(public_task(task), rules_before)
+            before = with_rules(public_task(task), rules_before)
             record = AuditRecord(
-                action, task.id, updated.name, before, _with_rules(public_task(updated), rules_after)
+                action, task.id, updated.name, before, with_rules(public_task(updated), rules_after)
             )
             self._audit(connection, [record], now)
         self._emit(ev.TASK_UPDATED, [updated])
@@ -894,7 +897,8 @@ class SchedulerService:
         status = check_status("status", status, task=True)
         with self._read() as connection:
             found = task_sets.tasks_of_source(connection, source, status=status)
-        return export_document(found, source=source)
+            rules = alerts_sql.rules_of_tasks(connection, [task.id for task in found])
+        return export_document(found, source=source, rules=rules)
 
     def task_versions(self, ref: TaskRef) -> list[TaskVersion]:
         """The task's versions, numbered from 1 (its creation), from its audit rows."""
@@ -916,11 +920,12 @@ class SchedulerService:
     def rollback_task(self, ref: TaskRef, *, to: int) -> Task:
         """Make the task's definition equal to version ``to`` again: a new version (audit action
         ``rollback``), validated like an update; a changed schedule's next run is computed from now (no slot
-        is replayed). The status is not rolled back. Equal already: the task is returned unchanged."""
+        is replayed); the task's own alert rules become the version's. The status is not rolled back. Equal
+        already: the task is returned unchanged."""
 
         def changes(connection: Connection, task: Task) -> Mapping[str, Any]:
             target = pick_version(versions_of(task_sets.audit_of_task(connection, task.id)), to, field="to")
-            return rollback_changes(target.task, task)
+            return {**rollback_changes(target.task, task), "alerts": rollback_rules(target.task)}
 
         return self._change(ref, changes, "rollback")
 
@@ -1064,11 +1069,6 @@ class SchedulerService:
             return alerts_sql.list_silences(
                 connection, now=db_now(connection), include_expired=include_expired, limit=limit
             )
-
-
-def _with_rules(task_json: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
-    """A task's audited JSON, with its own alert rules when it has any."""
-    return {**task_json, "alerts": rules} if rules else task_json
 
 
 def _conflicting_name(error: BaseException | None) -> str:

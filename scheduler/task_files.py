@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -19,7 +20,9 @@ from scheduler.rules import timing
 from scheduler.rules.fields import validate_name
 from scheduler.rules.taskfile import TaskFileError, TasksFile
 from scheduler.rules.taskplan import Drift, TaskPlan, check_source, plan_file
+from scheduler.rules.versions import with_rules
 from scheduler.settings import Settings
+from scheduler.storage import alerts as alerts_sql
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import calendars as calendars_sql
 from scheduler.storage import manual_runs, task_sets
@@ -78,8 +81,9 @@ def make_plan(
     holders = {task.name: task for task in stored} | task_sets.tasks_named(
         connection, names, other_than=source
     )
+    rules = alerts_sql.rules_of_tasks(connection, [task.id for task in stored])
     plan = plan_file(
-        parsed, source=source, stored=stored, holders=holders, drift=drift,
+        parsed, source=source, stored=stored, holders=holders, drift=drift, stored_rules=rules,
         prune=prune, prune_mode=prune_mode, settings=settings, commands=commands, now=now,
     )  # fmt: skip
     _require_calendars(connection, parsed, plan, lock=lock)
@@ -106,28 +110,27 @@ def _require_calendars(connection: Connection, parsed: TasksFile, plan: TaskPlan
 
 
 def write_plan(connection: Connection, plan: TaskPlan, *, actor: str) -> Applied:
-    """Make the database match ``plan``: deletions first (they free names), updates, creations, pauses; one
-    audit row per task (``apply:<action>``)."""
+    """Make the database match ``plan``: deletions first (they free names), updates, creations, pauses, then
+    the alert rules; one audit row per task (``apply:<action>``, the task with its own alert rules)."""
     now = db_now(connection)
     done = Applied()
-    records: list[AuditRecord] = []
+    known = [item.task.id for item in plan.tasks if item.task is not None and item.action != "unchanged"]
+    audited = _Audited(alerts_sql.rules_of_tasks(connection, known))
     for item in plan.tasks:
         if item.action == "delete" and item.task is not None:
             manual_runs.cancel_open_executions(connection, item.task.id, now=now, reason="task pruned")
             tasks_sql.delete_task(connection, item.task.id)
             done.deleted.append(item.task)
-            records.append(
-                AuditRecord("apply:delete", item.task.id, item.task.name, public_task(item.task), None)
-            )
-    updates = [(item.task, item.columns) for item in plan.tasks if item.action == "update" and item.task]
-    done.updated = task_sets.update_tasks(connection, [(task.id, cols) for task, cols in updates], now=now)
-    before = {task.id: task for task, _ in updates}
-    records += [_record("apply:update", before[task.id], task) for task in done.updated]
-    rows = [
-        {**item.definition.columns(), "source": plan.source, "key": item.key}
-        for item in plan.tasks
-        if item.action == "create" and item.definition is not None
-    ]
+            audited.add("apply:delete", item.task, None)
+    updates = {item.task.id: item for item in plan.tasks if item.action == "update" and item.task is not None}
+    columns = [(task_id, item.columns) for task_id, item in updates.items() if item.columns]
+    written = {task.id: task for task in task_sets.update_tasks(connection, columns, now=now)}
+    for task_id, item in updates.items():
+        assert item.task is not None
+        audited.set_rules(task_id, item.rules)
+        done.updated.append(audited.add("apply:update", item.task, written.get(task_id, item.task)))
+    creations = [item for item in plan.tasks if item.action == "create" and item.definition is not None]
+    rows = [{**item.columns_to_create(), "source": plan.source, "key": item.key} for item in creations]
     done.created = task_sets.insert_tasks(connection, rows, now=now)
     # A jitter's offsets hash the task id, known only now (as create_task does).
     jittered = [
@@ -138,17 +141,40 @@ def write_plan(connection: Connection, plan: TaskPlan, *, actor: str) -> Applied
     if jittered:
         fixed = {task.id: task for task in task_sets.update_tasks(connection, jittered, now=now)}
         done.created = [fixed.get(task.id, task) for task in done.created]
-    records += [
-        AuditRecord("apply:create", task.id, task.name, None, public_task(task)) for task in done.created
-    ]
+    for task, item in zip(done.created, creations, strict=True):
+        audited.set_rules(task.id, item.rules)
+        audited.add("apply:create", None, task)
     paused = [item.task for item in plan.tasks if item.action == "pause" and item.task is not None]
     reason = {"status": "paused", "status_reason": PRUNE_REASON}
     done.paused = task_sets.update_tasks(connection, [(task.id, reason) for task in paused], now=now)
     was = {task.id: task for task in paused}
-    records += [_record("apply:pause", was[task.id], task) for task in done.paused]
-    audit_sql.insert_audit(connection, records, actor=actor, at=now)
+    for task in done.paused:
+        audited.add("apply:pause", was[task.id], task)
+    alerts_sql.put_rules_of_tasks(connection, audited.changed_rules)
+    audit_sql.insert_audit(connection, audited.records, actor=actor, at=now)
     return done
 
 
-def _record(action: str, before: Task, after: Task) -> AuditRecord:
-    return AuditRecord(action, after.id, after.name, public_task(before), public_task(after))
+class _Audited:
+    """The audit rows of an apply, each task with its own alert rules before and after, and the rules that
+    change (to write)."""
+
+    def __init__(self, rules: dict[int, dict[str, Any]]) -> None:
+        self.before = rules
+        self.changed_rules: dict[int, dict[str, Any]] = {}
+        self.records: list[AuditRecord] = []
+
+    def set_rules(self, task_id: int, rules: dict[str, Any] | None) -> None:
+        if rules is not None and rules != self.before.get(task_id, {}):
+            self.changed_rules[task_id] = rules
+
+    def rules(self, task_id: int) -> dict[str, Any]:
+        return self.changed_rules.get(task_id, self.before.get(task_id, {}))
+
+    def add(self, action: str, before: Task | None, after: Task | None) -> Task:
+        task = after or before
+        assert task is not None
+        old = None if before is None else with_rules(public_task(before), self.before.get(before.id, {}))
+        new = None if after is None else with_rules(public_task(after), self.rules(after.id))
+        self.records.append(AuditRecord(action, task.id, task.name, old, new))
+        return task

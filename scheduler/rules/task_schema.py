@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scheduler.rules.alerts import MAX_ON_FAILURE, MAX_RULE_MS, RULE_FIELDS
 from scheduler.rules.fields import (
     INT_RANGES,
     MAX_DATA_DEPTH,
@@ -22,7 +23,7 @@ from scheduler.rules.fields import (
     OVERLAP_POLICIES,
     QUEUE,
 )
-from scheduler.rules.taskfile import DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
+from scheduler.rules.taskfile import ALERTS, DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "tasks-file.schema.json"
 CALENDARS: dict[str, Any] = {
@@ -60,8 +61,29 @@ def field_schemas() -> dict[str, dict[str, Any]]:
     }
     for name, (low, high) in INT_RANGES.items():
         out[name] = {"type": ["integer", "null"], "minimum": low, "maximum": high}
+    out[ALERTS] = alert_rules_schema()
     assert out.keys() == TASK_FIELDS, sorted(out.keys() ^ TASK_FIELDS)
     return dict(sorted(out.items()))
+
+
+def alert_rules_schema() -> dict[str, Any]:
+    """The ``alerts`` field: the task's own rules (docs/alerts.md); null or left out: the setting's default,
+    0 (false): off. In ``defaults:``, merged with a task's rules per rule."""
+    rules: dict[str, Any] = {
+        name: {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_RULE_MS}
+        for name in RULE_FIELDS
+        if name.endswith("_ms")
+    }
+    rules["on_failure"] = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_ON_FAILURE}
+    rules["recovered"] = {"type": ["boolean", "null"]}
+    assert rules.keys() == set(RULE_FIELDS), sorted(rules.keys() ^ set(RULE_FIELDS))
+    return {
+        "type": ["object", "null"],
+        "description": "The task's own alert rules (docs/alerts.md); a rule left out or null takes the "
+        "setting's default, 0 (false) turns it off",
+        "properties": {name: rules[name] for name in RULE_FIELDS},
+        "additionalProperties": False,
+    }
 
 
 def tasks_file_schema() -> dict[str, Any]:

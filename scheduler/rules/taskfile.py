@@ -23,11 +23,15 @@ from scheduler.errors import InvalidField, InvalidInput, InvalidSchedule, Invali
 from scheduler.records import Task
 from scheduler.rules.validation import CREATABLE
 
+ALERTS = (
+    "alerts"  # the task's own alert rules (scheduler.rules.alerts); defaults merge with a task's per rule
+)
+
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_TASKS = 100_000
 FORMAT_VERSION = 1
-TASK_FIELDS = frozenset(CREATABLE | {"key"})
-DEFAULT_FIELDS = frozenset(CREATABLE - {"name"})  # what ``defaults:`` may set for every task of the file
+TASK_FIELDS = frozenset(CREATABLE | {"key", ALERTS})
+DEFAULT_FIELDS = frozenset(TASK_FIELDS - {"name", "key"})  # what ``defaults:`` may set for every task
 TOP_LEVEL = ("version", "source", "defaults", "tasks")
 
 try:  # libyaml's parser when PyYAML was built with it (10x faster); the same safe resolver either way
@@ -68,8 +72,10 @@ class FileTask:
     lines: dict[str, int] = field(default_factory=dict)
 
     def line_of(self, name: str | None) -> int:
-        """The line of field ``name`` (or of the file's default it took), else of the task."""
-        return self.lines.get(name or "", self.line)
+        """The line of field ``name`` (or of the file's default it took; ``alerts.late_ms``: of that rule,
+        else of ``alerts``), else of the task."""
+        name = name or ""
+        return self.lines.get(name) or self.lines.get(name.partition(".")[0], self.line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +246,7 @@ def _defaults(convert: _Converter, node: yaml.Node | None) -> tuple[dict[str, An
             hint = " (each task has its own)" if name in TASK_FIELDS else did_you_mean(name, DEFAULT_FIELDS)
             raise convert.fail(child, f"defaults: field {name!r} cannot be a default{hint}")
         values[name] = convert.value(child)
-        lines[name] = child.start_mark.line + 1
+        lines |= _field_lines(convert, name, child)
     return values, lines
 
 
@@ -255,8 +261,10 @@ def _task(
         if name not in TASK_FIELDS:
             raise convert.fail(child, f"unknown field {name!r}{did_you_mean(name, TASK_FIELDS)}")
         own[name] = convert.value(child)
-        lines[name] = child.start_mark.line + 1
+        lines |= _field_lines(convert, name, child)
     fields = {**defaults, **own}
+    if isinstance(defaults.get(ALERTS), dict) and isinstance(own.get(ALERTS), dict):
+        fields[ALERTS] = {**defaults[ALERTS], **own[ALERTS]}  # a task's rules over the file's, per rule
     key = fields.pop("key", None)
     if key is None:
         key = fields.get("name")
@@ -268,6 +276,14 @@ def _task(
             f"invalid {field_name}: must be text of 1-200 characters (a task's key defaults to its name)",
         )
     return FileTask(key=key.strip(), fields=fields, line=line, lines=lines)
+
+
+def _field_lines(convert: _Converter, name: str, node: yaml.Node) -> dict[str, int]:
+    """The line of field ``name``, and of each rule when it is ``alerts`` (``alerts.late_ms``)."""
+    lines = {name: node.start_mark.line + 1}
+    if name == ALERTS and isinstance(node, yaml.MappingNode):
+        lines |= {f"{name}.{rule}": child.start_mark.line + 1 for rule, child in convert.pairs(node)}
+    return lines
 
 
 def _check_unique_keys(path: str, tasks: list[FileTask]) -> None:
@@ -290,9 +306,12 @@ EXPORTED_FIELDS = (
 )  # fmt: skip
 
 
-def export_document(tasks: Iterable[Task], *, source: str | None) -> dict[str, Any]:
+def export_document(
+    tasks: Iterable[Task], *, source: str | None, rules: Mapping[int, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """A tasks file document holding ``tasks``, every field spelled out (so the file does not depend on the
-    settings' defaults); optional fields only when set."""
+    settings' defaults); optional fields only when set; ``alerts``: a task's own alert rules in ``rules``
+    (by task id), when it has any."""
     entries = []
     for task in tasks:
         values = task.to_json()
@@ -300,6 +319,9 @@ def export_document(tasks: Iterable[Task], *, source: str | None) -> dict[str, A
         entry |= {name: values[name] for name in EXPORTED_FIELDS if values[name] is not None}
         if task.schedules:  # several schedules: the list
             entry["schedule"] = list(task.schedules)
+        own = (rules or {}).get(task.id)
+        if own:
+            entry[ALERTS] = dict(own)
         entries.append(entry)
     document: dict[str, Any] = {"version": FORMAT_VERSION}
     if source is not None:

@@ -20,8 +20,9 @@ from scheduler.errors import InvalidField, InvalidInput
 from scheduler.records import Task, TaskDefinition, iso_utc
 from scheduler.redaction import redact
 from scheduler.rules import timing
+from scheduler.rules.alerts import check_rules
 from scheduler.rules.fields import validate_command, validate_name
-from scheduler.rules.taskfile import FileTask, TaskFileError, TasksFile, error_field
+from scheduler.rules.taskfile import ALERTS, FileTask, TaskFileError, TasksFile, error_field
 from scheduler.rules.validation import validate_changes, validate_new_task, validate_plain_fields
 from scheduler.rules.versions import DEFINITION_FIELDS, FieldChange
 from scheduler.settings import Settings
@@ -46,7 +47,8 @@ class Drift:
 
 @dataclass(frozen=True, slots=True)
 class PlannedTask:
-    """One task's part of a plan. ``definition`` (create) and ``columns`` (update) are what apply writes."""
+    """One task's part of a plan. ``definition`` (create), ``columns`` (update) and ``rules`` (the task's own
+    alert rules, when they are to be set) are what apply writes."""
 
     action: str  # create, update, unchanged, delete, pause
     key: str
@@ -57,6 +59,12 @@ class PlannedTask:
     drift: tuple[Drift, ...] = ()
     definition: TaskDefinition | None = None
     columns: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, Any] | None = None
+
+    def columns_to_create(self) -> dict[str, Any]:
+        """The columns of the task a ``create`` inserts."""
+        assert self.definition is not None
+        return self.definition.columns()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +148,7 @@ def desired_definition(
     what a stored task is compared with. Unlike create, a once instant in the past is not an error here (an
     exported task that already ran must compare equal)."""
     fields = dict(task.fields)
+    fields.pop(ALERTS, None)
     once = fields.pop("once", False)
     if not isinstance(once, bool):
         raise InvalidField("once", "must be true or false")
@@ -165,6 +174,14 @@ def stored_schedule(task: Task) -> str | list[str]:
     return list(task.schedules) if task.schedules else task.schedule
 
 
+def file_rules(task: FileTask) -> dict[str, Any]:
+    """The alert rules the file gives ``task``, checked like create's ``alerts={...}``: the rules set (a rule
+    given as null, like one left out, takes the setting's default)."""
+    raw = task.fields.get(ALERTS)
+    rules = {} if raw is None else check_rules(raw)
+    return {rule: value for rule, value in rules.items() if value is not None}
+
+
 def _stored_value(task: Task, name: str) -> Any:
     return stored_schedule(task) if name == "schedule" else getattr(task, name)
 
@@ -180,6 +197,7 @@ def plan_file(
     stored: Sequence[Task],
     holders: Mapping[str, Task],
     drift: Mapping[int, Sequence[Drift]],
+    stored_rules: Mapping[int, Mapping[str, Any]],
     prune: bool,
     prune_mode: str,
     settings: Settings,
@@ -187,7 +205,8 @@ def plan_file(
     now: datetime,
 ) -> TaskPlan:
     """The plan of ``parsed`` against ``stored`` (the tasks owned by ``source``). ``holders``: the tasks that
-    hold one of the file's names (any source), by name; ``drift``: by task id."""
+    hold one of the file's names (any source), by name; ``drift`` and ``stored_rules`` (the stored tasks' own
+    alert rules): by task id."""
     if prune_mode not in PRUNE_MODES:
         raise InvalidField("prune_mode", f"must be one of {', '.join(PRUNE_MODES)}, not {prune_mode!r}")
     by_key = {task.key: task for task in stored if task.key is not None}
@@ -206,7 +225,10 @@ def plan_file(
             holder = holders.get(name)
             if holder is not None and holder.id not in freed and (current is None or holder.id != current.id):
                 raise InvalidField("name", _taken(holder, source, keys))
-            planned.append(_plan_one(entry, current, drift, settings=settings, commands=commands, now=now))
+            rules = stored_rules.get(current.id, {}) if current is not None else {}
+            planned.append(
+                _plan_one(entry, current, drift, rules, settings=settings, commands=commands, now=now)
+            )
     action = "delete" if prune_mode == "delete" else "pause"
     for task in pruned:
         if action == "pause" and task.status != "active":
@@ -238,19 +260,24 @@ def _plan_one(
     entry: FileTask,
     current: Task | None,
     drift: Mapping[int, Sequence[Drift]],
+    stored_rules: Mapping[str, Any],
     *,
     settings: Settings,
     commands: CommandRegistry,
     now: datetime,
 ) -> PlannedTask:
-    fields = entry.fields
+    fields = {name: value for name, value in entry.fields.items() if name != ALERTS}
     if current is None:
         definition = validate_new_task(fields, settings=settings, commands=commands, now=now)
-        return PlannedTask("create", entry.key, definition.name, entry.line, definition=definition)
+        rules = file_rules(entry)
+        return PlannedTask(
+            "create", entry.key, definition.name, entry.line, definition=definition, rules=rules or None
+        )
     desired = desired_definition(entry, settings=settings, commands=commands, now=now)
+    rules = file_rules(entry)
     found = tuple(drift.get(current.id, ()))
     wanted = _compare(entry, current, desired)
-    if not wanted:
+    if not wanted and rules == stored_rules:
         return PlannedTask("unchanged", entry.key, current.name, entry.line, task=current, drift=found)
     columns = validate_changes(current, wanted, settings=settings, commands=commands, now=now)
     changes = tuple(
@@ -258,7 +285,9 @@ def _plan_one(
         for name in DEFINITION_FIELDS
         if name in wanted
     )
+    if rules != stored_rules:
+        changes += (FieldChange(ALERTS, dict(stored_rules) or None, rules or None),)
     return PlannedTask(
         "update", entry.key, desired["name"], entry.line, task=current, changes=changes, drift=found,
-        columns=columns,
+        columns=columns, rules=rules if rules != stored_rules else None,
     )  # fmt: skip

@@ -14,6 +14,7 @@ from typing import Any
 from scheduler.errors import InvalidField, InvalidInput
 from scheduler.records import AuditEntry, Task, iso_utc
 from scheduler.redaction import REDACTED, is_secret_key, public_task
+from scheduler.rules.alerts import RULE_FIELDS
 from scheduler.rules.validation import UPDATABLE
 
 # The fields a diff shows, in a fixed order: the definition, then the status (a pause is a version too).
@@ -22,7 +23,8 @@ DEFINITION_FIELDS: tuple[str, ...] = (
     "retry_backoff", "timeout_ms", "overlap_policy", "misfire_policy", "misfire_grace_ms", "auto_pause_after",
     "start_at", "end_at", "max_runs", "jitter_ms", "exclude", "only_in",
 )  # fmt: skip
-DIFF_FIELDS: tuple[str, ...] = (*DEFINITION_FIELDS, "schedules", "status")
+ALERTS = "alerts"  # a version's own alert rules ({} : none, every rule from the settings)
+DIFF_FIELDS: tuple[str, ...] = (*DEFINITION_FIELDS, "schedules", ALERTS, "status")
 assert set(DEFINITION_FIELDS) == UPDATABLE
 
 
@@ -63,7 +65,8 @@ class TaskVersion:
 def versions_of(entries: Iterable[AuditEntry]) -> list[TaskVersion]:
     """The versions in ``entries`` (one task's audit rows, any order), oldest first, numbered from 1: every
     row that left the task changed (not a deletion, not a manual run). A row that records only what it changed
-    (the worker's auto-pause: the status) is applied to the version before it."""
+    (the worker's auto-pause: the status) is applied to the version before it; one that does not record the
+    alert rules (a pause, a resume) keeps those of the version before it."""
     versions: list[TaskVersion] = []
     for entry in sorted(entries, key=lambda e: e.id):
         if entry.action == "run" or not isinstance(entry.after, dict):
@@ -73,8 +76,15 @@ def versions_of(entries: Iterable[AuditEntry]) -> list[TaskVersion]:
             if not versions:
                 continue
             task = versions[-1].task | task
+        if ALERTS not in task and versions and ALERTS in versions[-1].task:
+            task[ALERTS] = versions[-1].task[ALERTS]
         versions.append(TaskVersion(len(versions) + 1, entry.id, entry.at, entry.actor, entry.action, task))
     return versions
+
+
+def with_rules(task_json: Mapping[str, Any], rules: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's audited JSON with its own alert rules under ``alerts`` ({}: none): what a version holds."""
+    return {**task_json, ALERTS: dict(rules)}
 
 
 def pick_version(versions: Sequence[TaskVersion], number: int | None, *, field: str) -> TaskVersion:
@@ -108,6 +118,13 @@ def rollback_changes(target: Mapping[str, Any], current: Task) -> dict[str, Any]
     if "data" in changes:
         changes["data"] = _restore_secrets(changes["data"] or {}, current.data, "data")
     return changes
+
+
+def rollback_rules(target: Mapping[str, Any]) -> dict[str, Any]:
+    """The alert rule changes (``update_task``'s ``alerts``) that make a task's own rules those of the version
+    ``target``: every rule, None where the version took the setting's default."""
+    rules = target.get(ALERTS) or {}
+    return {rule: rules.get(rule) for rule in RULE_FIELDS}
 
 
 def _restore_secrets(redacted: Any, current: Any, path: str) -> Any:

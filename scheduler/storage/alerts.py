@@ -3,7 +3,7 @@ silences (docs/alerts.md). Callers own the transactions; times are the database 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,24 +20,46 @@ AUTO_PAUSE_PREFIX = auto_pause_reason(0).partition("0")[0]
 PARKED_PREFIX = "schedule does not parse: "  # the planner's reason (scheduler.planning.batch)
 RULE_COLUMNS = ("on_failure", "late_ms", "missing_ms", "long_ms", "recovered")
 UNSTARTED = ("pending", "queued")
+RULES_CHUNK = 1000  # task ids per IN list
 
 # ------------------------------------------------------------------------------------------------ rules
 
 
 def task_rules(connection: Connection, task_id: int) -> dict[str, Any]:
     """The task's own rule columns that are set (an empty dict: every rule from the settings)."""
-    row = connection.execute(select(alert_rules).where(alert_rules.c.task_id == task_id)).first()
-    if row is None:
-        return {}
-    return {name: row._mapping[name] for name in RULE_COLUMNS if row._mapping[name] is not None}
+    return rules_of_tasks(connection, [task_id]).get(task_id, {})
+
+
+def rules_of_tasks(connection: Connection, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The own rules (the columns set) of those of ``task_ids`` that have any, by task id."""
+    out: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(task_ids), RULES_CHUNK):
+        chunk = task_ids[start : start + RULES_CHUNK]
+        for row in connection.execute(select(alert_rules).where(alert_rules.c.task_id.in_(chunk))):
+            rules = {name: row._mapping[name] for name in RULE_COLUMNS if row._mapping[name] is not None}
+            if rules:
+                out[row.task_id] = rules
+    return out
 
 
 def put_task_rules(connection: Connection, task_id: int, rules: dict[str, Any]) -> None:
     """Store the task's own rules (absent keys unset: the settings' defaults apply)."""
-    values = {name: rules.get(name) for name in RULE_COLUMNS}
-    connection.execute(delete(alert_rules).where(alert_rules.c.task_id == task_id))
-    if any(value is not None for value in values.values()):
-        connection.execute(insert(alert_rules).values(task_id=task_id, **values))
+    put_rules_of_tasks(connection, {task_id: rules})
+
+
+def put_rules_of_tasks(connection: Connection, rules: Mapping[int, Mapping[str, Any]]) -> None:
+    """Replace the own rules of each task in ``rules`` (by id; absent keys unset), in a few statements."""
+    task_ids = list(rules)
+    for start in range(0, len(task_ids), RULES_CHUNK):
+        chunk = task_ids[start : start + RULES_CHUNK]
+        connection.execute(delete(alert_rules).where(alert_rules.c.task_id.in_(chunk)))
+    rows = [
+        {"task_id": task_id, **{name: own.get(name) for name in RULE_COLUMNS}}
+        for task_id, own in rules.items()
+    ]
+    rows = [row for row in rows if any(row[name] is not None for name in RULE_COLUMNS)]
+    if rows:
+        connection.execute(insert(alert_rules), rows)
 
 
 # ------------------------------------------------------------------------------------------------ facts
