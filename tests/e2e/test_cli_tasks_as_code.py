@@ -1,6 +1,7 @@
 """Tasks as code end to end, through the real ``systemprompt`` executable on SQLite and PostgreSQL: plan (and
 its exit codes), apply (idempotent, audited, prune by ownership, drift), export (the round trip), versions,
-diff and rollback; and the bad files, each one line naming the place, nothing applied."""
+diff and rollback, alert rules in the file; and the bad files, each one line naming the place, nothing
+applied."""
 
 from __future__ import annotations
 
@@ -123,6 +124,7 @@ COMBINED_TASK = """\
     jitter_ms: 60000
     exclude: holidays
     only_in: [workdays, holidays]
+    alerts: {on_failure: 3, late_ms: 60000, missing_ms: 0, long_ms: 5000, recovered: false}
 """
 
 
@@ -134,11 +136,14 @@ def test_export_then_apply_is_a_no_op_for_every_field_and_schedule_kind(cli: Cli
     combined = next(task for task in stored if task["name"] == "combined")
     assert (combined["schedules"], combined["jitter_ms"]) == (["0 9 * * 1-5", "45m"], 60000)
     assert (combined["exclude"], combined["only_in"]) == (["holidays"], ["workdays", "holidays"])
+    rules = {"on_failure": 3, "late_ms": 60000, "missing_ms": 0, "long_ms": 5000, "recovered": False}
     exported = cli.run("scheduler:export", "--source", "team-a")
     assert exported.code == 0, exported.describe()
     document = yaml.safe_load(exported.stdout)
     assert document["source"] == "team-a" and len(document["tasks"]) == 5
     assert document["tasks"][0]["data"]["api_token"] == "s3cret"  # the file apply needs, unredacted
+    assert document["tasks"][-1]["alerts"] == rules
+    assert ["alerts" in task for task in document["tasks"]] == [False] * 4 + [True]
     before = audit_count(cli)
     piped = cli.run("scheduler:plan", "-f", "-", stdin=exported.stdout)
     assert piped.code == 0, piped.describe()
@@ -238,6 +243,106 @@ def test_versions_diff_and_rollback(cli: Cli) -> None:
     assert_one_line_error(cli.invoke("scheduler:rollback", "--id", "report", "--to", "9"), 2)
 
 
+# Alert rules (docs/alerts.md) in a file: defaults merged per rule, a task's own over them.
+ALERTS_FILE = """\
+source: team-c
+defaults:
+  alerts: {on_failure: 2, long_ms: 5000}
+tasks:
+  - name: etl
+    command: test:echo
+    schedule: 5m
+    alerts:
+      long_ms: 0
+      recovered: false
+  - name: report
+    command: test:echo
+    schedule: 1h
+"""
+
+
+def own_rules(cli: Cli) -> dict[str, Any]:
+    """Each exported task's own alert rules, by name (absent: none)."""
+    document = yaml.safe_load(cli.ok("scheduler:export", "--source", "team-c").stdout)
+    return {task["name"]: task.get("alerts") for task in document["tasks"]}
+
+
+def test_alert_rules_in_a_tasks_file_plan_apply_drift_export_and_rollback(cli: Cli) -> None:
+    path = write(cli, ALERTS_FILE)
+    cli.ok("scheduler:apply", "-f", path)
+    etl_rules = {"on_failure": 2, "long_ms": 0, "recovered": False}
+    report_rules = {"on_failure": 2, "long_ms": 5000}
+    assert own_rules(cli) == {"etl": etl_rules, "report": report_rules}
+    effective = cli.json("scheduler:alerts", "--task", "etl")["rules"]
+    assert (effective["on_failure"], effective["long_ms"], effective["recovered"]) == (2, None, False)
+    created = {e["task_name"]: e["after"]["alerts"] for e in cli.json("scheduler:audit")}
+    assert created == {"etl": etl_rules, "report": report_rules}  # audited with the task
+    assert plan_json(cli, "-f", path, expect=0)["summary"]["unchanged"] == 2
+
+    cli.ok("scheduler:update", "--id", "report", "--alert-late", "1000", "--actor", "alice")
+    plan = plan_json(cli, "-f", path, expect=CHANGES)
+    [item] = [task for task in plan["tasks"] if task["action"] != "unchanged"]
+    assert (item["name"], item["drift"][0]["actor"]) == ("report", "alice")
+    assert item["changes"] == [
+        {"field": "alerts", "before": {**report_rules, "late_ms": 1000}, "after": report_rules}
+    ]
+    text_plan = cli.run("scheduler:plan", "-f", path)
+    assert "      alerts: {'on_failure': 2, 'late_ms': 1000, 'long_ms': 5000} -> {" in text_plan.stdout
+    applied = cli.run("scheduler:apply", "-f", path)
+    assert "1 updated" in applied.stdout, applied.describe()
+    assert own_rules(cli)["report"] == report_rules
+    entry = cli.json("scheduler:audit", "--limit", "1")[0]
+    assert entry["action"] == "apply:update" and entry["after"]["alerts"] == report_rules
+    assert entry["before"]["alerts"] == {**report_rules, "late_ms": 1000}
+
+    without = write(
+        cli, ALERTS_FILE.replace("  alerts: {on_failure: 2, long_ms: 5000}", "  queue: default"), "b.yaml"
+    )
+    plan = plan_json(cli, "-f", without, expect=CHANGES)
+    changes = {task["name"]: task["changes"] for task in plan["tasks"]}
+    assert changes["report"] == [{"field": "alerts", "before": report_rules, "after": None}]
+    assert changes["etl"] == [
+        {"field": "alerts", "before": etl_rules, "after": {"long_ms": 0, "recovered": False}}
+    ]
+    cli.ok("scheduler:apply", "-f", without)
+    assert own_rules(cli) == {"etl": {"long_ms": 0, "recovered": False}, "report": None}
+
+    versions = cli.json("scheduler:versions", "--id", "report")
+    assert [v["action"] for v in versions] == ["apply:create", "update", "apply:update", "apply:update"]
+    diff = cli.json("scheduler:diff", "--id", "report", "--from", "2", "--to", "4")["changes"]
+    assert diff == [{"field": "alerts", "before": {**report_rules, "late_ms": 1000}, "after": {}}]
+    rolled = cli.run("scheduler:rollback", "--id", "report", "--to", "2", "--actor", "carol")
+    assert rolled.code == 0, rolled.describe()
+    assert own_rules(cli)["report"] == {**report_rules, "late_ms": 1000}
+    assert cli.json("scheduler:alerts", "--task", "report")["rules"]["late_ms"] == 1000
+    assert cli.json("scheduler:versions", "--id", "report")[-1]["action"] == "rollback"
+    cli.ok("scheduler:pause", "--id", "report")  # a version that does not record the rules keeps them
+    cli.ok("scheduler:rollback", "--id", "report", "--to", "5")
+    assert own_rules(cli)["report"] == {**report_rules, "late_ms": 1000}
+    cli.ok("scheduler:rollback", "--id", "report", "--to", "4")
+    assert own_rules(cli)["report"] is None
+
+
+def test_alert_rules_are_written_by_the_bulk_path(cli: Cli) -> None:
+    from scheduler.storage.bulk import BULK_MIN_ROWS
+
+    count = BULK_MIN_ROWS + 5
+    lines = ["source: team-c", "defaults:", "  alerts: {missing_ms: 600000}", "tasks:"]
+    lines += [f"  - {{name: t{i}, command: test:echo, schedule: 5m}}" for i in range(count)]
+    lines[-1] = lines[-1].replace("}", ", alerts: {missing_ms: null, on_failure: 0}}")
+    path = write(cli, "\n".join(lines) + "\n")
+    cli.ok("scheduler:apply", "-f", path)
+    rules = own_rules(cli)
+    assert len(rules) == count
+    assert rules[f"t{count - 1}"] == {"on_failure": 0}  # null: the setting's default, not the file's
+    assert all(rules[f"t{i}"] == {"missing_ms": 600000} for i in range(count - 1))
+    changed = write(cli, "\n".join(lines).replace("missing_ms: 600000", "missing_ms: 60000") + "\n")
+    result = plan_json(cli, "-f", changed, expect=CHANGES)
+    assert result["summary"]["update"] == count - 1
+    cli.ok("scheduler:apply", "-f", changed)
+    assert set(map(str, own_rules(cli).values())) == {str({"missing_ms": 60000}), str({"on_failure": 0})}
+
+
 def _alias_bomb() -> bytes:
     """Nine levels of nine aliases each: 9**9 (387 million) strings once expanded."""
     lines = ["tasks:", "  - name: a", "    command: test:echo", "    data:", "      l0: &l0 [lol, lol, lol]"]
@@ -290,6 +395,22 @@ BAD_FILES: list[tuple[str, bytes, str]] = [
         "bad.yaml:4: unsupported YAML tag 'tag:yaml.org,2002:python/object/apply:os.system'",
     ),
     ("not YAML", b"tasks: [\n", "bad.yaml:2: is not valid YAML"),
+    (
+        "unknown alert rule",
+        b"tasks:\n  - name: a\n    command: test:echo\n    alerts:\n      on_failure: 2\n      late: 5000\n",
+        "bad.yaml:5: task 'a': invalid alerts: unknown rule 'late'; one of on_failure, late_ms, missing_ms, "
+        "long_ms, recovered; did you mean 'late_ms'?",
+    ),
+    (
+        "negative alert duration",
+        b"defaults:\n  alerts:\n    missing_ms: -1000\ntasks:\n  - name: a\n    command: test:echo\n",
+        "bad.yaml:3: task 'a': invalid alerts.missing_ms: must be between 0 and 31622400000, not -1000",
+    ),
+    (
+        "alert rules not a mapping",
+        b"tasks:\n  - name: a\n    command: test:echo\n    alerts: [late_ms]\n",
+        "bad.yaml:4: task 'a': invalid alerts: must be a mapping of rules, not list",
+    ),
 ]
 
 
