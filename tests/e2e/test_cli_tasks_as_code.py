@@ -316,8 +316,9 @@ def test_alert_rules_in_a_tasks_file_plan_apply_drift_export_and_rollback(cli: C
     assert own_rules(cli)["report"] == {**report_rules, "late_ms": 1000}
     assert cli.json("scheduler:alerts", "--task", "report")["rules"]["late_ms"] == 1000
     assert cli.json("scheduler:versions", "--id", "report")[-1]["action"] == "rollback"
-    cli.ok("scheduler:pause", "--id", "report")  # a version that does not record the rules keeps them
-    cli.ok("scheduler:rollback", "--id", "report", "--to", "5")
+    cli.ok("scheduler:pause", "--id", "report")  # version 6 records no rules: it keeps those of 5
+    cli.ok("scheduler:update", "--id", "report", "--alert-late", "7", "--clear", "alert-long")
+    cli.ok("scheduler:rollback", "--id", "report", "--to", "6")
     assert own_rules(cli)["report"] == {**report_rules, "late_ms": 1000}
     cli.ok("scheduler:rollback", "--id", "report", "--to", "4")
     assert own_rules(cli)["report"] is None
