@@ -99,11 +99,14 @@ def pick_version(versions: Sequence[TaskVersion], number: int | None, *, field: 
 
 
 def diff_tasks(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[FieldChange]:
-    """The fields of :data:`DIFF_FIELDS` whose values differ between two task JSON objects."""
+    """The fields of :data:`DIFF_FIELDS` whose values differ between two task JSON objects (no ``alerts``:
+    no rules of its own, as in audit rows written before the rules were recorded)."""
+    old = {**before, ALERTS: before.get(ALERTS) or {}}
+    new = {**after, ALERTS: after.get(ALERTS) or {}}
     return [
-        FieldChange(name, before.get(name), after.get(name))
+        FieldChange(name, old.get(name), new.get(name))
         for name in DIFF_FIELDS
-        if before.get(name) != after.get(name)
+        if old.get(name) != new.get(name)
     ]
 
 
