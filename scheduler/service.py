@@ -897,7 +897,7 @@ class SchedulerService:
         status = check_status("status", status, task=True)
         with self._read() as connection:
             found = task_sets.tasks_of_source(connection, source, status=status)
-            rules = alerts_sql.rules_of_tasks(connection, [task.id for task in found])
+            rules = alerts_sql.rules_of_source(connection, source)
         return export_document(found, source=source, rules=rules)
 
     def task_versions(self, ref: TaskRef) -> list[TaskVersion]:

@@ -81,7 +81,7 @@ def make_plan(
     holders = {task.name: task for task in stored} | task_sets.tasks_named(
         connection, names, other_than=source
     )
-    rules = alerts_sql.rules_of_tasks(connection, [task.id for task in stored])
+    rules = alerts_sql.rules_of_source(connection, source)
     plan = plan_file(
         parsed, source=source, stored=stored, holders=holders, drift=drift, stored_rules=rules,
         prune=prune, prune_mode=prune_mode, settings=settings, commands=commands, now=now,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, case, delete, func, insert, or_, select, update
 
 from scheduler.records import AlertDelivery, Incident, Silence, TaskFacts, as_utc
 from scheduler.storage.mapping import record_from_row
@@ -35,10 +35,26 @@ def rules_of_tasks(connection: Connection, task_ids: Sequence[int]) -> dict[int,
     out: dict[int, dict[str, Any]] = {}
     for start in range(0, len(task_ids), RULES_CHUNK):
         chunk = task_ids[start : start + RULES_CHUNK]
-        for row in connection.execute(select(alert_rules).where(alert_rules.c.task_id.in_(chunk))):
-            rules = {name: row._mapping[name] for name in RULE_COLUMNS if row._mapping[name] is not None}
-            if rules:
-                out[row.task_id] = rules
+        out |= _rules(connection, select(alert_rules).where(alert_rules.c.task_id.in_(chunk)))
+    return out
+
+
+def rules_of_source(connection: Connection, source: str | None) -> dict[int, dict[str, Any]]:
+    """The own rules of the tasks ``source`` owns (None: every task) that have any, by task id: one
+    statement."""
+    query = select(alert_rules)
+    if source is not None:
+        owned = select(tasks.c.id).where(tasks.c.source == source)
+        query = query.where(alert_rules.c.task_id.in_(owned))
+    return _rules(connection, query)
+
+
+def _rules(connection: Connection, query: Select[Any]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for row in connection.execute(query):
+        rules = {name: row._mapping[name] for name in RULE_COLUMNS if row._mapping[name] is not None}
+        if rules:
+            out[row.task_id] = rules
     return out
 
 
