@@ -19,6 +19,7 @@ from scheduler.errors import InvalidField
 from scheduler.records import AlertRules, TaskFacts
 from scheduler.settings import Settings
 
+ALERTS = "alerts"  # the field of a task (create/update, a tasks file, its audited JSON) holding its rules
 RULE_FIELDS: tuple[str, ...] = ("on_failure", "late_ms", "missing_ms", "long_ms", "recovered")
 MAX_RULE_MS = 366 * 24 * 3600 * 1000
 MAX_ON_FAILURE = 10_000

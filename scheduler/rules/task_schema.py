@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scheduler.rules.alerts import MAX_ON_FAILURE, MAX_RULE_MS, RULE_FIELDS
+from scheduler.rules.alerts import ALERTS, MAX_ON_FAILURE, MAX_RULE_MS, RULE_FIELDS
 from scheduler.rules.fields import (
     INT_RANGES,
     MAX_DATA_DEPTH,
@@ -23,7 +23,7 @@ from scheduler.rules.fields import (
     OVERLAP_POLICIES,
     QUEUE,
 )
-from scheduler.rules.taskfile import ALERTS, DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
+from scheduler.rules.taskfile import DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "tasks-file.schema.json"
 CALENDARS: dict[str, Any] = {

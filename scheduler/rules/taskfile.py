@@ -21,16 +21,13 @@ import yaml
 
 from scheduler.errors import InvalidField, InvalidInput, InvalidSchedule, InvalidTimezone, UnknownCommand
 from scheduler.records import Task
+from scheduler.rules.alerts import ALERTS
 from scheduler.rules.validation import CREATABLE
-
-ALERTS = (
-    "alerts"  # the task's own alert rules (scheduler.rules.alerts); defaults merge with a task's per rule
-)
 
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_TASKS = 100_000
 FORMAT_VERSION = 1
-TASK_FIELDS = frozenset(CREATABLE | {"key", ALERTS})
+TASK_FIELDS = frozenset(CREATABLE | {"key", ALERTS})  # ALERTS: in defaults, merged with a task's per rule
 DEFAULT_FIELDS = frozenset(TASK_FIELDS - {"name", "key"})  # what ``defaults:`` may set for every task
 TOP_LEVEL = ("version", "source", "defaults", "tasks")
 

@@ -20,9 +20,9 @@ from scheduler.errors import InvalidField, InvalidInput
 from scheduler.records import Task, TaskDefinition, iso_utc
 from scheduler.redaction import redact
 from scheduler.rules import timing
-from scheduler.rules.alerts import check_rules
+from scheduler.rules.alerts import ALERTS, check_rules
 from scheduler.rules.fields import validate_command, validate_name
-from scheduler.rules.taskfile import ALERTS, FileTask, TaskFileError, TasksFile, error_field
+from scheduler.rules.taskfile import FileTask, TaskFileError, TasksFile, error_field
 from scheduler.rules.validation import validate_changes, validate_new_task, validate_plain_fields
 from scheduler.rules.versions import DEFINITION_FIELDS, FieldChange
 from scheduler.settings import Settings

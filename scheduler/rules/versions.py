@@ -14,7 +14,7 @@ from typing import Any
 from scheduler.errors import InvalidField, InvalidInput
 from scheduler.records import AuditEntry, Task, iso_utc
 from scheduler.redaction import REDACTED, is_secret_key, public_task
-from scheduler.rules.alerts import RULE_FIELDS
+from scheduler.rules.alerts import ALERTS, RULE_FIELDS
 from scheduler.rules.validation import UPDATABLE
 
 # The fields a diff shows, in a fixed order: the definition, then the status (a pause is a version too).
@@ -23,7 +23,6 @@ DEFINITION_FIELDS: tuple[str, ...] = (
     "retry_backoff", "timeout_ms", "overlap_policy", "misfire_policy", "misfire_grace_ms", "auto_pause_after",
     "start_at", "end_at", "max_runs", "jitter_ms", "exclude", "only_in",
 )  # fmt: skip
-ALERTS = "alerts"  # a version's own alert rules ({} : none, every rule from the settings)
 DIFF_FIELDS: tuple[str, ...] = (*DEFINITION_FIELDS, "schedules", ALERTS, "status")
 assert set(DEFINITION_FIELDS) == UPDATABLE
 
