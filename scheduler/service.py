@@ -259,7 +259,7 @@ class SchedulerService:
         with self._read() as connection:
             return console_sql.task_page(
                 connection,
-                console_sql.TaskFilter(status, where.queue, where.text),
+                replace(where, status=status),
                 sort=sort,
                 descending=descending,
                 after=after,
@@ -270,6 +270,11 @@ class SchedulerService:
         """The distinct queues of existing tasks, sorted."""
         with self._read() as connection:
             return tasks_sql.task_queues(connection)
+
+    def task_sources(self) -> list[str]:
+        """The distinct sources (owners) of existing tasks, sorted."""
+        with self._read() as connection:
+            return console_sql.task_sources(connection)
 
     def paused_by(self, task_ids: list[int]) -> dict[int, tuple[str, datetime]]:
         """task id -> (actor, when) of the latest pause of each of these tasks that was ever paused."""

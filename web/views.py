@@ -36,6 +36,7 @@ def task_row(row: PageRow, paused: dict[int, tuple[str, Any]]) -> dict[str, Any]
         "schedule_words": schedule_in_words(task.schedule_kind, task.schedule),
         "timezone": task.timezone,
         "queue": task.queue,
+        "source": task.source,
         "status": task.status,
         "status_reason": task.status_reason,
         "paused_by": who[0] if who else None,
