@@ -179,12 +179,14 @@ class SchedulerService:
             service.events = events
         return service
 
-    def as_actor(self, actor: str) -> SchedulerService:
+    def as_actor(self, actor: str, *, source: str | None = None) -> SchedulerService:
         """The same service (engine, registry, publisher, event bus) acting as ``actor`` (checked): what the
-        web console uses for each signed-in user, so their changes are audited under their name."""
+        web console uses for each signed-in user, so their changes are audited under their name. ``source``:
+        the owner of the tasks it creates (default: this service's)."""
         other = SchedulerService(
-            self.engine, self.settings, commands=self._commands, publisher=self.publisher, actor=actor
-        )
+            self.engine, self.settings, commands=self._commands, publisher=self.publisher, actor=actor,
+            source=self.source if source is None else source,
+        )  # fmt: skip
         other.events = self.events
         return other
 
