@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.security import SECURE_HEADERS
@@ -37,8 +38,12 @@ class ConsoleMetrics:
         return generate_latest(self.registry)
 
 
+SERVER_ERROR = {"error": "internal server error (logged by the console)", "status": 500}
+
+
 class ResponseMiddleware:
-    """Secure headers, ``Server-Timing: app;dur=<ms>`` (time to the response's headers) and the metrics."""
+    """Secure headers, ``Server-Timing: app;dur=<ms>`` (time to the response's headers) and the metrics, on
+    every response, an unexpected error's 500 included."""
 
     def __init__(self, app: ASGIApp, metrics: ConsoleMetrics) -> None:
         self.app = app
@@ -65,4 +70,18 @@ class ResponseMiddleware:
                 self.metrics.seconds.labels(endpoint).observe(elapsed)
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started_response = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            # Starlette's own 500 is sent outside every middleware (without our headers): answer here, then
+            # re-raise so the server logs the traceback as before.
+            if not started_response:
+                await JSONResponse(SERVER_ERROR, status_code=500)(scope, receive, send_with_headers)
+            raise

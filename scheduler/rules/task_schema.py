@@ -80,7 +80,12 @@ def tasks_file_schema() -> dict[str, Any]:
     }
     top = {
         "version": {"const": FORMAT_VERSION},
-        "source": {"type": "string", "minLength": 1, "maxLength": 200, "not": {"enum": list(RESERVED_SOURCES)}},
+        "source": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "not": {"enum": list(RESERVED_SOURCES)},
+        },
         "defaults": defaults,
         "tasks": {"type": "array", "items": {"$ref": "#/$defs/task"}},
     }

@@ -111,7 +111,8 @@ def check_source(value: object, field_name: str = "source") -> str:
     name = value.strip()
     if name in RESERVED_SOURCES:
         raise InvalidField(
-            field_name, f"{name!r} is reserved for tasks created by hand (cli), the API (api) or the web console (web)"
+            field_name,
+            f"{name!r} is reserved for tasks created by hand (cli), the API (api) or the web console (web)",
         )
     return name
 
