@@ -4,9 +4,10 @@ records them and adds the secure headers and a ``Server-Timing`` header to every
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.security import SECURE_HEADERS
@@ -38,16 +39,16 @@ class ConsoleMetrics:
         return generate_latest(self.registry)
 
 
-SERVER_ERROR = {"error": "internal server error (logged by the console)", "status": 500}
-
-
 class ResponseMiddleware:
     """Secure headers, ``Server-Timing: app;dur=<ms>`` (time to the response's headers) and the metrics, on
-    every response, an unexpected error's 500 included."""
+    every response, an unexpected error's 500 (``server_error``'s answer) included."""
 
-    def __init__(self, app: ASGIApp, metrics: ConsoleMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ConsoleMetrics, server_error: Callable[[Scope], Response]
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.server_error = server_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,5 +84,5 @@ class ResponseMiddleware:
             # Starlette's own 500 is sent outside every middleware (without our headers): answer here, then
             # re-raise so the server logs the traceback as before.
             if not started_response:
-                await JSONResponse(SERVER_ERROR, status_code=500)(scope, receive, send_with_headers)
+                await self.server_error(scope)(scope, receive, send_with_headers)
             raise
