@@ -20,7 +20,7 @@ import click
 
 from cli.cells import human_ms
 from cli.context import get_service, get_settings
-from cli.options import format_option, task_ref
+from cli.options import format_option, parse_data, task_ref
 from cli.render import print_json, print_note, render_one
 
 if TYPE_CHECKING:
@@ -73,10 +73,22 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     metavar="S",
     help="Stop waiting after S seconds (exit 1; the execution goes on).",
 )
+@click.option(
+    "--data",
+    "data_json",
+    metavar="JSON",
+    help="This run's data: a JSON object merged over the task's data (its keys win).",
+)
 @format_option
 @click.pass_context
 def run(
-    ctx: click.Context, ref: str, wait: bool, follow: bool, timeout_s: float | None, output_format: str
+    ctx: click.Context,
+    ref: str,
+    wait: bool,
+    follow: bool,
+    timeout_s: float | None,
+    data_json: str | None,
+    output_format: str,
 ) -> int:
     """Run a task now, outside its schedule.
 
@@ -85,15 +97,19 @@ def run(
     error. On a terminal it shows queued, running and the outcome as they happen (on stderr); it warns when
     no live worker consumes the queue or has the command, and keeps waiting. Ctrl-C stops waiting, not the
     execution (exit 130). JSON: the execution object (with --follow, log line objects first, one per line).
+
+    --data gives this run its own data: the command sees the task's data with these keys set over it
+    (top-level keys; the run's value wins). History shows it with secret-looking values hidden.
     """
     from cli.waiting import wait_and_report
 
+    data = None if data_json is None else parse_data(data_json)  # bad data: exit 2 before anything else
     service = get_service(ctx)  # the database first: unreachable is exit 69
     settings = get_settings(ctx)
     from workers.wiring import celery_publisher
 
     service.publisher = celery_publisher(settings, check=True)
-    execution = service.run_task_now(task_ref(ref))
+    execution = service.run_task_now(task_ref(ref), data=data)
     if not (wait or follow):
         render_one(execution, output_format)
         return 0
@@ -115,6 +131,7 @@ def tick_summary(report: TickReport) -> str:
         (report.dispatched, "published to the broker"), (report.skipped, "skipped or cancelled"),
         (report.misfired, "missed slot(s) beyond their grace"), (report.requeued, "requeued"),
         (report.lost, "marked lost"), (report.cleaned, "cleaned up"),
+        (report.resumed, "resumed after a timed pause"), (report.released, "backfill execution(s) released"),
     )  # fmt: skip
     done = ", ".join(f"{count} {what}" for count, what in counts if count) or "nothing was due"
     lines = [f"one tick as the leader ({took}): {done}"]

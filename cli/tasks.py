@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.cells import Column, human_ms
+from cli.cells import Column, human_ms, show_value
 from cli.context import get_service
 from cli.options import (
     actor_option,
     format_option,
+    parse_time,
     task_definition_options,
     task_fields,
     task_ref,
@@ -39,7 +40,10 @@ def _schedule_text(task: Task) -> str:
 
 
 def _status_text(task: Task) -> str:
-    return f"{task.status} ({task.status_reason})" if task.status_reason else task.status
+    status = task.status
+    if task.status == "paused" and task.paused_until is not None:
+        status += f" until {show_value(task.paused_until)}"
+    return f"{status} ({task.status_reason})" if task.status_reason else status
 
 
 def _next_run(task: Task) -> datetime | None:
@@ -64,7 +68,7 @@ TASK_COLUMNS = (
     Column("name"),
     Column("command", drop_order=3),
     Column("schedule", get=_schedule_text),
-    Column("status", get=_status_text, max_width=40),
+    Column("status", get=_status_text, max_width=64),
     Column("next_run_at", "next run", get=_next_run),
     Column("last_run_at", "last run", drop_order=2),
     Column("run_count", "sched. runs", drop_order=1),
@@ -184,16 +188,27 @@ def delete(ctx: click.Context, ref: str, confirm: bool, output_format: str) -> N
 
 @click.command("pause")
 @click.option("--id", "ref", metavar="ID|NAME", help="The task's id or name [default: every active task].")
-@click.option("--reason", help="Why, shown in the task's status and the audit log.")
+@click.option("--reason", "--note", "reason", help="Why, shown in the task's status and the audit log.")
+@click.option(
+    "--until",
+    "until_text",
+    metavar="T",
+    help="Resume by itself at this future ISO-8601 time (the planner does).",
+)
 @actor_option
 @format_option
 @click.pass_context
-def pause(ctx: click.Context, ref: str | None, reason: str | None, output_format: str) -> None:
+def pause(
+    ctx: click.Context, ref: str | None, reason: str | None, until_text: str | None, output_format: str
+) -> None:
     """Pause one task, or every active task.
 
-    A paused task accrues no missed runs. Prints the paused tasks (JSON: an array of task objects).
+    A paused task accrues no missed runs. With --until the planner resumes it at that time (audited as the
+    actor planner); it then runs from its first slot at or after that time, never the paused span. --until on
+    a task paused already sets when it resumes. Prints the paused tasks (JSON: an array of task objects).
     """
-    tasks = get_service(ctx).pause(None if ref is None else task_ref(ref), reason=reason)
+    until = None if until_text is None else parse_time(until_text, "until")
+    tasks = get_service(ctx).pause(None if ref is None else task_ref(ref), reason=reason, until=until)
     render_tasks(tasks, output_format, title=f"paused {len(tasks)} task(s)", empty="no task to pause")
 
 

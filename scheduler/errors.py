@@ -127,6 +127,14 @@ class ExecutionNotFound(NotFound):
         super().__init__(f"no execution with id {execution_id}")
 
 
+class BackfillNotFound(NotFound):
+    """No backfill has this id."""
+
+    def __init__(self, backfill_id: int) -> None:
+        self.backfill_id = backfill_id
+        super().__init__(f"no backfill with id {backfill_id}")
+
+
 class Unavailable(SchedulerError):
     """A service the scheduler needs is unreachable."""
 

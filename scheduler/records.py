@@ -16,7 +16,9 @@ from typing import Any, Literal, get_args
 
 # ``completed``: nothing more to run (a once task: it succeeded); ``failed``: a once task whose run failed.
 TaskStatus = Literal["active", "paused", "completed", "failed"]
+# ``waiting``: a backfill's execution the planner has not released yet (at most max_parallel at a time).
 ExecutionStatus = Literal[
+    "waiting",
     "pending",
     "queued",
     "running",
@@ -30,6 +32,7 @@ ExecutionStatus = Literal[
 ]
 TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
 EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
+BACKFILL_STATUSES: tuple[str, ...] = ("running", "completed", "cancelled")
 FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost", "skipped")
 # How a run ended (a skipped slot is a decision, not a run).
 OUTCOME_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost")
@@ -113,6 +116,7 @@ class Task(TaskDefinition):
     # Who owns the task (docs/tasks-as-code.md) and its key in its tasks file; the defaults are the column's.
     source: str = "cli"
     key: str | None = None
+    paused_until: datetime | None = None  # a timed pause: the planner resumes the task then
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,7 +150,46 @@ class Execution(_JsonRecord):
     duration_ms: int | None
     result: Any
     error: str | None
+    data: dict[str, Any] | None = None  # per-run data, merged over the task's when it runs (None: none)
+    backfill_id: int | None = None  # the backfill that created it
     schedule: str | None = None  # the schedule text that produced the slot (None: a manual run)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backfill(_JsonRecord):
+    """A backfill of a task over a past range (``status``: running, completed or cancelled).
+
+    ``slots`` is how many slots the range holds, ``created`` how many executions it created (slots that had
+    one already are left alone); ``progress`` counts its executions by status (filled in by reads)."""
+
+    id: int
+    task_id: int | None
+    task_name: str
+    range_from: datetime
+    range_to: datetime
+    max_parallel: int
+    data: dict[str, Any] | None
+    status: str
+    slots: int
+    created: int
+    actor: str
+    created_at: datetime
+    finished_at: datetime | None
+    progress: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillSlot(_JsonRecord):
+    """One slot of a backfill preview: the instant, its wall time in the task's zone (with the UTC offset),
+    a DST note when the zone's offset changed since the previous slot or the wall time occurs twice, and the
+    execution that already has this slot (None: the backfill would create one)."""
+
+    at: datetime
+    local: str
+    dst_note: str | None
+    execution_id: int | None
+    execution_status: str | None
+    excluded: str | None = None  # why a calendar of the task excludes this slot (it is not backfilled)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,6 +354,7 @@ class ClaimedExecution:
     retry_backoff: float
     log_bytes: int
     took_over_from: str | None = None  # the worker whose stale claim this one replaced
+    run_data: dict[str, Any] | None = None  # the execution's own data (already merged into ``data``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +432,8 @@ class TickReport:
     failed; ``republished`` of ``dispatched``, the ids the recovery sweep published again (their first
     message was not found on the broker: each may reach a worker twice, whose claim then does nothing);
     ``uncertain`` of ``dispatched``, ids whose publish got no answer (:meth:`Relay.publish
-    <scheduler.planning.relay.Relay.publish>`).
+    <scheduler.planning.relay.Relay.publish>`); ``resumed`` tasks whose timed pause ended; ``released``
+    backfill executions handed to the relay.
     """
 
     leader: bool
@@ -405,3 +450,5 @@ class TickReport:
     broker_error: str | None = None
     republished: int = 0
     uncertain: int = 0
+    resumed: int = 0  # tasks whose timed pause ended
+    released: int = 0  # backfill executions released to the relay

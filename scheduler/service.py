@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, exc
 
@@ -35,10 +36,13 @@ from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
 from scheduler.planning.publisher import Publisher
 from scheduler.records import (
+    BACKFILL_STATUSES,
     FINISHED_STATUSES,
     AuditEntry,
     AuditRecord,
     AuditVerdict,
+    Backfill,
+    BackfillSlot,
     Calendar,
     Dispatch,
     Execution,
@@ -47,9 +51,12 @@ from scheduler.records import (
     NextRun,
     Task,
     TaskStats,
+    iso_utc,
 )
-from scheduler.redaction import public_task
+from scheduler.redaction import public_task, redact
+from scheduler.rules import backfills as backfill_rules
 from scheduler.rules import timing
+from scheduler.rules.backfills import pause_until
 from scheduler.rules.calendars import (
     CalendarRule,
     parse_entries,
@@ -64,6 +71,7 @@ from scheduler.rules.fields import (
     check_limit,
     check_reason,
     check_status,
+    validate_data,
     validate_instant,
     validate_int,
     validate_timezone_name,
@@ -82,6 +90,7 @@ from scheduler.rules.versions import (
 from scheduler.settings import Settings, load_settings
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import audit_chain, manual_runs, task_sets
+from scheduler.storage import backfills as backfill_sql
 from scheduler.storage import calendars as calendars_sql
 from scheduler.storage import console as console_sql
 from scheduler.storage import history as history_sql
@@ -590,24 +599,35 @@ class SchedulerService:
         self._emit(ev.TASK_DELETED, [task])
         return task
 
-    def pause(self, ref: TaskRef | None = None, *, reason: str | None = None) -> list[Task]:
+    def pause(
+        self, ref: TaskRef | None = None, *, reason: str | None = None, until: datetime | None = None
+    ) -> list[Task]:
         """Pause one task, or every active task (``ref=None``); return the tasks that changed.
 
         Only active tasks pause: pausing a paused or completed task is a no-op that returns ``[]`` (no audit,
         no event). A paused task keeps its ``next_run_at`` but is never due; it accrues no misses.
+
+        ``until`` (a future instant, else :class:`~scheduler.errors.InvalidField`): a timed pause the planner
+        lifts at that instant (audited, actor ``planner``); the task then runs from its first slot at or after
+        ``until``, never the paused span. Given for a task paused already, it sets that task's end of pause
+        (and ``reason``, its note).
         """
         status_reason = check_reason(reason)
+        until = validate_instant("until", until)
         with self._write() as connection:
             now = db_now(connection)
+            if until is not None:
+                until = pause_until(until, now=now)
             if ref is None:
                 targets = tasks_sql.tasks_with_status(connection, "active", lock=True)
             else:
                 targets = [tasks_sql.get_task(connection, ref, lock=True)]
-            changes = {"status": "paused", "status_reason": status_reason}
+            changes = {"status": "paused", "status_reason": status_reason, "paused_until": until}
+            pausable = ("active", "paused") if until is not None else ("active",)
             pairs = [
                 (task, tasks_sql.update_task(connection, task.id, changes, now=now))
                 for task in targets
-                if task.status == "active"
+                if task.status in pausable
             ]
             self._audit(connection, [_change("pause", before, after) for before, after in pairs], now)
         changed = [after for _, after in pairs]
@@ -636,6 +656,156 @@ class SchedulerService:
         changed = [after for _, after in pairs]
         self._emit(ev.TASK_RESUMED, changed)
         return changed
+
+    def skip(self, ref: TaskRef, *, count: int = 1, note: str | None = None) -> list[Execution]:
+        """Skip the task's next ``count`` slots (1..1000) that have no execution yet: each is recorded now as
+        a ``skipped`` execution, reason ``skipped_by_user``, its error naming who skipped it and ``note``;
+        when the slot comes, the planner finds it taken and moves on. Audited (``skip``). Only an active task
+        with upcoming slots can skip (:class:`~scheduler.errors.InvalidField` otherwise)."""
+        count = backfill_rules.check_skip_count(count)
+        note = check_reason(note)
+        with self._write() as connection:
+            task = tasks_sql.get_task(connection, ref, lock=True)
+            now = db_now(connection)
+            if task.status != "active" or task.next_run_at is None:
+                raise InvalidField(
+                    "id", f"task {task.name!r} is {task.status}: it has no upcoming slot to skip"
+                )
+            schedule = timing.task_schedule(task)  # rows keep nominal slots (a jitter moves only the run)
+            taken = backfill_sql.future_slots(connection, task.id, slot_of(schedule, task.next_run_at)[0])
+            upcoming = [slot_of(schedule, at) for at in timing.upcoming_runs(task, count + len(taken))]
+            slots = [(slot, source) for slot, source in upcoming if slot not in taken][:count]
+            if not slots:
+                raise InvalidField("id", f"task {task.name!r} has no upcoming slot to skip")
+            error = f"skipped by {self.actor}" + (f": {note}" if note else "")
+            skipped = backfill_sql.skip_slots(connection, task, slots, error=error, now=now)
+            after = {"slots": [iso_utc(e.scheduled_for) for e in skipped], "note": note}
+            self._audit(connection, [AuditRecord("skip", task.id, task.name, None, after)], now)
+        return skipped
+
+    # ------------------------------------------------------------------------------------------ backfills
+
+    def preview_backfill(
+        self, ref: TaskRef, *, start: datetime, end: datetime, force: bool = False
+    ) -> list[BackfillSlot]:
+        """The slots a backfill of ``[start, end]`` would cover (the dry run): each with its wall time in the
+        task's zone, a DST note, and the execution that has it already (None: the backfill would create one).
+        Raises what :meth:`backfill` raises for bad input."""
+        with self._read() as connection:
+            task = tasks_sql.get_task(connection, ref)
+            found = self._backfill_range(connection, task, start, end, force)
+            existing = backfill_sql.slot_executions(connection, task.id, found.range_from, found.range_to)
+        zone = ZoneInfo(task.timezone)
+        notes = backfill_rules.dst_notes(found.slots, zone)
+        return [
+            BackfillSlot(
+                at=slot,
+                local=backfill_rules.local_time(slot, zone),
+                dst_note=note,
+                execution_id=existing[slot][0] if slot in existing else None,
+                execution_status=existing[slot][1] if slot in existing else None,
+                excluded=excluded,
+            )
+            for slot, note, excluded in zip(found.slots, notes, found.excluded, strict=True)
+        ]
+
+    def backfill(
+        self,
+        ref: TaskRef,
+        *,
+        start: datetime,
+        end: datetime,
+        max_parallel: int = 1,
+        data: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> Backfill:
+        """Run the task's slots in ``[start, end]`` (both inclusive, in the past) that have no execution yet:
+        one execution per slot (trigger ``backfill``, status ``waiting``), which the planner releases at most
+        ``max_parallel`` at a time (one at a time unless the overlap policy is ``allow``), within the
+        concurrency cap. ``data`` is merged over the task's for each of them, like :meth:`run_task_now`'s.
+
+        :class:`~scheduler.errors.InvalidField`, with nothing stored: a reversed range, one reaching past now,
+        more than 10,000 slots without ``force`` (100,000 at most), bad ``data``. Audited (``backfill``).
+        A backfill that finds every slot taken is ``completed`` at once.
+        """
+        max_parallel = backfill_rules.check_max_parallel(max_parallel)
+        run_data = None if data is None else validate_data(data)
+        with self._write() as connection:
+            task = tasks_sql.get_task(connection, ref, lock=True)
+            now = db_now(connection)
+            found = self._backfill_range(connection, task, start, end, force)
+            backfill_id = backfill_sql.insert_backfill(
+                connection,
+                {
+                    "task_id": task.id, "task_name": task.name, "range_from": found.range_from,
+                    "range_to": found.range_to, "max_parallel": max_parallel, "data": run_data,
+                    "status": "running", "slots": len(found.slots), "created": 0, "actor": self.actor,
+                    "created_at": now,
+                },
+            )  # fmt: skip
+            runs = [
+                (slot, source)
+                for slot, source, excluded in zip(found.slots, found.sources, found.excluded, strict=True)
+                if excluded is None  # a calendar's excluded day does not run, backfilled or not
+            ]
+            created = backfill_sql.insert_backfill_executions(
+                connection, task, backfill_id, runs, data=run_data, now=now
+            )
+            finished = {"status": "completed", "finished_at": now} if not created else {}
+            backfill_sql.set_backfill(connection, backfill_id, created=created, **finished)
+            backfill = backfill_sql.get_backfill(connection, backfill_id)
+            after = backfill.to_json() | {"data": None if run_data is None else redact(run_data)}
+            after.pop("progress")
+            self._audit(connection, [AuditRecord("backfill", task.id, task.name, None, after)], now)
+        return backfill
+
+    def _backfill_range(
+        self, connection: Connection, task: Task, start: datetime, end: datetime, force: bool
+    ) -> backfill_rules.BackfillRange:
+        checked_start = validate_instant("from", start)
+        checked_end = validate_instant("to", end)
+        if checked_start is None or checked_end is None:
+            raise InvalidField("from" if checked_start is None else "to", "is required")
+        names = [*(task.exclude or ()), *(task.only_in or ())]
+        rule = task_calendar_rule(
+            task.timezone, task.exclude, task.only_in, calendars_sql.calendar_days(connection, names)
+        )
+        return backfill_rules.backfill_range(
+            task, checked_start, checked_end, now=db_now(connection), force=force, rule=rule
+        )
+
+    def get_backfill(self, backfill_id: int) -> Backfill:
+        """One backfill with its progress (its executions counted by status); BackfillNotFound otherwise."""
+        with self._read() as connection:
+            return backfill_sql.get_backfill(connection, backfill_id)
+
+    def backfills(
+        self, *, task: TaskRef | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Backfill]:
+        """Backfills newest first, optionally of one task and/or one status (running, completed or
+        cancelled)."""
+        limit = check_limit(limit)
+        if status is not None and status not in BACKFILL_STATUSES:
+            raise InvalidField("status", f"must be one of {', '.join(BACKFILL_STATUSES)}")
+        with self._read() as connection:
+            task_id = None if task is None else tasks_sql.get_task(connection, task).id
+            return backfill_sql.list_backfills(connection, task_id=task_id, status=status, limit=limit)
+
+    def cancel_backfill(self, backfill_id: int) -> Backfill:
+        """Cancel a running backfill: its executions not started yet (waiting, or released and not yet
+        published) become ``cancelled`` (reason ``backfill cancelled``); those running finish. Audited
+        (``cancel-backfill``). Cancelling one that is not running changes nothing and returns it."""
+        with self._write() as connection:
+            backfill = backfill_sql.get_backfill(connection, backfill_id, lock=True)
+            if backfill.status != "running":
+                return backfill
+            now = db_now(connection)
+            cancelled = backfill_sql.cancel_unstarted(connection, backfill_id, now=now)
+            backfill_sql.set_backfill(connection, backfill_id, status="cancelled", finished_at=now)
+            after = {"backfill_id": backfill_id, "status": "cancelled", "cancelled_executions": cancelled}
+            record = AuditRecord("cancel-backfill", backfill.task_id, backfill.task_name, None, after)
+            self._audit(connection, [record], now)
+            return backfill_sql.get_backfill(connection, backfill_id)
 
     # ------------------------------------------------------------------------------------ tasks as code
 
@@ -743,11 +913,12 @@ class SchedulerService:
         is logged and leaves it ``pending`` too. With ``wait``, poll until it finishes or ``timeout_s`` passes
         (None: no limit) and return its state then. Works on paused and completed tasks too.
 
-        Per-run ``data`` is not supported yet (executions have no data column): anything but None is rejected.
+        ``data``: this run's own data, merged over the task's (top-level keys, the run's win: see
+        docs/semantics.md "Per-run data"); a JSON object of at most 64 KiB, else
+        :class:`~scheduler.errors.InvalidField` and nothing is stored.
         """
-        if data is not None:
-            raise InvalidField("data", "per-run data is not supported; update the task's data instead")
-        task, execution = self._insert_manual_run(ref)
+        run_data = None if data is None else validate_data(data)
+        task, execution = self._insert_manual_run(ref, run_data)
         if self.publisher is not None:
             dispatch = Dispatch(
                 execution.id,
@@ -769,18 +940,22 @@ class SchedulerService:
             return self._wait_until_finished(execution.id, timeout_s)
         return self.get_execution(execution.id)
 
-    def _insert_manual_run(self, ref: TaskRef) -> tuple[Task, Execution]:
+    def _insert_manual_run(self, ref: TaskRef, data: dict[str, Any] | None) -> tuple[Task, Execution]:
         for attempt in range(MANUAL_SLOT_ATTEMPTS):
             try:
                 with self._write() as connection:
                     task = tasks_sql.get_task(connection, ref)
                     now = db_now(connection)
-                    execution = manual_runs.insert_manual_execution(connection, task, scheduled_for=now)
+                    execution = manual_runs.insert_manual_execution(
+                        connection, task, scheduled_for=now, data=data
+                    )
                     tasks_sql.stamp_last_run(connection, task.id, at=now)
                     after = {
                         "execution_id": execution.id,
                         "scheduled_for": execution.to_json()["scheduled_for"],
                     }
+                    if data is not None:
+                        after["data"] = redact(data)
                     self._audit(connection, [AuditRecord("run", task.id, task.name, None, after)], now)
                 return task, execution
             except exc.IntegrityError:  # the same (task, slot) within one clock tick: take the next tick
@@ -832,11 +1007,4 @@ def _next_runs(task: Task, count: int, after: datetime | None, rule: CalendarRul
 
 
 def _resumed(task: Task, now: datetime) -> dict[str, Any]:
-    fire = timing.task_first_fire(task, now)
-    done = fire is None and task.schedule_kind != "manual"
-    return {
-        "status": "completed" if done else "active",
-        "status_reason": "no further fire time" if done else None,
-        "next_run_at": fire,
-        "consecutive_failures": 0,
-    }
+    return backfill_rules.resumed_columns(task, timing.task_first_fire(task, now))

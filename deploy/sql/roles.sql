@@ -57,7 +57,7 @@ DECLARE
 BEGIN
     FOREACH table_name IN ARRAY ARRAY[
         'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version',
-        'scheduler_calendars'
+        'task_backfills', 'scheduler_calendars'
     ] LOOP
         IF (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(table_name))
                 IS DISTINCT FROM 'scheduler_admin' THEN
@@ -91,10 +91,10 @@ $owner$;
 -- Start from nothing (REVOKE ALL on a table also drops its column-level grants), then grant what each role
 -- needs. PUBLIC is included so nobody outside these roles keeps a stray privilege.
 REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version,
-    scheduler_calendars
+    task_backfills, scheduler_calendars
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq,
-    scheduler_calendars_id_seq
+    task_backfills_id_seq, scheduler_calendars_id_seq
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON FUNCTION scheduler_audit_field(text), scheduler_audit_row_hash(text, task_audit),
     scheduler_audit_stamp(), scheduler_audit_chain(), scheduler_audit_append_only(),
@@ -111,17 +111,21 @@ GRANT SELECT ON alembic_version
     TO scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 
 -- scheduler_viewer: dashboards and the CLI's read verbs (list, history, stats, logs); writes nothing.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, scheduler_calendars
-    TO scheduler_viewer;
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, task_backfills,
+    scheduler_calendars TO scheduler_viewer;
 
 -- scheduler_operator: on-call. Reads everything; pauses and resumes tasks; runs one now; audits both.
 -- Defining, changing or deleting tasks (command, schedule, data) stays with scheduler_admin, so the UPDATE is
 -- limited to the columns pause/resume touch (resume recomputes next_run_at and clears the failure streak)
 -- and last_run_at, which a manual run stamps.
-GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, scheduler_calendars
-    TO scheduler_operator;
-GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at)
+GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, task_backfills,
+    scheduler_calendars TO scheduler_operator;
+GRANT UPDATE (status, status_reason, next_run_at, consecutive_failures, last_run_at, updated_at, paused_until)
     ON scheduled_tasks TO scheduler_operator;
+-- Backfills (start, cancel) and skips (skipped execution rows) are on-call work too (migration 0005).
+GRANT INSERT, UPDATE (status, created, finished_at) ON task_backfills TO scheduler_operator;
+GRANT USAGE ON SEQUENCE task_backfills_id_seq TO scheduler_operator;
+GRANT UPDATE (reason, finished_at) ON task_executions TO scheduler_operator;
 GRANT INSERT ON task_executions, task_audit TO scheduler_operator;
 GRANT USAGE ON SEQUENCE task_executions_id_seq, task_audit_id_seq TO scheduler_operator;
 -- A manual run is published straight away and then marked queued; nothing else about an execution.
@@ -135,11 +139,13 @@ GRANT UPDATE (status, enqueued_at) ON task_executions TO scheduler_operator;
 -- On task_logs: INSERT for the error line of an attempt the recovery sweep found lost, SELECT because
 -- DELETE ... WHERE reads the column it filters on.
 GRANT SELECT ON scheduled_tasks TO scheduler_planner;
+GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at,
+    paused_until) ON scheduled_tasks TO scheduler_planner;
+-- Releasing backfills' executions and marking finished backfills (scheduler.planning.timed).
+GRANT SELECT, UPDATE (status, finished_at) ON task_backfills TO scheduler_planner;
 -- Exclusion calendars (migration 0006): the planner reads the days of the calendars its due tasks name.
 -- Creating and deleting calendars, like defining tasks, stays with scheduler_admin.
 GRANT SELECT ON scheduler_calendars TO scheduler_planner;
-GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consecutive_failures, updated_at)
-    ON scheduled_tasks TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;
 GRANT SELECT, INSERT, DELETE ON task_logs TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE ON scheduler_leases TO scheduler_planner;
@@ -160,7 +166,7 @@ GRANT EXECUTE ON FUNCTION scheduler_prune_audit(integer, integer, text) TO sched
 -- pause a task (a plain UPDATE of status is refused), nor create, delete or re-point one. Nor can it delete
 -- history, so the built-in cleanup command fails when scheduled as a task; the planner cleans up every
 -- cleanupInterval anyway.
-GRANT SELECT ON scheduled_tasks TO scheduler_worker;
+GRANT SELECT ON scheduled_tasks, task_backfills TO scheduler_worker;
 GRANT EXECUTE ON FUNCTION scheduler_task_outcome(bigint, bigint, text) TO scheduler_worker;
 -- On executions, only what a claim, a heartbeat and an outcome write: never which task, command, slot or queue
 -- an execution is (the command a worker runs comes from that row).

@@ -11,6 +11,7 @@ retries, as a retry could not succeed.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from types import MappingProxyType
@@ -24,6 +25,7 @@ from scheduler.execution.outcomes import Outcome, failure, json_result, one_line
 from scheduler.execution.sandbox import ExternalCommandFailed, ResourceLimits, run_external_command
 from scheduler.execution.watchdog import ExecutionCancelled, ExecutionTimedOut, Watchdog
 from scheduler.records import ClaimedExecution, PendingLog
+from scheduler.redaction import redact
 from scheduler.storage.runs import append_logs, heartbeat
 from scheduler.storage.transactions import write_transaction
 
@@ -72,6 +74,9 @@ def run_attempt(
             append_logs(connection, claim.id, claim.attempt, lines)
             return heartbeat(connection, claim.id, claim.worker)
 
+    if claim.run_data is not None:  # what this run was given, for the history's logs (secrets hidden)
+        shown = json.dumps(redact(claim.run_data), ensure_ascii=False, sort_keys=True)
+        buffer.log("INFO", f"per-run data (merged over the task's data): {shown}")
     interval_s = runtime.settings.heartbeat_interval / 1000
     timed_out = Outcome("timed_out", error=f"timed out: the time limit of {timeout_s:g} s passed")
     time_limit: tuple[type[BaseException], ...] = (ExecutionTimedOut, *hooks.time_limit_errors)

@@ -2,7 +2,8 @@
 
 One :meth:`Planner.tick` (docs/architecture.md: the life of one execution):
 
-1. take the leader lease, or renew it once a third of its TTL has passed (a standby stops here);
+1. take the leader lease, or renew it once a third of its TTL has passed (a standby stops here); lift ended
+   timed pauses and release backfills' executions (:mod:`scheduler.planning.timed`);
 2. in batches of ``planner_batch_size``, each one transaction fenced by the lease: select due tasks by index,
    decide each one's slots (:func:`scheduler.rules.policies.plan_task`), insert the executions with ``ON
    CONFLICT DO NOTHING`` and advance the tasks; until nothing is due or the time budget is spent. Right after
@@ -26,9 +27,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.errors import SchedulerError
@@ -41,6 +42,7 @@ from scheduler.planning.lease import Lease
 from scheduler.planning.publisher import Publisher, QueueInspector
 from scheduler.planning.recovery import Recovery, SweepReport
 from scheduler.planning.relay import BackgroundRelay, Relay
+from scheduler.planning.timed import TimedReport, run_timed_work
 from scheduler.records import Dispatch, TickReport
 from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
@@ -117,6 +119,9 @@ class Planner:
         started = time.monotonic()
         if self.require_lease and self.lease.needs_renewal() and not self.lease.acquire_or_renew():
             return TickReport(leader=False, duration_s=time.monotonic() - started)
+        timed = self._timed_work()
+        if timed.fenced:
+            return TickReport(leader=False, duration_s=time.monotonic() - started)
         uncertain_before = self.relay.uncertain
         self.relay.new_tick()
         # PostgreSQL: publish in a helper thread while the next batch is planned (SQLite has one writer).
@@ -149,7 +154,27 @@ class Planner:
                 report = self._relay(report)
             report = replace(report, cleaned=self._maybe_cleanup())
         uncertain = self.relay.uncertain - uncertain_before
-        return replace(report, more=more, uncertain=uncertain, duration_s=time.monotonic() - started)
+        return replace(
+            report,
+            more=more,
+            uncertain=uncertain,
+            resumed=timed.resumed,
+            released=timed.released,
+            duration_s=time.monotonic() - started,
+        )
+
+    def _timed_work(self) -> TimedReport:
+        """Lift ended timed pauses and release backfill executions (:mod:`scheduler.planning.timed`)."""
+
+        def fence(connection: Connection) -> datetime | None:
+            return self.lease.fence(connection) if self.require_lease else db_now(connection)
+
+        report = run_timed_work(
+            self.engine, fence, events=self.events, idle_timeout_ms=self.lease.idle_timeout_ms
+        )
+        if report.fenced:
+            self.lease.forget()  # deposed: the next tick asks for the lease again
+        return report
 
     def _plan_batches(
         self, started: float, background: BackgroundRelay | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, insert, update
 
@@ -11,11 +12,14 @@ from scheduler.storage.mapping import execution_from_row
 from scheduler.storage.tables import executions
 
 # Not yet running, so safe to cancel: a worker's claim is conditional on these statuses and becomes a no-op.
-OPEN_STATUSES = ("pending", "queued", "retrying")
+OPEN_STATUSES = ("waiting", "pending", "queued", "retrying")
 
 
-def insert_manual_execution(connection: Connection, task: Task, *, scheduled_for: datetime) -> Execution:
-    """A ``pending`` execution of ``task`` with trigger ``manual`` for slot ``scheduled_for``.
+def insert_manual_execution(
+    connection: Connection, task: Task, *, scheduled_for: datetime, data: dict[str, Any] | None = None
+) -> Execution:
+    """A ``pending`` execution of ``task`` with trigger ``manual`` for slot ``scheduled_for``, with its own
+    ``data`` (None: the task's alone).
 
     Raises ``IntegrityError`` if the (task, slot) pair exists already (the caller picks another instant).
     """
@@ -30,6 +34,7 @@ def insert_manual_execution(connection: Connection, task: Task, *, scheduled_for
         "max_attempts": task.retries + 1,
         "queue": task.queue,
         "created_at": scheduled_for,
+        "data": data,
     }
     row = connection.execute(insert(executions).values(values).returning(*executions.c)).one()
     return execution_from_row(row)

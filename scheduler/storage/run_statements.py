@@ -37,6 +37,7 @@ EXECUTION_COLUMNS = (
     executions.c.scheduled_for,
     executions.c.worker,
     executions.c.started_at,
+    executions.c.data,
 )
 TASK_COLUMNS = (
     tasks.c.status,

@@ -89,13 +89,20 @@ def _claimed(
         started_at=as_utc(c["started_at"]),
         task_found=found,
         task_status=t["status"] if t is not None and found else None,
-        data=dict(t["data"] or {}) if t is not None and found else {},
+        data=run_data(t["data"] if t is not None and found else None, c["data"]),
         timeout_ms=int(t["timeout_ms"]) if t is not None and found else None,
         retry_delay_ms=int(t["retry_delay_ms"]) if t is not None and found else 0,
         retry_backoff=float(t["retry_backoff"]) if t is not None and found else 1.0,
         log_bytes=int(log_bytes or 0),
         took_over_from=took_over,
+        run_data=dict(c["data"]) if c["data"] is not None else None,
     )
+
+
+def run_data(task_data: Mapping[str, Any] | None, execution_data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the command sees: the task's data with the execution's own data merged over it (top-level keys;
+    the run's value wins, docs/semantics.md "Per-run data")."""
+    return {**(task_data or {}), **(execution_data or {})}
 
 
 def _task_fields(connection: Connection, task_id: int | None) -> Mapping[Any, Any] | None:

@@ -103,6 +103,8 @@ tasks = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("created_at", Timestamp, nullable=False, server_default=func.now()),
     Column("updated_at", Timestamp, nullable=False, server_default=func.now()),
+    # A timed pause: the planner resumes the task at this instant (NULL: paused until resumed by hand).
+    Column("paused_until", Timestamp),
     # Who owns the task (docs/tasks-as-code.md): a tasks file's source name, "cli" or "api"; ``key`` is its
     # stable key in that file (renames keep the row and its history). Unique per source; NULL keys repeat.
     Column("source", String(200), nullable=False, server_default="cli"),
@@ -115,6 +117,7 @@ tasks = Table(
     Column("only_in", Json),
     # "Due tasks" is a range scan: status = 'active' AND next_run_at <= now ORDER BY next_run_at.
     Index("ix_scheduled_tasks_due", "status", "next_run_at"),
+    Index("ix_scheduled_tasks_paused_until", "paused_until"),
 )
 
 # One run of a task for one slot. ``task_id`` goes NULL when the task is deleted; history stays.
@@ -141,12 +144,39 @@ executions = Table(
     Column("duration_ms", BigInteger),
     Column("result", Json),
     Column("error", Text),
+    # Per-run data (``run --data``, ``backfill --data``): merged over the task's data when it runs.
+    Column("data", Json),
+    # The backfill that created this execution (task_backfills.id; no foreign key: backfills are never
+    # deleted, and SQLite cannot add one to an existing table).
+    Column("backfill_id", BigInteger),
     Column("schedule", String(200)),  # the schedule text that produced the slot (NULL: a manual run)
     # Exactly one execution per (task, slot): the planner inserts with ON CONFLICT DO NOTHING.
     UniqueConstraint("task_id", "scheduled_for"),
     Index("ix_task_executions_status_created_at", "status", "created_at"),
     Index("ix_task_executions_task_id_id", "task_id", "id"),
     Index("ix_task_executions_finished_at", "finished_at"),
+    Index("ix_task_executions_backfill_id_status", "backfill_id", "status"),
+)
+
+# A backfill: the slots of a past range, run as executions with trigger ``backfill`` that the planner releases
+# at most ``max_parallel`` at a time. ``status``: running, completed or cancelled.
+backfills = Table(
+    "task_backfills",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", ForeignKey("scheduled_tasks.id", ondelete="SET NULL")),
+    Column("task_name", String(200), nullable=False),
+    Column("range_from", Timestamp, nullable=False),
+    Column("range_to", Timestamp, nullable=False),
+    Column("max_parallel", Integer, nullable=False),
+    Column("data", Json),
+    Column("status", String(16), nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("created", Integer, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=func.now()),
+    Column("finished_at", Timestamp),
+    Index("ix_task_backfills_status", "status"),
 )
 
 # A log line captured from a command while it ran.

@@ -14,6 +14,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,7 @@ READ_VERBS = (
     "config",
     "health",
     "events",
+    "backfills",
 )
 VERB_ARGS: dict[str, tuple[str, ...]] = {
     "list": ("scheduler:list",),
@@ -236,8 +238,12 @@ VERB_ARGS: dict[str, tuple[str, ...]] = {
     "create": ("scheduler:create", "--command", "test:echo", "--schedule", "5m", "--name", "made-by-{role}"),
     "update": ("scheduler:update", "--id", "acl-task", "--retries", "{retries}"),
     "pause": ("scheduler:pause", "--id", "acl-task"),
+    "pause --until": ("scheduler:pause", "--id", "acl-task", "--until", "2999-01-01T00:00:00Z"),
     "resume": ("scheduler:resume", "--id", "acl-task"),
     "run": ("scheduler:run", "--id", "acl-task"),
+    "skip": ("scheduler:skip", "--id", "acl-task"),
+    "backfill": ("scheduler:backfill", "--id", "acl-task", "--from", "{past}", "--to", "{now}"),
+    "backfills": ("scheduler:backfills",),
     "cleanup": ("scheduler:cleanup",),
     "delete": ("scheduler:delete", "--id", "doomed-{role}", "--confirm"),
     "planner --once": (),  # a subprocess, see _try_planner
@@ -245,10 +251,12 @@ VERB_ARGS: dict[str, tuple[str, ...]] = {
 EVERYONE = frozenset(READ_VERBS) | {"migrate"}
 ALLOWED_VERBS: dict[str, frozenset[str]] = {
     "viewer": EVERYONE | {"audit", "audit --verify"},
-    "operator": EVERYONE | {"audit", "audit --verify", "pause", "resume", "run"},
-    # The planner owns scheduling (it may move next_run_at, so pausing or running a task is within its
-    # reach anyway); it cannot read the audit trail, nor define, change or delete a task.
-    "planner": EVERYONE | {"pause", "resume", "run", "cleanup", "planner --once"},
+    "operator": EVERYONE
+    | {"audit", "audit --verify", "pause", "pause --until", "resume", "run", "skip", "backfill"},
+    # The planner owns scheduling (it may move next_run_at, so pausing, skipping or running a task is within
+    # its reach anyway); it cannot read the audit trail, nor define, change or delete a task, nor start a
+    # backfill (it only releases a backfill's executions).
+    "planner": EVERYONE | {"pause", "pause --until", "resume", "run", "skip", "cleanup", "planner --once"},
     "worker": EVERYONE,
     "admin": frozenset(VERB_ARGS),
 }
@@ -304,7 +312,13 @@ def test_every_verb_as_every_role_is_allowed_or_refused_as_the_role_says(access:
     )
     measured: dict[str, set[str]] = {}
     for index, role in enumerate(ROLES):
-        values = {"execution": str(run["id"]), "retries": str(index + 1)}
+        now = datetime.now(UTC).isoformat()  # a backfill up to now: its slots are in the past when it runs
+        values = {
+            "execution": str(run["id"]),
+            "retries": str(index + 1),
+            "past": "2020-01-01T00:00Z",
+            "now": now,
+        }
         outcomes = {verb: _try(access, role, verb, values) for verb in VERB_ARGS}
         measured[role] = {verb for verb, outcome in outcomes.items() if outcome == "allowed"}
     assert measured == ALLOWED_VERBS

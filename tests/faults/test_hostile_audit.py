@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,19 +32,28 @@ from scheduler.storage.mapping import audit_from_row, task_from_row
 from scheduler.storage.tables import audit, executions, tasks
 
 MUTATIONS = {
-    "create_task", "update_task", "delete_task", "pause", "resume", "run_task_now", "apply_tasks_file",
-    "rollback_task",
+    "create_task", "update_task", "delete_task", "pause", "resume", "run_task_now", "skip", "backfill",
+    "cancel_backfill", "apply_tasks_file", "rollback_task",
 }  # fmt: skip
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
-    "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "plan_tasks_file",
-    "export_tasks", "task_versions", "diff_task_versions", "task_sources",
+    "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "preview_backfill",
+    "get_backfill", "backfills", "plan_tasks_file", "export_tasks", "task_versions", "diff_task_versions",
+    "task_sources",
     "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
     "list_calendars", "get_calendar", "calendar_rule",
 }  # fmt: skip
+# Mutations that record executions (and one audit row) without changing a task's definition.
+RUN_ACTIONS = {
+    "run_task_now": "run",
+    "skip": "skip",
+    "backfill": "backfill",
+    "cancel_backfill": "cancel-backfill",
+}
 # Changes to calendars, not to tasks: each writes one audit row of its own action (task_id null).
 CALENDAR_MUTATIONS = {"create_calendar": "calendar_create", "delete_calendar": "calendar_delete"}
 CONSTRUCTORS = {"from_settings", "as_actor"}
+HOUR_ZERO = datetime(2026, 1, 1, tzinfo=UTC)
 ACTION_OF = {
     "create_task": "create",
     "update_task": "update",
@@ -139,10 +148,17 @@ def _definition(task: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in task.items() if key != "last_run_at"}
 
 
+def _recorded(method: str, result: Any) -> int:
+    """How many executions a call of ``method`` that returned ``result`` inserted."""
+    return {"run_task_now": 1, "skip": len(result) if isinstance(result, list) else 0}.get(
+        method, getattr(result, "created", 0) if method == "backfill" else 0
+    )
+
+
 def _check(engine: Engine, service: SchedulerService, method: str, call: Callable[[], Any]) -> int:
     """Run one service call; check its audit rows against the task table's change. Returns rows added."""
     before, last, runs = _tasks(engine), _last_audit_id(engine), _executions(engine)
-    call()
+    result = call()
     after, added = _tasks(engine), _audit_after(engine, last)
     changed = {
         task_id for task_id in before.keys() | after.keys() if before.get(task_id) != after.get(task_id)
@@ -151,13 +167,15 @@ def _check(engine: Engine, service: SchedulerService, method: str, call: Callabl
         assert not changed and not added and _executions(engine) == runs, f"{method} changed something"
         return 0
     if (
-        method == "run_task_now"
-    ):  # the definition does not change (last_run_at is bookkeeping); the run is recorded
+        method in RUN_ACTIONS
+    ):  # the definition does not change (last_run_at is bookkeeping); runs are recorded
         assert before.keys() == after.keys()
-        assert all(_definition(before[i]) == _definition(after[i]) for i in before), "run_task_now"
-        assert len(changed) <= 1 and len(added) == 1 and added[0].action == "run"
-        assert _executions(engine) == runs + 1
-        assert added[0].after is not None and "execution_id" in added[0].after
+        assert all(_definition(before[i]) == _definition(after[i]) for i in before), method
+        assert len(changed) <= 1 and len(added) == 1 and added[0].action == RUN_ACTIONS[method]
+        assert _executions(engine) == runs + _recorded(method, result)
+        if method == "run_task_now":
+            assert _recorded(method, result) == 1
+            assert added[0].after is not None and "execution_id" in added[0].after
         assert added[0].actor == service.actor
         return 1
     assert sorted(entry.task_id for entry in added if entry.task_id is not None) == sorted(changed), (
@@ -198,6 +216,15 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("resume", lambda: service.resume("a")),  # not paused: no-op
         ("run_task_now", lambda: service.run_task_now("a")),
         ("run_task_now", lambda: service.run_task_now("b2")),
+        ("run_task_now", lambda: service.run_task_now("b2", data={"token": "t", "x": 2})),
+        ("skip", lambda: service.skip("a", count=2, note="holiday")),
+        ("create_task", lambda: service.create_task(name="d", command="test:echo", schedule="0 * * * *")),
+        ("backfill", lambda: service.backfill("d", start=HOUR_ZERO, end=HOUR_ZERO + timedelta(hours=3))),
+        ("preview_backfill", lambda: service.preview_backfill("d", start=HOUR_ZERO, end=HOUR_ZERO)),
+        ("backfills", lambda: service.backfills(task="d")),
+        ("get_backfill", lambda: service.get_backfill(service.backfills(limit=1)[0].id)),
+        ("cancel_backfill", lambda: service.cancel_backfill(service.backfills(limit=1)[0].id)),
+        ("pause", lambda: service.pause("d", reason="freeze", until=HOUR_ZERO + timedelta(days=400_000))),
         ("delete_task", lambda: service.delete_task("c")),
         ("get_task", lambda: service.get_task("a")),
         ("list_tasks", lambda: service.list_tasks()),
@@ -242,9 +269,9 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
     ]
     assert {method for method, _ in steps} == MUTATIONS | READS
     rows = sum(_check(engine, service, method, call) for method, call in steps)
-    # creates, updates, pauses, resumes, runs, deletes; applies (2 creates, an update and a delete, a
-    # pause), a rollback
-    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 5 + 1
+    # creates, updates, pauses, resumes, runs, deletes; then a run with data, a skip, a create, a backfill,
+    # its cancel and a timed pause; applies (2 creates, an update and a delete, a pause), a rollback
+    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 5 + 1
 
 
 @pytest.mark.parametrize("reason", ["a zone tzdata no longer has", "text that no longer parses"])

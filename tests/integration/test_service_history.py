@@ -363,11 +363,17 @@ def test_two_quick_runs_are_two_executions_and_a_paused_task_can_run(service: Sc
     assert service.get_task(task.id).status == "paused"
 
 
-def test_run_now_rejects_per_run_data_and_stores_nothing(service: SchedulerService, engine: Engine) -> None:
+def test_run_now_rejects_bad_per_run_data_and_stores_nothing(
+    service: SchedulerService, engine: Engine
+) -> None:
+    # Issue 15 made per-run data valid (it used to be refused whatever it was); data that is not a JSON object
+    # or is over 64 KiB is still refused, with nothing stored.
     service.create_task(name="job", command="test:echo")
-    with pytest.raises(InvalidField):
-        service.run_task_now("job", data={"x": 1})
+    for bad in (["x"], "x", {"x": "y" * 70_000}, {1: "not a string key"}):
+        with pytest.raises(InvalidField, match="data"):
+            service.run_task_now("job", data=bad)  # type: ignore[arg-type]
     assert service.history() == []
+    assert service.run_task_now("job", data={"x": 1}).data == {"x": 1}
 
 
 def test_run_now_with_wait_returns_the_finished_execution(engine: Engine) -> None:

@@ -16,7 +16,7 @@ from cli.main import LONG_RUNNING, PREFIX, READ_ONLY, cli, verb_name
 from cli.verbs import VERBS, LazyCommands, import_verb
 
 VERB_MODULES = (
-    "cli.tasks", "cli.reports", "cli.calendars", "cli.admin", "cli.engine", "cli.operations",
+    "cli.tasks", "cli.backfills", "cli.reports", "cli.calendars", "cli.admin", "cli.engine", "cli.operations",
     "cli.task_files",
 )  # fmt: skip
 
