@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,9 @@ from cli.cells import Column
 from cli.context import get_loaded_settings, get_settings
 from cli.options import format_option
 from cli.render import print_json, print_note, print_table, render
+
+if TYPE_CHECKING:
+    from scheduler.settings import AlertChannel
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/@:?#]*:)(?P<password>[^/@?#]*)@")
 MASK = "***"
@@ -31,6 +34,8 @@ def _shown_setting(name: str, value: Any) -> Any:
     if name == "flower_basic_auth" and isinstance(value, str):
         user, _, _password = value.partition(":")
         return f"{user}:{MASK}"
+    if name == "alert_channels":
+        return {channel: _shown_channel(config) for channel, config in value.items()}
     if name == "web_users" and isinstance(value, str):  # name:role:hash -> name:role:***
         return ",".join(entry.rpartition(":")[0] + f":{MASK}" for entry in value.split(","))
     if name == "web_secret" and value:
@@ -38,6 +43,23 @@ def _shown_setting(name: str, value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def _shown_channel(config: AlertChannel) -> dict[str, Any]:
+    """A channel's settings as set; its URL without user info, a Slack URL without its path (its token).
+    Secrets themselves are never settings: only the names of the variables holding them are."""
+    fields = type(config).model_fields
+    shown = {
+        info.alias or name: getattr(config, name)
+        for name, info in fields.items()
+        if getattr(config, name) != info.default_value()
+    }
+    if config.url is not None:
+        scheme, _, rest = (mask_url(config.url) or "").partition("://")
+        shown["url"] = (
+            f"{scheme}://{rest.partition('/')[0]}/{MASK}" if config.type == "slack" else mask_url(config.url)
+        )
+    return shown
 
 
 @click.command("commands")

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 from cli.admin import ADMIN_COMMANDS
+from cli.alerts import ALERT_COMMANDS
 from cli.backfills import SCHEDULE_COMMANDS
 from cli.calendars import CALENDAR_COMMANDS
 from cli.context import PROG_NAME
@@ -26,7 +27,7 @@ from cli.operations import OPERATIONS_COMMANDS
 from cli.reports import REPORT_COMMANDS
 from cli.task_files import TASK_FILE_COMMANDS
 from cli.tasks import TASK_COMMANDS
-from scheduler.settings import CONFIG_FILE_ENV, ENV_PREFIX, Settings, env_name
+from scheduler.settings import CONFIG_FILE_ENV, ENV_PREFIX, JSON_FIELDS, Settings, env_name
 from scheduler.settings_model import FieldInfo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -45,6 +46,7 @@ SECTIONS: tuple[tuple[str, Sequence[click.Command]], ...] = (
     ("Installation", ADMIN_COMMANDS),
     ("Engine", ENGINE_COMMANDS),
     ("Operations", OPERATIONS_COMMANDS),
+    ("Alerts", ALERT_COMMANDS),
 )
 
 # Settings grouped as in scheduler/settings.py, for readers.
@@ -78,6 +80,22 @@ SETTING_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "web_users",
             "web_trusted_header",
             "web_secret",
+        ),
+    ),
+    (
+        "Alerts (docs/alerts.md)",
+        (
+            "alert_on_failure",
+            "alert_late",
+            "alert_missing",
+            "alert_long",
+            "alert_recovered",
+            "alert_repeat_interval",
+            "alert_check_interval",
+            "alert_delivery_attempts",
+            "alert_retry_delay",
+            "alert_no_leader_after",
+            "alert_channels",
         ),
     ),
     ("External commands", ("commands",)),
@@ -124,7 +142,7 @@ def _limits_text(info: FieldInfo) -> str:
 def _setting_row(name: str, info: FieldInfo) -> str:
     key = info.alias or name
     key = "`commands` (top level)" if name == "commands" else f"`config.{key}`"
-    env = f"`{env_name(name)}`" + (" (JSON)" if name == "commands" else "")
+    env = f"`{env_name(name)}`" + (" (JSON)" if name in JSON_FIELDS else "")
     limits = _limits_text(info)
     kind = _type_text(info.annotation) + (f" ({limits})" if limits else "")
     description = (info.description or "").replace("|", "\\|")

@@ -71,9 +71,14 @@ def _complete_checks(_ctx: click.Context, _param: click.Parameter, incomplete: s
     shell_complete=_complete_checks,
     help=f"Comma-separated subset of: {', '.join(CHECK_NAMES)} [default: all].",
 )
+@click.option(
+    "--alert",
+    is_flag=True,
+    help="Also alert (once, to every alert channel) when no planner has led for alertNoLeaderAfter.",
+)
 @format_option
 @click.pass_context
-def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> int:
+def health(ctx: click.Context, checks: tuple[str, ...], alert: bool, output_format: str) -> int:
     """Check the database, the broker, a leading planner and a worker; exit 0 if all answer, 1 if not.
 
     For container and Kubernetes probes: each check is bounded (a few seconds to connect, a 1 s worker
@@ -85,11 +90,18 @@ def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> i
     no worker consumes their queue, or none on it has their command (a worker started before the command was
     installed: restart it).
 
+    --alert: when no planner has held the lease for longer than alertNoLeaderAfter, open the 'no_leader'
+    incident and send it to the alert channels (once: later runs see it open); the next leading planner
+    resolves it. Run it from a timer or a CronJob on another host (docs/alerts.md).
+
     JSON: {ok, checks: [{name, ok, detail, warnings}]}.
     """
     from workers.health import run_checks
 
-    results = run_checks(get_settings(ctx), checks)
+    settings = get_settings(ctx)
+    results = run_checks(settings, checks)
+    if alert:
+        _alert_without_leader(settings)
     healthy = all(result.ok for result in results)
     if output_format == "json":
         print_json(
@@ -104,6 +116,21 @@ def health(ctx: click.Context, checks: tuple[str, ...], output_format: str) -> i
         return 0
     click.echo(f"error: unhealthy: {_failures(results)}", err=True)
     return 1
+
+
+def _alert_without_leader(settings: Settings) -> None:
+    from scheduler.alerting.no_leader import alert_no_leader
+    from workers import wiring
+
+    engine = wiring.open_database(settings)
+    try:
+        incident = alert_no_leader(
+            engine, settings, wiring.alert_senders(settings), events=wiring.event_bus(settings)
+        )
+    finally:
+        engine.dispose()
+    if incident is not None:
+        click.echo(f"warning: alert {incident.id} open: {incident.detail}", err=True)
 
 
 def _status(ok: bool) -> str:

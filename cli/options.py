@@ -32,6 +32,13 @@ CLEARABLE = {
     "only-in": "only_in",
 }
 MISFIRE_POLICIES = ("skip", "run_once", "run_all")
+# create/update --alert-* options -> the rule they set (docs/alerts.md); --clear NAME restores its default.
+ALERT_RULES = {
+    "alert-on-failure": "on_failure",
+    "alert-late": "late_ms",
+    "alert-missing": "missing_ms",
+    "alert-long": "long_ms",
+}
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -247,6 +254,39 @@ def task_definition_options(*, creating: bool) -> Callable[[F], F]:
         click.option("--start", metavar="T", help="Not before this ISO-8601 time (no offset: UTC)."),
         click.option("--end", metavar="T", help="Not after this ISO-8601 time (no offset: UTC)."),
         click.option("--max-runs", type=int, metavar="N", help="Complete the task after N runs."),
+        click.option(
+            "--alert-on-failure",
+            type=int,
+            metavar="N",
+            help="Alert after N consecutive failed executions; 0: never."
+            + settings_default("SCHEDULER_ALERT_ON_FAILURE"),
+        ),
+        click.option(
+            "--alert-late",
+            type=int,
+            metavar="MS",
+            help="Alert when an execution has not started MS after its slot; 0: off."
+            + settings_default("SCHEDULER_ALERT_LATE"),
+        ),
+        click.option(
+            "--alert-missing",
+            type=int,
+            metavar="MS",
+            help="Alert when no run succeeded within MS after a slot was due (dead-man's switch); 0: off."
+            + settings_default("SCHEDULER_ALERT_MISSING"),
+        ),
+        click.option(
+            "--alert-long",
+            type=int,
+            metavar="MS",
+            help="Alert when an execution runs longer than MS; 0: off."
+            + settings_default("SCHEDULER_ALERT_LONG"),
+        ),
+        click.option(
+            "--alert-recovered/--no-alert-recovered",
+            default=None,
+            help="Notify when an alert's condition is over." + settings_default("SCHEDULER_ALERT_RECOVERED"),
+        ),
     ]
     if creating:
         options.append(
@@ -256,7 +296,7 @@ def task_definition_options(*, creating: bool) -> Callable[[F], F]:
         options.append(
             click.option(
                 "--clear",
-                type=click.Choice(tuple(CLEARABLE)),
+                type=click.Choice((*CLEARABLE, *ALERT_RULES)),
                 multiple=True,
                 help="Unset an optional field (repeatable), e.g. --clear end.",
             )
@@ -303,9 +343,14 @@ def task_fields(options: dict[str, Any]) -> dict[str, Any]:
         fields["end_at"] = parse_time(options["end"], "end")
     if options.get("once"):
         fields["once"] = True
+    alerts = {rule: options[name.replace("-", "_")] for name, rule in ALERT_RULES.items()}
+    alerts["recovered"] = options.get("alert_recovered")
+    alerts = {rule: value for rule, value in alerts.items() if value is not None}
     for name in options.get("clear") or ():
-        field = CLEARABLE[name]
-        if field in fields:
+        target, field = (alerts, ALERT_RULES[name]) if name in ALERT_RULES else (fields, CLEARABLE[name])
+        if field in target:
             raise InvalidField(field, f"both set and cleared (--{name} and --clear {name})")
-        fields[field] = None
+        target[field] = None
+    if alerts:
+        fields["alerts"] = alerts
     return fields

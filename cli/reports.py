@@ -189,8 +189,9 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
     """Show the next fire times of tasks.
 
     Soonest first. A task's jitter is applied: "at" is when the slot really runs. A slot a calendar leaves
-    out is listed with the reason (it will be recorded skipped, reason "excluded"). JSON: an array of
-    {task_id, task_name, at, slot, schedule, excluded}.
+    out is listed with the reason (it will be recorded skipped, reason "excluded"); so is a slot skipped ahead
+    with scheduler:skip, with who skipped it and the note. JSON: an array of
+    {task_id, task_name, at, slot, schedule, excluded, skipped}.
     """
     after = None if start is None else parse_time(start, "from")
     runs = get_service(ctx).next_runs(task=None if ref is None else task_ref(ref), count=count, after=after)
@@ -200,6 +201,7 @@ def next_runs(ctx: click.Context, count: int, ref: str | None, start: str | None
         Column("task_name", "task"),
         Column("schedule", drop_order=2),
         Column("excluded", get=lambda run: run.excluded or "", max_width=50, flow="text"),
+        Column("skipped", get=lambda run: run.skipped or "", max_width=50, flow="text"),
     )
     render(runs, columns, output_format, empty="no upcoming runs")
 

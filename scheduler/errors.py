@@ -191,3 +191,12 @@ class PermissionDenied(SchedulerError, PermissionError):
     """The database refused this operation for the connected role."""
 
     exit_code = 77
+
+
+class DeliveryFailed(Unavailable):
+    """An alert channel did not take a message (the reason never contains a secret)."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        self.channel = channel
+        self.reason = reason
+        super().__init__(f"alert channel {channel!r}: {reason}")

@@ -281,7 +281,8 @@ class TaskStats(_JsonRecord):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NextRun(_JsonRecord):
     """A coming fire time: ``at`` is when it runs (its ``slot`` plus the task's jitter), ``schedule`` the
-    text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped)."""
+    text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped),
+    ``skipped`` who skipped it ahead of time and why (``scheduler:skip``)."""
 
     task_id: int
     task_name: str
@@ -289,6 +290,7 @@ class NextRun(_JsonRecord):
     slot: datetime | None = None
     schedule: str | None = None
     excluded: str | None = None
+    skipped: str | None = None
 
 
 # ------------------------------------------------------------------------------- between the layers
@@ -452,3 +454,88 @@ class TickReport:
     uncertain: int = 0
     resumed: int = 0  # tasks whose timed pause ended
     released: int = 0  # backfill executions released to the relay
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+
+ALERT_CONDITIONS: tuple[str, ...] = ("failure", "late", "missing", "long", "no_leader")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRules(_JsonRecord):
+    """A task's effective alert rules (docs/alerts.md); None or 0 means the rule is off."""
+
+    on_failure: int
+    late_ms: int | None
+    missing_ms: int | None
+    long_ms: int | None
+    recovered: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFacts:
+    """What the alert rules of one task are evaluated on, read in one statement by the leading planner.
+
+    ``stored_rules``: the task's own rule columns (None: the setting's default); ``due_slot``: the oldest slot
+    not yet followed by a success (its next_run_at when due and not planned yet); ``oldest_unstarted``: the
+    slot of its oldest pending or queued scheduled execution; ``running_since``: when its longest running
+    execution started.
+    """
+
+    task_id: int
+    task_name: str
+    watched: bool  # active, or paused by the scheduler itself: a missing run counts
+    consecutive_failures: int
+    stored_rules: dict[str, Any]
+    due_slot: datetime | None
+    oldest_unstarted: datetime | None
+    running_since: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Incident(_JsonRecord):
+    """One alert incident: a condition of a task (or of the scheduler) from its start to its end."""
+
+    id: int
+    task_id: int | None
+    task_name: str
+    condition: str
+    detail: str
+    silenced: bool
+    opened_at: datetime
+    notified_at: datetime | None
+    resolved_at: datetime | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertDelivery(_JsonRecord):
+    """One message to one channel in the delivery outbox (``pending``, ``sent`` or ``failed``)."""
+
+    id: int
+    incident_id: int | None
+    channel: str
+    kind: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Silence(_JsonRecord):
+    """Incidents of ``task_id`` between ``starts_at`` and ``ends_at`` are recorded but not sent."""
+
+    id: int
+    task_id: int
+    task_name: str
+    starts_at: datetime
+    ends_at: datetime
+    note: str | None
+    actor: str

@@ -38,6 +38,8 @@ from scheduler.planning.publisher import Publisher
 from scheduler.records import (
     BACKFILL_STATUSES,
     FINISHED_STATUSES,
+    AlertDelivery,
+    AlertRules,
     AuditEntry,
     AuditRecord,
     AuditVerdict,
@@ -46,9 +48,11 @@ from scheduler.records import (
     Calendar,
     Dispatch,
     Execution,
+    Incident,
     ListedTask,
     LogLine,
     NextRun,
+    Silence,
     Task,
     TaskStats,
     iso_utc,
@@ -56,6 +60,7 @@ from scheduler.records import (
 from scheduler.redaction import public_task, redact
 from scheduler.rules import backfills as backfill_rules
 from scheduler.rules import timing
+from scheduler.rules.alerts import check_rules, effective_rules
 from scheduler.rules.backfills import pause_until
 from scheduler.rules.calendars import (
     CalendarRule,
@@ -88,6 +93,7 @@ from scheduler.rules.versions import (
     versions_of,
 )
 from scheduler.settings import Settings, load_settings
+from scheduler.storage import alerts as alerts_sql
 from scheduler.storage import audit as audit_sql
 from scheduler.storage import audit_chain, manual_runs, task_sets
 from scheduler.storage import backfills as backfill_sql
@@ -106,6 +112,7 @@ logger = logging.getLogger(__name__)
 
 WAIT_POLL_S = 0.1
 MANUAL_SLOT_ATTEMPTS = 5
+MAX_SILENCE = timedelta(days=366)
 
 
 def _os_user() -> str:
@@ -400,14 +407,19 @@ class SchedulerService:
                     candidates += tasks_sql.tasks_due_by(connection, after)
             names = [n for t in candidates for n in [*(t.exclude or ()), *(t.only_in or ())]]
             stored = calendars_sql.calendar_days(connection, names)
-        runs = [
-            run
-            for item in candidates
-            for run in _next_runs(
-                item, count, after, task_calendar_rule(item.timezone, item.exclude, item.only_in, stored)
-            )
-        ]
-        return sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
+            runs = [
+                run
+                for item in candidates
+                for run in _next_runs(
+                    item, count, after, task_calendar_rule(item.timezone, item.exclude, item.only_in, stored)
+                )
+            ]
+            runs = sorted(runs, key=lambda run: (run.at, run.task_id))[:count]
+            if not runs:
+                return runs
+            since = min(run.slot or run.at for run in runs)
+            skips = backfill_sql.user_skips(connection, sorted({run.task_id for run in runs}), since)
+        return [replace(run, skipped=skips.get((run.task_id, run.slot or run.at))) for run in runs]
 
     def get_task_stats(self, task: TaskRef | None = None) -> TaskStats:
         """Statistics of one task's executions or of all (see :mod:`scheduler.storage.stats`)."""
@@ -537,10 +549,15 @@ class SchedulerService:
     # ----------------------------------------------------------------------------------------- mutations
 
     def create_task(self, spec: Mapping[str, Any] | None = None, /, **fields: Any) -> Task:
-        """Validate and store a new task (``spec`` and keywords merged, keywords win); emit task-created."""
+        """Validate and store a new task (``spec`` and keywords merged, keywords win); emit task-created.
+
+        ``alerts={rule: value}``: the task's own alert rules (``on_failure``, ``late_ms``, ``missing_ms``,
+        ``long_ms``, ``recovered``; docs/alerts.md); the settings' defaults apply to the others.
+        """
         if spec is not None and not isinstance(spec, Mapping):
             raise InvalidField("spec", f"must be a mapping of fields, not {type(spec).__name__}")
         merged = {**(spec or {}), **fields}
+        rules = check_rules(merged.pop("alerts")) if "alerts" in merged else {}
         raw_name = merged.get("name")
         with self._write(task_name=raw_name.strip() if isinstance(raw_name, str) else None) as connection:
             now = db_now(connection)
@@ -552,7 +569,9 @@ class SchedulerService:
             if task.jitter_ms:  # the offsets hash the task id, known only now
                 fire = timing.task_first_fire(task, now)
                 task = tasks_sql.update_task(connection, task.id, {"next_run_at": fire}, now=now)
-            self._audit(connection, [AuditRecord("create", task.id, task.name, None, public_task(task))], now)
+            alerts_sql.put_task_rules(connection, task.id, rules)
+            after = _with_rules(public_task(task), alerts_sql.task_rules(connection, task.id))
+            self._audit(connection, [AuditRecord("create", task.id, task.name, None, after)], now)
         self._emit(ev.TASK_CREATED, [task])
         return task
 
@@ -560,9 +579,11 @@ class SchedulerService:
         """Change fields of a task (not ``once``); a no-op change returns the task without audit or event.
 
         Changing schedule, timezone, start_at, end_at or max_runs recomputes the next run from now.
+        ``alerts={rule: value}`` changes the task's alert rules (docs/alerts.md; None: back to the default).
         """
+        rule_changes = check_rules(changes.pop("alerts")) if "alerts" in changes else {}
         new_name = changes.get("name")
-        return self._change(ref, lambda _connection, _task: changes, "update", new_name)
+        return self._change(ref, lambda _connection, _task: changes, "update", new_name, rule_changes)
 
     def _change(
         self,
@@ -570,20 +591,30 @@ class SchedulerService:
         changes_of: Callable[[Connection, Task], Mapping[str, Any]],
         action: str,
         new_name: object = None,
+        rule_changes: Mapping[str, Any] | None = None,
     ) -> Task:
-        """Validate and write what ``changes_of`` returns for the locked task; audit it as ``action``."""
+        """Validate and write what ``changes_of`` returns for the locked task (and ``rule_changes`` to its
+        alert rules); audit it as ``action``."""
         with self._write(task_name=new_name.strip() if isinstance(new_name, str) else None) as connection:
             task = tasks_sql.get_task(connection, ref, lock=True)
             now = db_now(connection)
             changes = changes_of(connection, task)
             columns = validate_changes(task, changes, settings=self.settings, commands=self.commands, now=now)
-            if not columns:
+            rules_before = alerts_sql.task_rules(connection, task.id)
+            rules_after = {**rules_before, **(rule_changes or {})}
+            rules_after = {key: value for key, value in rules_after.items() if value is not None}
+            if not columns and rules_after == rules_before:
                 return task
             if "name" in columns and tasks_sql.name_taken(connection, columns["name"], except_id=task.id):
                 raise NameTaken(columns["name"])
             self._require_calendars(connection, columns)
-            updated = tasks_sql.update_task(connection, task.id, columns, now=now)
-            record = AuditRecord(action, task.id, updated.name, public_task(task), public_task(updated))
+            updated = tasks_sql.update_task(connection, task.id, columns, now=now) if columns else task
+            if rules_after != rules_before:
+                alerts_sql.put_task_rules(connection, task.id, rules_after)
+            before = _with_rules(public_task(task), rules_before)
+            record = AuditRecord(
+                action, task.id, updated.name, before, _with_rules(public_task(updated), rules_after)
+            )
             self._audit(connection, [record], now)
         self._emit(ev.TASK_UPDATED, [updated])
         return updated
@@ -973,6 +1004,78 @@ class SchedulerService:
             if deadline is not None and time.monotonic() >= deadline:
                 return execution
             time.sleep(WAIT_POLL_S)
+
+    # -------------------------------------------------------------------------------------------- alerts
+
+    def alert_rules(self, ref: TaskRef) -> AlertRules:
+        """The task's effective alert rules: its own where set, else the settings' defaults."""
+        with self._read() as connection:
+            task = tasks_sql.get_task(connection, ref)
+            return effective_rules(alerts_sql.task_rules(connection, task.id), self.settings)
+
+    def alerts(self, *, task: TaskRef | None = None, limit: int = 50) -> list[Incident]:
+        """Open incidents, then the most recent closed ones, at most ``limit`` (of one task if given)."""
+        limit = check_limit(limit)
+        with self._read() as connection:
+            task_id = None if task is None else tasks_sql.get_task(connection, task).id
+            return alerts_sql.recent_incidents(connection, limit=limit, task_id=task_id)
+
+    def unsent_alerts(self, *, limit: int = 50) -> list[AlertDelivery]:
+        """Alert deliveries that failed at least once: still retried (``pending``) or given up."""
+        limit = check_limit(limit)
+        with self._read() as connection:
+            return alerts_sql.unsent_deliveries(connection, limit=limit)
+
+    def silence(
+        self,
+        ref: TaskRef,
+        *,
+        duration: timedelta | None = None,
+        until: datetime | None = None,
+        note: str | None = None,
+    ) -> Silence:
+        """Silence the task's alerts for ``duration`` or until ``until`` (one of them): its incidents are
+        still recorded, not sent. Audited (action ``silence``). Expires by itself."""
+        if (duration is None) == (until is None):
+            raise InvalidField("silence", "give either a duration (--for) or an end time (--until)")
+        if duration is not None and not timedelta(0) < duration <= MAX_SILENCE:
+            raise InvalidField("for", f"must be longer than zero and at most {MAX_SILENCE.days} days")
+        until = validate_instant("until", until)
+        text = check_reason(note)
+        with self._write() as connection:
+            task = tasks_sql.get_task(connection, ref)
+            now = db_now(connection)
+            ends_at = now + duration if duration is not None else until
+            assert ends_at is not None
+            if not now < ends_at <= now + MAX_SILENCE:
+                raise InvalidField(
+                    "until", f"must be in the future and at most {MAX_SILENCE.days} days ahead"
+                )
+            silence = alerts_sql.insert_silence(
+                connection,
+                task_id=task.id,
+                task_name=task.name,
+                starts_at=now,
+                ends_at=ends_at,
+                note=text,
+                actor=self.actor,
+            )
+            after = {"silence_id": silence.id, "until": silence.to_json()["ends_at"], "note": text}
+            self._audit(connection, [AuditRecord("silence", task.id, task.name, None, after)], now)
+        return silence
+
+    def silences(self, *, include_expired: bool = False, limit: int = 100) -> list[Silence]:
+        """Silences ending last first; only those in force unless ``include_expired``."""
+        limit = check_limit(limit)
+        with self._read() as connection:
+            return alerts_sql.list_silences(
+                connection, now=db_now(connection), include_expired=include_expired, limit=limit
+            )
+
+
+def _with_rules(task_json: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
+    """A task's audited JSON, with its own alert rules when it has any."""
+    return {**task_json, "alerts": rules} if rules else task_json
 
 
 def _conflicting_name(error: BaseException | None) -> str:

@@ -30,6 +30,7 @@ DEFAULT_CONFIG_FILE = Path("module.yaml")
 # the test suite. Any other SCHEDULER_* variable is a typo, warned about by every process (see load_settings).
 OTHER_ENV = frozenset({CONFIG_FILE_ENV, "SCHEDULER_DEBUG", "SCHEDULER_TABLES"})
 TEST_ENV_PREFIX = "SCHEDULER_TEST_"
+JSON_FIELDS = frozenset({"commands", "alert_channels"})  # settings whose SCHEDULER_* variable is JSON
 
 # Database URL schemes: backend -> the drivers installed for it ("" = the backend's default driver; a bare
 # postgresql:// means psycopg2, see scheduler.storage.db.make_engine).
@@ -37,7 +38,46 @@ DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg2", "
 DATABASE_ALIASES = {"postgres": "postgresql"}  # libpq's and Heroku's spelling; SQLAlchemy has no such name
 
 OverlapPolicy = Literal["allow", "forbid", "replace"]
+ChannelType = Literal["webhook", "slack", "email"]
 MisfirePolicy = Literal["skip", "run_once", "run_all"]
+
+
+class AlertChannel(SettingsModel):
+    """Where alerts are sent (docs/alerts.md). Secrets are never values here: ``secretEnv``, ``urlEnv``,
+    ``passwordEnv`` name the environment variables that hold them, read when a message is sent."""
+
+    type: ChannelType = Field(description="webhook (signed JSON POST), slack (incoming webhook) or email.")
+    url: str | None = Field(None, description="webhook/slack: the URL (or urlEnv).")
+    url_env: str | None = Field(
+        None, description="webhook/slack: variable holding the URL (a Slack URL is a secret)."
+    )
+    secret_env: str | None = Field(None, description="webhook: variable holding the HMAC-SHA256 key.")
+    timeout: int = Field(
+        3000, ge=100, le=120_000, description="One attempt's timeout (ms); keep it under 0.4 x leaseTtl."
+    )
+    smtp_host: str = Field("localhost", description="email: SMTP server.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="email: SMTP port.")
+    starttls: bool = Field(False, description="email: STARTTLS before logging in.")
+    username_env: str | None = Field(None, description="email: variable holding the SMTP user name.")
+    password_env: str | None = Field(None, description="email: variable holding the SMTP password.")
+    sender: str = Field("scheduler@localhost", description="email: From address.")
+    to: list[str] = Field(default_factory=list, description="email: recipients.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("a channel url must start with http:// or https://")
+        return value
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        if self.type in ("webhook", "slack") and not (self.url or self.url_env):
+            raise SettingsValidationError((), f"Value error, a {self.type} channel needs url or urlEnv")
+        if self.type == "email" and not self.to:
+            raise SettingsValidationError(
+                (), "Value error, an email channel needs 'to' (a list of addresses)"
+            )
 
 
 class Settings(SettingsModel):
@@ -122,6 +162,37 @@ class Settings(SettingsModel):
     web_secret: str | None = Field(
         None,
         description="Web console key for CSRF tokens (set the same on every replica); unset: per process.",
+    )
+
+    # Alerts (docs/alerts.md): per-task rules default to these; 0 or unset turns a rule off.
+    alert_on_failure: int = Field(
+        1, ge=0, description="Alert after this many consecutive failed executions (0: never)."
+    )
+    alert_late: int | None = Field(
+        None, ge=1, description="Alert when an execution has not started this long after its slot (ms)."
+    )
+    alert_missing: int | None = Field(
+        None, ge=1, description="Alert when no run succeeded within this long after a due slot (ms)."
+    )
+    alert_long: int | None = Field(None, ge=1, description="Alert when an execution runs longer than (ms).")
+    alert_recovered: bool = Field(True, description="Notify when an alert's condition is over.")
+    alert_repeat_interval: int = Field(
+        14_400_000, ge=0, description="Notify an open incident again after (ms); 0: never."
+    )
+    alert_check_interval: int = Field(
+        5000, ge=100, description="How often the leading planner evaluates alert rules (ms)."
+    )
+    alert_delivery_attempts: int = Field(
+        10, ge=1, le=1000, description="Attempts per alert and channel before it is marked failed."
+    )
+    alert_retry_delay: int = Field(
+        1000, ge=10, description="Delay before a failed alert is sent again (ms); doubles, at most 5 min."
+    )
+    alert_no_leader_after: int = Field(
+        60_000, ge=1000, description="scheduler:health alerts when no planner has led for this long (ms)."
+    )
+    alert_channels: dict[str, AlertChannel] = Field(
+        default_factory=dict, description="Alert channels by name (JSON in SCHEDULER_ALERT_CHANNELS)."
     )
 
     # External commands: name -> argv list with {placeholders} filled from the task's data.
@@ -271,11 +342,11 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: Path | None
     env_values: dict[str, Any] = {
         name: env[env_name(name)] for name in Settings.model_fields if env_name(name) in env
     }
-    if "commands" in env_values:
+    for name in JSON_FIELDS & env_values.keys():
         try:
-            env_values["commands"] = json.loads(env_values["commands"])
+            env_values[name] = json.loads(env_values[name])
         except json.JSONDecodeError as error:
-            raise ConfigError(f"invalid setting {env_name('commands')}: not JSON ({error.msg})") from None
+            raise ConfigError(f"invalid setting {env_name(name)}: not JSON ({error.msg})") from None
     try:
         settings = Settings.model_validate({**file_values, **env_values})
     except SettingsValidationError as error:

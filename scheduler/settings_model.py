@@ -159,7 +159,20 @@ def _coerce_path(value: Any, loc: tuple[str | int, ...]) -> Path:
     raise SettingsValidationError(loc, "Input is not a valid path for <class 'pathlib.Path'>")
 
 
+def _coerce_bool(value: Any, loc: tuple[str | int, ...]) -> bool:
+    """Pydantic's lax booleans: True/False, 1/0, and their usual words (an environment variable's text)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if text in ("0", "false", "no", "off", "n", "f"):
+        return False
+    raise SettingsValidationError(loc, "Input should be a valid boolean")
+
+
 _SCALARS: dict[Any, Callable[[Any, tuple[str | int, ...]], Any]] = {
+    bool: _coerce_bool,
     int: _coerce_int,
     float: _coerce_float,
     str: _coerce_str,
@@ -191,6 +204,15 @@ def coerce(annotation: Any, value: Any, loc: tuple[str | int, ...]) -> Any:
         for key, item in value.items():
             result[coerce(key_type, key, (*loc, key, "[key]"))] = coerce(value_type, item, (*loc, key))
         return result
+    if isinstance(annotation, type) and issubclass(annotation, SettingsModel):  # a nested model
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise SettingsValidationError(loc, "Input should be a valid dictionary")
+        try:
+            return annotation(**value)
+        except SettingsValidationError as error:
+            raise SettingsValidationError((*loc, *error.loc), error.msg) from None
     if origin is list:
         if not isinstance(value, list | tuple):
             raise SettingsValidationError(loc, "Input should be a valid list")

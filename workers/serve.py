@@ -36,7 +36,7 @@ from scheduler.settings import Settings
 from scheduler.storage.tasks import task_queues
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
-from workers.wiring import event_bus, open_database, open_service
+from workers.wiring import alert_senders, event_bus, open_database, open_service
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,9 @@ def serve(
         consumed = sorted({settings.default_queue, *task_queues(connection), *queues})
 
     app = create_app(settings)
-    planner = Planner(engine, settings, CeleryPublisher(app), events=event_bus(settings))
+    planner = Planner(
+        engine, settings, CeleryPublisher(app), events=event_bus(settings), senders=alert_senders(settings)
+    )
     enable_planner_metrics(settings)  # served with the worker's on SCHEDULER_METRICS_PORT (workers.metrics)
     stop = threading.Event()
     planner_thread = threading.Thread(target=planner.run_forever, args=(stop,), name="planner", daemon=True)

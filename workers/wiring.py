@@ -22,12 +22,21 @@ from workers.runtime_commands import deferred_worker_runtime
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from scheduler.alerting.port import Sender
     from scheduler.planning.planner import Planner
     from scheduler.planning.publisher import Publisher
     from scheduler.service import SchedulerService
     from workers.publisher import CeleryPublisher
 
-__all__ = ["celery_publisher", "commands", "event_bus", "open_database", "open_service", "planner"]
+__all__ = [
+    "alert_senders",
+    "celery_publisher",
+    "commands",
+    "event_bus",
+    "open_database",
+    "open_service",
+    "planner",
+]
 
 
 def commands(settings: Settings) -> CommandRegistry:
@@ -75,7 +84,21 @@ def open_service(
 
 
 def planner(settings: Settings, engine: Engine) -> Planner:
-    """The planner loop on ``engine``, publishing through Celery and emitting on :func:`event_bus`."""
+    """The planner loop on ``engine``, publishing through Celery, emitting on :func:`event_bus` and sending
+    alerts through :func:`alert_senders`."""
     from scheduler.planning.planner import Planner
 
-    return Planner(engine, settings, celery_publisher(settings, check=False), events=event_bus(settings))
+    return Planner(
+        engine,
+        settings,
+        celery_publisher(settings, check=False),
+        events=event_bus(settings),
+        senders=alert_senders(settings),
+    )
+
+
+def alert_senders(settings: Settings) -> dict[str, Sender]:
+    """The senders of the alert channels of ``settings`` (stdlib HTTP and SMTP: workers.alert_channels)."""
+    from workers.alert_channels import alert_senders as senders
+
+    return senders(settings)

@@ -57,7 +57,8 @@ DECLARE
 BEGIN
     FOREACH table_name IN ARRAY ARRAY[
         'scheduled_tasks', 'task_executions', 'task_logs', 'task_audit', 'scheduler_leases', 'alembic_version',
-        'task_backfills', 'scheduler_calendars'
+        'task_backfills', 'scheduler_calendars', 'task_alert_rules', 'alert_incidents', 'alert_deliveries',
+        'alert_silences'
     ] LOOP
         IF (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = to_regclass(table_name))
                 IS DISTINCT FROM 'scheduler_admin' THEN
@@ -91,10 +92,11 @@ $owner$;
 -- Start from nothing (REVOKE ALL on a table also drops its column-level grants), then grant what each role
 -- needs. PUBLIC is included so nobody outside these roles keeps a stray privilege.
 REVOKE ALL ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, alembic_version,
-    task_backfills, scheduler_calendars
+    task_backfills, scheduler_calendars, task_alert_rules, alert_incidents, alert_deliveries, alert_silences
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON SEQUENCE scheduled_tasks_id_seq, task_executions_id_seq, task_logs_id_seq, task_audit_id_seq,
-    task_backfills_id_seq, scheduler_calendars_id_seq
+    task_backfills_id_seq, scheduler_calendars_id_seq, alert_incidents_id_seq, alert_deliveries_id_seq,
+    alert_silences_id_seq
     FROM PUBLIC, scheduler_operator, scheduler_viewer, scheduler_planner, scheduler_worker;
 REVOKE ALL ON FUNCTION scheduler_audit_field(text), scheduler_audit_row_hash(text, task_audit),
     scheduler_audit_stamp(), scheduler_audit_chain(), scheduler_audit_append_only(),
@@ -113,6 +115,7 @@ GRANT SELECT ON alembic_version
 -- scheduler_viewer: dashboards and the CLI's read verbs (list, history, stats, logs); writes nothing.
 GRANT SELECT ON scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases, task_backfills,
     scheduler_calendars TO scheduler_viewer;
+GRANT SELECT ON task_alert_rules, alert_incidents, alert_deliveries, alert_silences TO scheduler_viewer;
 
 -- scheduler_operator: on-call. Reads everything; pauses and resumes tasks; runs one now; audits both.
 -- Defining, changing or deleting tasks (command, schedule, data) stays with scheduler_admin, so the UPDATE is
@@ -130,6 +133,11 @@ GRANT INSERT ON task_executions, task_audit TO scheduler_operator;
 GRANT USAGE ON SEQUENCE task_executions_id_seq, task_audit_id_seq TO scheduler_operator;
 -- A manual run is published straight away and then marked queued; nothing else about an execution.
 GRANT UPDATE (status, enqueued_at) ON task_executions TO scheduler_operator;
+-- Alerts (docs/alerts.md): reads incidents and deliveries (the alerts verb); silences a task (audited). A
+-- task's alert rules are part of its definition: changing them stays with scheduler_admin.
+GRANT SELECT ON task_alert_rules, alert_incidents, alert_deliveries, alert_silences TO scheduler_operator;
+GRANT INSERT ON alert_silences TO scheduler_operator;
+GRANT USAGE ON SEQUENCE alert_silences_id_seq TO scheduler_operator;
 
 -- scheduler_planner: selects due tasks (FOR UPDATE SKIP LOCKED needs UPDATE on a column), advances them
 -- (next_run_at, run_count, last_run_at, status: a task past its end completes), counts the failure of an
@@ -143,7 +151,7 @@ GRANT UPDATE (next_run_at, run_count, last_run_at, status, status_reason, consec
     paused_until) ON scheduled_tasks TO scheduler_planner;
 -- Releasing backfills' executions and marking finished backfills (scheduler.planning.timed).
 GRANT SELECT, UPDATE (status, finished_at) ON task_backfills TO scheduler_planner;
--- Exclusion calendars (migration 0006): the planner reads the days of the calendars its due tasks name.
+-- Exclusion calendars (migration 0003): the planner reads the days of the calendars its due tasks name.
 -- Creating and deleting calendars, like defining tasks, stays with scheduler_admin.
 GRANT SELECT ON scheduler_calendars TO scheduler_planner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_executions TO scheduler_planner;
@@ -158,6 +166,11 @@ GRANT USAGE ON SEQUENCE task_audit_id_seq TO scheduler_planner;
 -- database clock (at least one day) and leaves a checkpoint row naming this login. Revoke it to keep audit
 -- rows for ever whatever the planners are configured with.
 GRANT EXECUTE ON FUNCTION scheduler_prune_audit(integer, integer, text) TO scheduler_planner;
+-- Alerts: the leader reads the rules and silences, opens and resolves incidents and works the delivery
+-- outbox. It deletes none of them.
+GRANT SELECT ON task_alert_rules, alert_silences TO scheduler_planner;
+GRANT SELECT, INSERT, UPDATE ON alert_incidents, alert_deliveries TO scheduler_planner;
+GRANT USAGE ON SEQUENCE alert_incidents_id_seq, alert_deliveries_id_seq TO scheduler_planner;
 
 -- scheduler_worker: claims and finishes executions and appends their logs. It writes no task row itself: a
 -- final outcome changes its task (failure streak, auto-pause, a once task's end) only through

@@ -1,7 +1,8 @@
 """The spec's events, in process through blinker.
 
 Handlers get one argument: a JSON-able payload dict (``{"task": {...}}`` for task events;
-``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``). The bus hands them a
+``{"type": "executed"|"completed"|"failed", "execution": {...}}`` for ``task-event``; ``{"incident": {...}}``
+for ``alert-opened`` and ``alert-resolved``). The bus hands them a
 copy of the emitted payload with the values of secret-looking keys redacted
 (:func:`scheduler.redaction.redact`).
 """
@@ -21,7 +22,18 @@ TASK_DELETED: Final = "task-deleted"
 TASK_PAUSED: Final = "task-paused"
 TASK_RESUMED: Final = "task-resumed"
 TASK_EVENT: Final = "task-event"
-EVENT_NAMES: Final = (TASK_CREATED, TASK_UPDATED, TASK_DELETED, TASK_PAUSED, TASK_RESUMED, TASK_EVENT)
+ALERT_OPENED: Final = "alert-opened"
+ALERT_RESOLVED: Final = "alert-resolved"
+EVENT_NAMES: Final = (
+    TASK_CREATED,
+    TASK_UPDATED,
+    TASK_DELETED,
+    TASK_PAUSED,
+    TASK_RESUMED,
+    TASK_EVENT,
+    ALERT_OPENED,
+    ALERT_RESOLVED,
+)
 
 Handler = Callable[[dict[str, Any]], None]
 

@@ -108,6 +108,18 @@ class PlannerMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.alert_deliveries = counter(
+            "scheduler_alert_deliveries_total",
+            "Alert delivery attempts by channel and outcome: sent, retry (failed, tried again), failed "
+            "(given up after alertDeliveryAttempts; listed by scheduler:alerts).",
+            ["channel", "outcome"],
+        )
+        self.alert_incidents = Gauge(
+            "scheduler_alert_incidents_open",
+            "Open alert incidents (silenced ones included); set by the leader when it evaluates the rules.",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
         self.executions = Gauge(
             "scheduler_executions",
             "Executions per active status (pending, queued, running, retrying); set by the leader only.",
@@ -306,3 +318,23 @@ def observe_queued(engine: Engine, dispatches: Sequence[Dispatch]) -> None:
             histogram.labels(trigger).observe(max((enqueued - scheduled).total_seconds(), 0.0))
     except Exception as error:  # metrics never fail a relay
         logger.debug("metrics: recording the dispatch lag failed: %s", error)
+
+
+def observe_delivery(channel: str, outcome: str) -> None:
+    """Count one alert delivery attempt (``sent``, ``retry`` or ``failed``); a no-op while metrics are off."""
+    if not _state.enabled:
+        return
+    try:
+        _metrics().alert_deliveries.labels(channel=channel, outcome=outcome).inc()
+    except Exception as error:  # metrics never fail a tick
+        logger.debug("metrics: recording an alert delivery failed: %s", error)
+
+
+def observe_open_incidents(count: int) -> None:
+    """Set the open incidents gauge; a no-op while metrics are off."""
+    if not _state.enabled:
+        return
+    try:
+        _metrics().alert_incidents.set(count)
+    except Exception as error:  # metrics never fail a tick
+        logger.debug("metrics: recording open incidents failed: %s", error)

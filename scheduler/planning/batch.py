@@ -25,6 +25,7 @@ from scheduler.rules.policies import PlannedSlot, TaskPlan, plan_task
 from scheduler.rules.schedules import Schedule
 from scheduler.rules.timing import task_schedule
 from scheduler.storage import tasks as tasks_sql
+from scheduler.storage.alerts import PARKED_PREFIX
 from scheduler.storage.audit import insert_audit
 from scheduler.storage.calendars import calendar_days
 from scheduler.storage.dispatch import active_executions, advance_tasks, insert_executions
@@ -160,7 +161,7 @@ def plan_tasks(
         except (SchedulerError, ValueError) as error:
             # Stored text that no longer parses (say a zone dropped from tzdata): park the task, loudly.
             logger.error("task %s (%s): bad schedule, pausing it: %s", task.id, task.name, error)
-            reason = f"schedule does not parse: {error}"
+            reason = f"{PARKED_PREFIX}{error}"
             changes = {"status": "paused", "status_reason": reason, "next_run_at": None}
             paused = tasks_sql.update_task(connection, task.id, changes, now=now)
             parked.append(AuditRecord("pause", task.id, task.name, public_task(task), public_task(paused)))

@@ -14,7 +14,9 @@ One :meth:`Planner.tick` (docs/architecture.md: the life of one execution):
    (:mod:`scheduler.planning.recovery`): republish unclaimed ids the broker no longer holds, reap executions
    of dead workers;
 4. the relay again when no batch relayed (pending rows of manual runs, of the sweep's requeues);
-5. every ``cleanup_interval``, :func:`scheduler.planning.cleanup.run_cleanup`.
+5. every ``cleanup_interval``, :func:`scheduler.planning.cleanup.run_cleanup`;
+6. every ``alert_check_interval``, the alert rules (:mod:`scheduler.alerting.evaluator`) and the alert
+   delivery outbox (:mod:`scheduler.alerting.outbox`); an alert failure is logged and never stops planning.
 
 Due-ness uses the database clock; the only host clock read is the monotonic one, for the lease and budgets.
 """
@@ -25,13 +27,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from scheduler.alerting.evaluator import AlertEvaluator
+from scheduler.alerting.outbox import AlertOutbox
+from scheduler.alerting.port import Sender
 from scheduler.errors import SchedulerError
 from scheduler.observability.events import EventBus
 from scheduler.observability.metrics import observe_failed_tick, observe_tick
@@ -61,7 +66,9 @@ class Planner:
 
     ``require_lease=False`` plans without leadership (tests of invariant 2: the unique slot constraint alone
     keeps concurrent planners correct); ``lease_name`` partitions leadership; ``time_budget_s`` bounds a
-    tick's batch loop (default: half the lease's trusted span).
+    tick's batch loop (default: half the lease's trusted span); ``senders``: the alert channels' senders
+    (channel name -> :class:`~scheduler.alerting.port.Sender`; without them alerts are evaluated and queued,
+    and stay pending until a planner that has them sends them).
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class Planner:
         require_lease: bool = True,
         lease_name: str = PLANNER_LEASE,
         time_budget_s: float | None = None,
+        senders: Mapping[str, Sender] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -94,6 +102,17 @@ class Planner:
         self.relay = Relay(
             engine, settings, publisher, may_publish=self._may_dispatch, idle_timeout_ms=idle_ms
         )
+        self.alerts = AlertEvaluator(
+            engine,
+            settings,
+            fence=self.lease.fence if require_lease else None,
+            events=events,
+            idle_timeout_ms=idle_ms,
+        )
+        self.outbox = AlertOutbox(
+            engine, settings, senders or {}, may_send=self._still_leader, idle_timeout_ms=idle_ms
+        )
+        self._next_alert_check: float | None = None
         self._schedules = ScheduleCache()
         # Often enough that stale heartbeats (3 intervals) and unclaimed messages are found in time.
         self.sweep_interval_s = min(
@@ -153,6 +172,7 @@ class Planner:
             if not relayed or swept.requeued:  # pending rows the batches' relays did not see
                 report = self._relay(report)
             report = replace(report, cleaned=self._maybe_cleanup())
+            self._maybe_alert()
         uncertain = self.relay.uncertain - uncertain_before
         return replace(
             report,
@@ -279,6 +299,18 @@ class Planner:
         result = cleanup_step(self.engine, self.settings, time_budget_s=self.time_budget_s / 2)
         self._next_cleanup = now + (self.settings.cleanup_interval / 1000 if result.done else 0.0)
         return result.deleted
+
+    def _maybe_alert(self) -> None:
+        """Alert rules and deliveries every ``alert_check_interval``; a failure is logged, not raised."""
+        now = time.monotonic()
+        if self._next_alert_check is not None and now < self._next_alert_check:
+            return
+        self._next_alert_check = now + self.settings.alert_check_interval / 1000
+        try:
+            if self.alerts.evaluate() is not None and self._still_leader():
+                self.outbox.deliver(time_budget_s=self.time_budget_s / 2)
+        except Exception as error:  # alerts must never stop the planning of the tasks they watch
+            logger.error("planner: alert evaluation failed (%s); trying again next check", _one_line(error))
 
     # ------------------------------------------------------------------------------------------ the loop
 

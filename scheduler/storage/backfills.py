@@ -262,6 +262,18 @@ def future_slots(connection: Connection, task_id: int, since: datetime) -> set[d
     return {_utc(at) for (at,) in connection.execute(query)}
 
 
+def user_skips(
+    connection: Connection, task_ids: Sequence[int], since: datetime
+) -> dict[tuple[int, datetime], str]:
+    """(task id, slot) -> who skipped it and why, for the slots at or after ``since`` a user skipped ahead."""
+    query = select(executions.c.task_id, executions.c.scheduled_for, executions.c.error).where(
+        executions.c.task_id.in_(task_ids),
+        executions.c.reason == "skipped_by_user",
+        executions.c.scheduled_for >= since,
+    )
+    return {(task_id, _utc(at)): error or "skipped" for task_id, at, error in connection.execute(query)}
+
+
 def _utc(value: datetime) -> datetime:
     result = as_utc(value)
     assert result is not None

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; a new migration updates it (a test compares it with alembic's).
-HEAD_REVISION = "0005_run_data_backfill"
+HEAD_REVISION = "0006_alerts"
 VERSION_TABLE = "alembic_version"  # alembic's default, which migrations/env.py keeps
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -110,7 +111,7 @@ tasks = Table(
     Column("source", String(200), nullable=False, server_default="cli"),
     Column("key", String(200)),
     Index("uq_scheduled_tasks_source_key", "source", "key", unique=True),
-    # Revision 0006: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
+    # Revision 0003: several schedules (every text; NULL with one), jitter, calendars by name (JSON lists).
     Column("schedules", Json),
     Column("jitter_ms", BigInteger),
     Column("exclude", Json),
@@ -218,7 +219,7 @@ audit = Table(
     Column("row_hash", String(64), nullable=False),
 )
 
-# A named set of days (dates, ranges, weekdays) that tasks exclude or run only in (revision 0006).
+# A named set of days (dates, ranges, weekdays) that tasks exclude or run only in (revision 0003).
 calendars = Table(
     "scheduler_calendars",
     metadata,
@@ -238,4 +239,67 @@ leases = Table(
     Column("term", BigInteger, nullable=False),
     Column("expires_at", Timestamp, nullable=False),
     Column("renewed_at", Timestamp, nullable=False),
+)
+
+# Alerts (docs/alerts.md). Per-task rules: a NULL column takes the setting's default, 0 (false) turns it off.
+alert_rules = Table(
+    "task_alert_rules",
+    metadata,
+    Column("task_id", ForeignKey("scheduled_tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("on_failure", Integer),
+    Column("late_ms", BigInteger),
+    Column("missing_ms", BigInteger),
+    Column("long_ms", BigInteger),
+    Column("recovered", Boolean),
+)
+
+# One incident per task and condition while it lasts: ``open_key`` is ``<task id>:<condition>`` while open
+# and NULL once resolved, so the unique constraint allows one open incident per pair, any number of closed.
+# ``task_id`` is no foreign key: an incident outlives its task. ``silenced``: recorded, not sent.
+incidents = Table(
+    "alert_incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", BigInteger),
+    Column("task_name", String(200), nullable=False),
+    Column("condition", String(32), nullable=False),
+    Column("open_key", String(64), unique=True),
+    Column("detail", Text, nullable=False),
+    Column("silenced", Boolean, nullable=False, default=False),
+    Column("opened_at", Timestamp, nullable=False),
+    Column("notified_at", Timestamp),
+    Column("resolved_at", Timestamp),
+    Index("ix_alert_incidents_opened_at", "opened_at"),
+)
+
+# The delivery outbox: one row per message and channel, sent by the leading planner and retried with backoff
+# until ``sent`` or, after the configured attempts, ``failed`` (kept and shown, never dropped).
+deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("incident_id", ForeignKey("alert_incidents.id", ondelete="CASCADE"), index=True),
+    Column("channel", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Timestamp, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Timestamp, nullable=False),
+    Column("sent_at", Timestamp),
+    Index("ix_alert_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# A silence: incidents of the task between starts_at and ends_at are recorded but not sent.
+silences = Table(
+    "alert_silences",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("task_id", BigInteger, nullable=False, index=True),
+    Column("task_name", String(200), nullable=False),
+    Column("starts_at", Timestamp, nullable=False),
+    Column("ends_at", Timestamp, nullable=False),
+    Column("note", Text),
+    Column("actor", String(200), nullable=False),
 )

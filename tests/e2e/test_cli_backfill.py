@@ -140,6 +140,17 @@ def test_a_timed_pause_and_skips_show_in_list_and_history(cli: Cli) -> None:
     )  # the slot stays in the schedule; the planner skips it
 
 
+def test_next_marks_the_slots_a_user_skipped_with_who_and_why(cli: Cli) -> None:
+    skipped = cli.json("scheduler:skip", "--id", "ny", "--count", "2", "--note", "holiday", real=True)
+    upcoming = cli.json("scheduler:next", "--task", "ny", "--count", "3")
+    table = cli.run("scheduler:next", "--task", "ny", "--count", "3")
+
+    assert [run["slot"] for run in upcoming[:2]] == [s["scheduled_for"] for s in skipped]
+    assert [run["skipped"] for run in upcoming] == [skipped[0]["error"], skipped[1]["error"], None]
+    assert skipped[0]["error"].endswith(": holiday"), skipped[0]
+    assert table.stdout.count("holiday") == 2, table.describe()
+
+
 @pytest.mark.timeout(180)
 def test_serve_runs_a_backfill_and_a_run_with_its_own_data(tmp_path: Path) -> None:
     def ok(*args: str) -> Any:

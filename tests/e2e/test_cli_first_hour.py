@@ -17,6 +17,7 @@ from test_cli_reports import record_execution
 from test_cli_runner import Cli, assert_one_line_error
 
 from scheduler.storage.schema import head_revision
+from tests.support.alert_receivers import http_receiver
 from tests.support.services import PG_ADMIN_URL, create_pg_database, drop_pg_database, require
 
 ACCEPTED_INTERVALS = "'30s', '5m', '1h30m', '1d', '1w'"
@@ -241,6 +242,8 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
         ("scheduler:audit",), ("scheduler:next",), ("scheduler:validate", "--schedule", "5m"),
         ("scheduler:commands",), ("scheduler:config",), ("scheduler:migrate",),
         ("scheduler:health", "--check", "database"), ("scheduler:cleanup",), ("scheduler:planner", "--once"),
+        ("scheduler:alerts",), ("scheduler:silence", "--id", "data", "--for", "1h"), ("scheduler:silences",),
+        ("scheduler:alert-test", "--channel", "hook"),
         ("scheduler:run", "--id", "data"), ("scheduler:skip", "--id", "data"),
         ("scheduler:backfill", "--id", "data", "--from", "2026-01-01T00:00Z", "--to", "2026-01-02T00:00Z",
          "--dry-run"),
@@ -252,7 +255,9 @@ def test_every_verb_that_prints_data_prints_json(cli: Cli, sqlite_url: str) -> N
     ]  # fmt: skip
     covered = {args[0].removeprefix("scheduler:") for args in invocations} | {"create"}
     assert covered | verbs_without_format() == set(verbs())
-    for args in invocations:
-        result = cli.invoke(*args, "--format", "json")
-        assert result.code == 0, result.describe()
-        json.loads(result.stdout)
+    with http_receiver() as hook:
+        cli.own_env["SCHEDULER_ALERT_CHANNELS"] = json.dumps({"hook": {"type": "webhook", "url": hook.url}})
+        for args in invocations:
+            result = cli.invoke(*args, "--format", "json")
+            assert result.code == 0, result.describe()
+            json.loads(result.stdout)

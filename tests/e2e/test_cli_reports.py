@@ -95,6 +95,7 @@ def test_next_lists_the_soonest_fire_times_of_active_tasks(cli: Cli) -> None:
             "slot": f"2030-05-0{day}T06:00:00Z",  # no jitter: the slot itself
             "schedule": "0 6 * * *",
             "excluded": None,
+            "skipped": None,
         }
         for day in (1, 2, 3)
     ]

@@ -115,7 +115,7 @@ def test_plan_apply_idempotent_and_the_exit_codes(cli: Cli) -> None:
     assert "bad.yaml:10: task 'backup': invalid schedule '0 25 * * *'" in bad.stderr
 
 
-# The fields of several schedules, jitter and calendars (revision 0006), on one more task.
+# The fields of several schedules, jitter and calendars (revision 0003), on one more task.
 COMBINED_TASK = """\
   - name: combined
     command: test:echo

@@ -33,13 +33,13 @@ from scheduler.storage.tables import audit, executions, tasks
 
 MUTATIONS = {
     "create_task", "update_task", "delete_task", "pause", "resume", "run_task_now", "skip", "backfill",
-    "cancel_backfill", "apply_tasks_file", "rollback_task",
+    "cancel_backfill", "apply_tasks_file", "rollback_task", "silence",
 }  # fmt: skip
 READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "preview_backfill",
     "get_backfill", "backfills", "plan_tasks_file", "export_tasks", "task_versions", "diff_task_versions",
-    "task_sources",
+    "alert_rules", "alerts", "unsent_alerts", "silences", "task_sources",
     "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
     "list_calendars", "get_calendar", "calendar_rule",
 }  # fmt: skip
@@ -178,6 +178,11 @@ def _check(engine: Engine, service: SchedulerService, method: str, call: Callabl
             assert added[0].after is not None and "execution_id" in added[0].after
         assert added[0].actor == service.actor
         return 1
+    if method == "silence":  # the task does not change; the silence is recorded and audited
+        assert before == after and len(added) == 1 and added[0].action == "silence"
+        assert added[0].after is not None and "silence_id" in added[0].after
+        assert added[0].actor == service.actor
+        return 1
     assert sorted(entry.task_id for entry in added if entry.task_id is not None) == sorted(changed), (
         f"{method}: tasks changed {sorted(changed)}, audited {[e.task_id for e in added]}"
     )
@@ -239,6 +244,11 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("get_execution", lambda: service.get_execution(service.history(limit=1)[0].id)),
         ("logs", lambda: service.logs(service.history(limit=1)[0].id)),
         ("on", lambda: service.on("task-created", lambda payload: None)),
+        ("silence", lambda: service.silence("a", duration=timedelta(hours=1), note="drill")),
+        ("alert_rules", lambda: service.alert_rules("a")),
+        ("alerts", lambda: service.alerts()),
+        ("unsent_alerts", lambda: service.unsent_alerts()),
+        ("silences", lambda: service.silences()),
         ("apply_tasks_file", lambda: service.apply_tasks_file(FILE_TWO.replace(b"1h", b"3h"), path="f")),
         (
             "apply_tasks_file",
@@ -270,8 +280,9 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
     assert {method for method, _ in steps} == MUTATIONS | READS
     rows = sum(_check(engine, service, method, call) for method, call in steps)
     # creates, updates, pauses, resumes, runs, deletes; then a run with data, a skip, a create, a backfill,
-    # its cancel and a timed pause; applies (2 creates, an update and a delete, a pause), a rollback
-    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 5 + 1
+    # its cancel and a timed pause; applies (2 creates, an update and a delete, a pause), a rollback;
+    # a silence
+    assert rows == 3 + 2 + 1 + 2 + 1 + 2 + 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 5 + 1 + 1
 
 
 @pytest.mark.parametrize("reason", ["a zone tzdata no longer has", "text that no longer parses"])

@@ -17,7 +17,7 @@ from cli.verbs import VERBS, LazyCommands, import_verb
 
 VERB_MODULES = (
     "cli.tasks", "cli.backfills", "cli.reports", "cli.calendars", "cli.admin", "cli.engine", "cli.operations",
-    "cli.task_files",
+    "cli.task_files", "cli.alerts",
 )  # fmt: skip
 
 

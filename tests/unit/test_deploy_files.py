@@ -25,7 +25,7 @@ K8S = DEPLOY / "k8s"
 SYSTEMD = DEPLOY / "systemd"
 
 # What a deploy file may run (`systemprompt scheduler:<verb>`): a renamed verb fails here, not in production.
-DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve", "web"}
+DEPLOY_VERBS = {"migrate", "planner", "worker", "flower", "health", "serve", "web", "alerts"}
 # SCHEDULER_TASK_TIMEOUT's default (1 h): a worker's stop timeout must exceed it (acks_late redelivers).
 LONGEST_TASK_S = 3600
 # Preceded by a word character, "/", "." or "-" it is an image tag or URL user ("systemprompt-scheduler:0.1").
@@ -379,6 +379,10 @@ TABLES = (
     "task_audit",
     "scheduler_leases",
     "alembic_version",
+    "task_alert_rules",
+    "alert_incidents",
+    "alert_deliveries",
+    "alert_silences",
 )
 
 NEW_TASK = """
@@ -417,6 +421,15 @@ LEASE_UPSERT = """
     WHERE scheduler_leases.holder = excluded.holder OR scheduler_leases.expires_at < excluded.renewed_at
     RETURNING term
 """
+NEW_INCIDENT = """
+    INSERT INTO alert_incidents (task_id, task_name, condition, open_key, detail, silenced, opened_at)
+    VALUES (:task_id, 'roles-probe', 'failure', 'probe:failure', '1 failure', false, now())
+"""
+NEW_SILENCE = """
+    INSERT INTO alert_silences (task_id, task_name, starts_at, ends_at, note, actor)
+    VALUES (:task_id, 'roles-probe', now(), now() + interval '1 hour', 'probe', 'probe')
+"""
+READ_ALERTS = "SELECT * FROM alert_incidents, alert_deliveries, alert_silences, task_alert_rules"
 READ_VERSION = "SELECT version_num FROM alembic_version"
 REWRITE_AUDIT = "UPDATE task_audit SET actor = 'someone else'"
 DELETE_AUDIT = "DELETE FROM task_audit"
@@ -432,6 +445,9 @@ LOCK_TASK = "SELECT id FROM scheduled_tasks WHERE id = :task_id FOR UPDATE"
 PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     "scheduler_viewer": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, True),
+        "open an incident": (NEW_INCIDENT, False),
+        "silence a task": (NEW_SILENCE, False),
         "read tasks, executions, logs, audit, leases": (
             "SELECT * FROM scheduled_tasks, task_executions, task_logs, task_audit, scheduler_leases",
             True,
@@ -450,6 +466,13 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "scheduler_operator": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, True),
+        "silence a task": (NEW_SILENCE, True),
+        "open an incident": (NEW_INCIDENT, False),
+        "change a task's alert rules": (
+            "INSERT INTO task_alert_rules (task_id, on_failure) VALUES (:task_id, 0)",
+            False,
+        ),
         "read executions and logs": ("SELECT * FROM task_executions, task_logs", True),
         "lock a task to pause it": (LOCK_TASK, True),
         "pause a task": (
@@ -487,6 +510,11 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "scheduler_planner": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, True),
+        "open an incident": (NEW_INCIDENT, True),
+        "resolve an incident": ("UPDATE alert_incidents SET open_key = NULL, resolved_at = now()", True),
+        "delete incidents": ("DELETE FROM alert_incidents", False),
+        "silence a task": (NEW_SILENCE, False),
         "claim due tasks": (
             "SELECT * FROM scheduled_tasks WHERE status = 'active' AND next_run_at <= now()"
             " ORDER BY next_run_at LIMIT 1000 FOR UPDATE SKIP LOCKED",
@@ -528,6 +556,8 @@ PRIVILEGES: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "scheduler_worker": {
         "read the schema version": (READ_VERSION, True),
+        "read alerts": (READ_ALERTS, False),
+        "open an incident": (NEW_INCIDENT, False),
         "claim an execution": (
             "UPDATE task_executions SET status = 'running', started_at = now(), heartbeat_at = now(),"
             " worker = 'w1' FROM scheduled_tasks WHERE task_executions.id = :queued_id"
@@ -739,3 +769,43 @@ def test_the_planner_prunes_old_audit_rows_only_through_the_function_which_leave
         ("checkpoint", "probe", "scheduler_admin"),
     ]
     assert (verdict.intact, verdict.rows) == (True, 2)
+
+
+# --- Prometheus rules ---------------------------------------------------------------------------------------
+
+PROMETHEUS_RULES = DEPLOY / "prometheus" / "alerts.yaml"
+METRIC_SOURCES = (
+    DEPLOY.parent / "scheduler" / "observability" / "metrics.py",
+    DEPLOY.parent / "workers" / "metrics.py",
+)
+PROMQL_NAME = re.compile(r"\b(scheduler_[a-z_]+)\b")
+
+
+def _defined_metrics() -> set[str]:
+    """The metric names the planner and the worker register (the string passed to Counter/Gauge/...)."""
+    names: set[str] = set()
+    for path in METRIC_SOURCES:
+        names |= set(re.findall(r'"(scheduler_[a-z_]+)"', path.read_text()))
+    return names
+
+
+def test_prometheus_rules_use_only_metrics_we_serve_and_every_rule_says_what_and_how_bad() -> None:
+    document = yaml.safe_load(PROMETHEUS_RULES.read_text())
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    defined = _defined_metrics()
+    assert {"scheduler_planner_leader", "scheduler_alert_deliveries_total"} <= defined
+    used: set[str] = set()
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+        assert rule["annotations"]["summary"]
+        for name in PROMQL_NAME.findall(rule["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert base in defined, f"{rule['alert']}: {name} is not a metric we serve"
+            used.add(base)
+    assert {
+        "scheduler_planner_leader",
+        "scheduler_alert_deliveries_total",
+        "scheduler_worker_executions_total",
+    } <= used
+    assert len({rule["alert"] for rule in rules}) == len(rules)

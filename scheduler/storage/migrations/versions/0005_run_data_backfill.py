@@ -1,7 +1,7 @@
 """per-run data, backfills, timed pauses
 
 Revision ID: 0005_run_data_backfill
-Revises: 0003_tasks_as_code
+Revises: 0004_tasks_as_code
 Create Date: 2026-12-07
 
 ``task_executions`` gains ``data`` (per-run data, merged over the task's when it runs) and ``backfill_id``
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0005_run_data_backfill"
-down_revision = "0003_tasks_as_code"
+down_revision = "0004_tasks_as_code"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """tasks as code: a task's owner (source) and its stable key in a tasks file
 
-Revision ID: 0003_tasks_as_code
-Revises: 0006_calendars_schedules
+Revision ID: 0004_tasks_as_code
+Revises: 0003_calendars_schedules
 Create Date: 2026-12-07
 
 ``scheduled_tasks`` gains ``source`` (who created and owns the task: a tasks file's source name, ``cli`` or
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_tasks_as_code"
-down_revision = "0006_calendars_schedules"
+revision = "0004_tasks_as_code"
+down_revision = "0003_calendars_schedules"
 branch_labels = None
 depends_on = None
 

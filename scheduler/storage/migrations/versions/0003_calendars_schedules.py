@@ -1,6 +1,6 @@
 """exclusion calendars, several schedules per task, jitter
 
-Revision ID: 0006_calendars_schedules
+Revision ID: 0003_calendars_schedules
 Revises: 0002
 Create Date: 2026-12-07
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0006_calendars_schedules"
+revision = "0003_calendars_schedules"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

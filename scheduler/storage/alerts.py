@@ -1,0 +1,361 @@
+"""Alert statements: per-task rules, the facts the rules are evaluated on, incidents, the delivery outbox and
+silences (docs/alerts.md). Callers own the transactions; times are the database clock, passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
+
+from scheduler.records import AlertDelivery, Incident, Silence, TaskFacts, as_utc
+from scheduler.storage.mapping import record_from_row
+from scheduler.storage.tables import alert_rules, deliveries, executions, incidents, silences, tasks
+from scheduler.storage.task_outcomes import auto_pause_reason
+
+# A task the scheduler paused itself (a failure streak, a stored schedule that no longer parses) is still
+# watched: its missing runs count.
+AUTO_PAUSE_PREFIX = auto_pause_reason(0).partition("0")[0]
+PARKED_PREFIX = "schedule does not parse: "  # the planner's reason (scheduler.planning.batch)
+RULE_COLUMNS = ("on_failure", "late_ms", "missing_ms", "long_ms", "recovered")
+UNSTARTED = ("pending", "queued")
+
+# ------------------------------------------------------------------------------------------------ rules
+
+
+def task_rules(connection: Connection, task_id: int) -> dict[str, Any]:
+    """The task's own rule columns that are set (an empty dict: every rule from the settings)."""
+    row = connection.execute(select(alert_rules).where(alert_rules.c.task_id == task_id)).first()
+    if row is None:
+        return {}
+    return {name: row._mapping[name] for name in RULE_COLUMNS if row._mapping[name] is not None}
+
+
+def put_task_rules(connection: Connection, task_id: int, rules: dict[str, Any]) -> None:
+    """Store the task's own rules (absent keys unset: the settings' defaults apply)."""
+    values = {name: rules.get(name) for name in RULE_COLUMNS}
+    connection.execute(delete(alert_rules).where(alert_rules.c.task_id == task_id))
+    if any(value is not None for value in values.values()):
+        connection.execute(insert(alert_rules).values(task_id=task_id, **values))
+
+
+# ------------------------------------------------------------------------------------------------ facts
+
+
+def task_facts(connection: Connection, *, default_missing_ms: int | None) -> list[TaskFacts]:
+    """The facts of every task that is active, auto-paused, or has a failure streak, for
+    :func:`scheduler.rules.alerts.active_conditions`, in one statement.
+
+    Unstarted and running executions come from grouped scans of the active statuses (few rows, the index on
+    ``status``); the oldest slot not followed by a success from two correlated subqueries on the index
+    ``(task_id, scheduled_for)``, evaluated only for tasks whose ``missing`` rule is on
+    (``default_missing_ms``: the setting, for tasks that do not set their own).
+    """
+    e = executions.alias("e")
+    last_ok = (
+        select(func.max(e.c.scheduled_for))
+        .where(e.c.task_id == tasks.c.id, e.c.status == "completed", e.c.trigger == "schedule")
+        .scalar_subquery()
+    )
+    o = executions.alias("o")
+    first_open = (
+        select(func.min(o.c.scheduled_for))
+        .where(
+            o.c.task_id == tasks.c.id,
+            o.c.trigger == "schedule",
+            o.c.status != "completed",
+            or_(last_ok.is_(None), o.c.scheduled_for > last_ok),
+        )
+        .scalar_subquery()
+    )
+    missing_on = func.coalesce(alert_rules.c.missing_ms, default_missing_ms or 0) > 0
+    unstarted = (
+        select(executions.c.task_id, func.min(executions.c.scheduled_for).label("unstarted"))
+        .where(executions.c.status.in_(UNSTARTED), executions.c.trigger == "schedule")
+        .group_by(executions.c.task_id)
+        .subquery("unstarted")
+    )
+    running = (
+        select(executions.c.task_id, func.min(executions.c.started_at).label("running_since"))
+        .where(executions.c.status == "running")
+        .group_by(executions.c.task_id)
+        .subquery("running")
+    )
+    by_scheduler = or_(
+        tasks.c.status_reason.startswith(AUTO_PAUSE_PREFIX), tasks.c.status_reason.startswith(PARKED_PREFIX)
+    )
+    watched = or_(tasks.c.status == "active", and_(tasks.c.status == "paused", by_scheduler))
+    joined = (
+        tasks.outerjoin(alert_rules, alert_rules.c.task_id == tasks.c.id)
+        .outerjoin(unstarted, unstarted.c.task_id == tasks.c.id)
+        .outerjoin(running, running.c.task_id == tasks.c.id)
+    )
+    query = (
+        select(
+            tasks.c.id,
+            tasks.c.name,
+            tasks.c.status,
+            tasks.c.status_reason,
+            tasks.c.next_run_at,
+            tasks.c.consecutive_failures,
+            tasks.c.updated_at,
+            *(alert_rules.c[name] for name in RULE_COLUMNS),
+            case((missing_on, first_open), else_=None).label("first_open"),
+            missing_on.label("missing_on"),
+            unstarted.c.unstarted,
+            running.c.running_since,
+        )
+        .select_from(joined)
+        .where(or_(watched, tasks.c.consecutive_failures > 0))
+        .order_by(tasks.c.id)
+    )
+    facts = []
+    for row in connection.execute(query):
+        m = row._mapping
+        paused_by_scheduler = m["status"] == "paused" and (m["status_reason"] or "").startswith(
+            (AUTO_PAUSE_PREFIX, PARKED_PREFIX)
+        )
+        due = _time(m["first_open"])
+        next_run = _time(m["next_run_at"]) if m["status"] == "active" else None
+        if next_run is not None and (due is None or next_run < due):
+            due = next_run  # a slot the planner has not planned yet (no planner, or it is behind)
+        if paused_by_scheduler and due is None and m["missing_on"]:
+            due = _time(m["updated_at"])  # parked: no slot comes any more; it is due since it was paused
+        facts.append(
+            TaskFacts(
+                task_id=m["id"],
+                task_name=m["name"],
+                watched=m["status"] == "active" or paused_by_scheduler,
+                consecutive_failures=m["consecutive_failures"],
+                stored_rules={name: m[name] for name in RULE_COLUMNS if m[name] is not None},
+                due_slot=due,
+                oldest_unstarted=_time(m["unstarted"]),
+                running_since=_time(m["running_since"]),
+            )
+        )
+    return facts
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, str):  # SQLite hands back text for an aggregate of a datetime column
+        value = datetime.fromisoformat(value)
+    return as_utc(value) if isinstance(value, datetime) else None
+
+
+# ------------------------------------------------------------------------------------------------ incidents
+
+
+def open_incidents(connection: Connection) -> list[Incident]:
+    query = select(incidents).where(incidents.c.resolved_at.is_(None)).order_by(incidents.c.id)
+    return [record_from_row(Incident, row) for row in connection.execute(query)]
+
+
+def recent_incidents(connection: Connection, *, limit: int, task_id: int | None = None) -> list[Incident]:
+    """Open incidents first, then the most recently opened ones, at most ``limit`` in all."""
+    query = (
+        select(incidents).order_by(incidents.c.resolved_at.is_not(None), incidents.c.id.desc()).limit(limit)
+    )
+    if task_id is not None:
+        query = query.where(incidents.c.task_id == task_id)
+    return [record_from_row(Incident, row) for row in connection.execute(query)]
+
+
+def open_key(task_id: int | None, condition: str) -> str:
+    return f"{'scheduler' if task_id is None else task_id}:{condition}"
+
+
+def insert_incident(
+    connection: Connection,
+    *,
+    task_id: int | None,
+    task_name: str,
+    condition: str,
+    detail: str,
+    silenced: bool,
+    now: datetime,
+) -> Incident:
+    """Open an incident (the unique ``open_key`` refuses a second open one for the task and condition)."""
+    values = {
+        "task_id": task_id,
+        "task_name": task_name,
+        "condition": condition,
+        "open_key": open_key(task_id, condition),
+        "detail": detail,
+        "silenced": silenced,
+        "opened_at": now,
+        "notified_at": None if silenced else now,
+    }
+    row = connection.execute(insert(incidents).values(values).returning(*incidents.c)).one()
+    return record_from_row(Incident, row)
+
+
+def resolve_incident(connection: Connection, incident_id: int, *, now: datetime) -> Incident | None:
+    statement = (
+        update(incidents)
+        .where(incidents.c.id == incident_id, incidents.c.resolved_at.is_(None))
+        .values(resolved_at=now, open_key=None)
+        .returning(*incidents.c)
+    )
+    row = connection.execute(statement).first()
+    return None if row is None else record_from_row(Incident, row)
+
+
+def mark_notified(connection: Connection, incident_id: int, *, now: datetime) -> None:
+    connection.execute(update(incidents).where(incidents.c.id == incident_id).values(notified_at=now))
+
+
+# ------------------------------------------------------------------------------------------------ outbox
+
+
+def enqueue(
+    connection: Connection,
+    *,
+    incident_id: int | None,
+    channels: Iterable[str],
+    kind: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> int:
+    """One pending delivery of ``payload`` per channel; the number queued."""
+    rows = [
+        {
+            "incident_id": incident_id,
+            "channel": channel,
+            "kind": kind,
+            "payload": payload,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for channel in channels
+    ]
+    if rows:
+        connection.execute(insert(deliveries), rows)
+    return len(rows)
+
+
+def claim_due_deliveries(
+    connection: Connection, *, now: datetime, claim_until: datetime, limit: int
+) -> list[AlertDelivery]:
+    """Take up to ``limit`` pending deliveries due at ``now``, oldest first: each one's ``next_attempt_at``
+    moves to ``claim_until``, so a second sender (a ``scheduler:health --alert`` next to a planner, a leader
+    that overlaps its successor) does not take it too; a sender that dies leaves it due again then."""
+    query = (
+        select(deliveries.c.id)
+        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+    )
+    ids = list(connection.execute(query).scalars())
+    if not ids:
+        return []
+    claimed = connection.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(ids), deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now
+        )
+        .values(next_attempt_at=claim_until)
+        .returning(*deliveries.c)
+    )
+    rows = [record_from_row(AlertDelivery, row) for row in claimed]
+    return sorted(rows, key=lambda delivery: delivery.id)
+
+
+def release_delivery(connection: Connection, delivery_id: int, *, now: datetime) -> None:
+    """A claimed, unsent delivery is due again at ``now``."""
+    connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+        .values(next_attempt_at=now)
+    )
+
+
+def record_attempt(
+    connection: Connection,
+    delivery_id: int,
+    *,
+    now: datetime,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> None:
+    """One attempt's outcome: sent (``error`` None), pending again at ``next_attempt_at``, or failed for good
+    (``next_attempt_at`` None). Only a pending delivery changes: a second sender's late outcome is ignored."""
+    if error is None:
+        values: dict[str, Any] = {"status": "sent", "sent_at": now, "last_error": None}
+    elif next_attempt_at is None:
+        values = {"status": "failed", "last_error": error}
+    else:
+        values = {"last_error": error, "next_attempt_at": next_attempt_at}
+    connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+        .values(attempts=deliveries.c.attempts + 1, **values)
+    )
+
+
+def unsent_deliveries(connection: Connection, *, limit: int) -> list[AlertDelivery]:
+    """Deliveries not sent (pending after a failed attempt, or failed), newest first."""
+    query = (
+        select(deliveries)
+        .where(
+            or_(
+                deliveries.c.status == "failed",
+                and_(deliveries.c.status == "pending", deliveries.c.attempts > 0),
+            )
+        )
+        .order_by(deliveries.c.id.desc())
+        .limit(limit)
+    )
+    return [record_from_row(AlertDelivery, row) for row in connection.execute(query)]
+
+
+def deliveries_of(connection: Connection, incident_ids: Sequence[int]) -> list[AlertDelivery]:
+    query = select(deliveries).where(deliveries.c.incident_id.in_(incident_ids)).order_by(deliveries.c.id)
+    return [record_from_row(AlertDelivery, row) for row in connection.execute(query)]
+
+
+def delivery_counts(connection: Connection) -> dict[str, int]:
+    """Deliveries per status (for the metrics)."""
+    query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+    return {status: count for status, count in connection.execute(query).tuples()}
+
+
+# ------------------------------------------------------------------------------------------------ silences
+
+
+def insert_silence(
+    connection: Connection,
+    *,
+    task_id: int,
+    task_name: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    note: str | None,
+    actor: str,
+) -> Silence:
+    values = {
+        "task_id": task_id,
+        "task_name": task_name,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "note": note,
+        "actor": actor,
+    }
+    row = connection.execute(insert(silences).values(values).returning(*silences.c)).one()
+    return record_from_row(Silence, row)
+
+
+def silenced_task_ids(connection: Connection, *, now: datetime) -> set[int]:
+    query = select(silences.c.task_id).where(silences.c.starts_at <= now, silences.c.ends_at > now)
+    return set(connection.execute(query).scalars())
+
+
+def list_silences(
+    connection: Connection, *, now: datetime, include_expired: bool, limit: int
+) -> list[Silence]:
+    query = select(silences).order_by(silences.c.ends_at.desc(), silences.c.id.desc()).limit(limit)
+    if not include_expired:
+        query = query.where(silences.c.ends_at > now)
+    return [record_from_row(Silence, row) for row in connection.execute(query)]
