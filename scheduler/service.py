@@ -197,12 +197,14 @@ class SchedulerService:
             service.events = events
         return service
 
-    def as_actor(self, actor: str) -> SchedulerService:
+    def as_actor(self, actor: str, *, source: str | None = None) -> SchedulerService:
         """The same service (engine, registry, publisher, event bus) acting as ``actor`` (checked): what the
-        web console uses for each signed-in user, so their changes are audited under their name."""
+        web console uses for each signed-in user, so their changes are audited under their name. ``source``:
+        the owner of the tasks it creates (default: this service's)."""
         other = SchedulerService(
-            self.engine, self.settings, commands=self._commands, publisher=self.publisher, actor=actor
-        )
+            self.engine, self.settings, commands=self._commands, publisher=self.publisher, actor=actor,
+            source=self.source if source is None else source,
+        )  # fmt: skip
         other.events = self.events
         return other
 
@@ -277,7 +279,7 @@ class SchedulerService:
         with self._read() as connection:
             return console_sql.task_page(
                 connection,
-                console_sql.TaskFilter(status, where.queue, where.text),
+                replace(where, status=status),
                 sort=sort,
                 descending=descending,
                 after=after,
@@ -288,6 +290,11 @@ class SchedulerService:
         """The distinct queues of existing tasks, sorted."""
         with self._read() as connection:
             return tasks_sql.task_queues(connection)
+
+    def task_sources(self) -> list[str]:
+        """The distinct sources (owners) of existing tasks, sorted."""
+        with self._read() as connection:
+            return console_sql.task_sources(connection)
 
     def paused_by(self, task_ids: list[int]) -> dict[int, tuple[str, datetime]]:
         """task id -> (actor, when) of the latest pause of each of these tasks that was ever paused."""

@@ -1,5 +1,6 @@
-"""Run now, pause, resume, edit, delete and create: checked (role, CSRF), then done through the service acting
-as the signed-in user, so each is validated, audited under their name and emitted as an event."""
+"""Run now, pause, resume, edit, roll back, delete and create: checked (role, CSRF), then done through the
+service acting as the signed-in user, so each is validated, audited under their name and emitted as an
+event."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from scheduler.redaction import public_task
 from web.context import acting_service, allowed, console
 from web.views import execution_json
 
-ACTIONS = ("run", "pause", "resume", "update", "delete")
+ACTIONS = ("run", "pause", "resume", "update", "delete", "rollback")
 # What the console edits (the data is not among them: the pages show it redacted, so a form would write the
 # redaction back over the secrets); a task is created with its data as JSON text.
 EDIT_FIELDS = ("schedule", "timezone", "queue", "retries", "timeout_ms", "overlap_policy", "misfire_policy")
@@ -77,6 +78,13 @@ async def perform(request: Request, task_id: int, action: str) -> dict[str, Any]
             await run_in_threadpool(lambda: service.update_task(task_id, **changes)) if changes else before
         )
         return {"action": action, "task_id": task_id, "changed": after != before}
+    if action == "rollback":
+        to = fields.get("to", "").strip()
+        if not (to.isascii() and to.isdigit() and len(to) < 10):
+            raise InvalidField("to", "must be a version number")
+        before = await run_in_threadpool(service.get_task, task_id)
+        after = await run_in_threadpool(lambda: service.rollback_task(task_id, to=int(to)))
+        return {"action": action, "task_id": task_id, "to": int(to), "changed": after != before}
     if action == "run":
         execution = await run_in_threadpool(service.run_task_now, task_id)
         return {"action": action, "task_id": task_id, "execution": execution_json(execution)}

@@ -11,7 +11,15 @@ from web.actions import create, perform
 from web.context import allowed, console
 from web.queries import parse_int, parse_tasks_query
 from web.tail import log_events
-from web.views import HISTORY_ROWS, execution_json, execution_view, log_json, task_view, tasks_view
+from web.views import (
+    HISTORY_ROWS,
+    execution_json,
+    execution_view,
+    log_json,
+    task_view,
+    tasks_view,
+    versions_view,
+)
 
 
 def session(request: Request) -> Response:
@@ -38,6 +46,12 @@ def history(request: Request) -> Response:
     service = console(request).service
     task_id = service.get_task(request.path_params["task_id"]).id
     return JSONResponse([execution_json(e) for e in service.history(task=task_id, limit=limit)])
+
+
+def versions(request: Request) -> Response:
+    allowed(request, "read")
+    found = console(request).service.task_versions(request.path_params["task_id"])
+    return JSONResponse(versions_view(found))
 
 
 def execution(request: Request) -> Response:
@@ -77,6 +91,7 @@ ROUTES = [
     Route("/api/tasks", create_task, methods=["POST"]),
     Route("/api/tasks/{task_id:int}", task),
     Route("/api/tasks/{task_id:int}/history", history),
+    Route("/api/tasks/{task_id:int}/versions", versions),
     Route("/api/tasks/{task_id:int}/{action:str}", action, methods=["POST"]),
     Route("/api/executions/{execution_id:int}", execution),
     Route("/api/executions/{execution_id:int}/logs", logs),

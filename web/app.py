@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import Scope
 
 from scheduler.errors import ExecutionNotFound, InvalidInput, SchedulerError, TaskNotFound
 from scheduler.service import SchedulerService
@@ -59,6 +60,15 @@ async def bad_input(request: Request, error: Exception) -> Response:
 
 async def scheduler_error(request: Request, error: Exception) -> Response:
     return _error(request, 503, f"{type(error).__name__}: {error}")
+
+
+def server_error(scope: Scope) -> Response:
+    """The answer to an unexpected error (its traceback goes to the log only): the error page or JSON."""
+    message = "an unexpected error; the console logged it"
+    try:
+        return _error(Request(scope), 500, message)
+    except Exception:  # the error page itself failed
+        return JSONResponse({"error": message, "status": 500}, status_code=500)
 
 
 async def health(request: Request) -> Response:
@@ -112,7 +122,7 @@ def create_app(
             *api.ROUTES,
             *pages.ROUTES,
         ],
-        middleware=[Middleware(ResponseMiddleware, metrics=metrics_state)],
+        middleware=[Middleware(ResponseMiddleware, metrics=metrics_state, server_error=server_error)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_error,

@@ -20,9 +20,10 @@ from scheduler.errors import ConfigError
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 # What each action needs (the PostgreSQL roles' split: viewers read; operators run, pause and resume;
-# admins also create, edit and delete).
+# admins also create, edit, roll back and delete).
 NEEDS: dict[str, Role] = {"read": "viewer", "run": "operator", "pause": "operator", "resume": "operator",
-                          "create": "admin", "update": "admin", "delete": "admin"}  # fmt: skip
+                          "create": "admin", "update": "admin", "delete": "admin",
+                          "rollback": "admin"}  # fmt: skip
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MAX_PASSWORD_BYTES = 1024
 MAX_NAME = 100  # audited as web:<name>

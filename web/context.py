@@ -16,6 +16,7 @@ from web.live import Wakeups
 from web.security import CsrfTokens
 
 HERE = Path(__file__).parent
+WEB_SOURCE = "web"
 REALM = 'Basic realm="systemprompt scheduler", charset="UTF-8"'
 
 
@@ -53,6 +54,8 @@ def allowed(request: Request, action: str) -> User:
 
 def acting_service(request: Request, user: User) -> SchedulerService:
     """The service acting as ``user`` (their name in the audit trail); the anonymous local user acts as the
-    process's own actor."""
-    state = console(request)
-    return state.service if state.auth.anonymous is not None else state.service.as_actor(f"web:{user.name}")
+    process's own actor. Tasks it creates are owned by the source ``web`` (reserved: no tasks file can
+    claim or prune them)."""
+    service = console(request).service
+    actor = service.actor if console(request).auth.anonymous is not None else f"web:{user.name}"
+    return service.as_actor(actor, source=WEB_SOURCE)

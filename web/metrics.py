@@ -4,8 +4,10 @@ records them and adds the secure headers and a ``Server-Timing`` header to every
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.security import SECURE_HEADERS
@@ -38,11 +40,15 @@ class ConsoleMetrics:
 
 
 class ResponseMiddleware:
-    """Secure headers, ``Server-Timing: app;dur=<ms>`` (time to the response's headers) and the metrics."""
+    """Secure headers, ``Server-Timing: app;dur=<ms>`` (time to the response's headers) and the metrics, on
+    every response, an unexpected error's 500 (``server_error``'s answer) included."""
 
-    def __init__(self, app: ASGIApp, metrics: ConsoleMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ConsoleMetrics, server_error: Callable[[Scope], Response]
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.server_error = server_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,4 +71,18 @@ class ResponseMiddleware:
                 self.metrics.seconds.labels(endpoint).observe(elapsed)
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        started_response = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            # Starlette's own 500 is sent outside every middleware (without our headers): answer here, then
+            # re-raise so the server logs the traceback as before.
+            if not started_response:
+                await self.server_error(scope)(scope, receive, send_with_headers)
+            raise

@@ -37,6 +37,7 @@ def tasks_page(request: Request) -> Response:
         "statuses": TASK_STATUSES,
         "sort_keys": SORT_KEYS,
         "queues": service.task_queues(),
+        "sources": service.task_sources(),
     }
     return render(request, "tasks.html", {**view, **context})
 

@@ -34,7 +34,8 @@ class TasksQuery:
 
     def params(self, **override: str | None) -> dict[str, str]:
         """This query's parameters (without the cursor) with ``override`` applied: for links."""
-        out = {"status": self.where.status, "queue": self.where.queue, "q": self.where.text,
+        out = {"status": self.where.status, "queue": self.where.queue, "source": self.where.source,
+               "q": self.where.text,
                "sort": self.sort, "order": "desc" if self.descending else "asc"}  # fmt: skip
         out.update(override)
         return {key: value for key, value in out.items() if value}
@@ -60,7 +61,9 @@ def parse_tasks_query(params: Mapping[str, str]) -> TasksQuery:
     if order not in ("asc", "desc"):
         raise BadQuery("order must be asc or desc")
     limit = parse_int(params, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    where = TaskFilter(status=status, queue=_text(params, "queue"), text=_text(params, "q"))
+    where = TaskFilter(
+        status=status, queue=_text(params, "queue"), text=_text(params, "q"), source=_text(params, "source")
+    )
     cursor = _text(params, "after", MAX_CURSOR)
     after = None if cursor is None else decode_cursor(cursor, sort)
     return TasksQuery(where, sort, order == "desc", after, limit)

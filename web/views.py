@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from scheduler.records import Execution, LogLine, iso_utc
 from scheduler.redaction import public_task, redact
 from scheduler.rules import timing
+from scheduler.rules.versions import TaskVersion, diff_tasks
 from scheduler.service import SchedulerService
 from scheduler.storage.console import PageRow, sort_value
 from web.describe import schedule_in_words
@@ -21,6 +22,7 @@ TIMELINE_SLOTS = 30
 UPCOMING_SLOTS = 10
 HISTORY_ROWS = 50
 AUDIT_ROWS = 50
+VERSION_ROWS = 50
 
 
 def task_row(row: PageRow, paused: dict[int, tuple[str, Any]]) -> dict[str, Any]:
@@ -36,6 +38,7 @@ def task_row(row: PageRow, paused: dict[int, tuple[str, Any]]) -> dict[str, Any]
         "schedule_words": schedule_in_words(task.schedule_kind, task.schedule),
         "timezone": task.timezone,
         "queue": task.queue,
+        "source": task.source,
         "status": task.status,
         "status_reason": task.status_reason,
         "paused_by": who[0] if who else None,
@@ -97,7 +100,24 @@ def task_view(service: SchedulerService, ref: int, *, slots: int = TIMELINE_SLOT
         "stats": stats,
         "history": timeline[:HISTORY_ROWS],
         "audit": [entry.to_json() for entry in service.audit(task=task.id, limit=AUDIT_ROWS)],
+        "versions": versions_view(service.task_versions(task.id))[:VERSION_ROWS],
     }
+
+
+def versions_view(versions: list[TaskVersion]) -> list[dict[str, Any]]:
+    """The task's versions, newest first, each with its definition and the fields it changed from the version
+    before (none for version 1, the creation); secrets redacted (the audit keeps them so; redacted again
+    here, so a page can never show one)."""
+    out: list[dict[str, Any]] = []
+    previous: dict[str, Any] | None = None
+    for version in versions:
+        task = redact(version.task)
+        changes = [] if previous is None else [change.to_json() for change in diff_tasks(previous, task)]
+        out.append(version.to_json() | {"task": task, "changes": changes, "latest": False})
+        previous = task
+    if out:
+        out[-1]["latest"] = True
+    return list(reversed(out))
 
 
 def log_json(line: LogLine) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from scheduler.rules.fields import (
     QUEUE,
 )
 from scheduler.rules.taskfile import DEFAULT_FIELDS, FORMAT_VERSION, TASK_FIELDS, TOP_LEVEL
+from scheduler.rules.taskplan import RESERVED_SOURCES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "tasks-file.schema.json"
 CALENDARS: dict[str, Any] = {
@@ -101,7 +102,12 @@ def tasks_file_schema() -> dict[str, Any]:
     }
     top = {
         "version": {"const": FORMAT_VERSION},
-        "source": {"type": "string", "minLength": 1, "maxLength": 200, "not": {"enum": ["cli", "api"]}},
+        "source": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "not": {"enum": list(RESERVED_SOURCES)},
+        },
         "defaults": defaults,
         "tasks": {"type": "array", "items": {"$ref": "#/$defs/task"}},
     }

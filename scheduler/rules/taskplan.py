@@ -28,7 +28,8 @@ from scheduler.rules.versions import DEFINITION_FIELDS, FieldChange
 from scheduler.settings import Settings
 
 PRUNE_MODES = ("delete", "pause")
-RESERVED_SOURCES = ("cli", "api")
+# The owners of tasks made by hand: scheduler:create, the Python API, the web console (never a file's source).
+RESERVED_SOURCES = ("cli", "api", "web")
 _PLAIN_FIELDS = tuple(name for name in DEFINITION_FIELDS if name not in ("name", "command", "schedule"))
 
 
@@ -112,13 +113,14 @@ class TaskPlan:
 
 
 def check_source(value: object, field_name: str = "source") -> str:
-    """A file source name: 1-200 characters of text, not ``cli`` or ``api`` (tasks made by hand)."""
+    """A file source name: 1-200 characters of text, not ``cli``, ``api`` or ``web`` (tasks made by hand)."""
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > 200:
         raise InvalidField(field_name, "must be 1-200 characters of text")
     name = value.strip()
     if name in RESERVED_SOURCES:
         raise InvalidField(
-            field_name, f"{name!r} is reserved for tasks created by hand (cli) or the API (api)"
+            field_name,
+            f"{name!r} is reserved for tasks created by hand (cli), the API (api) or the web console (web)",
         )
     return name
 

@@ -27,11 +27,13 @@ SORT_KEYS = ("id", "name", "next_run_at", "updated_at", "queue", "status")
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """What the tasks page shows: ``text`` matches name or command (case-insensitive substring)."""
+    """What the tasks page shows: ``text`` matches name or command (case-insensitive substring); ``source``
+    is the owner that created the task (a tasks file's source name, ``cli``, ``api``, ``web``)."""
 
     status: str | None = None
     queue: str | None = None
     text: str | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ def task_page(
         query = query.where(tasks.c.status == where.status)
     if where.queue is not None:
         query = query.where(tasks.c.queue == where.queue)
+    if where.source is not None:
+        query = query.where(tasks.c.source == where.source)
     if where.text:
         pattern = "%" + where.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(
@@ -117,6 +121,11 @@ def _utc(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return None
+
+
+def task_sources(connection: Connection) -> list[str]:
+    """The distinct sources of existing tasks, sorted (the tasks page's source filter)."""
+    return sorted(str(source) for source in connection.execute(select(tasks.c.source).distinct()).scalars())
 
 
 def paused_by(connection: Connection, task_ids: Collection[int]) -> dict[int, tuple[str, datetime]]:

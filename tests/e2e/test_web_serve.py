@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,8 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
     failing = created(tmp_path, "--name", "nightly-<b>x</b>", "--command", "test:fail", "--retries", "0",
                       "--data", '{"message": "disk full", "token": "s3cret"}')  # fmt: skip
     napping = created(tmp_path, "--name", "nap", "--command", "test:sleep", "--data", '{"seconds": 5}')
+    updated = cli(tmp_path, "scheduler:update", "--id", str(failing), "--retries", "2")  # version 2
+    assert updated.returncode == 0, updated.stderr
     with serving(tmp_path, "--web", f"--web-port={port}", wait_ready=True) as process:
         console = ConsoleClient(f"http://127.0.0.1:{port}")
         wait_for(lambda: _answers(console), 30, "serve --web: the console did not answer", interval_s=0.2)
@@ -72,7 +75,15 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
         assert console.get(f"/executions/{failed_id}").status == 200
         assert console.post_form(f"/tasks/{napping}/run", {}).status == 403  # CSRF on SQLite too
         nap = console.post_json(f"/api/tasks/{napping}/run", {}, token=token).json()["execution"]["id"]
+        versions = console.get(f"/api/tasks/{failing}/versions", accept="application/json").json()
+        assert [v["version"] for v in versions] == [2, 1] and "s3cret" not in json.dumps(versions)
+        assert versions[0]["changes"] == [{"field": "retries", "before": 0, "after": 2}]
+        made = console.post_json("/api/tasks", {"name": "from-web", "command": "test:echo"}, token=token)
+        assert made.status == 201 and made.json()["task"]["source"] == "web"
+        by_source = console.get("/api/tasks?source=cli", accept="application/json").json()["tasks"]
+        assert {t["id"] for t in by_source} == {failing, napping}
         in_browser(console.base, failing, nap)
+        assert console.get(f"/api/tasks/{failing}", accept="application/json").json()["task"]["retries"] == 0
         lines = sse_lines(f"{console.base}/api/executions/{nap}/logs/stream", 60)
         assert [line["message"] for line in lines][:2] == ["sleeping 5 s", "slept 1 s of 5 s"]
         assert console.post_form(f"/tasks/{napping}/pause", {"csrf_token": token, "note": "n"}).status == 303
@@ -104,6 +115,26 @@ def in_browser(base: str, failing: int, nap: int) -> None:
         slot = browser.find_element(By.CSS_SELECTOR, "#timeline li.s-failed")
         assert "RuntimeError: disk full" in slot.get_attribute("title")
         assert browser.find_element(By.ID, "task-name").text == "nightly-<b>x</b>"
+        changes = browser.find_element(By.CSS_SELECTOR, '#versions tr[data-version="2"] td.changes').text
+        assert changes == "retries: 0 → 2"
+        browser.find_element(By.ID, "rollback-1").click()  # the local admin rolls back (CSRF from the page)
+        wait_for(
+            lambda: _cell(browser, '#versions tr[data-version="3"] td.changes') == "retries: 2 → 0",
+            10,
+            "the rollback did not show as version 3",
+            interval_s=0.1,
+        )
+
+
+def _cell(browser: Any, css: str) -> str:
+    """The text at ``css``; "" while the page is being replaced."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    except WebDriverException:
+        return ""
 
 
 def _answers(console: ConsoleClient) -> bool:

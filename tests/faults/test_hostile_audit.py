@@ -39,7 +39,7 @@ READS = {
     "get_task", "list_tasks", "count_tasks", "get_execution", "history", "logs", "audit", "next_runs",
     "get_task_stats", "validate_schedule", "similar_task_names", "on", "verify_audit", "preview_backfill",
     "get_backfill", "backfills", "plan_tasks_file", "export_tasks", "task_versions", "diff_task_versions",
-    "alert_rules", "alerts", "unsent_alerts", "silences",
+    "alert_rules", "alerts", "unsent_alerts", "silences", "task_sources",
     "task_page", "task_queues", "paused_by", "duration_percentiles", "logs_after", "runs_per_day",
     "list_calendars", "get_calendar", "calendar_rule",
 }  # fmt: skip
@@ -267,6 +267,7 @@ def test_every_mutation_writes_one_audit_row_per_changed_task_and_reads_write_no
         ("rollback_task", lambda: service.rollback_task("a", to=1)),  # equal already: no-op
         ("task_page", lambda: service.task_page(TaskFilter(text="a"), sort="name", descending=True)),
         ("task_queues", lambda: service.task_queues()),
+        ("task_sources", lambda: service.task_sources()),
         ("paused_by", lambda: service.paused_by([1, 2, 3])),
         ("duration_percentiles", lambda: service.duration_percentiles("a", (0.5, 0.95))),
         ("logs_after", lambda: service.logs_after(service.history(limit=1)[0].id, 0)),

@@ -31,7 +31,12 @@ def populate(service: SchedulerService) -> list[Any]:
         ("e-backup", "0 1 * * *", "q2"), ("d-REPORT", "10m", "q1"), ("f_under", "manual", "q3"),
         ("g-100%", "0 2 * * *", "q3"),
     ]  # fmt: skip
-    created = [service.create_task(name=n, command="test:echo", schedule=s, queue=q) for n, s, q in specs]
+    # Every other task is owned by another source (as if made with scheduler:create): the source filter.
+    by_hand = SchedulerService(service.engine, SETTINGS, commands=service.commands, actor="bob", source="cli")
+    created = [
+        (by_hand if i % 2 else service).create_task(name=n, command="test:echo", schedule=s, queue=q)
+        for i, (n, s, q) in enumerate(specs)
+    ]
     service.pause(created[0].id, reason="disk")
     service.pause(created[3].id)
     return [service.get_task(task.id) for task in created]
@@ -58,6 +63,9 @@ def test_keyset_pages_visit_every_task_once_in_order(
     tasks = populate(service)
     expected = sorted(tasks, key=lambda t: (sort_value(t, sort), t.id), reverse=descending)
     assert walk(service, TaskFilter(), sort, descending) == [t.id for t in expected]
+    for source in ("api", "cli"):  # keyset pages within a source filter
+        owned = [t.id for t in expected if t.source == source]
+        assert len(owned) >= 3 and walk(service, TaskFilter(source=source), sort, descending) == owned
 
 
 def test_filters_by_status_queue_and_text_with_like_wildcards_taken_literally(
@@ -76,6 +84,9 @@ def test_filters_by_status_queue_and_text_with_like_wildcards_taken_literally(
     assert names(text="report", status="active") == {"d-REPORT"}
     assert names(text="_") == {"f_under"} and names(text="%") == {"g-100%"}  # not wildcards
     assert names(text="TEST:ECHO") == set(by_name)  # the command matches too
+    assert names(source="cli") == {"a-sync", "e-backup", "f_under"}
+    assert names(source="cli", queue="q2") == {"a-sync", "e-backup"} and names(source="web") == set()
+    assert service.task_sources() == ["api", "cli"]
     with pytest.raises(InvalidField):
         service.task_page(TaskFilter(status="bogus"))
 

@@ -67,6 +67,9 @@ def test_a_failed_apply_writes_nothing(service: SchedulerService, engine: Engine
     assert rows(engine) == before
     with pytest.raises(InvalidInput, match="'cli' is reserved"):
         service.plan_tasks_file(FILE, path="f.yaml", source="cli")
+    with pytest.raises(InvalidInput, match="'web' is reserved"):  # the web console's tasks are by hand too
+        service.apply_tasks_file(FILE, path="f.yaml", source="web")
+    assert rows(engine) == before
 
 
 def test_export_round_trip_and_rollback_through_the_api(service: SchedulerService, engine: Engine) -> None:

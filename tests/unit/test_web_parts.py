@@ -1,5 +1,5 @@
 """The web console's pure parts: password hashes, users and roles, who a request is, CSRF tokens, query
-parameters and cursors, schedules in words and clock-change notes."""
+parameters and cursors, schedules in words and clock-change notes, versions with their changes."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import pytest
 from scheduler.errors import ConfigError
 from scheduler.rules.schedules import fire_times, parse_schedule
 from scheduler.rules.timing import clock_change_notes
+from scheduler.rules.versions import TaskVersion
 from web.auth import Authenticator, User, hash_password, parse_users, verify_password
 from web.describe import schedule_in_words, short_time
 from web.queries import BadQuery, decode_cursor, encode_cursor, parse_tasks_query
 from web.security import CsrfTokens
+from web.views import versions_view
 
 HASH = hash_password("s3cret pass")
 
@@ -178,3 +180,25 @@ def test_events_of_an_execution_wake_its_live_tails_and_no_other() -> None:
         return woken
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_versions_newest_first_with_changes_from_the_one_before_and_secrets_redacted() -> None:
+    at = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    first = {"name": "t", "schedule": "0 3 * * *", "data": {"password": "p1"}, "status": "active"}
+    # An audit row written unredacted (never expected, but a page must not show it even then).
+    second = first | {"schedule": "0 9 * * *", "data": {"password": "p2", "n": 1}}
+    third = second | {"status": "paused"}
+    made = [("create", first), ("update", second), ("pause", third)]
+    rows = [TaskVersion(i + 1, 10 + i, at, "ana", action, task) for i, (action, task) in enumerate(made)]
+    shown = versions_view(rows)
+    assert [(v["version"], v["action"], v["latest"]) for v in shown] == [
+        (3, "pause", True), (2, "update", False), (1, "create", False)
+    ]  # fmt: skip
+    assert shown[0]["changes"] == [{"field": "status", "before": "active", "after": "paused"}]
+    assert shown[1]["changes"] == [
+        {"field": "schedule", "before": "0 3 * * *", "after": "0 9 * * *"},
+        {"field": "data", "before": {"password": "***"}, "after": {"password": "***", "n": 1}},
+    ]
+    assert shown[2]["changes"] == [] and shown[2]["at"] == "2026-12-07T06:00:00Z"
+    assert "p1" not in repr(shown) and "p2" not in repr(shown)
+    assert versions_view([]) == []
