@@ -61,11 +61,14 @@ class TaskVersion:
         }
 
 
+RULE_ACTIONS = frozenset({"create", "update", "rollback"})  # and apply:*, see _records_rules
+
+
 def versions_of(entries: Iterable[AuditEntry]) -> list[TaskVersion]:
     """The versions in ``entries`` (one task's audit rows, any order), oldest first, numbered from 1: every
     row that left the task changed (not a deletion, not a manual run). A row that records only what it changed
-    (the worker's auto-pause: the status) is applied to the version before it; one that does not record the
-    alert rules (a pause, a resume) keeps those of the version before it."""
+    (the worker's auto-pause: the status) is applied to the version before it; one whose action does not
+    record the alert rules (a pause, a resume) keeps those of the version before it."""
     versions: list[TaskVersion] = []
     for entry in sorted(entries, key=lambda e: e.id):
         if entry.action == "run" or not isinstance(entry.after, dict):
@@ -75,15 +78,27 @@ def versions_of(entries: Iterable[AuditEntry]) -> list[TaskVersion]:
             if not versions:
                 continue
             task = versions[-1].task | task
-        if ALERTS not in task and versions and ALERTS in versions[-1].task:
+        if (
+            ALERTS not in task
+            and versions
+            and ALERTS in versions[-1].task
+            and not _records_rules(entry.action)
+        ):
             task[ALERTS] = versions[-1].task[ALERTS]
         versions.append(TaskVersion(len(versions) + 1, entry.id, entry.at, entry.actor, entry.action, task))
     return versions
 
 
 def with_rules(task_json: Mapping[str, Any], rules: Mapping[str, Any]) -> dict[str, Any]:
-    """A task's audited JSON with its own alert rules under ``alerts`` ({}: none): what a version holds."""
-    return {**task_json, ALERTS: dict(rules)}
+    """A task's audited JSON with its own alert rules under ``alerts`` (left out: none), as the actions of
+    :func:`_records_rules` write it."""
+    return {**task_json, ALERTS: dict(rules)} if rules else dict(task_json)
+
+
+def _records_rules(action: str) -> bool:
+    """Whether an audit row of ``action`` records the task's alert rules (without ``alerts``: it has none);
+    the others (a pause, a resume, ...) leave them as they were."""
+    return action in RULE_ACTIONS or action.startswith("apply:")
 
 
 def pick_version(versions: Sequence[TaskVersion], number: int | None, *, field: str) -> TaskVersion:
