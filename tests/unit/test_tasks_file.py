@@ -171,3 +171,51 @@ def test_versions_skip_manual_runs_and_deletions() -> None:
     versions = versions_of(rows)
     assert [(v.number, v.audit_id) for v in versions] == [(1, 1), (2, 4), (3, 5)]
     assert versions[-1].task == {"schedule": "6m", "status": "paused", "status_reason": "3 failures in a row"}
+
+
+ALERT_DEFAULTS = b"""\
+defaults:
+  alerts: {on_failure: 2, missing_ms: 600000}
+tasks:
+  - name: a
+    command: test:echo
+    alerts:
+      missing_ms: null
+      long_ms: 5000
+  - {name: b, command: test:echo}
+"""
+
+
+def test_alert_rules_merge_with_the_defaults_per_rule_know_their_lines_and_fit_the_schema() -> None:
+    parsed = parse_tasks_file("f.yaml", ALERT_DEFAULTS)
+    a, b = parsed.tasks
+    assert a.fields["alerts"] == {"on_failure": 2, "missing_ms": None, "long_ms": 5000}
+    assert b.fields["alerts"] == {"on_failure": 2, "missing_ms": 600000}
+    assert (a.line_of("alerts.long_ms"), a.line_of("alerts.on_failure"), b.line_of("alerts.late_ms")) == (
+        8,
+        2,
+        2,
+    )
+    schema = task_schema.tasks_file_schema()
+    jsonschema.validate(yaml.safe_load(ALERT_DEFAULTS), schema)
+    for bad in ({"late": 1}, {"late_ms": -1}, {"recovered": "yes"}, [1]):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"tasks": [{"name": "x", "alerts": bad}]}, schema)
+
+
+def test_versions_keep_the_rules_over_a_pause_and_drop_them_where_a_change_recorded_none() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def entry(id_: int, action: str, after: dict[str, object]) -> AuditEntry:
+        return AuditEntry(
+            id=id_, at=at, actor="a", action=action, task_id=1, task_name="t", before=None, after=after,
+            db_user=None, db_role=None, db_host=None, prev_hash="", row_hash="",
+        )  # fmt: skip
+
+    rules = {"long_ms": 5000}
+    rows = [
+        entry(1, "apply:create", {"schedule": "5m", "alerts": rules}),
+        entry(2, "pause", {"schedule": "5m", "status": "paused"}),  # records no rules: keeps them
+        entry(3, "update", {"schedule": "6m", "status": "paused"}),  # records none: has none
+    ]
+    assert [v.task.get("alerts") for v in versions_of(rows)] == [rules, rules, None]
