@@ -1,12 +1,13 @@
-"""Run now, pause, resume, edit, roll back, delete and create: checked (role, CSRF), then done through the
-service acting as the signed-in user, so each is validated, audited under their name and emitted as an
-event."""
+"""Run now (optionally with this run's data), pause (optionally until a time), resume, skip, edit, roll
+back, delete and create: checked (role, CSRF), then done through the service acting as the signed-in user, so
+each is validated, audited under their name and emitted as an event."""
 
 from __future__ import annotations
 
 import json
 import urllib.parse
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -18,23 +19,26 @@ from scheduler.redaction import public_task
 from web.context import acting_service, allowed, console
 from web.views import execution_json
 
-ACTIONS = ("run", "pause", "resume", "update", "delete", "rollback")
+ACTIONS = ("run", "pause", "resume", "skip", "update", "delete", "rollback")
 # What the console edits (the data is not among them: the pages show it redacted, so a form would write the
 # redaction back over the secrets); a task is created with its data as JSON text.
 EDIT_FIELDS = ("schedule", "timezone", "queue", "retries", "timeout_ms", "overlap_policy", "misfire_policy")
 CREATE_FIELDS = ("name", "command", *EDIT_FIELDS, "data")
 WHOLE_NUMBERS = ("retries", "timeout_ms")
 MAX_FORM_BYTES = 16 * 1024
+# A run's body may carry data up to the service's 64 KiB (urlencoded JSON grows up to threefold): a bigger
+# body is 413, data between is the service's clear 400.
+MAX_RUN_BYTES = 256 * 1024
 MAX_FIELDS = 20
 
 
-async def read_fields(request: Request) -> dict[str, str]:
-    """The action's fields: an urlencoded form (pages) or a JSON object (API); 413 past ``MAX_FORM_BYTES``
+async def read_fields(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
+    """The action's fields: an urlencoded form (pages) or a JSON object (API); 413 past ``limit`` bytes
     (counted as the body arrives, so a chunked body cannot grow past it), 400/415 for anything else."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES:
+        if len(body) > limit:
             raise HTTPException(413, "request body too large")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
@@ -65,7 +69,7 @@ async def perform(request: Request, task_id: int, action: str) -> dict[str, Any]
     if action not in ACTIONS:
         raise HTTPException(404, f"no action {action!r}")
     user = allowed(request, action)
-    fields = await read_fields(request)
+    fields = await read_fields(request, MAX_RUN_BYTES if action == "run" else MAX_FORM_BYTES)
     check_csrf(request, user.name, fields)
     service = acting_service(request, user)
     if action == "update":
@@ -79,17 +83,22 @@ async def perform(request: Request, task_id: int, action: str) -> dict[str, Any]
         )
         return {"action": action, "task_id": task_id, "changed": after != before}
     if action == "rollback":
-        to = fields.get("to", "").strip()
-        if not (to.isascii() and to.isdigit() and len(to) < 10):
-            raise InvalidField("to", "must be a version number")
+        to = whole_number("to", fields.get("to", "").strip(), "must be a version number")
         before = await run_in_threadpool(service.get_task, task_id)
-        after = await run_in_threadpool(lambda: service.rollback_task(task_id, to=int(to)))
-        return {"action": action, "task_id": task_id, "to": int(to), "changed": after != before}
+        after = await run_in_threadpool(lambda: service.rollback_task(task_id, to=to))
+        return {"action": action, "task_id": task_id, "to": to, "changed": after != before}
     if action == "run":
-        execution = await run_in_threadpool(service.run_task_now, task_id)
+        data = run_data(fields.get("data", ""))
+        execution = await run_in_threadpool(lambda: service.run_task_now(task_id, data=data))
         return {"action": action, "task_id": task_id, "execution": execution_json(execution)}
+    note = fields.get("note", "").strip() or None
+    if action == "skip":
+        count = whole_number("count", fields.get("count", "").strip() or "1")
+        skipped = await run_in_threadpool(lambda: service.skip(task_id, count=count, note=note))
+        return {"action": action, "task_id": task_id, "skipped": [execution_json(e) for e in skipped]}
     if action == "pause":
-        changed = await run_in_threadpool(lambda: service.pause(task_id, reason=fields.get("note") or None))
+        until = pause_end(fields.get("until", ""))
+        changed = await run_in_threadpool(lambda: service.pause(task_id, reason=note, until=until))
     elif action == "resume":
         changed = await run_in_threadpool(service.resume, task_id)
     else:
@@ -98,6 +107,35 @@ async def perform(request: Request, task_id: int, action: str) -> dict[str, Any]
             raise InvalidField("confirm", "type the task's name to confirm its deletion")
         changed = [await run_in_threadpool(service.delete_task, task_id)]
     return {"action": action, "task_id": task_id, "changed": bool(changed)}
+
+
+def run_data(text: str) -> Any:
+    """A run's data as given (blank: none); the service refuses all but a JSON object of at most 64 KiB."""
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InvalidField("data", f"is not valid JSON ({error})") from None
+
+
+def pause_end(text: str) -> datetime | None:
+    """A timed pause's end, ISO 8601 (a time without an offset, as a browser's datetime-local input sends,
+    is UTC); blank: none. The service refuses one that is not in the future."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidField("until", f"{text[:40]!r} is not an ISO-8601 time") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def whole_number(name: str, text: str, problem: str = "must be a whole number") -> int:
+    if not (text.isascii() and text.isdigit() and len(text) < 10):
+        raise InvalidField(name, problem)
+    return int(text)
 
 
 def task_fields(fields: Mapping[str, str], allowed: tuple[str, ...]) -> dict[str, Any]:

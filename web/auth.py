@@ -19,9 +19,10 @@ from scheduler.errors import ConfigError
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
-# What each action needs (the PostgreSQL roles' split: viewers read; operators run, pause and resume;
+# What each action needs (the PostgreSQL roles' split: viewers read; operators run, pause, resume and skip;
 # admins also create, edit, roll back and delete).
 NEEDS: dict[str, Role] = {"read": "viewer", "run": "operator", "pause": "operator", "resume": "operator",
+                          "skip": "operator",
                           "create": "admin", "update": "admin", "delete": "admin",
                           "rollback": "admin"}  # fmt: skip
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1

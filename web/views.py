@@ -41,6 +41,7 @@ def task_row(row: PageRow, paused: dict[int, tuple[str, Any]]) -> dict[str, Any]
         "source": task.source,
         "status": task.status,
         "status_reason": task.status_reason,
+        "paused_until": iso_utc(task.paused_until) if task.status == "paused" else None,
         "paused_by": who[0] if who else None,
         "paused_at": iso_utc(who[1]) if who else None,
         "last_outcome": row.last_outcome,
@@ -65,6 +66,7 @@ def tasks_view(service: SchedulerService, query: TasksQuery) -> dict[str, Any]:
 def execution_json(execution: Execution) -> dict[str, Any]:
     out = execution.to_json()
     out["result"] = redact(execution.result)
+    out["data"] = redact(execution.data)
     return out
 
 

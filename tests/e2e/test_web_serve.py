@@ -17,6 +17,7 @@ import pytest
 from tests.support.processes import free_port, wait_for
 from tests.support.serving import SYSTEMPROMPT, clean_env, cli, serving, stop
 from tests.support.web_console import ConsoleClient, chromium
+from tests.support.web_run_pause_skip import check_run_data_skip_and_timed_pause
 
 
 def created(workdir: Path, *args: str) -> int:
@@ -52,6 +53,8 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
     failing = created(tmp_path, "--name", "nightly-<b>x</b>", "--command", "test:fail", "--retries", "0",
                       "--data", '{"message": "disk full", "token": "s3cret"}')  # fmt: skip
     napping = created(tmp_path, "--name", "nap", "--command", "test:sleep", "--data", '{"seconds": 5}')
+    per_run = created(tmp_path, "--name", "per-run", "--command", "test:echo", "--schedule", "0 3 * * *",
+                      "--data", '{"message": "task\'s"}')  # fmt: skip
     updated = cli(tmp_path, "scheduler:update", "--id", str(failing), "--retries", "2")  # version 2
     assert updated.returncode == 0, updated.stderr
     with serving(tmp_path, "--web", f"--web-port={port}", wait_ready=True) as process:
@@ -81,7 +84,7 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
         made = console.post_json("/api/tasks", {"name": "from-web", "command": "test:echo"}, token=token)
         assert made.status == 201 and made.json()["task"]["source"] == "web"
         by_source = console.get("/api/tasks?source=cli", accept="application/json").json()["tasks"]
-        assert {t["id"] for t in by_source} == {failing, napping}
+        assert {t["id"] for t in by_source} == {failing, napping, per_run}
         in_browser(console.base, failing, nap)
         assert console.get(f"/api/tasks/{failing}", accept="application/json").json()["task"]["retries"] == 0
         lines = sse_lines(f"{console.base}/api/executions/{nap}/logs/stream", 60)
@@ -91,6 +94,7 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
             console.get(f"/api/tasks/{napping}", accept="application/json").json()["task"]["status"]
             == "paused"
         )
+        check_run_data_skip_and_timed_pause(console, per_run)
         assert console.get("/tasks/4242").status == 404
         assert stop(process) == 0
     audit = cli(tmp_path, "scheduler:audit", "--task", "nap", "--format", "json")

@@ -27,6 +27,7 @@ from scheduler.records import Execution
 from scheduler.storage.tables import tasks
 from tests.support.processes import free_port, wait_for
 from tests.support.web_console import ConsoleClient, chromium, screenshot, sign_in
+from tests.support.web_run_pause_skip import check_run_data_skip_and_timed_pause
 from web.auth import hash_password
 
 READY_S = 30.0
@@ -372,6 +373,31 @@ def test_run_now_through_the_api_runs_on_the_worker(console: Console) -> None:
     assert shown["execution"]["result"] == {"message": "hi", "password": "***"}  # redacted as in the CLI
     assert "hunter2" not in operator.get(f"/executions/{execution_id}").text
     assert setup.service.audit(task=task.id, limit=1)[0].actor == "web:oper"
+
+
+def test_run_with_data_skip_and_timed_pause_over_http_and_a_viewer_may_do_none(console: Console) -> None:
+    setup = console.setup
+    task = setup.create(f"per-run-{tag()}", "test:echo", schedule="0 3 * * *", data={"message": "task's"})
+    viewer = console.client("viewer")
+    token = viewer.csrf()
+    refused = [
+        viewer.post_json(f"/api/tasks/{task.id}/run", {"data": '{"message": "x"}'}, token=token),
+        viewer.post_json(f"/api/tasks/{task.id}/skip", {"count": 1, "note": "no"}, token=token),
+        viewer.post_json(f"/api/tasks/{task.id}/pause", {"until": "2031-01-01T00:00:00Z"}, token=token),
+        viewer.post_form(f"/tasks/{task.id}/skip", {"csrf_token": token, "count": "1"}),
+    ]
+    assert [answer.status for answer in refused] == [403] * 4
+    assert "may not skip" in refused[1].json()["error"]
+    assert 'id="skip"' not in viewer.get(f"/tasks/{task.id}").text
+    assert setup.service.history(task=task.id) == []
+    assert setup.service.get_task(task.id).status == "active"
+    assert [entry.action for entry in setup.service.audit(task=task.id)] == ["create"]
+    check_run_data_skip_and_timed_pause(console.client("oper"), task.id)
+    paused = setup.service.get_task(task.id)
+    assert paused.paused_until is not None and paused.status_reason == "deploy window"
+    assert [entry.actor for entry in setup.service.audit(task=task.id, limit=3)] == ["web:oper"] * 3
+    skipped = [e for e in setup.service.history(task=task.id) if e.reason == "skipped_by_user"]
+    assert [e.error for e in skipped] == ["skipped by web:oper: maint"] * 2
 
 
 def test_bad_input_is_a_clear_4xx_and_markup_in_log_lines_is_escaped(console: Console) -> None:

@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.errors import ConfigError
+from scheduler.errors import ConfigError, InvalidField
 from scheduler.rules.schedules import fire_times, parse_schedule
 from scheduler.rules.timing import clock_change_notes
 from scheduler.rules.versions import TaskVersion
+from web.actions import pause_end, run_data, whole_number
 from web.auth import Authenticator, User, hash_password, parse_users, verify_password
 from web.describe import schedule_in_words, short_time
 from web.queries import BadQuery, decode_cursor, encode_cursor, parse_tasks_query
@@ -59,6 +60,24 @@ def test_roles_allow_what_the_postgresql_roles_allow() -> None:
         "operator": {"read", "run", "pause", "resume"},
         "admin": {"read", "run", "pause", "resume", "delete"},
     }
+
+
+def test_only_operators_and_admins_skip() -> None:
+    assert [User("u", role).may("skip") for role in ("viewer", "operator", "admin")] == [False, True, True]
+
+
+def test_a_pause_end_without_an_offset_is_utc_and_run_data_is_parsed_json() -> None:
+    assert pause_end("2031-01-02T03:04") == datetime(2031, 1, 2, 3, 4, tzinfo=UTC)
+    assert pause_end(" 2031-01-02T04:04+01:00 ") == datetime(2031, 1, 2, 3, 4, tzinfo=UTC)
+    assert pause_end("  ") is None and run_data("") is None
+    assert run_data('{"a": [1]}') == {"a": [1]} and run_data("[1]") == [1]  # the service refuses a list
+    for bad in (
+        lambda: pause_end("next tuesday"),
+        lambda: run_data("{a"),
+        lambda: whole_number("count", "-1"),
+    ):
+        with pytest.raises(InvalidField):
+            bad()
 
 
 def test_basic_auth_identifies_a_user_by_password_and_nobody_else() -> None:
