@@ -81,9 +81,13 @@ def put_rules_of_tasks(connection: Connection, rules: Mapping[int, Mapping[str, 
 # ------------------------------------------------------------------------------------------------ facts
 
 
-def task_facts(connection: Connection, *, default_missing_ms: int | None) -> list[TaskFacts]:
-    """The facts of every task that is active, auto-paused, or has a failure streak, for
-    :func:`scheduler.rules.alerts.active_conditions`, in one statement.
+def task_facts(connection: Connection, *, default_missing_ms: int | None, now: datetime) -> list[TaskFacts]:
+    """The facts of the tasks for which :func:`scheduler.rules.alerts.active_conditions` can find a condition
+    at ``now``, and of those with an open incident (whose rules decide how it resolves), in one statement.
+
+    A task is left out in SQL when nothing can hold: no failure streak, no unstarted or running execution, and
+    no slot due by ``now`` while its ``missing`` rule is on; so a healthy fleet costs the evaluation a scan,
+    not a row per task in Python.
 
     Unstarted and running executions come from grouped scans of the active statuses (few rows, the index on
     ``status``); the oldest slot not followed by a success from two correlated subqueries on the index
@@ -145,7 +149,17 @@ def task_facts(connection: Connection, *, default_missing_ms: int | None) -> lis
             running.c.running_since,
         )
         .select_from(joined)
-        .where(or_(watched, tasks.c.consecutive_failures > 0))
+        .where(
+            or_(watched, tasks.c.consecutive_failures > 0),
+            or_(
+                tasks.c.consecutive_failures > 0,
+                unstarted.c.unstarted.is_not(None),
+                running.c.running_since.is_not(None),
+                and_(missing_on, or_(tasks.c.status == "paused", tasks.c.next_run_at <= now)),
+                and_(missing_on, first_open.is_not(None)),
+                tasks.c.id.in_(select(incidents.c.task_id).where(incidents.c.resolved_at.is_(None))),
+            ),
+        )
         .order_by(tasks.c.id)
     )
     facts = []

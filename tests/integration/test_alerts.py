@@ -27,6 +27,7 @@ from scheduler.observability.events import ALERT_OPENED, ALERT_RESOLVED, EventBu
 from scheduler.planning.planner import Planner
 from scheduler.records import Task
 from scheduler.settings import Settings
+from scheduler.storage import alerts as alerts_sql
 from scheduler.storage.tables import deliveries, executions, incidents, leases, silences, tasks
 from tests.support.alert_receivers import HttpReceiver, http_receiver
 from tests.support.processes import wait_at_most, wait_for
@@ -410,3 +411,38 @@ def test_a_silence_expires_by_itself_and_an_incident_still_open_then_is_told(
 
     assert len(opened) == 1 and opened[0].json["incident"]["task_name"] == "drill"
     assert service.silences() == [] and [s.note for s in service.silences(include_expired=True)] == ["short"]
+
+
+def test_the_evaluation_reads_only_tasks_that_can_alert_or_have_an_open_incident(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    settings = alert_settings(receiver, alert_missing=60_000)
+    service = make_service(engine, settings)
+    service.create_task(name="healthy", command="test:echo", schedule="1h")
+    failing = service.create_task(name="failing", command="test:echo", schedule="manual")
+    overdue = service.create_task(name="overdue", command="test:echo", schedule="1h")
+    told = service.create_task(name="told", command="test:echo", schedule="1h")
+    now = now_of(engine)
+    set_task(engine, overdue.id, next_run_at=now - timedelta(minutes=5))  # no planner ran its slot
+    fail_once(engine, failing)
+
+    def read() -> list[str]:
+        with engine.connect() as connection:
+            facts = alerts_sql.task_facts(connection, default_missing_ms=60_000, now=now_of(engine))
+        return sorted(item.task_name for item in facts)
+
+    before = read()
+    with engine.begin() as connection:  # an incident still open: its task's rules decide how it resolves
+        alerts_sql.insert_incident(
+            connection,
+            task_id=told.id,
+            task_name="told",
+            condition="failure",
+            detail="-",
+            silenced=False,
+            now=now,
+        )
+    after = read()
+
+    assert before == ["failing", "overdue"], before  # healthy and told: nothing can hold, nothing is read
+    assert after == ["failing", "overdue", "told"], after
