@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal
 
-from sqlalchemy import LargeBinary, bindparam, case, cast, func, or_, select, true, update
+from sqlalchemy import Interval, LargeBinary, and_, bindparam, case, cast, func, or_, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.storage.tables import executions, logs, tasks
@@ -103,6 +103,24 @@ def pg_claim_returning(statement: Any) -> Any:
 def pg_claim() -> Any:
     # Built once: constructing the statement costs more than running it (hot path).
     return pg_claim_returning(claim_statement(func.now(), one_of(executions.c.status, CLAIMABLE)))
+
+
+def takeover_condition(stale_before: Any) -> ColumnElement[bool]:
+    """The takeover's claim condition: the row is ``running`` for worker ``p_holder``, whose heartbeat is
+    older than ``stale_before``, and has attempts left."""
+    return and_(
+        executions.c.status == "running",
+        executions.c.worker == bindparam("p_holder"),
+        executions.c.heartbeat_at < stale_before,
+        executions.c.attempt < executions.c.max_attempts,
+    )
+
+
+@functools.cache
+def pg_takeover() -> Any:
+    """The takeover claim, built once like :func:`pg_claim` (``p_stale``: how old a heartbeat is stale)."""
+    stale_before = func.now() - bindparam("p_stale", type_=Interval())
+    return pg_claim_returning(claim_statement(func.now(), takeover_condition(stale_before)))
 
 
 def outcome_kind(status: OutcomeStatus) -> str:

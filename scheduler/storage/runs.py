@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.records import ClaimedExecution, FinishedExecution, PendingLog, Task, as_utc
 from scheduler.storage.clock import db_now
+from scheduler.storage.driver_cursor import run_on_driver
 from scheduler.storage.run_statements import (
     CLAIMABLE,
     EXECUTION_COLUMNS,
@@ -39,8 +40,9 @@ from scheduler.storage.run_statements import (
     log_bytes,
     outcome_kind,
     pg_claim,
-    pg_claim_returning,
     pg_finish_statement,
+    pg_takeover,
+    takeover_condition,
 )
 from scheduler.storage.tables import Timestamp, executions, logs, tasks
 from scheduler.storage.task_outcomes import auto_pause_reason as auto_pause_reason
@@ -113,23 +115,29 @@ def _task_fields(connection: Connection, task_id: int | None) -> Mapping[Any, An
 
 
 def _claim(
-    connection: Connection, execution_id: int, worker: str, condition: Any, took_over: str | None
+    connection: Connection,
+    execution_id: int,
+    worker: str,
+    took_over: str | None = None,
+    stale_after: timedelta | None = None,
 ) -> ClaimedExecution | None:
-    """Run a claim; ``condition`` None is the ordinary claim (status pending, queued or retrying)."""
-    params = {"p_id": execution_id, "p_worker": worker}
+    """Run a claim: the ordinary one (status pending, queued or retrying), or with ``took_over`` the takeover
+    of that worker's silent ``running`` claim (heartbeat older than ``stale_after``)."""
+    params = {"p_id": execution_id, "p_worker": worker, "p_holder": took_over, "p_stale": stale_after}
     if _is_postgres(connection):
-        # The ordinary claim is built once (pg_claim); a takeover is rare and built per call.
-        statement = (
-            pg_claim() if condition is None else pg_claim_returning(claim_statement(func.now(), condition))
-        )
-        row = connection.execute(statement, params).first()
-        if row is None:
+        # Built once; on the driver's cursor (scheduler.storage.driver_cursor: the hot path).
+        _, c = run_on_driver(connection, pg_claim() if took_over is None else pg_takeover(), params)
+        if c is None:
             return None
-        c = row._mapping
         task = {column.name: c[f"t_{column.name}"] for column in TASK_COLUMNS}
         return _claimed(c, task, c["log_bytes"], took_over)
     # SQLite renders RETURNING without table qualifiers, which breaks correlated subqueries: read separately.
-    condition = executions.c.status.in_(CLAIMABLE) if condition is None else condition
+    condition: ColumnElement[bool]
+    if took_over is None:
+        condition = executions.c.status.in_(CLAIMABLE)
+    else:
+        assert stale_after is not None
+        condition = takeover_condition(_ago(connection, stale_after))
     statement = claim_statement(_now(connection), condition).returning(*EXECUTION_COLUMNS)
     row = connection.execute(statement, params).first()
     if row is None:
@@ -142,7 +150,7 @@ def claim_execution(
     connection: Connection, execution_id: int, worker: str, *, stale_after: timedelta
 ) -> ClaimedExecution | None:
     """Claim the execution for ``worker`` (see the module docstring); ``None``: not claimable, do nothing."""
-    claimed = _claim(connection, execution_id, worker, None, None)
+    claimed = _claim(connection, execution_id, worker)
     if claimed is not None:
         return claimed
     current = connection.execute(
@@ -150,13 +158,7 @@ def claim_execution(
     ).first()
     if current is None or current.status != "running" or current.worker == worker:
         return None
-    takeover = (
-        (executions.c.status == "running")
-        & (executions.c.worker == current.worker)
-        & (executions.c.heartbeat_at < _ago(connection, stale_after))
-        & (executions.c.attempt < executions.c.max_attempts)
-    )
-    return _claim(connection, execution_id, worker, takeover, current.worker)
+    return _claim(connection, execution_id, worker, current.worker, stale_after)
 
 
 def execution_status(connection: Connection, execution_id: int) -> str | None:
@@ -261,11 +263,10 @@ def finish_execution(
         params["p_result"] = result
     if _is_postgres(connection):
         statement, _ = pg_finish_statement(kind, has_task)
-        result = connection.execute(statement, params)
+        rowcount, row = run_on_driver(connection, statement, params)  # the hot path, as the claim's
         if not has_task:
-            return _finished(status, None) if result.rowcount == 1 else None
-        row = result.first()
-        return None if row is None else _finished(status, row._mapping)
+            return _finished(status, None) if rowcount == 1 else None
+        return None if row is None else _finished(status, row)
     execution_update, task_update = finish_statement(_now(connection), kind, has_task, False)
     if connection.execute(execution_update, params).rowcount != 1:
         return None
