@@ -10,7 +10,8 @@
 - the planner's: :mod:`.dispatch` (due tasks, slots, the relay), :mod:`.recovery` (the sweep),
   :mod:`.leases` (leadership), :mod:`.retention` (history clean-up), :mod:`.monitoring` (metric reads),
   :mod:`.task_outcomes` (how an outcome changes its task, shared with the worker's);
-- the worker's: :mod:`.runs` and :mod:`.run_statements` (claim, heartbeat, logs, outcome).
+- the worker's: :mod:`.runs` and :mod:`.run_statements` (claim, heartbeat, logs, outcome), and
+  :mod:`.driver_cursor`, which runs the two hot statements (claim, completion) on the driver's cursor.
 
 Functions take an open ``Connection`` and the caller owns the transaction, unless they say otherwise.
 Records come from, and are handed in as, :mod:`scheduler.records`: this package imports no planner, service,

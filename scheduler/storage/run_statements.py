@@ -1,10 +1,11 @@
 """The statements of :mod:`scheduler.storage.runs`, built once where they can be (PostgreSQL).
 
-Building a statement costs more than running it on the worker's hot path, so the PostgreSQL claim and
-completion statements are built once with bind parameters (``p_*``) and cached: SQLAlchemy then finds their
-compiled form in its cache at once, and their text is the same on every run, which psycopg 3 prepares on
-the server (:func:`scheduler.storage.db.make_engine`). SQLite binds its clock as a value, so its statements
-are built per call.
+Building a statement costs more than running it on the worker's hot path, so the PostgreSQL claim, takeover
+and completion statements are built once with bind parameters (``p_*``) and cached: they are compiled once
+per dialect and run on the driver's cursor (:mod:`scheduler.storage.driver_cursor`, docs/architecture.md "The
+worker's hot path"), and their text is the same on every run, which psycopg 3 prepares on the server
+(:func:`scheduler.storage.db.make_engine`). SQLite binds its clock as a value, so its statements are built
+per call and run through SQLAlchemy.
 """
 
 from __future__ import annotations

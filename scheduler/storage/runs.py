@@ -1,7 +1,9 @@
 """The worker's SQL: claim an execution, heartbeat it, store its logs, record its outcome.
 
 The hot path of one attempt is one claim statement, one completion statement, and one logs insert when the
-command logged anything (PostgreSQL; SQLite, being in-process, takes a cheap extra read or two).
+command logged anything (PostgreSQL; SQLite, being in-process, takes a cheap extra read or two). On
+PostgreSQL the claim and the completion run on the driver's cursor (:mod:`scheduler.storage.driver_cursor`,
+docs/architecture.md "The worker's hot path"); everything else here goes through SQLAlchemy's ``execute``.
 
 Claim contract (invariant 3): an execution moves to ``running`` only through :func:`claim_execution`, a
 conditional ``UPDATE ... RETURNING``. It takes a row that is ``pending``, ``queued`` or ``retrying``

@@ -1,9 +1,10 @@
 """The worker's hot path (claim, completion) on PostgreSQL, through both drivers, on a real server.
 
 On an autocommit connection (the worker's) and inside a transaction the statements give the same rows; each
-is one statement that SQLAlchemy sends (its events see it). psycopg 3 prepares them on the server once they
-ran ``prepare_threshold`` times on a connection, prepares them again when they were dropped from it, and
-prepares nothing with ``?prepare_threshold=none`` (the setting for a pooler that cannot keep them).
+is one statement on the driver's cursor (where the tests count statements). psycopg 3 prepares them on the
+server once they ran ``prepare_threshold`` times on a connection, prepares them again when they were dropped
+from it, and prepares nothing with ``?prepare_threshold=none`` (the setting for a pooler that cannot keep
+them).
 """
 
 from __future__ import annotations
