@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -127,10 +127,17 @@ def _os_user() -> str:
 TaskRef = int | str
 
 
+_TASK_FIELDS = tuple(field.name for field in fields(Task))
+
+
 def _listed(task: Task, outcome: str | None) -> ListedTask:
+    """``task`` as ``list`` shows it. Its values are taken as they are, not deep-copied as ``asdict`` would
+    (the records are frozen and ``task`` is dropped): the copies were two thirds of the CPU time of
+    ``list_tasks(limit=100)``."""
     upcoming = timing.upcoming_runs(task, 1)
-    fields = asdict(task) | {"next_run_at": upcoming[0] if upcoming else None}
-    return ListedTask(**fields, last_outcome=outcome)
+    values = {name: getattr(task, name) for name in _TASK_FIELDS}
+    values["next_run_at"] = upcoming[0] if upcoming else None
+    return ListedTask(**values, last_outcome=outcome)
 
 
 class SchedulerService:
