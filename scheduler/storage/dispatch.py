@@ -22,19 +22,20 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, text, update
 
-from scheduler.records import Dispatch, Task, TaskAdvance
+from scheduler.records import Dispatch, DueTask, TaskAdvance
 from scheduler.storage.clock import db_now
-from scheduler.storage.mapping import tasks_from_rows
+from scheduler.storage.mapping import due_tasks_from_rows
 from scheduler.storage.tables import executions, tasks
 
 ACTIVE_STATUSES = ("pending", "queued", "running", "retrying")  # an execution that has not finished
 IN_FLIGHT_STATUSES = ("queued", "running", "retrying")  # what the concurrency cap counts
 
 
-def due_tasks(connection: Connection, now: datetime, limit: int) -> list[Task]:
-    """Up to ``limit`` active tasks with ``next_run_at <= now``, oldest slot first (see the module doc)."""
+def due_tasks(connection: Connection, now: datetime, limit: int) -> list[DueTask]:
+    """Up to ``limit`` active tasks with ``next_run_at <= now``, oldest slot first (see the module doc); only
+    the columns the planner plans with (:class:`~scheduler.records.DueTask`)."""
     query = (
-        select(tasks)
+        select(*(tasks.c[name] for name in DueTask._fields))
         .where(tasks.c.status == "active", tasks.c.next_run_at <= now)
         # next_run_at alone: the index's order (ties in index order). A tie-break on id cannot come from
         # the index, so with many tasks due at one instant every batch sorted all of them (a sequential
@@ -43,8 +44,7 @@ def due_tasks(connection: Connection, now: datetime, limit: int) -> list[Task]:
         .limit(limit)
         .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
     )
-    result = connection.execute(query)
-    return tasks_from_rows(list(result.keys()), result)
+    return due_tasks_from_rows(connection.execute(query).all())
 
 
 def active_executions(connection: Connection, task_ids: Sequence[int]) -> dict[int, list[int]]:
