@@ -25,7 +25,8 @@ from scheduler.alerting.no_leader import alert_no_leader
 from scheduler.observability import metrics
 from scheduler.observability.events import ALERT_OPENED, ALERT_RESOLVED, EventBus
 from scheduler.planning.planner import Planner
-from scheduler.records import Task
+from scheduler.records import AlertRules, Task
+from scheduler.rules.alerts import effective_rules
 from scheduler.settings import Settings
 from scheduler.storage import alerts as alerts_sql
 from scheduler.storage.tables import deliveries, executions, incidents, leases, silences, tasks
@@ -61,6 +62,11 @@ def planner(
     return Planner(
         engine, settings, RecordingPublisher(), holder=holder, events=events, senders=alert_senders(settings)
     )
+
+
+def defaults(settings: Settings) -> AlertRules:
+    """The rules of a task that sets none of its own."""
+    return effective_rules({}, settings)
 
 
 def fail_once(engine: Engine, task: Task, *, streak: int = 1) -> None:
@@ -428,7 +434,7 @@ def test_the_evaluation_reads_only_tasks_that_can_alert_or_have_an_open_incident
 
     def read() -> list[str]:
         with engine.connect() as connection:
-            facts = alerts_sql.task_facts(connection, default_missing_ms=60_000, now=now_of(engine))
+            facts = alerts_sql.task_facts(connection, defaults=defaults(settings), now=now_of(engine))
         return sorted(item.task_name for item in facts)
 
     before = read()
@@ -446,3 +452,38 @@ def test_the_evaluation_reads_only_tasks_that_can_alert_or_have_an_open_incident
 
     assert before == ["failing", "overdue"], before  # healthy and told: nothing can hold, nothing is read
     assert after == ["failing", "overdue", "told"], after
+
+
+def test_the_evaluation_reads_a_task_only_for_a_rule_of_its_that_is_on(
+    engine: Engine, receiver: HttpReceiver
+) -> None:
+    """The defaults: on_failure 1, late, missing and long off. A task's unstarted execution is read only when
+    its ``late`` rule is on, a running one only when ``long`` is, a failure streak only when ``on_failure`` is
+    on and the streak reaches it (a burst of unstarted executions costs the evaluation nothing)."""
+    settings = alert_settings(receiver)
+    service = make_service(engine, settings)
+    now = now_of(engine)
+
+    def task(name: str, **alerts: int) -> Task:
+        return service.create_task(name=name, command="test:echo", schedule="manual", alerts=alerts)
+
+    for name, rules in (("unstarted", {}), ("unstarted-late-on", {"late_ms": 60_000})):
+        add_execution(engine, task(name, **rules), now - timedelta(hours=1), status="queued")
+    for name, rules in (("running", {}), ("running-long-on", {"long_ms": 60_000})):
+        started = now - timedelta(hours=1)
+        add_execution(engine, task(name, **rules), started, status="running", started_at=started)
+    fail_once(engine, task("streak-rule-off", on_failure=0))
+    fail_once(engine, task("streak-below-its-rule", on_failure=3), streak=2)
+    fail_once(engine, task("streak-default-rule"))
+    fail_once(engine, task("streak-reaches-its-rule", on_failure=2), streak=2)
+
+    with engine.connect() as connection:
+        facts = alerts_sql.task_facts(connection, defaults=defaults(settings), now=now_of(engine))
+
+    assert sorted(item.task_name for item in facts) == [
+        "running-long-on",
+        "streak-default-rule",
+        "streak-reaches-its-rule",
+        "unstarted-late-on",
+    ]
+    assert {item.task_name: item.oldest_unstarted is not None for item in facts}["unstarted-late-on"]
