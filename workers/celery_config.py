@@ -36,6 +36,8 @@ from workers.embedded import EMBEDDED_BROKER_URL, EMBEDDED_TRANSPORT, is_embedde
 MIN_VISIBILITY_TIMEOUT_S = 2 * 3600
 VISIBILITY_MARGIN_S = 15 * 60
 BROKER_CONNECT_TIMEOUT_S = 3.0
+# Celery's broker_transport for redis:// URLs: kombu's Redis transport that survives losing Redis mid-work.
+REDIS_TRANSPORT = "workers.redis_transport:Transport"
 # Publishing gives up quickly: the caller records BrokerUnavailable and the recovery sweep republishes later.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
 
@@ -57,6 +59,8 @@ def build_config(settings: Settings) -> dict[str, Any]:
         transport = EMBEDDED_TRANSPORT
     elif broker_url.startswith(("redis://", "rediss://", "unix://")):
         options.update(socket_connect_timeout=BROKER_CONNECT_TIMEOUT_S)
+        if broker_url.startswith("redis://"):  # kombu turns TLS on from the rediss scheme name: left to kombu
+            transport = REDIS_TRANSPORT
     return {
         "broker_url": broker_url,
         "broker_transport": transport,

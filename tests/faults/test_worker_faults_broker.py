@@ -1,6 +1,7 @@
-"""The broker fails under running workers: scenario 9 (Redis restarted empty with executions queued) and 10
-(Redis unreachable while the planner dispatches). Both use a private ``redis-server`` with persistence off,
-so a restart loses every message; the database is the truth and nothing runs twice.
+"""The broker fails under running workers: scenario 9 (Redis restarted empty with executions queued), 10
+(Redis unreachable while the planner dispatches) and 10b (a worker loses Redis mid-execution). All use a
+private ``redis-server`` with persistence off, so a restart loses every message; the database is the truth and
+nothing runs twice.
 """
 
 from __future__ import annotations
@@ -139,3 +140,32 @@ def test_redis_unreachable_for_30_s_keeps_executions_pending_then_publishes_and_
     pg_url: str, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
     run_redis_outage(pg_url, private_redis, tmp_path, outage_s=30)
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_that_loses_redis_mid_execution_consumes_again_once_it_is_back(
+    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    # When Redis dies, one execution runs (its message unacknowledged) and the other pool process waits for
+    # work (a BRPOP in flight). With kombu's own Redis transport the consumer's teardown then failed with
+    # AttributeError ('NoneType' object has no attribute 'hostname'; workers.redis_transport says why), which
+    # Celery treats as unrecoverable: the worker consumed nothing more, waited for the running execution and
+    # exited 1. It must reconnect and take new work as after any other loss.
+    with world_on(pg_url, private_redis.url, tmp_path) as world:
+        worker = world.start_worker(concurrency=2)
+        world.start_planner()
+        running = world.service.run_task_now(world.create("running", "fault:append", data={"seconds": 4}).id)
+        world.wait_status(running.id, ["running"], 20)
+
+        private_redis.stop()
+        time.sleep(3)
+        private_redis.start()  # empty
+        up_at = time.monotonic()
+        after = world.service.run_task_now(world.create("after", "fault:append").id)
+
+        assert world.wait_finished(after.id, 30).status == "completed"  # Celery retries after 2, 4, 6 s
+        figures("redis-lost-mid-execution", new_execution_done_s=time.monotonic() - up_at)
+        assert worker.process.poll() is None, world.worker_logs()  # the same worker took it
+        assert "Unrecoverable error" not in world.worker_logs(), world.worker_logs()
+        assert world.wait_finished(running.id, 10).status == "completed"
+        assert [len(world.runs(execution.id)) for execution in (running, after)] == [1, 1]
