@@ -151,7 +151,7 @@ class DueTask(NamedTuple):
 
 
 # What the planning rules take: a due task as the planner reads it, or a whole stored task.
-PlannedTask = Task | DueTask
+TaskToPlan = Task | DueTask
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from scheduler.errors import SchedulerError
-from scheduler.records import AuditRecord, Dispatch, PlannedTask, TaskAdvance
+from scheduler.records import AuditRecord, Dispatch, TaskAdvance, TaskToPlan
 from scheduler.redaction import public_task
 from scheduler.rules.calendars import CalendarRule, task_calendar_rule
 from scheduler.rules.combined import slot_of
@@ -43,7 +43,7 @@ class ScheduleCache:
         self._size = size
         self._entries: OrderedDict[tuple[Any, ...], Schedule] = OrderedDict()
 
-    def get(self, task: PlannedTask) -> Schedule:
+    def get(self, task: TaskToPlan) -> Schedule:
         """The task's schedule; raises what :func:`~scheduler.rules.timing.task_schedule` raises for text
         that no longer parses."""
         # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
@@ -77,7 +77,7 @@ class BatchReport:
 
 
 def execution_row(
-    task: PlannedTask, slot: PlannedSlot, now: datetime, schedule: Schedule | None = None
+    task: TaskToPlan, slot: PlannedSlot, now: datetime, schedule: Schedule | None = None
 ) -> dict[str, Any]:
     """The ``task_executions`` values of one planned slot (unset columns left out, so they stay NULL).
 
@@ -120,7 +120,7 @@ def _insert_grouped(connection: Connection, rows: list[dict[str, Any]]) -> list[
     return inserted
 
 
-def _calendar_rules(connection: Connection, tasks: Sequence[PlannedTask]) -> dict[int, CalendarRule]:
+def _calendar_rules(connection: Connection, tasks: Sequence[TaskToPlan]) -> dict[int, CalendarRule]:
     """The calendar rules of the tasks that have calendars (their days read in one query, if any)."""
     named = [task for task in tasks if task.exclude or task.only_in]
     if not named:
@@ -138,7 +138,7 @@ def _exclusion(schedule: Schedule, rule: CalendarRule | None) -> Callable[[datet
 
 
 def plan_tasks(
-    connection: Connection, tasks: Sequence[PlannedTask], now: datetime, schedules: ScheduleCache
+    connection: Connection, tasks: Sequence[TaskToPlan], now: datetime, schedules: ScheduleCache
 ) -> BatchReport:
     """Plan the locked due ``tasks`` at ``now``: insert their executions and advance them (one transaction).
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.records import PlannedTask, iso_utc
+from scheduler.records import TaskToPlan, iso_utc
 from scheduler.rules.schedules import IntervalSchedule, Schedule
 
 MAX_RUNS_PER_TICK = 100  # per task: run_all catch-up and on-time slots (Kubernetes' CronJob cap)
@@ -151,7 +151,7 @@ class _Split:
     following: datetime | None  # first slot after the on-time ones (None: the schedule has no more)
 
 
-def _split(schedule: Schedule, task: PlannedTask, now: datetime, enum_limit: int) -> _Split:
+def _split(schedule: Schedule, task: TaskToPlan, now: datetime, enum_limit: int) -> _Split:
     first = task.next_run_at
     assert first is not None
     upto = now if task.end_at is None else min(now, task.end_at)
@@ -221,7 +221,7 @@ def _skipped_rows(
     return rows, len(rows) - 1 + count
 
 
-def _apply_overlap(task: PlannedTask, runs: list[PlannedSlot], has_active: bool) -> list[PlannedSlot]:
+def _apply_overlap(task: TaskToPlan, runs: list[PlannedSlot], has_active: bool) -> list[PlannedSlot]:
     if task.overlap_policy == "forbid":
         keep = 0 if has_active else 1
         return runs[:keep] + [
@@ -257,7 +257,7 @@ def _apply_calendars(
 
 
 def plan_task(
-    task: PlannedTask,
+    task: TaskToPlan,
     schedule: Schedule,
     now: datetime,
     *,
