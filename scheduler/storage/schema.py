@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, exc, text
 
 from scheduler.errors import SchemaOutdated
 from scheduler.settings import Settings
@@ -45,11 +45,22 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The database's revision; None when it was never migrated (no version table, or an empty one)."""
+    """The database's revision; None when it was never migrated (no version table, or an empty one).
+
+    One ``SELECT`` when the table is there (every start of every process); only when it fails is the catalog
+    asked whether the table exists: missing means None, any other failure is raised as it was. Asking first
+    cost a catalog query on every start (~3 ms of CPU and a round trip on PostgreSQL).
+    """
     with engine.connect() as connection:
-        if not connection.dialect.has_table(connection, VERSION_TABLE):
+        try:
+            rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+        except exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise
+            connection.rollback()  # PostgreSQL: the failed statement aborted the transaction
+            if connection.dialect.has_table(connection, VERSION_TABLE):
+                raise
             return None
-        rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
     # One row on a linear history; several (branches) can never be the head: report them all.
     return ",".join(sorted(rows)) if rows else None
 

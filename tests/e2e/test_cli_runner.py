@@ -180,6 +180,9 @@ def test_read_verbs_import_no_broker_client_and_no_alembic(
     modules, stdout = run_with_importtime(*args, cli=cli)
     imported = top_level(modules)
     assert imported & set(NOT_FOR_READING) == set()
+    # No module.yaml here: nothing to parse, so no PyYAML; the tasks-file modules serve apply, plan, export.
+    tasks_files = {"yaml", "scheduler.task_files", "scheduler.rules.taskfile", "scheduler.rules.taskplan"}
+    assert modules & tasks_files == set()
     # The embedded default never loads the PostgreSQL dialect package (the JSONB type is resolved lazily).
     postgres = "sqlalchemy.dialects.postgresql" in modules
     assert postgres == (db_url.startswith("postgresql") and args[0] != "scheduler:validate")

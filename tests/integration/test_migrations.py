@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, exc, text
+from sqlalchemy.engine import make_url
 
 from scheduler.storage.db import make_engine
 from scheduler.storage.schema import HEAD_REVISION, current_revision, head_revision
@@ -39,3 +42,33 @@ def test_an_empty_database_has_no_revision(tmp_path: Path) -> None:
         assert current_revision(empty) is None
     finally:
         empty.dispose()
+
+
+def test_a_postgresql_database_without_the_version_table_has_no_revision(pg_driver_url: str) -> None:
+    engine = make_engine(pg_driver_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE alembic_version"))
+        assert current_revision(engine) is None
+        assert current_revision(engine) is None  # the failed SELECT left the pooled connection usable
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        assert current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
+def test_a_version_table_that_cannot_be_read_is_an_error_not_a_database_never_migrated(pg_url: str) -> None:
+    role = f"stranger_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(pg_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+    engine = make_engine(make_url(pg_url).set(username=role).render_as_string(hide_password=False))
+    try:
+        with pytest.raises(exc.ProgrammingError, match="permission denied"):
+            current_revision(engine)
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()

@@ -5,6 +5,7 @@ No mocks: rows are counted, audit rows read back, events recorded by a real hand
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -217,6 +218,24 @@ def test_list_filters_by_status_and_limits(service: SchedulerService) -> None:
         service.list_tasks(status="sleeping")
     with pytest.raises(InvalidField):
         service.list_tasks(limit=0)
+
+
+def test_a_listed_task_carries_every_stored_field_with_its_next_run_and_last_outcome(
+    service: SchedulerService,
+) -> None:
+    create(service, "a", schedule=["5m", "0 3 * * *"], data=SECRET_DATA, jitter_ms=1_000)
+    paused = create(service, "b", schedule="1h", data={"list": [1, {"x": 2}]})
+    service.pause(paused.id)
+    listed = {task.name: task for task in service.list_tasks()}
+    for name, moved in (("a", False), ("b", True)):
+        stored, shown = service.get_task(name), listed[name]
+        assert type(shown).__name__ == "ListedTask" and shown.last_outcome is None
+        for field in dataclasses.fields(stored):
+            if field.name != "next_run_at":
+                assert getattr(shown, field.name) == getattr(stored, field.name), field.name
+        assert (shown.next_run_at is None) == moved
+    assert listed["a"].data == service.get_task("a").data  # secrets as stored: list output redacts them
+    assert listed["a"].schedules == ["5m", "0 3 * * *"] and listed["a"].jitter_ms == 1_000
 
 
 # ------------------------------------------------------------------------------------------------ update
