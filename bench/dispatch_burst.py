@@ -16,11 +16,16 @@ Per repetition (the tables are emptied between them):
    holds N); stock ``celery.beat.Scheduler`` with N due entries, capped at ``--beat-seconds`` because every
    tick compares the whole schedule (O(N) per sent message, O(N^2) per burst) -- its rate is sent/elapsed.
 
+After the set-up the process's heap is frozen (``workers.serve.freeze_start_up_heap``, what
+``scheduler:serve`` does before its planner starts), for every run alike, ours and the baselines;
+``--no-gc-freeze`` leaves it as it is.
+
 Afterwards one extra, untimed burst runs the planner ticks under pyinstrument (``--no-profile`` skips it).
 Only keys containing this run's random suffix are deleted from Redis.
 
     python -m bench.dispatch_burst [--n 10000] [--reps 3] [--batch 1000] [--beat-seconds 15]
                                    [--skip-beat] [--skip-redbeat] [--no-profile] [--no-results]
+                                   [--no-gc-freeze]
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
+from workers.serve import freeze_start_up_heap
 
 TARGET_RATIO = 3.0
 TARGET_RATE = 10_000.0
@@ -385,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument run")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="do not freeze the heap after set-up (serve does)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     n = args.n
@@ -405,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             info = machine_info(engine)
             stock = stock_app(tag, with_task=True)
             ours_app = create_app(settings)
+            if not args.no_gc_freeze:
+                freeze_start_up_heap()
             timeout = 60 + n / 200
             for rep in range(max(args.reps, args.extra_reps)):
                 line = [f"rep {rep + 1}:"]
@@ -509,7 +520,8 @@ def summarise(args: argparse.Namespace, n: int, figures: Figures) -> list[str]:
     first = ours[-1].ticks[0] if ours[-1].ticks else None
     return [
         f"N = {n} tasks due at one instant; medians (repetitions in brackets); planner_batch_size = "
-        f"{args.batch or Settings().planner_batch_size}, max_concurrent_tasks = {max(n, 100)}.",
+        f"{args.batch or Settings().planner_batch_size}, max_concurrent_tasks = {max(n, 100)}; heap "
+        f"{'not frozen' if args.no_gc_freeze else 'frozen after set-up, as serve does'}.",
         "",
         *table(["run", "seconds", "executions/s", "ours / this"], rows),
         "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 # ``completed``: nothing more to run (a once task: it succeeded); ``failed``: a once task whose run failed.
 TaskStatus = Literal["active", "paused", "completed", "failed"]
@@ -117,6 +117,41 @@ class Task(TaskDefinition):
     source: str = "cli"
     key: str | None = None
     paused_until: datetime | None = None  # a timed pause: the planner resumes the task then
+
+
+class DueTask(NamedTuple):
+    """A due task as the planner reads it: only the columns it plans with, each the :class:`Task` field of
+    that name (the planner's SELECT and its mapping follow these fields). A tuple, not a frozen dataclass: the
+    planner builds a thousand per batch, and a frozen dataclass's ``__init__`` (a ``setattr`` per field) cost
+    as much as planning them."""
+
+    id: int
+    name: str
+    command: str
+    queue: str
+    schedule: str
+    schedule_kind: str
+    schedules: list[str] | None
+    timezone: str
+    anchor_at: datetime
+    jitter_ms: int | None
+    exclude: list[str] | None
+    only_in: list[str] | None
+    next_run_at: datetime | None
+    end_at: datetime | None
+    max_runs: int | None
+    run_count: int
+    last_run_at: datetime | None
+    status_reason: str | None
+    misfire_policy: str
+    misfire_grace_ms: int | None
+    overlap_policy: str
+    retries: int
+    timeout_ms: int
+
+
+# What the planning rules take: a due task as the planner reads it, or a whole stored task.
+TaskToPlan = Task | DueTask
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

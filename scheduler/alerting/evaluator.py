@@ -79,9 +79,8 @@ class AlertEvaluator:
         silenced = alerts_sql.silenced_task_ids(connection, now=now)
         wanted: dict[str, tuple[TaskFacts, AlertRules, str, str]] = {}
         rules_of: dict[int, AlertRules] = {}
-        for facts in alerts_sql.task_facts(
-            connection, default_missing_ms=self.settings.alert_missing, now=now
-        ):
+        defaults = effective_rules({}, self.settings)
+        for facts in alerts_sql.task_facts(connection, defaults=defaults, now=now):
             rules = rules_of[facts.task_id] = effective_rules(facts.stored_rules, self.settings)
             for condition, detail in active_conditions(facts, rules, now).items():
                 wanted[alerts_sql.open_key(facts.task_id, condition)] = (facts, rules, condition, detail)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from scheduler.errors import SchedulerError
-from scheduler.records import AuditRecord, Dispatch, Task, TaskAdvance
+from scheduler.records import AuditRecord, Dispatch, TaskAdvance, TaskToPlan
 from scheduler.redaction import public_task
 from scheduler.rules.calendars import CalendarRule, task_calendar_rule
 from scheduler.rules.combined import slot_of
@@ -43,7 +43,7 @@ class ScheduleCache:
         self._size = size
         self._entries: OrderedDict[tuple[Any, ...], Schedule] = OrderedDict()
 
-    def get(self, task: Task) -> Schedule:
+    def get(self, task: TaskToPlan) -> Schedule:
         """The task's schedule; raises what :func:`~scheduler.rules.timing.task_schedule` raises for text
         that no longer parses."""
         # Only intervals (and a literal "now") depend on the anchor; cron and ISO instants share entries.
@@ -77,7 +77,7 @@ class BatchReport:
 
 
 def execution_row(
-    task: Task, slot: PlannedSlot, now: datetime, schedule: Schedule | None = None
+    task: TaskToPlan, slot: PlannedSlot, now: datetime, schedule: Schedule | None = None
 ) -> dict[str, Any]:
     """The ``task_executions`` values of one planned slot (unset columns left out, so they stay NULL).
 
@@ -120,7 +120,7 @@ def _insert_grouped(connection: Connection, rows: list[dict[str, Any]]) -> list[
     return inserted
 
 
-def _calendar_rules(connection: Connection, tasks: list[Task]) -> dict[int, CalendarRule]:
+def _calendar_rules(connection: Connection, tasks: Sequence[TaskToPlan]) -> dict[int, CalendarRule]:
     """The calendar rules of the tasks that have calendars (their days read in one query, if any)."""
     named = [task for task in tasks if task.exclude or task.only_in]
     if not named:
@@ -138,7 +138,7 @@ def _exclusion(schedule: Schedule, rule: CalendarRule | None) -> Callable[[datet
 
 
 def plan_tasks(
-    connection: Connection, tasks: list[Task], now: datetime, schedules: ScheduleCache
+    connection: Connection, tasks: Sequence[TaskToPlan], now: datetime, schedules: ScheduleCache
 ) -> BatchReport:
     """Plan the locked due ``tasks`` at ``now``: insert their executions and advance them (one transaction).
 
@@ -163,8 +163,9 @@ def plan_tasks(
             logger.error("task %s (%s): bad schedule, pausing it: %s", task.id, task.name, error)
             reason = f"{PARKED_PREFIX}{error}"
             changes = {"status": "paused", "status_reason": reason, "next_run_at": None}
+            before = tasks_sql.get_task(connection, task.id)  # the whole task, for the audit row
             paused = tasks_sql.update_task(connection, task.id, changes, now=now)
-            parked.append(AuditRecord("pause", task.id, task.name, public_task(task), public_task(paused)))
+            parked.append(AuditRecord("pause", task.id, task.name, public_task(before), public_task(paused)))
             continue
         excluded = _exclusion(schedule, rules.get(task.id))
         plans[task.id] = plan = plan_task(

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.records import Task, iso_utc
+from scheduler.records import TaskToPlan, iso_utc
 from scheduler.rules.schedules import IntervalSchedule, Schedule
 
 MAX_RUNS_PER_TICK = 100  # per task: run_all catch-up and on-time slots (Kubernetes' CronJob cap)
@@ -40,6 +40,7 @@ MAX_SKIPPED_ROWS = 10  # individual misfired rows per task and tick; the rest go
 DEFAULT_GRACE_CAP = timedelta(hours=1)
 COUNT_BUDGET = 200  # next_after calls spent counting a summary's slots exactly before extrapolating
 _PROBE_LIMIT = 10_000
+_INSTANT = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +73,17 @@ class TaskPlan:
 
 def _enumerate(
     schedule: Schedule, first: datetime, upto: datetime, limit: int
-) -> tuple[list[datetime], bool]:
-    """Slots from ``first`` (itself a slot) to ``upto`` inclusive, at most ``limit``: (slots, truncated)."""
+) -> tuple[list[datetime], bool, datetime | None]:
+    """Slots from ``first`` (itself a slot) to ``upto`` inclusive, at most ``limit``: (slots, truncated, the
+    first slot after them or None when the schedule has no more), each slot computed once."""
     slots: list[datetime] = []
     slot: datetime | None = first
     while slot is not None and slot <= upto:
         if len(slots) == limit:
-            return slots, True
+            return slots, True, slot
         slots.append(slot)
         slot = schedule.next_after(slot)
-    return slots, False
+    return slots, False, slot
 
 
 def latest_slot_before(schedule: Schedule, bound: datetime, floor: datetime) -> datetime:
@@ -118,7 +120,7 @@ def count_slots(schedule: Schedule, first: datetime, before: datetime) -> tuple[
     if isinstance(schedule, IntervalSchedule):
         steps, rest = divmod(before - first, schedule.every)
         return steps + (1 if rest else 0), True
-    seen, truncated = _enumerate(schedule, first, before, COUNT_BUDGET)
+    seen, truncated, _ = _enumerate(schedule, first, before, COUNT_BUDGET)
     seen = [slot for slot in seen if slot < before]
     if not truncated or len(seen) < 2:
         return len(seen), True
@@ -149,15 +151,15 @@ class _Split:
     following: datetime | None  # first slot after the on-time ones (None: the schedule has no more)
 
 
-def _split(schedule: Schedule, task: Task, now: datetime, enum_limit: int) -> _Split:
+def _split(schedule: Schedule, task: TaskToPlan, now: datetime, enum_limit: int) -> _Split:
     first = task.next_run_at
     assert first is not None
     upto = now if task.end_at is None else min(now, task.end_at)
-    after_upto = upto + timedelta(microseconds=1)
-    due, truncated = _enumerate(schedule, first, upto, enum_limit)
+    after_upto = upto + _INSTANT
+    due, truncated, after_due = _enumerate(schedule, first, upto, enum_limit)
     grace = None if task.misfire_grace_ms is None else timedelta(milliseconds=task.misfire_grace_ms)
     if not truncated:
-        following = schedule.next_after(due[-1])
+        following = after_due
         if grace is None:
             on_time = due[-1:] if default_grace_on_time(now, due[-1], following) else []
         else:
@@ -174,15 +176,13 @@ def _split(schedule: Schedule, task: Task, now: datetime, enum_limit: int) -> _S
     else:
         boundary = schedule.next_after(max(now - grace, first), inclusive=True)
     missed = [slot for slot in due if boundary is None or slot < boundary]
-    after_prefix = schedule.next_after(due[-1])
     missed_more = (
-        len(missed) == len(due) and after_prefix is not None and (boundary is None or after_prefix < boundary)
+        len(missed) == len(due) and after_due is not None and (boundary is None or after_due < boundary)
     )
     on_time = []
     following = boundary
     if boundary is not None and boundary <= upto:
-        on_time, _ = _enumerate(schedule, boundary, upto, MAX_RUNS_PER_TICK + 1)
-        following = schedule.next_after(on_time[-1])
+        on_time, _, following = _enumerate(schedule, boundary, upto, MAX_RUNS_PER_TICK + 1)
     end = boundary if boundary is not None and boundary <= after_upto else after_upto
     return _Split(missed, missed_more, end, on_time, following)
 
@@ -221,7 +221,7 @@ def _skipped_rows(
     return rows, len(rows) - 1 + count
 
 
-def _apply_overlap(task: Task, runs: list[PlannedSlot], has_active: bool) -> list[PlannedSlot]:
+def _apply_overlap(task: TaskToPlan, runs: list[PlannedSlot], has_active: bool) -> list[PlannedSlot]:
     if task.overlap_policy == "forbid":
         keep = 0 if has_active else 1
         return runs[:keep] + [
@@ -257,7 +257,7 @@ def _apply_calendars(
 
 
 def plan_task(
-    task: Task,
+    task: TaskToPlan,
     schedule: Schedule,
     now: datetime,
     *,

@@ -83,6 +83,8 @@ _EXPECTED = (
 
 
 def _aware_utc(value: datetime, name: str) -> datetime:
+    if value.tzinfo is UTC:  # the usual case, in the planner's loops: nothing to convert
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
     return value.astimezone(UTC)

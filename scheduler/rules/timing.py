@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from scheduler.errors import InvalidField, InvalidSchedule, SchedulerError
-from scheduler.records import Task, iso_utc
+from scheduler.records import Task, TaskToPlan, iso_utc
 from scheduler.rules.combined import CombinedSchedule, shortest_gap, slot_of
 from scheduler.rules.schedules import BasicSchedule, OnceSchedule, Schedule, fire_times, parse_schedule
 
@@ -280,7 +280,7 @@ def preview_schedule(
     return SchedulePreview(text=text, kind=schedule.kind, fire_times=times, sources=sources)
 
 
-def stored_schedule_text(task: Task) -> str:
+def stored_schedule_text(task: TaskToPlan) -> str:
     """A stored task's schedule text as the parser reads it today: interval units were case-insensitive
     before, so a stored ``5M`` is read as ``5m``."""
     return task.schedule.lower() if task.schedule_kind == "interval" else task.schedule
@@ -291,7 +291,7 @@ def stored_schedules(task: Task) -> str | list[str]:
     return list(task.schedules) if task.schedules else stored_schedule_text(task)
 
 
-def task_schedule(task: Task) -> Schedule:
+def task_schedule(task: TaskToPlan) -> Schedule:
     """The parsed schedule of a stored task (its text was validated when stored): with several schedules
     or a jitter, a :class:`CombinedSchedule` of real fire times."""
     texts = task.schedules or [stored_schedule_text(task)]

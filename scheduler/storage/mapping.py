@@ -13,19 +13,24 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar, get_origin, get_type_hints
 
-from scheduler.records import AuditEntry, Execution, LogLine, Task
+from scheduler.records import AuditEntry, DueTask, Execution, LogLine, Task
 
 R = TypeVar("R")
 Convert = Callable[[Any], Any]
 
 
 def _time(value: Any) -> datetime | None:
-    # as_utc, inline: this runs for every datetime of every row the planner maps.
+    # as_utc, inline: this runs for every datetime of every row the planner maps. A session in UTC (the
+    # server's usual default) hands back values in ``datetime.UTC`` already: no conversion then.
     if not isinstance(value, datetime):
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
 
 def _required_time(column: str) -> Convert:
@@ -113,6 +118,32 @@ def tasks_from_rows(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[
     if len(keys) != len(names) or set(keys) != set(names):
         return [task_from_row(dict(zip(keys, row, strict=True))) for row in rows]
     return [_build(Task, converters, dict(zip(keys, row, strict=True))) for row in rows]
+
+
+@cache
+def _time_fields(record: type[Any]) -> tuple[tuple[int, Convert], ...]:
+    """(position, converter) of a tuple record's datetime fields."""
+    hints = get_type_hints(record)
+    return tuple(
+        (index, convert)
+        for index, name in enumerate(record._fields)
+        if datetime in (hints[name], *getattr(hints[name], "__args__", ()))
+        and (convert := _converter(name, hints[name])) is not None
+    )
+
+
+def due_tasks_from_rows(rows: Iterable[Sequence[Any]]) -> list[DueTask]:
+    """:class:`DueTask` s from rows holding its fields' columns in its order, read through the table's typed
+    columns: only the datetimes need converting (aware, UTC); the other values are taken as they come."""
+    times = _time_fields(DueTask)
+    make = DueTask._make
+    tasks = []
+    for row in rows:
+        values = list(row)
+        for index, convert in times:
+            values[index] = convert(values[index])
+        tasks.append(make(values))
+    return tasks
 
 
 def execution_from_row(row: object) -> Execution:

@@ -182,3 +182,49 @@ def test_tasks_from_rows_maps_like_task_from_row(engine: Engine) -> None:
         fallback = tasks_from_rows(list(reordered.keys()), reordered)
     assert fast == fallback == [task_from_row(row) for row in rows]
     assert len(fast) == 2
+
+
+def test_due_tasks_read_each_planner_field_as_the_stored_task_holds_it(engine: Engine) -> None:
+    """The planner's narrow read (DueTask) agrees with the whole task, field by field, on either database:
+    several schedules, jitter, calendars, bounds and a finished run included; times aware in UTC."""
+    from planner_support import make_service, make_settings
+    from sqlalchemy import select, update
+
+    from scheduler.storage.dispatch import due_tasks
+    from scheduler.storage.mapping import task_from_row
+    from scheduler.storage.tables import tasks
+
+    service = make_service(engine, make_settings())
+    service.create_calendar("holiday", ["2026-12-25"])
+    service.create_task(name="plain", command="test:echo", schedule="*/5 * * * *")
+    service.create_task(
+        name="everything",
+        command="test:echo",
+        schedule=["0 9 * * *", "1h"],
+        timezone="Europe/Berlin",
+        jitter_ms=60_000,
+        exclude=["holiday"],
+        max_runs=3,
+        misfire_grace_ms=60_000,
+        misfire_policy="run_all",
+        overlap_policy="forbid",
+        retries=2,
+        timeout_ms=5_000,
+        end_at="2099-01-01T00:00:00Z",
+        queue="elsewhere",
+    )
+    service.create_task(name="only", command="test:echo", schedule="1m", only_in=["holiday"])
+    due_at = datetime(2026, 1, 1, 12, 0, 0, 250, tzinfo=UTC)
+    with engine.begin() as connection:
+        changes = {"next_run_at": due_at, "last_run_at": due_at - timedelta(hours=1), "run_count": 2}
+        connection.execute(update(tasks).values(changes))
+        connection.execute(update(tasks).where(tasks.c.name == "plain").values(status_reason="a note"))
+    with engine.connect() as connection:
+        due = due_tasks(connection, due_at, 10)
+        stored = {row.id: task_from_row(row) for row in connection.execute(select(tasks))}
+    assert sorted(task.name for task in due) == ["everything", "only", "plain"]
+    for task in due:
+        whole = stored[task.id]
+        assert task._asdict() == {name: getattr(whole, name) for name in task._fields}
+        assert task.next_run_at == due_at and task.next_run_at.tzinfo is UTC
+        assert task.anchor_at.tzinfo is UTC
