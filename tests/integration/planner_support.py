@@ -7,6 +7,7 @@ execution's timestamps) into the past relative to the database clock.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,3 +120,14 @@ def by_status(rows: Sequence[Execution]) -> dict[str, int]:
 
 def ago(engine: Engine, **delta: float) -> datetime:
     return now_of(engine) - timedelta(**delta)
+
+
+def settled_minute(engine: Engine) -> datetime:
+    """The start of the database clock's current minute, once at least 5 s of it have passed (waiting up to
+    5 s): a slot that is due while the one-minute slot after it is not. (``minute_floor(ago(seconds=5))``
+    taken in a minute's first 5 s is the minute before, and a "1m" schedule then has two slots due.)"""
+    now = now_of(engine)
+    if now.second < 5:
+        time.sleep(5 - now.second - now.microsecond / 1_000_000 + 0.05)
+        now = now_of(engine)
+    return minute_floor(now)

@@ -17,6 +17,7 @@ from planner_support import (
     minute_floor,
     now_of,
     set_task,
+    settled_minute,
 )
 from sqlalchemy import Engine, insert
 
@@ -35,7 +36,7 @@ ZONE = "Pacific/Kiritimati"  # UTC+14: its day starts ten hours before UTC's pre
 def test_an_excluded_slot_is_recorded_skipped_naming_the_calendar_and_only_in_runs(engine: Engine) -> None:
     settings = make_settings()
     service = make_service(engine, settings)
-    slot = minute_floor(ago(engine, seconds=5))
+    slot = settled_minute(engine)
     today = local_day(slot, ZONE).isoformat()  # the slot's day in the task's zone, not in UTC
     service.create_calendar("today", [today])
     excluded = service.create_task(
@@ -67,7 +68,7 @@ def test_two_schedules_firing_at_one_instant_make_one_execution_naming_the_first
     settings = make_settings()
     service = make_service(engine, settings)
     task = service.create_task(name="two", command="test:echo", schedule=["2m", "1m"])
-    slot = minute_floor(ago(engine, seconds=5))
+    slot = settled_minute(engine)
     set_task(engine, task.id, next_run_at=slot, anchor_at=slot)  # both intervals fire at the anchor
     planner = Planner(engine, settings, RecordingPublisher())
 
