@@ -16,8 +16,8 @@ Per repetition (the tables are emptied between them):
    holds N); stock ``celery.beat.Scheduler`` with N due entries, capped at ``--beat-seconds`` because every
    tick compares the whole schedule (O(N) per sent message, O(N^2) per burst) -- its rate is sent/elapsed.
 
-After the set-up the process's heap is frozen (``workers.serve.freeze_start_up_heap``, what
-``scheduler:serve`` does before its planner starts), for every run alike, ours and the baselines;
+After the set-up the process's heap is frozen (``scheduler.planning.planner.freeze_start_up_heap``, what
+the planner's loop does when it starts), for every run alike, ours and the baselines;
 ``--no-gc-freeze`` leaves it as it is.
 
 Afterwards one extra, untimed burst runs the planner ticks under pyinstrument (``--no-profile`` skips it).
@@ -58,13 +58,12 @@ from bench._common import (
     vacuum_analyze,
     verdict,
 )
-from scheduler.planning.planner import Planner
+from scheduler.planning.planner import Planner, freeze_start_up_heap
 from scheduler.records import TickReport
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
 from workers.app import create_app
 from workers.publisher import CeleryPublisher
-from workers.serve import freeze_start_up_heap
 
 TARGET_RATIO = 3.0
 TARGET_RATE = 10_000.0
@@ -392,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument run")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     parser.add_argument(
-        "--no-gc-freeze", action="store_true", help="do not freeze the heap after set-up (serve does)"
+        "--no-gc-freeze",
+        action="store_true",
+        help="do not freeze the heap after set-up (the planner's loop does)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -521,7 +522,7 @@ def summarise(args: argparse.Namespace, n: int, figures: Figures) -> list[str]:
     return [
         f"N = {n} tasks due at one instant; medians (repetitions in brackets); planner_batch_size = "
         f"{args.batch or Settings().planner_batch_size}, max_concurrent_tasks = {max(n, 100)}; heap "
-        f"{'not frozen' if args.no_gc_freeze else 'frozen after set-up, as serve does'}.",
+        f"{'not frozen' if args.no_gc_freeze else 'frozen after set-up, as the planner loop does'}.",
         "",
         *table(["run", "seconds", "executions/s", "ours / this"], rows),
         "",

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
@@ -79,16 +78,6 @@ def start_web(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=dict(os.environ))
 
 
-def freeze_start_up_heap() -> None:
-    """Move what start-up built (modules, the Celery app and worker, the engine) out of the cyclic collector's
-    reach (:func:`gc.freeze`), once it is built. A planner burst allocates enough to trigger full collections,
-    each of which traversed that whole heap again (70-200 ms of a 10k burst's ~1.5 s, holding the GIL);
-    frozen, they traverse only what was allocated since. The frozen objects are the process's for its life
-    anyway."""
-    gc.collect()
-    gc.freeze()
-
-
 def serve(
     settings: Settings,
     *,
@@ -116,7 +105,6 @@ def serve(
 
     def start_planner(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app and not planner_thread.is_alive():
-            freeze_start_up_heap()
             logger.info("serve: planner %s starting", planner.holder)
             planner_thread.start()
 
