@@ -16,6 +16,10 @@ from pathlib import Path
 from tests.support.processes import kill_process_group
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class TerminalRun:
     """A started command whose stderr is a pseudo-terminal; read what it shows with :meth:`wait_for`."""
 
@@ -31,6 +35,9 @@ class TerminalRun:
             env=dict(env),
             cwd=str(cwd),
             start_new_session=True,
+            # As a shell starts a foreground job: Ctrl-C's default action, even when this run inherited
+            # SIGINT ignored (a test run started in the background of a non-interactive shell).
+            preexec_fn=_default_sigint,
         )
         os.close(slave)
 
