@@ -116,11 +116,14 @@ def test_plan_apply_idempotent_and_the_exit_codes(cli: Cli) -> None:
     assert "bad.yaml:10: task 'backup': invalid schedule '0 25 * * *'" in bad.stderr
 
 
-# The fields of several schedules, jitter and calendars (revision 0003), on one more task.
+# The fields of several schedules, jitter and calendars (revision 0003), on one more task. Its start anchors
+# the 45m interval at 00:10 UTC, so that no interval slot comes within the 1 min jitter of a 09:00 Berlin slot
+# (anchored at the time of the apply, one did about 2 minutes in every 45, and apply refused the jitter).
 COMBINED_TASK = """\
   - name: combined
     command: test:echo
     schedule: ["0 9 * * 1-5", "45m"]
+    start_at: 2030-01-01T00:10:00Z
     jitter_ms: 60000
     exclude: holidays
     only_in: [workdays, holidays]
