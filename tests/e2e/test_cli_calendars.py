@@ -1,12 +1,14 @@
 """Issue 15's richer schedules through the real `systemprompt` executable: exclusion calendars (create, list,
 show, delete, ICS import, audit), --exclude/--only-in, --jitter, several --schedule options, what next and
-validate show, what the planner records, and the bad input each refuses in one line with exit 2."""
+validate show, what the planner records, and the bad input each refuses in one line with exit 2.
+
+The verbs of this module (calendar create and delete, next, validate) run as the real executable at least once
+on each database; the other calls run the same click application in-process (``Cli.invoke``: same error
+policy and exit codes, no process start each)."""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from test_cli_runner import Cli, Result, assert_one_line_error
 
 from scheduler.rules.calendars import local_day
+from tests.support.processes import wait_for
 
 ICS = (
     "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//e2e//holidays//EN\r\n"
@@ -40,16 +43,6 @@ def sqlite_cli(sqlite_url: str, tmp_path: Path) -> Cli:
     return Cli(sqlite_url, workdir, SCHEDULER_ACTOR="e2e-tester")
 
 
-def _until(probe: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    """``probe()`` once it is truthy; fails after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-
-
 def test_calendars_are_created_listed_shown_audited_and_deleted_only_when_unused(cli: Cli) -> None:
     (cli.workdir / "holidays.ics").write_text(ICS, encoding="utf-8")
     created = cli.json(
@@ -62,14 +55,12 @@ def test_calendars_are_created_listed_shown_audited_and_deleted_only_when_unused
         "ranges": [["2026-12-25", "2026-12-26"], ["2026-12-31", "2027-01-01"]],
         "weekdays": ["sun"],
     }
-    table = cli.ok("scheduler:calendar", "list", real=True).stdout
+    table = cli.ok("scheduler:calendar", "list").stdout
     assert "holidays" in table and "2026-12-25..2026-12-26" in table
 
-    task = cli.create(
-        "business", "--schedule", "0 9 * * *", "--timezone", ZONE, "--exclude", "holidays", real=True
-    )
+    task = cli.create("business", "--schedule", "0 9 * * *", "--timezone", ZONE, "--exclude", "holidays")
     assert task["exclude"] == ["holidays"] and task["only_in"] is None
-    shown = cli.json("scheduler:calendar", "show", "holidays", real=True)
+    shown = cli.json("scheduler:calendar", "show", "holidays")
     assert shown["tasks"] == ["business"]
 
     refused = cli.run("scheduler:calendar", "delete", "holidays")
@@ -78,7 +69,7 @@ def test_calendars_are_created_listed_shown_audited_and_deleted_only_when_unused
         "error: invalid calendar: 'holidays' is used by task 'business'; detach it first"
     ]
     cli.json("scheduler:update", "--id", "business", "--clear", "exclude")
-    deleted = cli.json("scheduler:calendar", "delete", "holidays", real=True)
+    deleted = cli.json("scheduler:calendar", "delete", "holidays")
     assert deleted["name"] == "holidays"
     assert cli.json("scheduler:calendar", "list") == []
 
@@ -95,7 +86,7 @@ def test_next_and_validate_show_jittered_times_the_schedule_and_excluded_slots(c
     cli.ok("scheduler:calendar", "create", "holiday", "2030-06-14")
     task = cli.create(
         "two-schedules", "--schedule", "0 9 * * 1-5", "--schedule", "0 12 * * 6,0", "--timezone", ZONE,
-        "--jitter", "10m", "--exclude", "holiday", "--start", "2030-06-12T00:00:00Z", real=True,
+        "--jitter", "10m", "--exclude", "holiday", "--start", "2030-06-12T00:00:00Z",
     )  # fmt: skip
     assert task["schedules"] == ["0 9 * * 1-5", "0 12 * * 6,0"] and task["jitter_ms"] == 600_000
     runs = cli.json("scheduler:next", "--task", "two-schedules", "--count", "4", real=True)
@@ -112,7 +103,7 @@ def test_next_and_validate_show_jittered_times_the_schedule_and_excluded_slots(c
     assert len({run["at"] for run in runs}) == 4
     again = cli.json("scheduler:next", "--task", "two-schedules", "--count", "4")
     assert again == runs  # the same real times on every call: the offsets are a hash of task and slot
-    table = cli.ok("scheduler:next", "--task", "two-schedules", "--count", "4", real=True).stdout
+    table = cli.ok("scheduler:next", "--task", "two-schedules", "--count", "4").stdout
     assert "excluded by calendar 'holiday' (2030-06-14)" in table and "0 12 * * 6,0" in table
 
     validated = cli.json(
@@ -125,7 +116,7 @@ def test_next_and_validate_show_jittered_times_the_schedule_and_excluded_slots(c
         {"at": "2030-06-13T19:00:00Z", "schedule": "0 9 * * 1-5", "excluded": HOLIDAY},
         {"at": "2030-06-14T22:00:00Z", "schedule": "0 12 * * 6,0", "excluded": None},
     ]  # fmt: skip
-    listed = cli.ok("scheduler:list", real=True).stdout
+    listed = cli.ok("scheduler:list").stdout
     assert "0 9 * * 1-5 | 0 12 * * 6,0 ~10 min" in listed
 
 
@@ -141,17 +132,17 @@ def test_the_planner_records_excluded_slots_and_the_schedule_of_each_run(cli: Cl
     both = cli.create("both", "--schedule", "2s", "--schedule", "1s", "--misfire", "run_all")
 
     def history(task: str) -> list[dict[str, Any]]:
-        cli.ok("scheduler:planner", "--once", real=True)
+        cli.ok("scheduler:planner", "--once")  # a tick in-process (the real executable's: test_cli_backfill)
         rows: list[dict[str, Any]] = cli.json("scheduler:history", "--task", task)
         return rows if len(rows) >= 3 else []
 
-    skipped = _until(lambda: history("excluded"))
+    skipped = wait_for(lambda: history("excluded"), 30, "fewer than 3 rows", interval_s=0.1)
     assert {(row["status"], row["reason"]) for row in skipped} == {("skipped", "excluded")}
     assert all(row["error"].startswith("excluded by calendar 'today' (") for row in skipped)
     table = cli.ok("scheduler:history", "--task", "excluded", real=True).stdout
     assert "skipped (excluded)" in table and "excluded by calendar 'today'" in table
 
-    rows = _until(lambda: history("both"))
+    rows = wait_for(lambda: history("both"), 30, "fewer than 3 rows", interval_s=0.1)
     anchor = datetime.fromisoformat(both["anchor_at"])
     assert len({row["scheduled_for"] for row in rows}) == len(rows)  # one execution per instant
     for row in rows:
@@ -163,7 +154,7 @@ def test_the_planner_records_excluded_slots_and_the_schedule_of_each_run(cli: Cl
 
 
 def _refused(cli: Cli, *args: str) -> Result:
-    result = cli.run(*args)
+    result = cli.invoke(*args)
     assert_one_line_error(result, 2)
     return result
 
@@ -212,8 +203,12 @@ def test_bad_input_is_one_line_exit_2_and_stores_nothing(sqlite_cli: Cli) -> Non
             "between its slots)"
         ),
     }  # fmt: skip
-    results = cli.run_many([list(args) for args in cases])
-    for result, (args, line) in zip(results, cases.items(), strict=True):
+    # Each in-process; two of them (a calendar's, validate's) through the real executable too.
+    real = [args for args in cases if args[0] == "scheduler:validate" or "2026-13-01" in args]
+    results = [cli.invoke(*args) for args in cases] + cli.run_many([list(args) for args in real])
+    expected = [*cases.items(), *((args, cases[args]) for args in real)]
+    assert len(real) == 2
+    for result, (args, line) in zip(results, expected, strict=True):
         assert_one_line_error(result, 2)
         assert result.stderr_lines == [line], result.describe()
         assert result.args == args

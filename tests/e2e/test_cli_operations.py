@@ -1,5 +1,8 @@
 """Operator verbs as the real executable: flower's refusal to listen publicly without auth, health on the
-embedded default, JSON logs of a long-running verb, and shell completion through click's env protocol."""
+embedded default, JSON logs of a long-running verb, and shell completion through click's env protocol.
+
+Each of these verbs, and the completion protocol, runs as the real executable at least once; the other calls
+run the same click application in-process (same error policy and exit codes, no process start each)."""
 
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ def cli(tmp_path: Path) -> Cli:
 
 @pytest.mark.parametrize("address", ["0.0.0.0", "::", "10.1.2.3", "flower.internal", ""])
 def test_flower_refuses_a_public_address_without_basic_auth(cli: Cli, address: str) -> None:
-    result = cli.run("scheduler:flower", f"--address={address}", "--port=5599")
+    args = ("scheduler:flower", f"--address={address}", "--port=5599")
+    result = cli.run(*args) if address == "0.0.0.0" else cli.invoke(*args)  # one real, the rest in-process
     assert result.code == 2, result.describe()
     (line,) = result.stderr_lines
     assert line.startswith("error: refusing to serve Flower on ")
@@ -42,9 +46,9 @@ def test_flower_refuses_a_public_address_without_basic_auth(cli: Cli, address: s
 
 
 def test_flower_rejects_unknown_flower_options_and_bad_auth_values(cli: Cli) -> None:
-    unknown = cli.run("scheduler:flower", "--max-taks=10")
+    unknown = cli.invoke("scheduler:flower", "--max-taks=10")
     assert unknown.code == 2 and unknown.stderr_lines[0].startswith("error: unknown Flower option --max-taks")
-    spaced = cli.run("scheduler:flower", "--max-tasks", "10")
+    spaced = cli.invoke("scheduler:flower", "--max-tasks", "10")
     assert spaced.code == 2 and "--name=value" in spaced.stderr
     bad_auth = cli.run("scheduler:flower", env={"SCHEDULER_FLOWER_BASIC_AUTH": "admin"})
     assert bad_auth.code == 2 and "SCHEDULER_FLOWER_BASIC_AUTH" in bad_auth.stderr
@@ -98,7 +102,7 @@ def test_health_on_the_embedded_default_reports_without_creating_a_database(cli:
 
 
 def test_health_on_the_embedded_default_is_green_for_database_and_broker_once_used(cli: Cli) -> None:
-    cli.run("scheduler:list")  # first use creates and migrates the embedded database
+    cli.invoke("scheduler:list")  # first use creates and migrates the embedded database
     result = cli.run("scheduler:health", "--check", "database,broker")
     assert result.code == 0, result.describe()
     assert result.stderr == ""
@@ -110,7 +114,7 @@ def test_health_on_the_embedded_default_is_green_for_database_and_broker_once_us
 def _planner(cli: Cli, log_format: str) -> list[str]:
     """Run ``scheduler:planner`` on the embedded default until it has said whether it leads, stop it with
     SIGTERM; its stderr lines."""
-    cli.run("scheduler:list")
+    cli.invoke("scheduler:list")  # creates the embedded database
     env = {**cli.env, "SCHEDULER_LOG_FORMAT": log_format, "SCHEDULER_TICK_INTERVAL": "100"}
     process = subprocess.Popen(
         [str(SYSTEMPROMPT), "scheduler:planner"],
@@ -163,7 +167,7 @@ def test_a_long_running_verb_logs_text_by_default(cli: Cli) -> None:
 
 
 def test_a_standby_planner_stopped_says_it_held_no_lease(cli: Cli) -> None:
-    cli.run("scheduler:list")  # creates the embedded database
+    cli.invoke("scheduler:list")  # creates the embedded database
     engine = make_engine(f"sqlite:///{cli.workdir / '.scheduler' / 'scheduler.db'}")
     try:
         other = Lease(engine, ttl=timedelta(minutes=5), holder="the-leader")
@@ -179,17 +183,17 @@ def test_a_standby_planner_stopped_says_it_held_no_lease(cli: Cli) -> None:
 
 
 def complete(words: str, cword: int, shell: str = "bash") -> list[str]:
-    """What ``systemprompt`` offers for ``words`` (the word at ``cword`` being completed)."""
-    env = {
-        **{key: value for key, value in os.environ.items() if not key.startswith("SCHEDULER_")},
-        "_SYSTEMPROMPT_COMPLETE": f"{shell}_complete",
-        "COMP_WORDS": words,
-        "COMP_CWORD": str(cword),
-    }
-    completed = subprocess.run(
-        [str(SYSTEMPROMPT)], env=env, capture_output=True, text=True, timeout=30, check=False
-    )
-    assert completed.returncode == 0, completed.stderr
+    """What ``systemprompt`` offers for ``words`` (the word at ``cword`` being completed): click's env
+    protocol, in-process on the same application (the real executable answers it in
+    ``test_cli_runner.test_shell_completion_offers_the_subgroup_verbs_and_options`` and below)."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    env: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SCHEDULER_")}
+    env |= {"_SYSTEMPROMPT_COMPLETE": f"{shell}_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    completed = CliRunner(env=env).invoke(cli, [], prog_name="systemprompt", catch_exceptions=False)
+    assert completed.exit_code == 0, completed.stderr
     # bash_complete prints "type,value" lines.
     return [line.split(",", 1)[1] for line in completed.stdout.splitlines()]
 
@@ -213,10 +217,19 @@ def test_completion_of_options_and_check_names() -> None:
 
 
 def test_completion_scripts_exist_for_bash_zsh_and_fish() -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
     for shell in ("bash", "zsh", "fish"):
         env = {"_SYSTEMPROMPT_COMPLETE": f"{shell}_source", "PATH": os.environ.get("PATH", "")}
-        completed = subprocess.run(
-            [str(SYSTEMPROMPT)], env=env, capture_output=True, text=True, timeout=30, check=False
-        )
-        assert completed.returncode == 0, completed.stderr
-        assert "_SYSTEMPROMPT_COMPLETE" in completed.stdout and "systemprompt" in completed.stdout
+        if shell == "bash":  # the real executable: eval "$(_SYSTEMPROMPT_COMPLETE=bash_source systemprompt)"
+            completed = subprocess.run(
+                [str(SYSTEMPROMPT)], env=env, capture_output=True, text=True, timeout=30, check=False
+            )
+            code, stdout, stderr = completed.returncode, completed.stdout, completed.stderr
+        else:  # the same protocol in-process
+            result = CliRunner(env=env).invoke(cli, [], prog_name="systemprompt", catch_exceptions=False)
+            code, stdout, stderr = result.exit_code, result.stdout, result.stderr
+        assert code == 0, stderr
+        assert "_SYSTEMPROMPT_COMPLETE" in stdout and "systemprompt" in stdout

@@ -1,5 +1,8 @@
 """``systemprompt`` reading and admin verbs end to end: validate, next, history, logs, stats, audit, commands,
-config, migrate."""
+config, migrate.
+
+Each verb runs as the real executable at least once; the other calls run the same click application
+in-process (``Cli.invoke``: same error policy and exit codes, no process start each)."""
 
 from __future__ import annotations
 
@@ -63,9 +66,8 @@ def test_validate_shows_fire_times_across_the_spring_forward_gap(tmp_path: Path)
     cli = Cli(None, tmp_path)  # validate needs no database: none is created
     args = ["scheduler:validate", "--schedule", "0 2 * * *", "--timezone", "Europe/Berlin",
             "--from", "2026-03-28T00:00:00Z", "--count", "3"]  # fmt: skip
-    as_json, as_table, bad = cli.run_many(
-        [[*args, "--format", "json"], args, ["scheduler:validate", "--schedule", "5x"]]
-    )
+    as_json = cli.run(*args, "--format", "json")
+    as_table, bad = cli.invoke(*args), cli.invoke("scheduler:validate", "--schedule", "5x")
     assert as_json.json() == {
         "schedule": "0 2 * * *",
         "kind": "cron",
@@ -118,7 +120,8 @@ def test_history_stats_and_logs_show_recorded_executions(cli: Cli, sqlite_url: s
     record_execution(sqlite_url, other)
     record_logs(sqlite_url, done, ("INFO", "echo: {}"), ("WARNING", "careful [red]markup[/red]"))
 
-    executions = cli.json("scheduler:history", "--task", "worked", real=True)
+    # history runs as the real executable in test_history_and_stats_on_postgresql
+    executions = cli.json("scheduler:history", "--task", "worked")
     assert [(e["id"], e["status"], e["error"]) for e in executions] == [
         (failed, "failed", "RuntimeError: boom"),
         (done, "completed", None),
@@ -158,7 +161,7 @@ def test_config_shows_each_value_with_its_source_and_masks_passwords(tmp_path: P
     (tmp_path / "module.yaml").write_text("config:\n  tickInterval: 250\n", encoding="utf-8")
     url = "postgresql+psycopg2://sched:hunter2@db.example:5432/sched"
     cli = Cli(url, tmp_path, SCHEDULER_DEFAULT_RETRIES="7", SCHEDULER_FLOWER_BASIC_AUTH="admin:pa55")
-    shown, table = cli.run_many([["scheduler:config", "--format", "json"], ["scheduler", "config"]])
+    shown, table = cli.run("scheduler:config", "--format", "json"), cli.invoke("scheduler", "config")
     config = shown.json()
     settings = {row["name"]: row for row in config["settings"]}
     assert config["config_file"] == "module.yaml"
@@ -177,7 +180,7 @@ def test_config_shows_each_value_with_its_source_and_masks_passwords(tmp_path: P
 
 def test_a_bad_setting_is_one_line_and_exits_2(tmp_path: Path) -> None:
     cli = Cli(None, tmp_path, SCHEDULER_TICK_INTERVAL="fast")
-    result = cli.run("scheduler:list")
+    result = cli.invoke("scheduler:list")
     assert_one_line_error(result, 2)
     assert "tick_interval" in result.stderr
 
@@ -212,7 +215,7 @@ def test_a_read_verb_upgrades_an_older_embedded_schema_before_reading(tmp_path: 
     # The schema check is one SELECT of the version row; when it differs, the embedded database is upgraded.
     url = f"sqlite:///{tmp_path / 'older.db'}"
     at_first_revision(url)
-    listed = Cli(url, tmp_path).run("scheduler:list", "--format", "json")
+    listed = Cli(url, tmp_path).invoke("scheduler:list", "--format", "json")
     assert listed.code == 0, listed.describe()
     assert json.loads(listed.stdout) == []
     assert revision_of(url) == head_revision()
@@ -224,8 +227,9 @@ def test_a_read_verb_refuses_an_older_postgresql_schema_and_changes_nothing(tmp_
     name, url = create_pg_database(None)
     try:
         at_first_revision(url)
+        cli = Cli(url, tmp_path)
         for verb in ("scheduler:list", "scheduler:history", "scheduler:next"):
-            refused = Cli(url, tmp_path).run(verb)
+            refused = cli.run(verb) if verb == "scheduler:list" else cli.invoke(verb)
             assert_one_line_error(refused, 69)
             assert refused.stderr_lines == [
                 f"error: the database schema is at revision 0001, this version needs {head_revision()}: "
@@ -242,7 +246,7 @@ def test_migrate_brings_an_empty_postgresql_database_to_head_and_then_list_works
     name, url = create_pg_database(None)
     try:
         cli = Cli(url, tmp_path)
-        outdated = cli.run("scheduler:list")
+        outdated = cli.invoke("scheduler:list")
         assert_one_line_error(outdated, 69)
         assert "scheduler:migrate" in outdated.stderr  # the message names the command to run
         migrated = cli.json("scheduler:migrate", real=True)

@@ -19,7 +19,7 @@ NO_WORKER = (
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     cli = Cli(None, tmp_path)  # the embedded default: SQLite and the filesystem broker under the workdir
-    cli.create("nightly", real=True)
+    cli.create("nightly")  # in-process: the subject is run --wait, which runs as the real executable
     return cli
 
 

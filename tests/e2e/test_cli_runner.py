@@ -79,7 +79,7 @@ class Cli:
         with ThreadPoolExecutor(max_workers=4) as pool:
             return list(pool.map(lambda argv: self.run(*argv), argvs))
 
-    def invoke(self, *args: str) -> Result:
+    def invoke(self, *args: str, stdin: str | None = None) -> Result:
         """The same click application in this process (same error policy and exit codes, no process start)."""
         from click.testing import CliRunner
 
@@ -88,7 +88,7 @@ class Cli:
         inherited: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SCHEDULER_")}
         runner = CliRunner(env={**inherited, **self.own_env})
         with contextlib.chdir(self.workdir):
-            result = runner.invoke(cli, list(args), catch_exceptions=False)
+            result = runner.invoke(cli, list(args), input=stdin, catch_exceptions=False)
         return Result(tuple(args), result.exit_code, result.stdout, result.stderr)
 
     def ok(self, *args: str, real: bool = False) -> Result:

@@ -1,4 +1,7 @@
-"""`systemprompt` task verbs end to end, as a real subprocess: create, list, update, delete, pause, resume."""
+"""`systemprompt` task verbs end to end, as a real subprocess: create, list, update, delete, pause, resume.
+
+Each verb runs as the real executable at least once; the other calls run the same click application
+in-process (``Cli.invoke``: same error policy and exit codes, no process start each)."""
 
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ def test_update_changes_only_the_given_fields_and_clear_unsets(cli: Cli) -> None
     assert updated["schedule"] == "5m" and updated["command"] == task["command"]
     by_id = cli.json("scheduler", "update", "--id", str(task["id"]), "--schedule", "@hourly")
     assert (by_id["schedule"], by_id["schedule_kind"]) == ("@hourly", "cron")
-    nothing = cli.run("scheduler:update", "--id", "report2")
+    nothing = cli.invoke("scheduler:update", "--id", "report2")
     assert_one_line_error(nothing, 2)
 
 
@@ -145,7 +148,7 @@ def test_delete_without_confirm_and_without_a_terminal_refuses(cli: Cli) -> None
     assert "--confirm" in refused.stderr
     assert [t["name"] for t in cli.tasks()] == ["doomed"]
 
-    deleted = cli.json("scheduler:delete", "--id", str(task["id"]), "--confirm", real=True)
+    deleted = cli.json("scheduler:delete", "--id", str(task["id"]), "--confirm")
     assert deleted["id"] == task["id"]
     assert cli.tasks() == []
     cli.create("doomed-too")
@@ -183,7 +186,7 @@ def test_a_paused_task_has_no_next_run_in_list_as_in_next(cli: Cli) -> None:
     assert cli.json("scheduler:next", "--task", "hourly-report") == []
     (listed,) = cli.tasks()
     assert (listed["status"], listed["next_run_at"]) == ("paused", None)
-    table = cli.ok("scheduler:list", real=True).stdout.splitlines()
+    table = cli.ok("scheduler:list").stdout.splitlines()
     header, row = table[0], table[2]
     at = header.index("next run")
     assert row[at : at + len("next run")].strip() == "-", "\n".join(table)
@@ -197,7 +200,7 @@ def test_a_paused_task_has_no_next_run_in_list_as_in_next(cli: Cli) -> None:
 
 def test_list_says_what_its_run_count_counts(cli: Cli) -> None:
     cli.create("nightly", "--schedule", "0 2 * * *")
-    header = cli.ok("scheduler:list", real=True).stdout.splitlines()[0]
+    header = cli.ok("scheduler:list").stdout.splitlines()[0]
     assert "sched. runs" in header and "last outcome" in header
     assert " runs " not in f" {header.replace('sched. runs', '')} "
     assert "the planner dispatched (not manual ones)" in " ".join(
@@ -213,7 +216,7 @@ def test_secret_looking_data_keys_are_redacted_in_every_output(cli: Cli) -> None
     outputs = [
         cli.ok("scheduler:list", "--format", "json").stdout,
         cli.ok("scheduler:update", "--id", "with-secrets", "--retries", "1").stdout,
-        cli.ok("scheduler:audit", "--format", "json", real=True).stdout,
+        cli.ok("scheduler:audit", "--format", "json").stdout,
         cli.ok("scheduler:audit").stdout,
     ]
     for output in outputs:
@@ -245,7 +248,7 @@ def test_the_task_lifecycle_on_postgresql(pg_url: str, tmp_path: Path) -> None:
     assert cli.json("scheduler:resume", "--id", str(task["id"]))[0]["status"] == "active"
     assert cli.json("scheduler:update", "--id", "pg-task", "--queue", "q2")["queue"] == "q2"
     assert cli.json("scheduler:delete", "--id", "pg-task", "--confirm")["id"] == task["id"]
-    assert cli.json("scheduler:list", real=True) == []
+    assert cli.json("scheduler:list") == []
     actions = [e["action"] for e in cli.json("scheduler:audit")]
     assert actions == ["delete", "update", "resume", "pause", "create"]
 
@@ -262,7 +265,7 @@ def test_a_role_without_write_privileges_exits_77_and_can_still_read(pg_url: str
         connection.execute(text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'))
     try:
         reader = Cli(make_url(pg_url).set(username=role).render_as_string(hide_password=False), tmp_path)
-        assert reader.json("scheduler:list", real=True) == []
+        assert reader.json("scheduler:list") == []
         denied = reader.run("scheduler:create", "--name", "nope", "--command", "test:echo")
         assert_one_line_error(denied, 77)
     finally:

@@ -1,7 +1,11 @@
 """Tasks as code end to end, through the real ``systemprompt`` executable on SQLite and PostgreSQL: plan (and
 its exit codes), apply (idempotent, audited, prune by ownership, drift), export (the round trip), versions,
 diff and rollback, alert rules in the file; and the bad files, each one line naming the place, nothing
-applied."""
+applied.
+
+Each verb of this module (plan with its exit codes, apply from a file and from stdin, export, versions, diff,
+rollback) runs as the real executable at least once on each database; the other calls run the same click
+application in-process (``Cli.invoke``: same error policy and exit codes, no process start each)."""
 
 from __future__ import annotations
 
@@ -103,13 +107,13 @@ def test_plan_apply_idempotent_and_the_exit_codes(cli: Cli) -> None:
     assert {e["actor"] for e in entries} == {"ci-bot"}
 
     before = audit_count(cli)
-    again = cli.run("scheduler:apply", "-f", path)
+    again = cli.invoke("scheduler:apply", "-f", path)
     assert again.code == 0 and "0 created, 0 updated, 0 deleted, 0 paused, 4 unchanged." in again.stdout
     assert audit_count(cli) == before  # a second apply writes no audit row
-    clean = cli.run("scheduler:plan", "-f", path)
+    clean = cli.invoke("scheduler:plan", "-f", path)
     assert clean.code == 0, clean.describe()
 
-    bad = cli.run(
+    bad = cli.invoke(
         "scheduler:plan", "-f", write(cli, FULL_FILE.replace("0 2 * * *", "0 25 * * *"), "bad.yaml")
     )
     assert_one_line_error(bad, 2)
@@ -148,7 +152,7 @@ def test_export_then_apply_is_a_no_op_for_every_field_and_schedule_kind(cli: Cli
     assert document["tasks"][-1]["alerts"] == rules
     assert ["alerts" in task for task in document["tasks"]] == [False] * 4 + [True]
     before = audit_count(cli)
-    piped = cli.run("scheduler:plan", "-f", "-", stdin=exported.stdout)
+    piped = cli.invoke("scheduler:plan", "-f", "-", stdin=exported.stdout)
     assert piped.code == 0, piped.describe()
     applied = cli.run("scheduler:apply", "-f", "-", stdin=exported.stdout)
     assert applied.code == 0 and "5 unchanged" in applied.stdout, applied.describe()
@@ -167,14 +171,14 @@ def test_prune_removes_only_the_tasks_of_its_own_source(cli: Cli) -> None:
 
     without = plan_json(cli, "-f", path, expect=0)  # without --prune nothing is removed
     assert without["summary"] == {"create": 0, "update": 0, "delete": 0, "pause": 0, "unchanged": 1}
-    paused = cli.run("scheduler:apply", "-f", path, "--prune", "--prune-mode", "pause")
+    paused = cli.invoke("scheduler:apply", "-f", path, "--prune", "--prune-mode", "pause")
     assert paused.code == 0 and "3 paused," in paused.stdout, paused.describe()
     statuses = {task["name"]: task["status"] for task in cli.tasks()}
     assert statuses == {
         "made-by-hand": "active", "b-task": "active", "nightly-backup": "active",
         "every-5m": "paused", "launch": "paused", "by-hand-only": "paused",
     }  # fmt: skip
-    deleted = cli.run("scheduler:apply", "-f", path, "--prune", "--format", "json")
+    deleted = cli.invoke("scheduler:apply", "-f", path, "--prune", "--format", "json")
     assert json.loads(deleted.stdout)["summary"]["delete"] == 3, deleted.describe()
     assert sorted(task["name"] for task in cli.tasks()) == ["b-task", "made-by-hand", "nightly-backup"]
     assert {t["source"] for t in cli.tasks()} == {"cli", "team-b", "team-a"}
@@ -187,11 +191,11 @@ def test_drift_is_shown_with_who_and_when_and_apply_overwrites_it(cli: Cli) -> N
     cli.ok("scheduler:apply", "-f", path)
     cli.ok("scheduler:update", "--id", "nightly-backup", "--retries", "9", "--actor", "alice")
     changed = cli.json("scheduler:audit", "--limit", "1")[0]
-    plan = cli.run("scheduler:plan", "-f", path)
+    plan = cli.invoke("scheduler:plan", "-f", path)
     assert plan.code == CHANGES, plan.describe()
     assert "retries: 9 -> 3" in plan.stdout
     assert f"drift: update by alice at {changed['at']} since the last apply" in plan.stdout
-    applied = cli.run("scheduler:apply", "-f", path)
+    applied = cli.invoke("scheduler:apply", "-f", path)
     assert "overwrote changes made since the last apply: nightly-backup" in applied.stdout, applied.describe()
     assert cli.json("scheduler:list")[0]["retries"] == 3
     after = plan_json(cli, "-f", path, expect=0)
@@ -229,7 +233,7 @@ def test_versions_diff_and_rollback(cli: Cli) -> None:
         "  retries: 1 -> 2",
     ], diff.describe()
 
-    rolled = cli.run(
+    rolled = cli.invoke(
         "scheduler:rollback", "--id", "report", "--to", "1", "--format", "json", "--actor", "carol"
     )
     task = rolled.json()
@@ -289,9 +293,9 @@ def test_alert_rules_in_a_tasks_file_plan_apply_drift_export_and_rollback(cli: C
     assert item["changes"] == [
         {"field": "alerts", "before": {**report_rules, "late_ms": 1000}, "after": report_rules}
     ]
-    text_plan = cli.run("scheduler:plan", "-f", path)
+    text_plan = cli.invoke("scheduler:plan", "-f", path)
     assert "      alerts: {'on_failure': 2, 'late_ms': 1000, 'long_ms': 5000} -> {" in text_plan.stdout
-    applied = cli.run("scheduler:apply", "-f", path)
+    applied = cli.invoke("scheduler:apply", "-f", path)
     assert "1 updated" in applied.stdout, applied.describe()
     assert own_rules(cli)["report"] == report_rules
     entry = cli.json("scheduler:audit", "--limit", "1")[0]

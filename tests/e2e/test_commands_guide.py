@@ -6,6 +6,9 @@ command's result. The README's Python API block runs verbatim against the same s
 The package is installed with ``pip install --target`` into a directory on ``PYTHONPATH`` (the guide's
 alternative to installing it into the scheduler's environment), so the test leaves the project's virtual
 environment as it was: other tests' registries do not grow the example's commands.
+
+The guide's steps run as the real executable; the test's own look-ups besides them (the tasks created, the
+polling until ``migrate-data`` ran) run the CLI in-process (``Cli.invoke``) on the same embedded database.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli_runner import Cli
 
 from scheduler.records import FINISHED_STATUSES
 from tests.support.processes import kill_process_group, wait_for
@@ -71,6 +76,10 @@ class Scheduler:
         result = self.run("systemprompt", *args, "--format", "json")
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+    def in_process(self) -> Cli:
+        """The CLI in this process, on the same embedded database (without the example package: to read)."""
+        return Cli(None, self.workdir)
 
 
 def install_example(target: Path, scratch: Path) -> None:
@@ -134,36 +143,45 @@ def test_the_guide_gives_the_spec_examples_verbatim() -> None:
     assert SPEC_EXAMPLES in blocks
 
 
-def finished(scheduler: Scheduler, task: str) -> list[dict[str, Any]]:
-    rows = scheduler.json("scheduler:history", "--task", task)
+def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if row["status"] in FINISHED_STATUSES]
 
 
 @pytest.mark.timeout(180)
 def test_the_spec_examples_run_end_to_end_after_the_guide(scheduler: Scheduler) -> None:
-    tasks = {task["name"]: task for task in scheduler.json("scheduler:list")}
+    reader = scheduler.in_process()
+    tasks = {task["name"]: task for task in reader.tasks()}
     assert {name: tasks[name]["command"] for name in ("daily-backup", "health-check", "migrate-data")} == {
         "daily-backup": "backup:database",
         "health-check": "system:health",
         "migrate-data": "migrate:run",
     }
 
-    migrated = wait_for(lambda: finished(scheduler, "migrate-data"), 60, "migrate-data did not run")
+    wait_for(
+        lambda: finished(reader.json("scheduler:history", "--task", "migrate-data")),
+        60,
+        "migrate-data did not run",
+        interval_s=0.2,
+    )
+    migrated = finished(scheduler.json("scheduler:history", "--task", "migrate-data"))  # the guide's step
     assert [(row["status"], row["trigger"]) for row in migrated] == [("completed", "schedule")]
     assert migrated[0]["result"] == {"steps": 3, "dry_run": False}
     logs = scheduler.json("scheduler:logs", "--execution", str(migrated[0]["id"]))
     assert [line["message"] for line in logs][:1] == ["step 1/3: create table archive"]
-    assert scheduler.json("scheduler:list", "--status", "completed")[0]["name"] == "migrate-data"  # --once
+    assert reader.json("scheduler:list", "--status", "completed")[0]["name"] == "migrate-data"  # --once
 
-    backup = scheduler.json("scheduler:run", "--id", "daily-backup", "--wait", "--timeout", "60")
+    # The guide's two runs, from two terminals at once (serve runs them one after the other: concurrency 1).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        backup, health = pool.map(
+            lambda task: scheduler.json("scheduler:run", "--id", task, "--wait", "--timeout", "60"),
+            ("daily-backup", "health-check"),
+        )
     assert backup["status"] == "completed", backup
     written = Path(backup["result"]["file"])
     assert written.parent == scheduler.workdir / "backups"
     manifest = json.loads(written.read_text())
     assert (manifest["type"], manifest["execution_id"]) == ("incremental", backup["id"])
     assert backup["result"]["type"] == "incremental"
-
-    health = scheduler.json("scheduler:run", "--id", "health-check", "--wait", "--timeout", "60")
     assert health["status"] == "completed", health
     assert (health["result"]["database"], health["result"]["broker"]) == ("ok", "ok")
     assert health["result"]["planner"]["lease"]

@@ -270,15 +270,10 @@ EXPIRED_EXECUTION = """
 
 
 def _try_planner(world: AccessWorld, role: str) -> tuple[int, str]:
-    tick = subprocess.run(
-        [str(SYSTEMPROMPT), "scheduler:planner", "--once", "--format", "json"],
-        cwd=str(world.workdir),
-        env=world.envs[role],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return tick.returncode, tick.stderr
+    """One tick as ``role``'s login, in-process like the other verbs here (a real ``planner --once`` process
+    ticks as the planner role in test_each_role_may_do_its_job_through_the_cli_and_nothing_more)."""
+    tick = CliRunner(env=world.envs[role]).invoke(cli, ["scheduler:planner", "--once", "--format", "json"])
+    return tick.exit_code, tick.stderr
 
 
 def _try(world: AccessWorld, role: str, verb: str, values: dict[str, str]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from workerproc import SYSTEMPROMPT, EngineSetup
 
@@ -21,7 +22,10 @@ def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_alway
     for _ in range(3):
         run = setup.service.run_task_now("always-fails")
         assert setup.wait_finished(run.id).status == "failed"
-    listed = {task["name"]: task for task in setup.cli("scheduler:list", "--format", "json").json()}
+    reads = [("scheduler:list", "--format", "json"), ("scheduler:list",)]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two independent reads, at once
+        as_json, as_table = pool.map(lambda args: setup.cli(*args), reads)
+    listed = {task["name"]: task for task in as_json.json()}
     failing = listed["always-fails"]
     assert (failing["status"], failing["last_outcome"], failing["consecutive_failures"]) == (
         "active",
@@ -29,7 +33,7 @@ def test_list_shows_the_last_outcome_and_the_failure_streak_of_a_task_that_alway
         3,
     )
     assert listed["never-ran"]["last_outcome"] is None
-    table = setup.cli("scheduler:list").stdout
+    table = as_table.stdout
     (row,) = [line for line in table.splitlines() if "always-fails" in line]
     assert "failed (3 in a row)" in row, table
 
@@ -53,7 +57,12 @@ def test_a_worker_started_before_a_command_was_installed_fails_its_runs_and_heal
     setup.create("echo-here", "test:echo")
     setup.service.create_task(name="echo-nowhere", command="test:echo", queue=f"{setup.queue}-unserved")
 
-    health = setup.cli("scheduler:health", "--check", "database,broker,workers")
+    # The table and the JSON at once: each waits its whole 1 s for the workers' replies.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        health, as_json = pool.map(
+            lambda extra: setup.cli("scheduler:health", "--check", "database,broker,workers", *extra),
+            [(), ("--format", "json")],
+        )
     assert health.code == 0, health.stderr  # warnings, not failures
     warnings = sorted(line for line in health.stderr.splitlines() if line.startswith("warning: "))
     assert len(warnings) == 2, health.stderr
@@ -64,7 +73,7 @@ def test_a_worker_started_before_a_command_was_installed_fails_its_runs_and_heal
         f"warning: task 'echo-nowhere': no worker consumes queue '{setup.queue}-unserved': "
         f"start one with 'systemprompt scheduler:worker -Q {setup.queue}-unserved'"
     )
-    checks = setup.cli("scheduler:health", "--check", "database,broker,workers", "--format", "json").json()
+    checks = as_json.json()
     (workers,) = [check for check in checks["checks"] if check["name"] == "workers"]
     assert [warning.split(":")[0] for warning in workers["warnings"]] == [
         "task 'disk'",

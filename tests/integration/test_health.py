@@ -1,13 +1,18 @@
 """`systemprompt scheduler:health` against real services: a fresh PostgreSQL database, Redis, a real Celery
-worker and a real lease row; red when the broker is on a closed port or no planner holds the lease."""
+worker and a real lease row; red when the broker is on a closed port or no planner holds the lease.
+
+The probe runs as the real executable; two checks of the verb's options run the same click application
+in-process (``Fleet.health_in_process``: same exit codes and output, no process start)."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +51,16 @@ class Fleet:
     def health(self, *args: str, **env: str) -> workerproc.CliResult:
         return workerproc.run_cli(self.env(**env), "scheduler:health", *args, cwd=self.workdir)
 
+    def health_in_process(self, *args: str) -> workerproc.CliResult:
+        from click.testing import CliRunner
+
+        from cli.main import cli
+
+        environment: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SCHEDULER_")}
+        environment |= {key: value for key, value in self.env().items() if key.startswith("SCHEDULER_")}
+        result = CliRunner(env=environment).invoke(cli, ["scheduler:health", *args], catch_exceptions=False)
+        return workerproc.CliResult(result.exit_code, result.stdout, result.stderr)
+
     def take_lease(self) -> Lease:
         engine = make_engine(self.database_url)
         self.engines.append(engine)
@@ -74,11 +89,19 @@ def checks_of(result: workerproc.CliResult) -> dict[str, dict[str, object]]:
 
 def test_health_is_green_with_database_broker_leader_and_a_worker(fleet: Fleet) -> None:
     lease = fleet.take_lease()
-    with workerproc.running_worker(fleet.env(), fleet.queue, fleet.workdir):
+
+    def timed_json() -> tuple[workerproc.CliResult, float]:
         started = time.monotonic()
-        result = fleet.health("--format", "json")
-        elapsed = time.monotonic() - started
+        return fleet.health("--format", "json"), time.monotonic() - started
+
+    # The JSON probe and the table at the same time (each waits 1 s for the workers' replies).
+    with (
+        workerproc.running_worker(fleet.env(), fleet.queue, fleet.workdir),
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        probe = pool.submit(timed_json)
         table = fleet.health()
+        result, elapsed = probe.result()
     assert result.code == 0, result
     assert result.stderr == ""
     checks = checks_of(result)
@@ -130,13 +153,13 @@ def test_an_expired_lease_is_not_a_leader(fleet: Fleet) -> None:
 
 
 def test_check_subset_answers_for_those_services_only(fleet: Fleet) -> None:
-    result = fleet.health("--check", "broker, database", "--format", "json")
+    result = fleet.health_in_process("--check", "broker, database", "--format", "json")
     assert result.code == 0, result
     assert [check["name"] for check in json.loads(result.stdout)["checks"]] == ["database", "broker"]
 
 
 def test_an_unknown_check_is_a_usage_error(fleet: Fleet) -> None:
-    result = fleet.health("--check", "database,brokr")
+    result = fleet.health_in_process("--check", "database,brokr")
     assert result.code == 2
     (line,) = result.stderr.splitlines()
     assert "brokr" in line and "database, broker, planner, workers" in line
