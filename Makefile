@@ -33,6 +33,10 @@ format: $(STAMP)
 # rebalances by stealing; it beat the default `load` by 17% on tests/integration (n=2/3/4 within 3%).
 # The lint runs beside the tests (its output is shown when they end): mypy from a fresh clone takes ~15 s of one
 # core, which the tests, waiting on servers and processes, leave free. Either failing fails the target.
+# Bytecode caches on: the suite starts hundreds of systemprompt, planner and worker processes, and with
+# PYTHONDONTWRITEBYTECODE set (some environments set it) each compiled our modules and pytest rewrote every test
+# module again in each process.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: $(STAMP)
 	@lint_log=$$(mktemp); $(MAKE) --no-print-directory lint >$$lint_log 2>&1 & lint_pid=$$!; \
 	$(BIN)/pytest -q -m "not slow" -n 3 --dist worksteal; tests=$$?; \
