@@ -1,8 +1,8 @@
 """``systemprompt`` reading and admin verbs end to end: validate, next, history, logs, stats, audit, commands,
 config, migrate.
 
-Each verb runs as the real executable at least once; the other calls run the same click application
-in-process (``Cli.invoke``: same error policy and exit codes, no process start each)."""
+Each verb tested here runs as the real executable at least once; the other calls run the same click
+application in-process (``Cli.invoke``: same error policy and exit codes, no process start each)."""
 
 from __future__ import annotations
 
