@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Hashable
 from queue import Empty
@@ -33,6 +34,7 @@ from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
 logger = logging.getLogger(__name__)
+STOP_CHECK_S = 0.2  # how often a waiting worker looks whether it was told to stop (Transport.drain_events)
 
 
 def message_filename(queue: str) -> str:
@@ -137,3 +139,29 @@ class Transport(filesystem.Transport):
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
         folder = os.path.abspath(str(client.transport_options["control_folder"]))
         self.state = self._states.setdefault(folder, virtual.BrokerState())  # type: ignore[no-untyped-call]
+
+    def drain_events(self, connection: Any, timeout: float | None = None, **_: Any) -> Any:
+        """kombu's loop (look for a message every ``polling_interval`` until one comes or ``timeout`` passes),
+        which also ends once the worker of this process has been told to stop.
+
+        Celery's worker on a transport without an event loop (its ``synloop``) looks for a shutdown request
+        between calls of ``drain_events(timeout=2.0)``: an idle worker or ``serve`` sat out that wait after
+        Ctrl-C or SIGTERM (its warm shutdown took ~6 s, 3 s with this). Outside a worker (a client waiting
+        for replies) nothing changes.
+        """
+        if not timeout:
+            return super().drain_events(connection, timeout=timeout)  # type: ignore[no-untyped-call]
+        deadline = monotonic() + timeout
+        while True:
+            try:
+                step = max(min(deadline - monotonic(), STOP_CHECK_S), 0.001)
+                return super().drain_events(connection, timeout=step)  # type: ignore[no-untyped-call]
+            except TimeoutError:  # socket.timeout
+                if monotonic() >= deadline or _worker_stopping():
+                    raise
+
+
+def _worker_stopping() -> bool:
+    """Whether Celery's worker in this process was told to stop (warm or cold shutdown)."""
+    state = sys.modules.get("celery.worker.state")
+    return state is not None and (state.should_stop is not None or state.should_terminate is not None)

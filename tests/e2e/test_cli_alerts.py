@@ -9,6 +9,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
+from scheduler.storage.schema import open_database
 from scheduler.storage.tables import leases
 from tests.support.alert_receivers import HttpReceiver, http_receiver, refused_port
 from tests.support.serving import clean_env, cli
@@ -36,6 +39,11 @@ class AlertCli:
         result = cli(self.workdir, *args, env={**self.env, **env})
         assert SECRET not in result.stdout + result.stderr
         return result
+
+    def run_many(self, *argvs: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+        """Independent invocations at once (each its own process); results in order."""
+        with ThreadPoolExecutor(max_workers=len(argvs)) as pool:
+            return list(pool.map(lambda argv: self.run(*argv), argvs))
 
     def json(self, *args: str) -> Any:
         result = self.run(*args, "--format", "json")
@@ -63,7 +71,9 @@ def alert_cli(tmp_path: Path) -> Iterator[AlertCli]:
             TEST_CLI_SECRET=SECRET,
             TEST_CLI_URL=f"{hook.url}?token={SECRET}",
         )
-        assert cli(tmp_path, "scheduler:list", env=env).returncode == 0  # the embedded database exists
+        # The embedded database exists (as the CLI creates it: open_database), so that no verb under test
+        # prints the "created the embedded database" note.
+        open_database(Settings(home=tmp_path / ".scheduler")).dispose()
         yield AlertCli(tmp_path, env, hook)
 
 
@@ -117,16 +127,16 @@ def test_silence_is_listed_audited_and_bad_input_is_refused(alert_cli: AlertCli)
     [entry, *_] = alert_cli.json("scheduler:audit", "--task", "noisy")
     assert entry["action"] == "silence" and entry["after"]["note"] == "maintenance"
 
-    assert "invalid for" in one_line_error(
-        alert_cli.run("scheduler:silence", "--id", "noisy", "--for", "2x"), 2
+    bad_for, both, past, nobody = alert_cli.run_many(  # each refused: independent of one another
+        ("scheduler:silence", "--id", "noisy", "--for", "2x"),
+        ("scheduler:silence", "--id", "noisy", "--for", "1h", "--until", "2099-01-01T00:00:00Z"),
+        ("scheduler:silence", "--id", "noisy", "--until", "2001-01-01T00:00:00Z"),
+        ("scheduler:silence", "--id", "nobody", "--for", "1h"),
     )
-    both = alert_cli.run(
-        "scheduler:silence", "--id", "noisy", "--for", "1h", "--until", "2099-01-01T00:00:00Z"
-    )
+    assert "invalid for" in one_line_error(bad_for, 2)
     assert "either" in one_line_error(both, 2)
-    past = alert_cli.run("scheduler:silence", "--id", "noisy", "--until", "2001-01-01T00:00:00Z")
     assert "future" in one_line_error(past, 2)
-    one_line_error(alert_cli.run("scheduler:silence", "--id", "nobody", "--for", "1h"), 3)
+    one_line_error(nobody, 3)
     assert len(alert_cli.json("scheduler:silences")) == 1
 
 

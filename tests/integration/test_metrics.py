@@ -73,8 +73,12 @@ def scrape_until(port: int, predicate: Callable[[Samples], bool], timeout_s: flo
 
 
 @pytest.fixture
-def planner_loop(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Settings, Planner]]:
-    """A planner loop in a thread with metrics on a free port; its queue is deleted from Redis after."""
+def planner_loop(
+    pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Settings, Planner]]:
+    """A planner loop in a thread with metrics on a free port; its queue is deleted from Redis after. The
+    leader's status counts are refreshed every second (5 s in production): the test waits for a refresh."""
+    monkeypatch.setattr(metrics, "STATUS_REFRESH_S", 1.0)
     queue = unique_queue("metrics")
     settings = Settings(
         database_url=pg_url,
