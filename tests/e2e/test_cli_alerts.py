@@ -51,6 +51,11 @@ class AlertCli:
         return json.loads(result.stdout)
 
 
+def parsed(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -95,11 +100,15 @@ def test_alert_rules_are_set_by_create_and_update_flags_shown_by_alerts_and_audi
         "scheduler:update", "--id", "etl", "--clear", "alert-missing", "--alert-long", "5000"
     )
     assert updated.returncode == 0, updated.stderr
-    rules = alert_cli.json("scheduler:alerts", "--task", "etl")["rules"]
+    shown_json, table, audit = alert_cli.run_many(  # three reads of the same state: at once
+        ("scheduler:alerts", "--task", "etl", "--format", "json"),
+        ("scheduler:alerts", "--task", "etl"),
+        ("scheduler:audit", "--task", "etl", "--format", "json"),
+    )
+    rules = parsed(shown_json)["rules"]
     assert (rules["missing_ms"], rules["long_ms"], rules["on_failure"]) == (None, 5000, 3)
-    table = alert_cli.run("scheduler:alerts", "--task", "etl")
     assert "rules: on_failure 3, late_ms off, missing_ms off, long_ms 5000" in table.stdout
-    [latest, *_] = alert_cli.json("scheduler:audit", "--task", "etl")
+    [latest, *_] = parsed(audit)
     assert latest["action"] == "update" and latest["after"]["alerts"] == {"on_failure": 3, "long_ms": 5000,
                                                                            "recovered": False}  # fmt: skip
 
@@ -112,19 +121,27 @@ def test_a_bad_rule_is_refused_in_one_line_and_nothing_is_stored(alert_cli: Aler
     assert ok.returncode == 0, ok.stderr
     bad = alert_cli.run("scheduler:update", "--id", "x", "--alert-on-failure", "-1")
     assert "alerts.on_failure" in one_line_error(bad, 2)
-    assert alert_cli.json("scheduler:alerts", "--task", "x")["rules"]["on_failure"] == 1
-    assert [e["action"] for e in alert_cli.json("scheduler:audit", "--task", "x")] == ["create"]
+    shown, audit = alert_cli.run_many(
+        ("scheduler:alerts", "--task", "x", "--format", "json"),
+        ("scheduler:audit", "--task", "x", "--format", "json"),
+    )
+    assert parsed(shown)["rules"]["on_failure"] == 1
+    assert [e["action"] for e in parsed(audit)] == ["create"]
 
 
 def test_silence_is_listed_audited_and_bad_input_is_refused(alert_cli: AlertCli) -> None:
     assert alert_cli.run("scheduler:create", "--name", "noisy", "--command", "test:echo").returncode == 0
     made = alert_cli.json("scheduler:silence", "--id", "noisy", "--for", "2h", "--note", "maintenance")
     assert made["task_name"] == "noisy" and made["note"] == "maintenance"
-    table = alert_cli.run("scheduler:silences")
+    table, listing, audit = alert_cli.run_many(  # three reads of the same state: at once
+        ("scheduler:silences",),
+        ("scheduler:silences", "--format", "json"),
+        ("scheduler:audit", "--task", "noisy", "--format", "json"),
+    )
     assert "noisy" in table.stdout and "maintenance" in table.stdout
-    [listed] = alert_cli.json("scheduler:silences")
+    [listed] = parsed(listing)
     assert listed["id"] == made["id"] and listed["ends_at"] == made["ends_at"]
-    [entry, *_] = alert_cli.json("scheduler:audit", "--task", "noisy")
+    [entry, *_] = parsed(audit)
     assert entry["action"] == "silence" and entry["after"]["note"] == "maintenance"
 
     bad_for, both, past, nobody = alert_cli.run_many(  # each refused: independent of one another
@@ -153,9 +170,12 @@ def test_alert_test_sends_a_signed_message_and_a_failing_channel_exits_69_withou
     failed = alert_cli.run("scheduler:alert-test", "--channel", "tokened")
     assert one_line_error(failed, 69) == "error: alert channel 'tokened': HTTP 500 Internal Server Error"
     assert SECRET in alert_cli.hook.received[-1].path  # the URL held the secret; no output shows it
-    unreachable = one_line_error(alert_cli.run("scheduler:alert-test", "--channel", "dead"), 69)
+    dead, nope = alert_cli.run_many(  # neither reaches the receiver: at once
+        ("scheduler:alert-test", "--channel", "dead"), ("scheduler:alert-test", "--channel", "nope")
+    )
+    unreachable = one_line_error(dead, 69)
     assert "cannot reach the channel" in unreachable
-    unknown = one_line_error(alert_cli.run("scheduler:alert-test", "--channel", "nope"), 2)
+    unknown = one_line_error(nope, 2)
     assert "dead, hook, tokened" in unknown
 
 

@@ -301,7 +301,7 @@ def test_serve_exposes_planner_and_worker_metrics_on_one_port(tmp_path: Path) ->
             leader = value(samples, "scheduler_planner_leader")
             return samples if completed >= 1 and leader == 1 else None
 
-        samples = wait_for(served, 60, interval_s=0.5, message="serve did not expose both kinds of metrics")
+        samples = wait_for(served, 60, interval_s=0.2, message="serve did not expose both kinds of metrics")
         assert value(samples, "scheduler_planner_dispatched_total") >= 1
         assert value(samples, "scheduler_planner_dispatch_lag_seconds_count", trigger="schedule") >= 1
         process.send_signal(signal.SIGTERM)
