@@ -42,7 +42,7 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
     engine_setup: EngineSetup,
 ) -> None:
     setup = engine_setup
-    setup.start_worker()
+    worker = setup.start_worker(wait=False)  # gets ready while the tasks are created and planned
     failing = setup.create(
         "once-fails", "test:fail", schedule="now", retries=0, data={"message": "disk full"}
     )
@@ -58,6 +58,7 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
 
     tick = setup.cli("scheduler:planner", "--once", "--format", "json")
     assert tick.json()["created"] == 3, tick.stdout
+    worker.wait_ready()
 
     # While its run is retrying, a once task is still active: nothing is decided yet.
     wait_for(lambda: _only_execution(setup, retried).status == "retrying", 30, "never retrying")

@@ -12,13 +12,15 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from sqlalchemy import text
+from sqlalchemy import select, text
 from workerproc import EngineSetup
 
 from scheduler.records import FINISHED_STATUSES
+from scheduler.storage.tables import executions
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -30,13 +32,18 @@ def run_timeouts(
     """``count`` manual runs of a 1 s ``test:sleep`` with a 100 ms timeout on one worker of 4 processes per
     item of ``workers`` (its extra arguments); the status of each once all ended (any left ``running`` reaped
     by a planner tick: ``lost``)."""
-    for extra in workers:
-        engine_setup.start_worker(concurrency=4, extra=extra)
+    # The workers get ready while the runs are queued (they wait on the queue meanwhile).
+    started = [engine_setup.start_worker(concurrency=4, extra=extra, wait=False) for extra in workers]
     task = engine_setup.create("naps", "test:sleep", data={"seconds": 1}, timeout_ms=100, retries=0)
     ids = [engine_setup.service.run_task_now(task.id).id for _ in range(count)]
+    for worker in started:
+        worker.wait_ready()
 
     def statuses() -> list[str]:
-        return [engine_setup.service.get_execution(execution_id).status for execution_id in ids]
+        with engine_setup.service.engine.connect() as connection:
+            query = select(executions.c.id, executions.c.status).where(executions.c.id.in_(ids))
+            found = {row.id: row.status for row in connection.execute(query)}
+        return [found[execution_id] for execution_id in ids]
 
     def settled() -> bool:
         current = statuses()
@@ -78,8 +85,13 @@ def test_a_failed_attempt_fails_its_celery_task_in_one_log_line_and_is_acked(
     worker_setup.create("flaky", "test:fail", data={"message": "disk full"}, retries=1, retry_delay_ms=100)
     worker_setup.create("nap", "test:sleep", data={"seconds": 5}, timeout_ms=300, retries=0)
     worker_setup.create("fine", "test:echo", data={"ok": True})
-    for name in ("flaky", "nap", "fine"):
-        assert worker_setup.cli("scheduler:run", "--id", name, "--wait").code == (0 if name == "fine" else 1)
+    expected = {"flaky": 1, "nap": 1, "fine": 0}  # exit codes of run --wait
+
+    def run_wait(name: str) -> int:
+        return worker_setup.cli("scheduler:run", "--id", name, "--wait").code
+
+    with ThreadPoolExecutor(len(expected)) as runs:  # three independent runs, side by side
+        assert dict(zip(expected, runs.map(run_wait, expected), strict=True)) == expected
 
     def celery_lines(shadow: str, final: str) -> list[str] | None:
         ours = [line for line in worker.log().splitlines() if shadow in line]
