@@ -166,12 +166,13 @@ def test_an_error_is_one_line_and_its_traceback_is_in_the_logs(worker_setup: Eng
     assert result.code == 1
     execution = json.loads(result.stdout)
     assert execution["error"] == f"ValueError: bad value in execution {execution['id']}"
-    logged = worker_setup.cli(
+    # The reads in-process (the same click application); the runs, whose stderr is the point, as processes.
+    logged = worker_setup.invoke(
         "scheduler:logs", "--execution", str(execution["id"]), "--format", "json"
     ).json()
     messages = "\n".join(line["message"] for line in logged)
     assert "Traceback (most recent call last)" in messages and "in nested" in messages
-    history = worker_setup.cli("scheduler:history", "--task", "raiser")
+    history = worker_setup.invoke("scheduler:history", "--task", "raiser")
     assert history.code == 0, history.stderr
     assert f"ValueError: bad value in execution {execution['id']}" in history.stdout
     assert "Traceback" not in history.stdout
