@@ -234,7 +234,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture(scope="module")
 def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    """One private ``redis-server`` for a module's tests (with ``module_redis_world``); each test finds it
+    """One private ``redis-server`` for a module's tests (with ``module_redis_turn``); each test finds it
     running (and empty: every test that stops it starts it again empty, as a restart leaves it)."""
     server = _started_private_redis(tmp_path_factory.mktemp("module-redis") / "redis")
     try:

@@ -16,11 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import text
 from workerproc import EngineSetup
 
 from scheduler.records import FINISHED_STATUSES
-from scheduler.storage.tables import executions
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -32,18 +31,13 @@ def run_timeouts(
     """``count`` manual runs of a 1 s ``test:sleep`` with a 100 ms timeout on one worker of 4 processes per
     item of ``workers`` (its extra arguments); the status of each once all ended (any left ``running`` reaped
     by a planner tick: ``lost``)."""
-    # The workers get ready while the runs are queued (they wait on the queue meanwhile).
-    started = [engine_setup.start_worker(concurrency=4, extra=extra, wait=False) for extra in workers]
+    for extra in workers:
+        engine_setup.start_worker(concurrency=4, extra=extra)
     task = engine_setup.create("naps", "test:sleep", data={"seconds": 1}, timeout_ms=100, retries=0)
     ids = [engine_setup.service.run_task_now(task.id).id for _ in range(count)]
-    for worker in started:
-        worker.wait_ready()
 
     def statuses() -> list[str]:
-        with engine_setup.service.engine.connect() as connection:
-            query = select(executions.c.id, executions.c.status).where(executions.c.id.in_(ids))
-            found = {row.id: row.status for row in connection.execute(query)}
-        return [found[execution_id] for execution_id in ids]
+        return [engine_setup.service.get_execution(execution_id).status for execution_id in ids]
 
     def settled() -> bool:
         current = statuses()
