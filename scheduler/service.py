@@ -40,23 +40,12 @@ from scheduler.planning.publisher import Publisher
 from scheduler.records import (
     BACKFILL_STATUSES,
     FINISHED_STATUSES,
-    AlertDelivery,
-    AlertRules,
-    AuditEntry,
     AuditRecord,
-    AuditVerdict,
-    Backfill,
-    BackfillSlot,
-    Calendar,
-    Dispatch,
     Execution,
-    Incident,
     ListedTask,
     LogLine,
     NextRun,
-    Silence,
     Task,
-    TaskStats,
     iso_utc,
 )
 from scheduler.redaction import public_task, redact
@@ -110,7 +99,21 @@ from scheduler.storage.schema import open_database
 from scheduler.storage.tables import storable_id
 from scheduler.storage.transactions import write_transaction
 
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
 if TYPE_CHECKING:
+    from scheduler.records import (
+        AlertDelivery,
+        AlertRules,
+        AuditEntry,
+        AuditVerdict,
+        Backfill,
+        BackfillSlot,
+        Calendar,
+        Incident,
+        Silence,
+        TaskStats,
+    )
     from scheduler.rules.taskplan import TaskPlan
 
 logger = logging.getLogger(__name__)
@@ -739,6 +742,8 @@ class SchedulerService:
             task = tasks_sql.get_task(connection, ref)
             found = self._backfill_range(connection, task, start, end, force)
             existing = backfill_sql.slot_executions(connection, task.id, found.range_from, found.range_to)
+        from scheduler.records import BackfillSlot
+
         zone = ZoneInfo(task.timezone)
         notes = backfill_rules.dst_notes(found.slots, zone)
         return [
@@ -974,6 +979,8 @@ class SchedulerService:
         run_data = None if data is None else validate_data(data)
         task, execution = self._insert_manual_run(ref, run_data)
         if self.publisher is not None:
+            from scheduler.records import Dispatch
+
             dispatch = Dispatch(
                 execution.id,
                 execution.queue,

@@ -13,11 +13,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import InvalidField
-from scheduler.records import AlertRules, TaskFacts
 from scheduler.settings import Settings
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AlertRules, TaskFacts
 
 ALERTS = "alerts"  # the field of a task (create/update, a tasks file, its audited JSON) holding its rules
 RULE_FIELDS: tuple[str, ...] = ("on_failure", "late_ms", "missing_ms", "long_ms", "recovered")
@@ -57,6 +61,8 @@ def _check_rule(key: str, value: object) -> int | bool | None:
 
 def effective_rules(stored: Mapping[str, Any], settings: Settings) -> AlertRules:
     """A task's rules: its own where set, else the settings' defaults."""
+
+    from scheduler.records import AlertRules
 
     def pick(key: str, default: Any) -> Any:
         value = stored.get(key)

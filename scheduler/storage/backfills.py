@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
 from scheduler.errors import BackfillNotFound
-from scheduler.records import Backfill, Execution, Task, as_utc
+from scheduler.records import Execution, Task, as_utc
 from scheduler.storage.dispatch import ACTIVE_STATUSES, insert_executions
 from scheduler.storage.mapping import execution_from_row, record_from_row, tasks_from_rows
 from scheduler.storage.tables import backfills, executions, storable_id, tasks
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import Backfill
 
 RUNNING = "running"
 # A backfill's executions not yet released, or released and not yet started: what cancelling stops.
@@ -79,6 +84,8 @@ def set_backfill(connection: Connection, backfill_id: int, **values: Any) -> Non
 
 
 def _backfill(row: Any, progress: dict[str, int] | None) -> Backfill:
+    from scheduler.records import Backfill
+
     return record_from_row(Backfill, {**row._mapping, "progress": progress})
 
 

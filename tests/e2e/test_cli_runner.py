@@ -183,6 +183,8 @@ def test_read_verbs_import_no_broker_client_and_no_alembic(
     # No module.yaml here: nothing to parse, so no PyYAML; the tasks-file modules serve apply, plan, export.
     tasks_files = {"yaml", "scheduler.task_files", "scheduler.rules.taskfile", "scheduler.rules.taskplan"}
     assert modules & tasks_files == set()
+    # The records no read verb builds stay undefined (scheduler.records.DEFERRED).
+    assert "scheduler.records" in modules and "scheduler.records.deferred" not in modules
     # The embedded default never loads the PostgreSQL dialect package (the JSONB type is resolved lazily).
     postgres = "sqlalchemy.dialects.postgresql" in modules
     assert postgres == (db_url.startswith("postgresql") and args[0] != "scheduler:validate")
