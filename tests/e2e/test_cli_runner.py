@@ -183,8 +183,16 @@ def test_read_verbs_import_no_broker_client_and_no_alembic(
     # No module.yaml here: nothing to parse, so no PyYAML; the tasks-file modules serve apply, plan, export.
     tasks_files = {"yaml", "scheduler.task_files", "scheduler.rules.taskfile", "scheduler.rules.taskplan"}
     assert modules & tasks_files == set()
-    # The records no read verb builds stay undefined (scheduler.records.DEFERRED).
-    assert "scheduler.records" in modules and "scheduler.records.deferred" not in modules
+    # The records no read verb builds stay undefined (scheduler.records.DEFERRED), and the service's writing
+    # parts unimported: validation, versions, alerts, audit, the planner's SQL, the web console's queries.
+    assert "scheduler.records.deferred" not in modules
+    writing = {
+        *("scheduler.rules.validation", "scheduler.rules.versions", "scheduler.rules.alerts"),
+        *("scheduler.storage.alerts", "scheduler.storage.audit", "scheduler.storage.audit_chain"),
+        *("scheduler.storage.dispatch", "scheduler.storage.task_outcomes", "scheduler.storage.task_sets"),
+        *("scheduler.storage.manual_runs", "scheduler.storage.console", "scheduler.planning"),
+    }
+    assert modules & writing == set()
     # The embedded default never loads the PostgreSQL dialect package (the JSONB type is resolved lazily).
     postgres = "sqlalchemy.dialects.postgresql" in modules
     assert postgres == (db_url.startswith("postgresql") and args[0] != "scheduler:validate")
