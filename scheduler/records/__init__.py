@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from reprlib import recursive_repr
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 # ``completed``: nothing more to run (a once task: it succeeded); ``failed``: a once task whose run failed.
@@ -59,7 +60,29 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(record: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(record)
+    if names is None:
+        names = _FIELD_NAMES[record] = tuple(field.name for field in fields(record))
+    return names
+
+
+def _values(record: object) -> tuple[Any, ...]:
+    return tuple([getattr(record, name) for name in _field_names(type(record))])
+
+
 class _JsonRecord:
+    """The base of the records with a JSON form (each a frozen dataclass with ``eq=False, repr=False``).
+
+    Equality, hash and repr are defined here once, as dataclass would generate them for each record (its
+    fields in order; equal only to a record of its own class; ``Task(id=1, name='x', ...)``), instead of
+    being compiled for every record when this package is imported: for the 37 fields of a task, they were
+    half of the time to define it.
+    """
+
     def to_json(self) -> dict[str, Any]:
         """Field name -> value, datetimes as ISO-8601 UTC strings."""
         out: dict[str, Any] = {}
@@ -68,8 +91,21 @@ class _JsonRecord:
             out[field.name] = iso_utc(value) if isinstance(value, datetime) else value
         return out
 
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return _values(self) == _values(other)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+    def __hash__(self) -> int:
+        return hash(_values(self))
+
+    @recursive_repr()
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _field_names(type(self)))
+        return f"{self.__class__.__qualname__}({shown})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TaskDefinition(_JsonRecord):
     """What a task's definition sets: the columns a new task is inserted with (validated, times aware UTC)."""
 
@@ -105,7 +141,7 @@ class TaskDefinition(_JsonRecord):
         return {field.name: getattr(self, field.name) for field in fields(TaskDefinition)}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Task(TaskDefinition):
     """A stored task: its definition, and what the database and the planner keep about it."""
 
@@ -157,7 +193,7 @@ class DueTask(NamedTuple):
 TaskToPlan = Task | DueTask
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class ListedTask(Task):
     """A task as ``scheduler:list`` shows it: ``last_outcome`` is the status of its latest finished run
     (:data:`OUTCOME_STATUSES`; None before the first), and ``next_run_at`` is None unless the planner will
@@ -166,7 +202,7 @@ class ListedTask(Task):
     last_outcome: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Execution(_JsonRecord):
     id: int
     task_id: int | None
@@ -193,7 +229,7 @@ class Execution(_JsonRecord):
     schedule: str | None = None  # the schedule text that produced the slot (None: a manual run)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class LogLine(_JsonRecord):
     execution_id: int
     attempt: int
@@ -202,7 +238,7 @@ class LogLine(_JsonRecord):
     message: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class NextRun(_JsonRecord):
     """A coming fire time: ``at`` is when it runs (its ``slot`` plus the task's jitter), ``schedule`` the
     text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped),

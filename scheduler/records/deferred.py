@@ -12,7 +12,7 @@ from scheduler.records import _JsonRecord
 # -------------------------------------- the read verbs' neighbours: backfills, calendars, audit, statistics
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Backfill(_JsonRecord):
     """A backfill of a task over a past range (``status``: running, completed or cancelled).
 
@@ -35,7 +35,7 @@ class Backfill(_JsonRecord):
     progress: dict[str, int] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class BackfillSlot(_JsonRecord):
     """One slot of a backfill preview: the instant, its wall time in the task's zone (with the UTC offset),
     a DST note when the zone's offset changed since the previous slot or the wall time occurs twice, and the
@@ -49,7 +49,7 @@ class BackfillSlot(_JsonRecord):
     excluded: str | None = None  # why a calendar of the task excludes this slot (it is not backfilled)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Calendar(_JsonRecord):
     """A named set of local days: ``days`` is ``{"dates": [...], "ranges": [[first, last], ...],
     "weekdays": ["sat", ...]}`` (ISO dates, ranges inclusive); ``tasks`` names the tasks that use it."""
@@ -62,7 +62,7 @@ class Calendar(_JsonRecord):
     tasks: list[str] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AuditEntry(_JsonRecord):
     """One row of the audit trail.
 
@@ -90,7 +90,7 @@ class AuditEntry(_JsonRecord):
     row_hash: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AuditVerdict(_JsonRecord):
     """What verifying the audit chain found: ``intact``, or the first row (``broken_at``) that breaks it and
     why (``problem``). ``rows`` counts the rows checked; ``head_id``/``head_hash`` are the newest row's, worth
@@ -104,7 +104,7 @@ class AuditVerdict(_JsonRecord):
     problem: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TaskStats(_JsonRecord):
     """Execution statistics of one task (``task_id`` set) or of all tasks."""
 
@@ -281,7 +281,7 @@ class TickReport:
 # --------------------------------------------------------------------------------------------------- alerts
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AlertRules(_JsonRecord):
     """A task's effective alert rules (docs/alerts.md); None or 0 means the rule is off."""
 
@@ -312,7 +312,7 @@ class TaskFacts:
     running_since: datetime | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Incident(_JsonRecord):
     """One alert incident: a condition of a task (or of the scheduler) from its start to its end."""
 
@@ -331,7 +331,7 @@ class Incident(_JsonRecord):
         return self.resolved_at is None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AlertDelivery(_JsonRecord):
     """One message to one channel in the delivery outbox (``pending``, ``sent`` or ``failed``)."""
 
@@ -348,7 +348,7 @@ class AlertDelivery(_JsonRecord):
     sent_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Silence(_JsonRecord):
     """Incidents of ``task_id`` between ``starts_at`` and ``ends_at`` are recorded but not sent."""
 
