@@ -10,7 +10,6 @@ them: the read verbs (list, history, next) build a service too and do not pay fo
 
 from __future__ import annotations
 
-import difflib
 import getpass
 import logging
 import re
@@ -48,9 +47,7 @@ from scheduler.records import (
     iso_utc,
 )
 from scheduler.redaction import public_task, redact
-from scheduler.rules import backfills as backfill_rules
 from scheduler.rules import timing
-from scheduler.rules.backfills import pause_until
 from scheduler.rules.calendars import (
     CalendarRule,
     parse_entries,
@@ -97,6 +94,7 @@ if TYPE_CHECKING:
         Silence,
         TaskStats,
     )
+    from scheduler.rules import backfills as backfill_rules
     from scheduler.rules.taskplan import TaskPlan
     from scheduler.rules.versions import FieldChange, TaskVersion
     from scheduler.storage import console as console_sql
@@ -247,7 +245,9 @@ class SchedulerService:
         """Up to ``limit`` existing task names closest to ``name`` (difflib's ratio >= 0.6), best first."""
         with self._read() as connection:
             names = tasks_sql.task_names(connection)
-        return difflib.get_close_matches(name.strip(), names, n=limit)
+        from difflib import get_close_matches
+
+        return get_close_matches(name.strip(), names, n=limit)
 
     def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[ListedTask]:
         """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``;
@@ -678,6 +678,8 @@ class SchedulerService:
         ``until``, never the paused span. Given for a task paused already, it sets that task's end of pause
         (and ``reason``, its note).
         """
+        from scheduler.rules.backfills import pause_until
+
         status_reason = check_reason(reason)
         until = validate_instant("until", until)
         with self._write() as connection:
@@ -728,6 +730,8 @@ class SchedulerService:
         a ``skipped`` execution, reason ``skipped_by_user``, its error naming who skipped it and ``note``;
         when the slot comes, the planner finds it taken and moves on. Audited (``skip``). Only an active task
         with upcoming slots can skip (:class:`~scheduler.errors.InvalidField` otherwise)."""
+        from scheduler.rules import backfills as backfill_rules
+
         count = backfill_rules.check_skip_count(count)
         note = check_reason(note)
         with self._write() as connection:
@@ -757,6 +761,8 @@ class SchedulerService:
         """The slots a backfill of ``[start, end]`` would cover (the dry run): each with its wall time in the
         task's zone, a DST note, and the execution that has it already (None: the backfill would create one).
         Raises what :meth:`backfill` raises for bad input."""
+        from scheduler.rules import backfills as backfill_rules
+
         with self._read() as connection:
             task = tasks_sql.get_task(connection, ref)
             found = self._backfill_range(connection, task, start, end, force)
@@ -796,6 +802,8 @@ class SchedulerService:
         more than 10,000 slots without ``force`` (100,000 at most), bad ``data``. Audited (``backfill``).
         A backfill that finds every slot taken is ``completed`` at once.
         """
+        from scheduler.rules import backfills as backfill_rules
+
         max_parallel = backfill_rules.check_max_parallel(max_parallel)
         run_data = None if data is None else validate_data(data)
         with self._write() as connection:
@@ -830,6 +838,8 @@ class SchedulerService:
     def _backfill_range(
         self, connection: Connection, task: Task, start: datetime, end: datetime, force: bool
     ) -> backfill_rules.BackfillRange:
+        from scheduler.rules import backfills as backfill_rules
+
         checked_start = validate_instant("from", start)
         checked_end = validate_instant("to", end)
         if checked_start is None or checked_end is None:
@@ -1178,4 +1188,6 @@ def _next_runs(task: Task, count: int, after: datetime | None, rule: CalendarRul
 
 
 def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+    from scheduler.rules import backfills as backfill_rules
+
     return backfill_rules.resumed_columns(task, timing.task_first_fire(task, now))

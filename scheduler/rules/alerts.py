@@ -10,7 +10,6 @@ A condition that no longer holds resolves its incident; ``recovered`` says wheth
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,9 @@ def check_rules(raw: object) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in RULE_FIELDS:
-            close = difflib.get_close_matches(str(key), RULE_FIELDS, n=1)
+            from difflib import get_close_matches
+
+            close = get_close_matches(str(key), RULE_FIELDS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidField("alerts", f"unknown rule {key!r}; one of {', '.join(RULE_FIELDS)}{hint}")
         checked[key] = _check_rule(key, value)
