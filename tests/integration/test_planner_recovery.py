@@ -32,8 +32,10 @@ def _task(engine: Engine, retries: int = 2, **fields: Any) -> Task:
     return service.create_task(name="job", command="test:echo", schedule="manual", retries=retries, **fields)
 
 
-def _planner(engine: Engine, publisher: RecordingPublisher, events: EventBus | None = None) -> Planner:
-    return Planner(engine, make_settings(**SETTINGS), publisher, events=events)
+def _planner(
+    engine: Engine, publisher: RecordingPublisher, events: EventBus | None = None, **settings: Any
+) -> Planner:
+    return Planner(engine, make_settings(**(SETTINGS | settings)), publisher, events=events)
 
 
 def set_execution(engine: Engine, execution_id: int, **values: Any) -> None:
@@ -122,7 +124,9 @@ def test_a_silent_running_execution_on_its_last_attempt_is_lost(engine: Engine) 
 def test_a_once_task_whose_only_run_is_lost_ends_failed(engine: Engine) -> None:
     service = make_service(engine, make_settings(**SETTINGS))
     task = service.create_task(name="once", command="test:echo", schedule="now", retries=0)
-    planner = _planner(engine, RecordingPublisher())
+    # Heartbeats every second: the two sweeps below must come within 3 of them of each other for stale
+    # heartbeats to be trusted (with 100 ms a loaded machine stretched the gap past 0.3 s: nothing was lost).
+    planner = _planner(engine, RecordingPublisher(), heartbeat_interval=1000)
     planner.tick()  # dispatches the slot: the task stays active
     (queued,) = executions_of(engine, task.id)
     now = now_of(engine)
