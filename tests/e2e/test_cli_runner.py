@@ -123,8 +123,9 @@ def assert_one_line_error(result: Result, code: int) -> None:
 
 HEAVY = ("celery", "sqlalchemy", "kombu", "alembic")
 # What a read verb never needs: the broker clients, Alembic (the schema check is one SELECT), rich (stdout is
-# not a terminal here), pydantic (the settings are declared on scheduler.settings_model).
-NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings")
+# not a terminal here), pydantic (the settings are declared on scheduler.settings_model), blinker (the event
+# bus makes its signals for the first handler: none without a Redis broker).
+NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings", "blinker")
 READ_VERBS = (
     ("scheduler:list",),
     ("scheduler:history",),
