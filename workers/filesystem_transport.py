@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
+import threading
 import uuid
 from collections.abc import Hashable
 from queue import Empty
 from time import monotonic
 from typing import Any, ClassVar
 
+from celery.signals import worker_shutting_down
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
 from kombu.utils.json import dumps, loads
@@ -157,11 +158,17 @@ class Transport(filesystem.Transport):
                 step = max(min(deadline - monotonic(), STOP_CHECK_S), 0.001)
                 return super().drain_events(connection, timeout=step)  # type: ignore[no-untyped-call]
             except TimeoutError:  # socket.timeout
-                if monotonic() >= deadline or _worker_stopping():
+                if monotonic() >= deadline or _told_to_stop.is_set():
                     raise
 
 
-def _worker_stopping() -> bool:
-    """Whether Celery's worker in this process was told to stop (warm or cold shutdown)."""
-    state = sys.modules.get("celery.worker.state")
-    return state is not None and (state.should_stop is not None or state.should_terminate is not None)
+# Set when Celery's worker in this process is told to stop (Ctrl-C, SIGTERM: warm or cold shutdown); its
+# signal handler sends worker_shutting_down before the worker's loop next looks whether to stop.
+_told_to_stop = threading.Event()
+
+
+def _on_worker_shutting_down(**_: Any) -> None:
+    _told_to_stop.set()
+
+
+worker_shutting_down.connect(_on_worker_shutting_down, weak=False, dispatch_uid="filesystem-transport-stop")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 from queue import Empty
@@ -132,8 +133,11 @@ def test_a_worker_told_to_stop_stops_waiting_for_messages_and_a_client_waits_its
 ) -> None:
     """Celery's worker on this transport asks for messages with a 2 s timeout and looks for a shutdown request
     only between two asks: the transport ends a wait once the worker was told to stop (Ctrl-C, SIGTERM)."""
-    from celery.worker import state
+    from celery.signals import worker_shutting_down
 
+    from workers import filesystem_transport
+
+    monkeypatch.setattr(filesystem_transport, "_told_to_stop", threading.Event())  # this test's own
     with embedded_connection(tmp_path) as connection:
         queue = connection.SimpleQueue("idle")  # consumes an empty queue: every wait runs to its end
         started = time.monotonic()
@@ -141,7 +145,8 @@ def test_a_worker_told_to_stop_stops_waiting_for_messages_and_a_client_waits_its
             connection.drain_events(timeout=0.6)
         assert time.monotonic() - started >= 0.6  # nobody asked to stop: the whole timeout
 
-        monkeypatch.setattr(state, "should_stop", 0)  # what the worker's SIGTERM handler sets (warm shutdown)
+        # What the worker's SIGTERM handler sends (warm shutdown).
+        worker_shutting_down.send(sender="test-worker", sig="SIGTERM", how="Warm", exitcode=0)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             connection.drain_events(timeout=30)
