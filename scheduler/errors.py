@@ -6,7 +6,6 @@ to exit codes through :attr:`SchedulerError.exit_code`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -57,7 +56,9 @@ class UnknownCommand(InvalidInput):
     def __init__(self, name: str, known: Iterable[str] = (), *, worker: str | None = None) -> None:
         self.name = name
         self.worker = worker
-        self.suggestion = next(iter(difflib.get_close_matches(name, list(known), n=1)), None)
+        from difflib import get_close_matches  # not imported by every CLI start
+
+        self.suggestion = next(iter(get_close_matches(name, list(known), n=1)), None)
         if worker is not None:
             super().__init__(
                 f"worker {worker} has no command {name!r}: it was started before the command was installed "
@@ -84,7 +85,9 @@ class UnknownCalendar(InvalidInput):
 
     def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
-        match = next(iter(difflib.get_close_matches(name, list(known), n=1)), None)
+        from difflib import get_close_matches
+
+        match = next(iter(get_close_matches(name, list(known), n=1)), None)
         hint = f"; did you mean {match!r}?" if match else ""
         super().__init__(
             f"unknown calendar {name!r}{hint} ('systemprompt scheduler:calendar list' lists them)"

@@ -10,7 +10,6 @@ them: the read verbs (list, history, next) build a service too and do not pay fo
 
 from __future__ import annotations
 
-import difflib
 import getpass
 import logging
 import re
@@ -36,34 +35,19 @@ from scheduler.errors import (
 )
 from scheduler.observability import events as ev
 from scheduler.observability.events import EventBus, Handler
-from scheduler.planning.publisher import Publisher
 from scheduler.records import (
     BACKFILL_STATUSES,
     FINISHED_STATUSES,
-    AlertDelivery,
-    AlertRules,
-    AuditEntry,
     AuditRecord,
-    AuditVerdict,
-    Backfill,
-    BackfillSlot,
-    Calendar,
-    Dispatch,
     Execution,
-    Incident,
     ListedTask,
     LogLine,
     NextRun,
-    Silence,
     Task,
-    TaskStats,
     iso_utc,
 )
 from scheduler.redaction import public_task, redact
-from scheduler.rules import backfills as backfill_rules
 from scheduler.rules import timing
-from scheduler.rules.alerts import check_rules, effective_rules
-from scheduler.rules.backfills import pause_until
 from scheduler.rules.calendars import (
     CalendarRule,
     parse_entries,
@@ -83,26 +67,10 @@ from scheduler.rules.fields import (
     validate_int,
     validate_timezone_name,
 )
-from scheduler.rules.validation import validate_changes, validate_new_task
-from scheduler.rules.versions import (
-    FieldChange,
-    TaskVersion,
-    diff_tasks,
-    pick_version,
-    rollback_changes,
-    rollback_rules,
-    versions_of,
-    with_rules,
-)
 from scheduler.settings import Settings, load_settings
-from scheduler.storage import alerts as alerts_sql
-from scheduler.storage import audit as audit_sql
-from scheduler.storage import audit_chain, manual_runs, task_sets
 from scheduler.storage import backfills as backfill_sql
 from scheduler.storage import calendars as calendars_sql
-from scheduler.storage import console as console_sql
 from scheduler.storage import history as history_sql
-from scheduler.storage import stats as stats_sql
 from scheduler.storage import tasks as tasks_sql
 from scheduler.storage.clock import db_now
 from scheduler.storage.errors import translate_db_errors
@@ -110,8 +78,26 @@ from scheduler.storage.schema import open_database
 from scheduler.storage.tables import storable_id
 from scheduler.storage.transactions import write_transaction
 
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
 if TYPE_CHECKING:
+    from scheduler.planning.publisher import Publisher
+    from scheduler.records import (
+        AlertDelivery,
+        AlertRules,
+        AuditEntry,
+        AuditVerdict,
+        Backfill,
+        BackfillSlot,
+        Calendar,
+        Incident,
+        Silence,
+        TaskStats,
+    )
+    from scheduler.rules import backfills as backfill_rules
     from scheduler.rules.taskplan import TaskPlan
+    from scheduler.rules.versions import FieldChange, TaskVersion
+    from scheduler.storage import console as console_sql
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +217,8 @@ class SchedulerService:
             yield connection
 
     def _audit(self, connection: Connection, records: list[AuditRecord], now: datetime) -> None:
+        from scheduler.storage import audit as audit_sql
+
         audit_sql.insert_audit(connection, records, actor=self.actor, at=now)
 
     def _emit(self, event: str, tasks: list[Task]) -> None:
@@ -257,7 +245,9 @@ class SchedulerService:
         """Up to ``limit`` existing task names closest to ``name`` (difflib's ratio >= 0.6), best first."""
         with self._read() as connection:
             names = tasks_sql.task_names(connection)
-        return difflib.get_close_matches(name.strip(), names, n=limit)
+        from difflib import get_close_matches
+
+        return get_close_matches(name.strip(), names, n=limit)
 
     def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> list[ListedTask]:
         """Tasks by id, optionally of one status (active, paused, completed, failed), at most ``limit``;
@@ -284,6 +274,8 @@ class SchedulerService:
         limit: int = 50,
     ) -> list[console_sql.PageRow]:
         """One page of tasks for the web console (see :func:`scheduler.storage.console.task_page`)."""
+        from scheduler.storage import console as console_sql
+
         status = check_status("status", where.status, task=True)
         limit = check_limit(limit)
         with self._read() as connection:
@@ -303,22 +295,30 @@ class SchedulerService:
 
     def task_sources(self) -> list[str]:
         """The distinct sources (owners) of existing tasks, sorted."""
+        from scheduler.storage import console as console_sql
+
         with self._read() as connection:
             return console_sql.task_sources(connection)
 
     def paused_by(self, task_ids: list[int]) -> dict[int, tuple[str, datetime]]:
         """task id -> (actor, when) of the latest pause of each of these tasks that was ever paused."""
+        from scheduler.storage import console as console_sql
+
         with self._read() as connection:
             return console_sql.paused_by(connection, task_ids)
 
     def duration_percentiles(self, task: TaskRef, quantiles: tuple[float, ...]) -> dict[float, float | None]:
         """Duration percentiles (ms) of one task's executions, nearest lower rank (as stats' p95)."""
+        from scheduler.storage import console as console_sql
+
         with self._read() as connection:
             task_id = tasks_sql.get_task(connection, task).id
             return console_sql.duration_percentiles(connection, task_id, quantiles)
 
     def runs_per_day(self, task: TaskRef, *, days: int = 7) -> float:
         """The task's runs (skipped slots excluded) per day over the last ``days`` days (database clock)."""
+        from scheduler.storage import console as console_sql
+
         days = check_count(days)
         with self._read() as connection:
             task_id = tasks_sql.get_task(connection, task).id
@@ -327,6 +327,8 @@ class SchedulerService:
 
     def logs_after(self, execution_id: int, position: int) -> list[LogLine]:
         """The execution's log lines after the first ``position`` (a live tail's next lines)."""
+        from scheduler.storage import console as console_sql
+
         with self._read() as connection:
             if history_sql.find_execution(connection, execution_id) is None:
                 raise ExecutionNotFound(execution_id)
@@ -383,6 +385,8 @@ class SchedulerService:
 
     def audit(self, *, task: TaskRef | None = None, limit: int = 50) -> list[AuditEntry]:
         """Audit entries newest first; ``task`` may name a deleted task (by its id or last name)."""
+        from scheduler.storage import audit as audit_sql
+
         limit = check_limit(limit)
         with self._read() as connection:
             if task is None:
@@ -397,6 +401,8 @@ class SchedulerService:
     def verify_audit(self) -> AuditVerdict:
         """Check the audit trail's hash chain: intact, or the first row that was changed, or after which rows
         were deleted (see :mod:`scheduler.storage.audit_chain`). Reads every audit row."""
+        from scheduler.storage import audit_chain
+
         with self._read() as connection:
             return audit_chain.verify(connection)
 
@@ -435,6 +441,8 @@ class SchedulerService:
 
     def get_task_stats(self, task: TaskRef | None = None) -> TaskStats:
         """Statistics of one task's executions or of all (see :mod:`scheduler.storage.stats`)."""
+        from scheduler.storage import stats as stats_sql
+
         with self._read() as connection:
             task_id = None if task is None else tasks_sql.get_task(connection, task).id
             return stats_sql.task_stats(connection, task_id=task_id, now=db_now(connection))
@@ -566,6 +574,11 @@ class SchedulerService:
         ``alerts={rule: value}``: the task's own alert rules (``on_failure``, ``late_ms``, ``missing_ms``,
         ``long_ms``, ``recovered``; docs/alerts.md); the settings' defaults apply to the others.
         """
+        from scheduler.rules.alerts import check_rules
+        from scheduler.rules.validation import validate_new_task
+        from scheduler.rules.versions import with_rules
+        from scheduler.storage import alerts as alerts_sql
+
         if spec is not None and not isinstance(spec, Mapping):
             raise InvalidField("spec", f"must be a mapping of fields, not {type(spec).__name__}")
         merged = {**(spec or {}), **fields}
@@ -593,6 +606,8 @@ class SchedulerService:
         Changing schedule, timezone, start_at, end_at or max_runs recomputes the next run from now.
         ``alerts={rule: value}`` changes the task's alert rules (docs/alerts.md; None: back to the default).
         """
+        from scheduler.rules.alerts import check_rules
+
         if "alerts" in changes:
             check_rules(changes["alerts"])  # before the transaction; _change takes them from the changes
         new_name = changes.get("name")
@@ -607,6 +622,11 @@ class SchedulerService:
     ) -> Task:
         """Validate and write what ``changes_of`` returns for the locked task (its ``alerts``: changes to the
         task's alert rules); audit it as ``action``."""
+        from scheduler.rules.alerts import check_rules
+        from scheduler.rules.validation import validate_changes
+        from scheduler.rules.versions import with_rules
+        from scheduler.storage import alerts as alerts_sql
+
         with self._write(task_name=new_name.strip() if isinstance(new_name, str) else None) as connection:
             task = tasks_sql.get_task(connection, ref, lock=True)
             now = db_now(connection)
@@ -634,6 +654,8 @@ class SchedulerService:
 
     def delete_task(self, ref: TaskRef) -> Task:
         """Delete a task and cancel its executions that have not started; return the task as it was."""
+        from scheduler.storage import manual_runs
+
         with self._write() as connection:
             task = tasks_sql.get_task(connection, ref, lock=True)
             now = db_now(connection)
@@ -656,6 +678,8 @@ class SchedulerService:
         ``until``, never the paused span. Given for a task paused already, it sets that task's end of pause
         (and ``reason``, its note).
         """
+        from scheduler.rules.backfills import pause_until
+
         status_reason = check_reason(reason)
         until = validate_instant("until", until)
         with self._write() as connection:
@@ -706,6 +730,8 @@ class SchedulerService:
         a ``skipped`` execution, reason ``skipped_by_user``, its error naming who skipped it and ``note``;
         when the slot comes, the planner finds it taken and moves on. Audited (``skip``). Only an active task
         with upcoming slots can skip (:class:`~scheduler.errors.InvalidField` otherwise)."""
+        from scheduler.rules import backfills as backfill_rules
+
         count = backfill_rules.check_skip_count(count)
         note = check_reason(note)
         with self._write() as connection:
@@ -735,10 +761,14 @@ class SchedulerService:
         """The slots a backfill of ``[start, end]`` would cover (the dry run): each with its wall time in the
         task's zone, a DST note, and the execution that has it already (None: the backfill would create one).
         Raises what :meth:`backfill` raises for bad input."""
+        from scheduler.rules import backfills as backfill_rules
+
         with self._read() as connection:
             task = tasks_sql.get_task(connection, ref)
             found = self._backfill_range(connection, task, start, end, force)
             existing = backfill_sql.slot_executions(connection, task.id, found.range_from, found.range_to)
+        from scheduler.records import BackfillSlot
+
         zone = ZoneInfo(task.timezone)
         notes = backfill_rules.dst_notes(found.slots, zone)
         return [
@@ -772,6 +802,8 @@ class SchedulerService:
         more than 10,000 slots without ``force`` (100,000 at most), bad ``data``. Audited (``backfill``).
         A backfill that finds every slot taken is ``completed`` at once.
         """
+        from scheduler.rules import backfills as backfill_rules
+
         max_parallel = backfill_rules.check_max_parallel(max_parallel)
         run_data = None if data is None else validate_data(data)
         with self._write() as connection:
@@ -806,6 +838,8 @@ class SchedulerService:
     def _backfill_range(
         self, connection: Connection, task: Task, start: datetime, end: datetime, force: bool
     ) -> backfill_rules.BackfillRange:
+        from scheduler.rules import backfills as backfill_rules
+
         checked_start = validate_instant("from", start)
         checked_end = validate_instant("to", end)
         if checked_start is None or checked_end is None:
@@ -918,6 +952,8 @@ class SchedulerService:
         """The tasks (of one source, one status) as a tasks file document that :meth:`apply_tasks_file`
         accepts (unredacted: it holds the tasks' data as stored)."""
         from scheduler.rules.taskfile import export_document
+        from scheduler.storage import alerts as alerts_sql
+        from scheduler.storage import task_sets
 
         status = check_status("status", status, task=True)
         with self._read() as connection:
@@ -927,6 +963,9 @@ class SchedulerService:
 
     def task_versions(self, ref: TaskRef) -> list[TaskVersion]:
         """The task's versions, numbered from 1 (its creation), from its audit rows."""
+        from scheduler.rules.versions import versions_of
+        from scheduler.storage import task_sets
+
         with self._read() as connection:
             task = tasks_sql.get_task(connection, ref)
             return versions_of(task_sets.audit_of_task(connection, task.id))
@@ -936,6 +975,8 @@ class SchedulerService:
     ) -> tuple[TaskVersion, TaskVersion, list[FieldChange]]:
         """The fields that differ from version ``from_version`` (default: the one before ``to_version``) to
         ``to_version`` (default: the latest)."""
+        from scheduler.rules.versions import diff_tasks, pick_version
+
         versions = self.task_versions(ref)
         after = pick_version(versions, to_version, field="to")
         before = pick_version(versions, max(after.number - 1, 1) if from_version is None else from_version,
@@ -947,6 +988,8 @@ class SchedulerService:
         ``rollback``), validated like an update; a changed schedule's next run is computed from now (no slot
         is replayed); the task's own alert rules become the version's. The status is not rolled back. Equal
         already: the task is returned unchanged."""
+        from scheduler.rules.versions import pick_version, rollback_changes, rollback_rules, versions_of
+        from scheduler.storage import task_sets
 
         def changes(connection: Connection, task: Task) -> Mapping[str, Any]:
             target = pick_version(versions_of(task_sets.audit_of_task(connection, task.id)), to, field="to")
@@ -971,9 +1014,13 @@ class SchedulerService:
         docs/semantics.md "Per-run data"); a JSON object of at most 64 KiB, else
         :class:`~scheduler.errors.InvalidField` and nothing is stored.
         """
+        from scheduler.storage import manual_runs
+
         run_data = None if data is None else validate_data(data)
         task, execution = self._insert_manual_run(ref, run_data)
         if self.publisher is not None:
+            from scheduler.records import Dispatch
+
             dispatch = Dispatch(
                 execution.id,
                 execution.queue,
@@ -995,6 +1042,8 @@ class SchedulerService:
         return self.get_execution(execution.id)
 
     def _insert_manual_run(self, ref: TaskRef, data: dict[str, Any] | None) -> tuple[Task, Execution]:
+        from scheduler.storage import manual_runs
+
         for attempt in range(MANUAL_SLOT_ATTEMPTS):
             try:
                 with self._write() as connection:
@@ -1032,12 +1081,17 @@ class SchedulerService:
 
     def alert_rules(self, ref: TaskRef) -> AlertRules:
         """The task's effective alert rules: its own where set, else the settings' defaults."""
+        from scheduler.rules.alerts import effective_rules
+        from scheduler.storage import alerts as alerts_sql
+
         with self._read() as connection:
             task = tasks_sql.get_task(connection, ref)
             return effective_rules(alerts_sql.task_rules(connection, task.id), self.settings)
 
     def alerts(self, *, task: TaskRef | None = None, limit: int = 50) -> list[Incident]:
         """Open incidents, then the most recent closed ones, at most ``limit`` (of one task if given)."""
+        from scheduler.storage import alerts as alerts_sql
+
         limit = check_limit(limit)
         with self._read() as connection:
             task_id = None if task is None else tasks_sql.get_task(connection, task).id
@@ -1045,6 +1099,8 @@ class SchedulerService:
 
     def unsent_alerts(self, *, limit: int = 50) -> list[AlertDelivery]:
         """Alert deliveries that failed at least once: still retried (``pending``) or given up."""
+        from scheduler.storage import alerts as alerts_sql
+
         limit = check_limit(limit)
         with self._read() as connection:
             return alerts_sql.unsent_deliveries(connection, limit=limit)
@@ -1059,6 +1115,8 @@ class SchedulerService:
     ) -> Silence:
         """Silence the task's alerts for ``duration`` or until ``until`` (one of them): its incidents are
         still recorded, not sent. Audited (action ``silence``). Expires by itself."""
+        from scheduler.storage import alerts as alerts_sql
+
         if (duration is None) == (until is None):
             raise InvalidField("silence", "give either a duration (--for) or an end time (--until)")
         if duration is not None and not timedelta(0) < duration <= MAX_SILENCE:
@@ -1089,6 +1147,8 @@ class SchedulerService:
 
     def silences(self, *, include_expired: bool = False, limit: int = 100) -> list[Silence]:
         """Silences ending last first; only those in force unless ``include_expired``."""
+        from scheduler.storage import alerts as alerts_sql
+
         limit = check_limit(limit)
         with self._read() as connection:
             return alerts_sql.list_silences(
@@ -1128,4 +1188,6 @@ def _next_runs(task: Task, count: int, after: datetime | None, rule: CalendarRul
 
 
 def _resumed(task: Task, now: datetime) -> dict[str, Any]:
+    from scheduler.rules import backfills as backfill_rules
+
     return backfill_rules.resumed_columns(task, timing.task_first_fire(task, now))

@@ -9,7 +9,6 @@ unit: milliseconds.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -281,7 +280,9 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name in known or name.startswith(TEST_ENV_PREFIX):
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        from difflib import get_close_matches  # not imported by every CLI start
+
+        close = get_close_matches(name, sorted(known), n=1, cutoff=0.8)
         hint = (
             f"did you mean {close[0]}?" if close else "see 'systemprompt scheduler:config' for the settings"
         )

@@ -21,18 +21,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Hashable
 from queue import Empty
 from time import monotonic
 from typing import Any, ClassVar
 
+from celery.signals import worker_shutting_down
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
 from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 
 logger = logging.getLogger(__name__)
+STOP_CHECK_S = 0.2  # how often a waiting worker looks whether it was told to stop (Transport.drain_events)
 
 
 def message_filename(queue: str) -> str:
@@ -137,3 +140,35 @@ class Transport(filesystem.Transport):
         super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
         folder = os.path.abspath(str(client.transport_options["control_folder"]))
         self.state = self._states.setdefault(folder, virtual.BrokerState())  # type: ignore[no-untyped-call]
+
+    def drain_events(self, connection: Any, timeout: float | None = None, **_: Any) -> Any:
+        """kombu's loop (look for a message every ``polling_interval`` until one comes or ``timeout`` passes),
+        which also ends once the worker of this process has been told to stop.
+
+        Celery's worker on a transport without an event loop (its ``synloop``) looks for a shutdown request
+        between calls of ``drain_events(timeout=2.0)``: an idle worker or ``serve`` sat out that wait after
+        Ctrl-C or SIGTERM (its warm shutdown took ~6 s, 3 s with this). Outside a worker (a client waiting
+        for replies) nothing changes.
+        """
+        if not timeout:
+            return super().drain_events(connection, timeout=timeout)  # type: ignore[no-untyped-call]
+        deadline = monotonic() + timeout
+        while True:
+            try:
+                step = max(min(deadline - monotonic(), STOP_CHECK_S), 0.001)
+                return super().drain_events(connection, timeout=step)  # type: ignore[no-untyped-call]
+            except TimeoutError:  # socket.timeout
+                if monotonic() >= deadline or _told_to_stop.is_set():
+                    raise
+
+
+# Set when Celery's worker in this process is told to stop (Ctrl-C, SIGTERM: warm or cold shutdown); its
+# signal handler sends worker_shutting_down before the worker's loop next looks whether to stop.
+_told_to_stop = threading.Event()
+
+
+def _on_worker_shutting_down(**_: Any) -> None:
+    _told_to_stop.set()
+
+
+worker_shutting_down.connect(_on_worker_shutting_down, weak=False, dispatch_uid="filesystem-transport-stop")

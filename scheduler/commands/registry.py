@@ -348,6 +348,17 @@ def _entry_point_label(entry_point: importlib.metadata.EntryPoint) -> str:
     return f"entry point '{entry_point.name} = {entry_point.value}'{of}"
 
 
+def _declares_group(group: str) -> bool:
+    """Whether an installed distribution's ``entry_points.txt`` has a ``[group]`` section: a necessary
+    condition for ``importlib.metadata.entry_points(group=group)`` to find any. Reading the files is a third
+    of that call, which also parses and groups every entry point of every distribution (~3 ms of every CLI
+    start): without a plugin installed, the scan stops here."""
+    header = f"[{group}]"
+    return any(
+        header in (dist.read_text("entry_points.txt") or "") for dist in importlib.metadata.distributions()
+    )
+
+
 def _load_plugins() -> list[tuple[str, str, PythonCommand]]:
     """Load every entry point of the group; return (plugin label, name, callable) for callable entry points.
 
@@ -357,7 +368,11 @@ def _load_plugins() -> list[tuple[str, str, PythonCommand]]:
     """
     global _loading_plugin
     try:
-        entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        entry_points = (
+            list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+            if _declares_group(ENTRY_POINT_GROUP)
+            else []
+        )
     except Exception as error:  # a corrupt installed distribution must not stop the worker
         logger.warning("cannot list %s entry points: %s", ENTRY_POINT_GROUP, error)
         return []

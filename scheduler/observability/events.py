@@ -10,11 +10,12 @@ copy of the emitted payload with the values of secret-looking keys redacted
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
-
-from blinker import Namespace
+from typing import TYPE_CHECKING, Any, Final
 
 from scheduler.redaction import redact
+
+if TYPE_CHECKING:
+    from blinker import Namespace
 
 TASK_CREATED: Final = "task-created"
 TASK_UPDATED: Final = "task-updated"
@@ -48,7 +49,9 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._signals = Namespace()
+        # Made by the first handler added (blinker is imported then): a bus nobody listens to (a read verb's,
+        # without a Redis broker) emits nothing and needs none.
+        self._signals: Namespace | None = None
 
     def on(self, event: str, handler: Handler) -> None:
         """Call ``handler(payload)`` on every ``event``; raise ValueError for an unknown event name."""
@@ -58,9 +61,15 @@ class EventBus:
         def receiver(_sender: object, payload: dict[str, Any]) -> None:
             handler(payload)
 
+        if self._signals is None:
+            from blinker import Namespace
+
+            self._signals = Namespace()
         self._signals.signal(event).connect(receiver, weak=False)  # held strongly, as long as the bus
 
     def emit(self, event: str, payload: dict[str, Any]) -> None:
+        if self._signals is None:  # no handler was ever added
+            return
         signal = self._signals.signal(event)
         if signal.receivers:
             signal.send(self, payload=redact(payload))

@@ -6,9 +6,12 @@ The Celery-backed implementation lives in ``workers/``; ``scheduler/`` never imp
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from scheduler.records import Dispatch
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import Dispatch
 
 
 class Publisher(Protocol):

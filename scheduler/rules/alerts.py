@@ -10,14 +10,17 @@ A condition that no longer holds resolves its incident; ``recovered`` says wheth
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import InvalidField
-from scheduler.records import AlertRules, TaskFacts
 from scheduler.settings import Settings
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AlertRules, TaskFacts
 
 ALERTS = "alerts"  # the field of a task (create/update, a tasks file, its audited JSON) holding its rules
 RULE_FIELDS: tuple[str, ...] = ("on_failure", "late_ms", "missing_ms", "long_ms", "recovered")
@@ -33,7 +36,9 @@ def check_rules(raw: object) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in RULE_FIELDS:
-            close = difflib.get_close_matches(str(key), RULE_FIELDS, n=1)
+            from difflib import get_close_matches
+
+            close = get_close_matches(str(key), RULE_FIELDS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidField("alerts", f"unknown rule {key!r}; one of {', '.join(RULE_FIELDS)}{hint}")
         checked[key] = _check_rule(key, value)
@@ -57,6 +62,8 @@ def _check_rule(key: str, value: object) -> int | bool | None:
 
 def effective_rules(stored: Mapping[str, Any], settings: Settings) -> AlertRules:
     """A task's rules: its own where set, else the settings' defaults."""
+
+    from scheduler.records import AlertRules
 
     def pick(key: str, default: Any) -> Any:
         value = stored.get(key)

@@ -9,13 +9,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import InvalidField, InvalidInput
-from scheduler.records import AuditEntry, Task, iso_utc
+from scheduler.records import Task, iso_utc
 from scheduler.redaction import REDACTED, is_secret_key, public_task
 from scheduler.rules.alerts import ALERTS, RULE_FIELDS
 from scheduler.rules.validation import UPDATABLE
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AuditEntry
 
 # The fields a diff shows, in a fixed order: the definition, then the status (a pause is a version too).
 DEFINITION_FIELDS: tuple[str, ...] = (

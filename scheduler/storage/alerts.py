@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, and_, case, delete, func, insert, or_, select, update
 
-from scheduler.records import AlertDelivery, AlertRules, Incident, Silence, TaskFacts, as_utc
+from scheduler.records import as_utc
 from scheduler.storage.mapping import record_from_row
 from scheduler.storage.tables import alert_rules, deliveries, executions, incidents, silences, tasks
 from scheduler.storage.task_outcomes import auto_pause_reason
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AlertDelivery, AlertRules, Incident, Silence, TaskFacts
 
 # A task the scheduler paused itself (a failure streak, a stored schedule that no longer parses) is still
 # watched: its missing runs count.
@@ -100,6 +105,8 @@ def task_facts(connection: Connection, *, defaults: AlertRules, now: datetime) -
     make the estimated cost of the statement huge (a subplan per task row), so the server compiled it each
     time: 0.6-1.1 s of a 10k-task database's evaluation for a statement that runs in ~15 ms.
     """
+    from scheduler.records import TaskFacts
+
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("SET LOCAL jit = off")
     e = executions.alias("e")
@@ -211,12 +218,16 @@ def _time(value: Any) -> datetime | None:
 
 
 def open_incidents(connection: Connection) -> list[Incident]:
+    from scheduler.records import Incident
+
     query = select(incidents).where(incidents.c.resolved_at.is_(None)).order_by(incidents.c.id)
     return [record_from_row(Incident, row) for row in connection.execute(query)]
 
 
 def recent_incidents(connection: Connection, *, limit: int, task_id: int | None = None) -> list[Incident]:
     """Open incidents first, then the most recently opened ones, at most ``limit`` in all."""
+    from scheduler.records import Incident
+
     query = (
         select(incidents).order_by(incidents.c.resolved_at.is_not(None), incidents.c.id.desc()).limit(limit)
     )
@@ -240,6 +251,8 @@ def insert_incident(
     now: datetime,
 ) -> Incident:
     """Open an incident (the unique ``open_key`` refuses a second open one for the task and condition)."""
+    from scheduler.records import Incident
+
     values = {
         "task_id": task_id,
         "task_name": task_name,
@@ -255,6 +268,8 @@ def insert_incident(
 
 
 def resolve_incident(connection: Connection, incident_id: int, *, now: datetime) -> Incident | None:
+    from scheduler.records import Incident
+
     statement = (
         update(incidents)
         .where(incidents.c.id == incident_id, incidents.c.resolved_at.is_(None))
@@ -306,6 +321,8 @@ def claim_due_deliveries(
     """Take up to ``limit`` pending deliveries due at ``now``, oldest first: each one's ``next_attempt_at``
     moves to ``claim_until``, so a second sender (a ``scheduler:health --alert`` next to a planner, a leader
     that overlaps its successor) does not take it too; a sender that dies leaves it due again then."""
+    from scheduler.records import AlertDelivery
+
     query = (
         select(deliveries.c.id)
         .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
@@ -361,6 +378,8 @@ def record_attempt(
 
 def unsent_deliveries(connection: Connection, *, limit: int) -> list[AlertDelivery]:
     """Deliveries not sent (pending after a failed attempt, or failed), newest first."""
+    from scheduler.records import AlertDelivery
+
     query = (
         select(deliveries)
         .where(
@@ -376,6 +395,8 @@ def unsent_deliveries(connection: Connection, *, limit: int) -> list[AlertDelive
 
 
 def deliveries_of(connection: Connection, incident_ids: Sequence[int]) -> list[AlertDelivery]:
+    from scheduler.records import AlertDelivery
+
     query = select(deliveries).where(deliveries.c.incident_id.in_(incident_ids)).order_by(deliveries.c.id)
     return [record_from_row(AlertDelivery, row) for row in connection.execute(query)]
 
@@ -399,6 +420,8 @@ def insert_silence(
     note: str | None,
     actor: str,
 ) -> Silence:
+    from scheduler.records import Silence
+
     values = {
         "task_id": task_id,
         "task_name": task_name,
@@ -419,6 +442,8 @@ def silenced_task_ids(connection: Connection, *, now: datetime) -> set[int]:
 def list_silences(
     connection: Connection, *, now: datetime, include_expired: bool, limit: int
 ) -> list[Silence]:
+    from scheduler.records import Silence
+
     query = select(silences).order_by(silences.c.ends_at.desc(), silences.c.id.desc()).limit(limit)
     if not include_expired:
         query = query.where(silences.c.ends_at > now)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, insert, or_, select
 
-from scheduler.records import AuditEntry, AuditRecord
+from scheduler.records import AuditRecord
 from scheduler.storage.audit_chain import append_sqlite
 from scheduler.storage.bulk import BULK_MIN_ROWS, insert_json_rows
 from scheduler.storage.mapping import audit_from_row
 from scheduler.storage.tables import audit
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AuditEntry
 
 
 def insert_audit(connection: Connection, records: Sequence[AuditRecord], *, actor: str, at: datetime) -> None:

@@ -23,13 +23,18 @@ import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Text, cast, delete, func, insert, select
 
-from scheduler.records import AuditVerdict, as_utc
+from scheduler.records import as_utc
 from scheduler.storage.clock import db_now
 from scheduler.storage.tables import audit
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AuditVerdict
 
 GENESIS = "0" * 64
 FORMAT = "v1"
@@ -134,6 +139,8 @@ def _checkpoint_anchor(connection: Connection) -> str:
 
 
 def _broken(rows: int, row_id: int, problem: str) -> AuditVerdict:
+    from scheduler.records import AuditVerdict
+
     return AuditVerdict(
         intact=False, rows=rows, head_id=None, head_hash=None, broken_at=row_id, problem=problem
     )
@@ -145,6 +152,8 @@ def verify(connection: Connection, *, batch: int = 2000) -> AuditVerdict:
     On PostgreSQL in one ``REPEATABLE READ`` snapshot (call it before the connection's first statement): a
     prune committed between reading the checkpoint and walking the rows must not look like a break.
     """
+    from scheduler.records import AuditVerdict
+
     if connection.dialect.name == "postgresql" and not connection.in_transaction():
         connection.execution_options(isolation_level="REPEATABLE READ")
     expected = _checkpoint_anchor(connection)

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, or_, select, update
 
 from scheduler.errors import BackfillNotFound
-from scheduler.records import Backfill, Execution, Task, as_utc
-from scheduler.storage.dispatch import ACTIVE_STATUSES, insert_executions
+from scheduler.records import Execution, Task, as_utc
 from scheduler.storage.mapping import execution_from_row, record_from_row, tasks_from_rows
 from scheduler.storage.tables import backfills, executions, storable_id, tasks
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import Backfill
 
 RUNNING = "running"
 # A backfill's executions not yet released, or released and not yet started: what cancelling stops.
@@ -41,6 +45,8 @@ def insert_backfill_executions(
 ) -> int:
     """One ``waiting`` execution (trigger ``backfill``) per (slot, producing schedule) that has none; how
     many were inserted."""
+    from scheduler.storage.dispatch import insert_executions
+
     rows = [
         {
             "task_id": task.id,
@@ -79,6 +85,8 @@ def set_backfill(connection: Connection, backfill_id: int, **values: Any) -> Non
 
 
 def _backfill(row: Any, progress: dict[str, int] | None) -> Backfill:
+    from scheduler.records import Backfill
+
     return record_from_row(Backfill, {**row._mapping, "progress": progress})
 
 
@@ -168,6 +176,8 @@ def release_waiting(connection: Connection, now: datetime) -> int:
     whose overlap policy is not ``allow`` gets one at a time, and only when it has no active execution at
     all; a paused task's backfill waits. Returns how many executions became ``pending``.
     """
+    from scheduler.storage.dispatch import ACTIVE_STATUSES
+
     rows = connection.execute(
         select(backfills.c.id, backfills.c.max_parallel, tasks.c.id, tasks.c.status, tasks.c.overlap_policy)
         .select_from(backfills.outerjoin(tasks, tasks.c.id == backfills.c.task_id))
@@ -193,6 +203,8 @@ def release_waiting(connection: Connection, now: datetime) -> int:
 
 
 def _task_active(connection: Connection, task_id: int) -> bool:
+    from scheduler.storage.dispatch import ACTIVE_STATUSES
+
     query = select(executions.c.id).where(
         executions.c.task_id == task_id, executions.c.status.in_(ACTIVE_STATUSES)
     )
@@ -228,6 +240,8 @@ def skip_slots(
 ) -> list[Execution]:
     """Record ``slots`` of ``task`` as skipped (reason ``skipped_by_user``) ahead of time: the planner's
     insert for them then does nothing (the unique slot), and the task moves on past them."""
+    from scheduler.storage.dispatch import insert_executions
+
     rows = [
         {
             "task_id": task.id,

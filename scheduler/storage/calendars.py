@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, or_, select
 
-from scheduler.records import Calendar
 from scheduler.storage.mapping import record_from_row
 from scheduler.storage.tables import calendars, tasks
 
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import Calendar
+
 
 def _calendar(row: Any) -> Calendar:
+    from scheduler.records import Calendar
+
     return record_from_row(Calendar, {**row._mapping, "tasks": None})  # ``tasks`` is no column
 
 

@@ -17,15 +17,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import BigInteger, Connection, any_, bindparam, func, select, text, update
 
-from scheduler.records import Dispatch, DueTask, TaskAdvance
+from scheduler.records import DueTask
 from scheduler.storage.clock import db_now
 from scheduler.storage.mapping import due_tasks_from_rows
 from scheduler.storage.tables import executions, tasks
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import Dispatch, TaskAdvance
 
 ACTIVE_STATUSES = ("pending", "queued", "running", "retrying")  # an execution that has not finished
 IN_FLIGHT_STATUSES = ("queued", "running", "retrying")  # what the concurrency cap counts
@@ -273,6 +278,8 @@ def dispatch_query(default_timeout_ms: int) -> Any:
 
 def read_dispatches(connection: Connection, query: Any) -> list[Dispatch]:
     """Run a :func:`dispatch_query` and build the dispatches."""
+    from scheduler.records import Dispatch
+
     return [
         Dispatch(int(r.id), r.queue, r.command, r.task_name, timeout_s=int(r.ms) / 1000)
         for r in connection.execute(query)

@@ -14,9 +14,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, TypeVar, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_origin, get_type_hints
 
-from scheduler.records import AuditEntry, DueTask, Execution, LogLine, Task
+from scheduler.records import DueTask, Execution, LogLine, Task
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AuditEntry
 
 R = TypeVar("R")
 Convert = Callable[[Any], Any]
@@ -158,4 +163,6 @@ def log_from_row(row: object) -> LogLine:
 
 def audit_from_row(row: object) -> AuditEntry:
     """An :class:`AuditEntry` from a ``task_audit`` row."""
+    from scheduler.records import AuditEntry
+
     return record_from_row(AuditEntry, row)

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, ScalarSelect, and_, case, func, select, true
 
-from scheduler.records import FAILURE_STATUSES, OUTCOME_STATUSES, TaskStats, as_utc
+from scheduler.records import FAILURE_STATUSES, OUTCOME_STATUSES, as_utc
 from scheduler.storage.tables import executions
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import TaskStats
 
 e = executions.c
 
@@ -53,6 +58,8 @@ def _count(condition: ColumnElement[bool]) -> Any:
 
 def task_stats(connection: Connection, *, task_id: int | None, now: datetime) -> TaskStats:
     """Statistics of one task's executions (``task_id``) or of all executions (None, deleted tasks' too)."""
+    from scheduler.records import TaskStats
+
     scope = e.task_id == task_id if task_id is not None else true()
     day, week, month = window_starts(now)
     ran = e.status != "skipped"

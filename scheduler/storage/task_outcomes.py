@@ -23,14 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, String, case, cast, literal, select, update
 
-from scheduler.records import AuditRecord, Task, TaskOutcome
+from scheduler.records import AuditRecord, Task
 from scheduler.storage.audit import insert_audit
 from scheduler.storage.mapping import task_from_row
 from scheduler.storage.tables import Timestamp, tasks
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import TaskOutcome
 
 OutcomeKind = Literal["completed", "failure"]
 
@@ -93,6 +98,8 @@ def task_outcome_values(kind: str, now: Any, execution_id: Any, status: Any) -> 
 
 def task_outcome(row: Mapping[Any, Any] | None) -> TaskOutcome | None:
     """Read a row of :data:`TASK_OUTCOME_COLUMNS`, by column name (None when no task was updated)."""
+    from scheduler.records import TaskOutcome
+
     if row is None or row["consecutive_failures"] is None:
         return None
     failures = int(row["consecutive_failures"])

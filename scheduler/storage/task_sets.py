@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from scheduler.records import AuditEntry, Task
+from scheduler.records import Task
 from scheduler.storage.bulk import BULK_MIN_ROWS, insert_json_rows
 from scheduler.storage.mapping import audit_from_row, tasks_from_rows
 from scheduler.storage.tables import audit, tasks
+
+# Records of scheduler.records.DEFERRED: imported where they are built, so importing this module does not
+# define them (the read verbs never do).
+if TYPE_CHECKING:
+    from scheduler.records import AuditEntry
 
 CHUNK = 500  # names or ids per IN (...) list
 APPLY_PREFIX = "apply:"  # audit actions written by an apply: apply:create, apply:update, apply:delete, ...

@@ -16,27 +16,38 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from scheduler.storage.db import make_engine
+from scheduler.storage.tables import executions
+from tests.support import background
 from tests.support.alert_receivers import HttpReceiver, SmtpReceiver, http_receiver, smtp_receiver
-from tests.support.processes import kill_process_group, wait_at_most, wait_for
+from tests.support.processes import kill_process_group, stop_process_group, wait_at_most, wait_for
 from tests.support.serving import SYSTEMPROMPT, clean_env, cli
 
 SECRET = "e2e-hmac-secret-0a1b2c3d"
 SECRET_ENV = "TEST_E2E_ALERT_SECRET"
 MISSING_MS = 5000  # W: a loaded machine still runs a 1 s task well within it
-CHECK_MS = 200
+CHECK_MS = 100
 TICK_MS = 100
+
+
+def checks(count: int) -> float:
+    """How long ``count`` alert checks of a leading planner take (seconds)."""
+    return count * CHECK_MS / 1000
 
 
 @dataclass
 class Fleet:
     workdir: Path
+    db_url: str
     env: dict[str, str]
     hook: HttpReceiver
     smtp: SmtpReceiver
@@ -56,9 +67,16 @@ class Fleet:
         return process
 
     def start_worker(self, name: str = "worker") -> None:
+        self.worker_ready(name, self.launch_worker(name))
+
+    def launch_worker(self, name: str = "worker") -> int:
+        """Start a worker without waiting for it; the size of its log before (for :meth:`worker_ready`)."""
         size = self.log_size(name)
         self.start(name, "scheduler:worker", "--concurrency", "2")
-        wait_for(lambda: " ready." in self.log(name)[size:], 60, f"{name} did not get ready", interval_s=0.2)
+        return size
+
+    def worker_ready(self, name: str, since: int) -> None:
+        wait_for(lambda: " ready." in self.log(name)[since:], 60, f"{name} did not get ready", interval_s=0.1)
 
     def kill(self, name: str) -> None:
         kill_process_group(self.processes.pop(name))
@@ -78,10 +96,28 @@ class Fleet:
         self.outputs.append(result.stdout + result.stderr)
         return result
 
+    def run_many(self, *argvs: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+        """Several independent CLI calls at once (each its own process); results in order."""
+        with ThreadPoolExecutor(max_workers=len(argvs)) as pool:
+            return list(pool.map(lambda argv: self.run(*argv), argvs))
+
     def json(self, *args: str) -> Any:
-        result = self.run(*args, "--format", "json")
+        return self.parsed(self.run(*args, "--format", "json"))
+
+    @staticmethod
+    def parsed(result: subprocess.CompletedProcess[str]) -> Any:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+    def completed_runs(self) -> int:
+        """Completed executions, read from the database (cheaper to poll than the CLI)."""
+        engine = make_engine(self.db_url)
+        try:
+            with engine.connect() as connection:
+                query = select(func.count()).where(executions.c.status == "completed")
+                return int(connection.execute(query).scalar_one())
+        finally:
+            engine.dispose()
 
     def incidents(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self.json("scheduler:alerts")["incidents"]
@@ -120,30 +156,30 @@ def fleet(tmp_path: Path, db_url: str) -> Iterator[Fleet]:
             SCHEDULER_ALERT_CHANNELS=json.dumps(channels),
             **{SECRET_ENV: SECRET},
         )
-        world = Fleet(tmp_path, env, hook, smtp)
+        world = Fleet(tmp_path, db_url, env, hook, smtp)
         try:
             yield world
         finally:
+            # SIGTERM to all at once; their exits (an idle worker's warm shutdown on the embedded broker takes
+            # several seconds) are waited for in the background, SIGKILL for any that lingers.
             for name in list(world.processes):
                 process = world.processes.pop(name)
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(15)
-                    except subprocess.TimeoutExpired:
-                        kill_process_group(process)
+                    background.later(stop_process_group, process, 15, ())
 
 
 @pytest.mark.timeout(180)
 def test_a_failing_task_alerts_once_across_a_planner_failover_and_its_success_resolves_it(
     fleet: Fleet,
 ) -> None:
+    fleet.start("planner-a", "scheduler:planner")
+    worker_log = fleet.launch_worker()  # gets ready while the task is created and planner-a takes the lead
     created = fleet.run("scheduler:create", "--name", "nightly", "--command", "test:fail", "--schedule", "1s")
     assert created.returncode == 0, created.stderr
-    fleet.start("planner-a", "scheduler:planner")
     wait_for(fleet.leader, 30, "planner-a did not lead")
     fleet.start("planner-b", "scheduler:planner")
-    fleet.start_worker()
+    fleet.worker_ready("worker", worker_log)
 
     opened = wait_for(lambda: fleet.hook.events("alert-opened"), 60, "no alert-opened webhook")
     wait_for(lambda: fleet.smtp.messages, 10, "no alert e-mail")
@@ -159,25 +195,29 @@ def test_a_failing_task_alerts_once_across_a_planner_failover_and_its_success_re
     assert old == "planner-a"
     fleet.kill(old)
     wait_for(lambda: ": leader (term" in fleet.log("planner-b"), 30, "the standby did not take over")
-    wait_at_most(lambda: len(fleet.hook.received) > 1, 2.0)  # several alert checks of the new leader
+    wait_at_most(lambda: len(fleet.hook.received) > 1, checks(10))  # several alert checks of the new leader
     assert len(fleet.hook.events("alert-opened")) == 1 and len(fleet.smtp.messages) == 1
     assert len(fleet.incidents()) == 1
 
     fixed = fleet.run("scheduler:update", "--id", "nightly", "--command", "test:echo")
     assert fixed.returncode == 0, fixed.stderr
     resolved = wait_for(lambda: fleet.hook.events("alert-resolved"), 30, "no alert-resolved webhook")
-    wait_at_most(lambda: len(fleet.hook.received) > 2, 1.0)
+    wait_at_most(lambda: len(fleet.hook.received) > 2, checks(5))
     assert len(resolved) == 1 and resolved[0].signed_by(SECRET)
     assert len(fleet.hook.received) == 2
-    [incident] = fleet.incidents()
-    assert incident["resolved_at"] is not None
 
-    tested = fleet.run("scheduler:alert-test", "--channel", "hook")
+    listed, tested, config, alerts_table = fleet.run_many(
+        ("scheduler:alerts", "--format", "json"),
+        ("scheduler:alert-test", "--channel", "hook"),
+        ("scheduler:config", "--format", "json"),
+        ("scheduler:alerts",),
+    )  # independent reads (and a test message): at once
+    [incident] = fleet.parsed(listed)["incidents"]
+    assert incident["resolved_at"] is not None
     assert tested.returncode == 0, tested.stderr
     assert fleet.hook.events("alert-test")[0].signed_by(SECRET)
-    shown = {row["name"]: row["value"] for row in fleet.json("scheduler:config")["settings"]}
+    shown = {row["name"]: row["value"] for row in fleet.parsed(config)["settings"]}
     assert shown["alert_channels"]["hook"]["secretEnv"] == SECRET_ENV  # the variable's name, not its value
-    alerts_table = fleet.run("scheduler:alerts")
     assert alerts_table.returncode == 0 and "nightly" in alerts_table.stdout
     assert "failed (attempt" not in fleet.all_logs()  # every delivery was taken at once
     assert SECRET not in fleet.all_logs()
@@ -188,6 +228,8 @@ def test_a_failing_task_alerts_once_across_a_planner_failover_and_its_success_re
 def test_killing_every_worker_of_a_one_second_task_opens_one_missing_incident_and_a_restart_resolves_it(
     fleet: Fleet,
 ) -> None:
+    fleet.start("planner-a", "scheduler:planner")
+    worker_log = fleet.launch_worker()  # gets ready while the task is created
     created = fleet.run(
         "scheduler:create",
         "--name",
@@ -202,26 +244,28 @@ def test_killing_every_worker_of_a_one_second_task_opens_one_missing_incident_an
         "0",  # a run cut short by the kill is lost, a failure: only the missing rule is under test
     )
     assert created.returncode == 0, created.stderr
-    fleet.start("planner-a", "scheduler:planner")
-    fleet.start_worker()
-    wait_for(
-        lambda: any(r["status"] == "completed" for r in fleet.json("scheduler:history", "--task", "pulse")),
-        60,
-        "pulse never ran",
-        interval_s=0.3,
+    fleet.worker_ready("worker", worker_log)
+    wait_for(fleet.completed_runs, 60, "pulse never ran", interval_s=0.1)
+    history, listed = fleet.run_many(
+        ("scheduler:history", "--task", "pulse", "--format", "json"), ("scheduler:alerts", "--format", "json")
     )
-    assert fleet.incidents() == []
+    assert any(r["status"] == "completed" for r in fleet.parsed(history))
+    assert fleet.parsed(listed)["incidents"] == []
 
     fleet.kill("worker")
     opened = wait_for(lambda: fleet.hook.events("alert-opened"), 30, "no missing alert")
     assert opened[0].json["incident"]["condition"] == "missing"
-    wait_at_most(lambda: len(fleet.hook.received) > 1, 1.5)
+    wait_at_most(lambda: len(fleet.hook.received) > 1, checks(8))
     assert len(fleet.hook.received) == 1
-    [incident] = fleet.incidents()
+    listed, history = fleet.run_many(
+        ("scheduler:alerts", "--format", "json"),
+        ("scheduler:history", "--task", "pulse", "--limit", "1000", "--format", "json"),
+    )
+    [incident] = fleet.parsed(listed)["incidents"]
     assert incident["condition"] == "missing" and incident["resolved_at"] is None
     # Within W plus one alert check and one tick of the first slot that no run completed (database clock;
     # a little more for a loaded machine).
-    runs = fleet.json("scheduler:history", "--task", "pulse", "--limit", "1000")
+    runs = fleet.parsed(history)
     last_ok = max(_instant(r["scheduled_for"]) for r in runs if r["status"] == "completed")
     due = min(_instant(r["scheduled_for"]) for r in runs if _instant(r["scheduled_for"]) > last_ok)
     late_by = (_instant(incident["opened_at"]) - due).total_seconds()

@@ -9,6 +9,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from scheduler.settings import Settings
 from scheduler.storage.clock import db_now
 from scheduler.storage.db import make_engine
+from scheduler.storage.schema import open_database
 from scheduler.storage.tables import leases
 from tests.support.alert_receivers import HttpReceiver, http_receiver, refused_port
 from tests.support.serving import clean_env, cli
@@ -37,10 +40,20 @@ class AlertCli:
         assert SECRET not in result.stdout + result.stderr
         return result
 
+    def run_many(self, *argvs: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+        """Independent invocations at once (each its own process); results in order."""
+        with ThreadPoolExecutor(max_workers=len(argvs)) as pool:
+            return list(pool.map(lambda argv: self.run(*argv), argvs))
+
     def json(self, *args: str) -> Any:
         result = self.run(*args, "--format", "json")
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+
+def parsed(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -63,7 +76,9 @@ def alert_cli(tmp_path: Path) -> Iterator[AlertCli]:
             TEST_CLI_SECRET=SECRET,
             TEST_CLI_URL=f"{hook.url}?token={SECRET}",
         )
-        assert cli(tmp_path, "scheduler:list", env=env).returncode == 0  # the embedded database exists
+        # The embedded database exists (as the CLI creates it: open_database), so that no verb under test
+        # prints the "created the embedded database" note.
+        open_database(Settings(home=tmp_path / ".scheduler")).dispose()
         yield AlertCli(tmp_path, env, hook)
 
 
@@ -85,11 +100,15 @@ def test_alert_rules_are_set_by_create_and_update_flags_shown_by_alerts_and_audi
         "scheduler:update", "--id", "etl", "--clear", "alert-missing", "--alert-long", "5000"
     )
     assert updated.returncode == 0, updated.stderr
-    rules = alert_cli.json("scheduler:alerts", "--task", "etl")["rules"]
+    shown_json, table, audit = alert_cli.run_many(  # three reads of the same state: at once
+        ("scheduler:alerts", "--task", "etl", "--format", "json"),
+        ("scheduler:alerts", "--task", "etl"),
+        ("scheduler:audit", "--task", "etl", "--format", "json"),
+    )
+    rules = parsed(shown_json)["rules"]
     assert (rules["missing_ms"], rules["long_ms"], rules["on_failure"]) == (None, 5000, 3)
-    table = alert_cli.run("scheduler:alerts", "--task", "etl")
     assert "rules: on_failure 3, late_ms off, missing_ms off, long_ms 5000" in table.stdout
-    [latest, *_] = alert_cli.json("scheduler:audit", "--task", "etl")
+    [latest, *_] = parsed(audit)
     assert latest["action"] == "update" and latest["after"]["alerts"] == {"on_failure": 3, "long_ms": 5000,
                                                                            "recovered": False}  # fmt: skip
 
@@ -102,31 +121,39 @@ def test_a_bad_rule_is_refused_in_one_line_and_nothing_is_stored(alert_cli: Aler
     assert ok.returncode == 0, ok.stderr
     bad = alert_cli.run("scheduler:update", "--id", "x", "--alert-on-failure", "-1")
     assert "alerts.on_failure" in one_line_error(bad, 2)
-    assert alert_cli.json("scheduler:alerts", "--task", "x")["rules"]["on_failure"] == 1
-    assert [e["action"] for e in alert_cli.json("scheduler:audit", "--task", "x")] == ["create"]
+    shown, audit = alert_cli.run_many(
+        ("scheduler:alerts", "--task", "x", "--format", "json"),
+        ("scheduler:audit", "--task", "x", "--format", "json"),
+    )
+    assert parsed(shown)["rules"]["on_failure"] == 1
+    assert [e["action"] for e in parsed(audit)] == ["create"]
 
 
 def test_silence_is_listed_audited_and_bad_input_is_refused(alert_cli: AlertCli) -> None:
     assert alert_cli.run("scheduler:create", "--name", "noisy", "--command", "test:echo").returncode == 0
     made = alert_cli.json("scheduler:silence", "--id", "noisy", "--for", "2h", "--note", "maintenance")
     assert made["task_name"] == "noisy" and made["note"] == "maintenance"
-    table = alert_cli.run("scheduler:silences")
+    table, listing, audit = alert_cli.run_many(  # three reads of the same state: at once
+        ("scheduler:silences",),
+        ("scheduler:silences", "--format", "json"),
+        ("scheduler:audit", "--task", "noisy", "--format", "json"),
+    )
     assert "noisy" in table.stdout and "maintenance" in table.stdout
-    [listed] = alert_cli.json("scheduler:silences")
+    [listed] = parsed(listing)
     assert listed["id"] == made["id"] and listed["ends_at"] == made["ends_at"]
-    [entry, *_] = alert_cli.json("scheduler:audit", "--task", "noisy")
+    [entry, *_] = parsed(audit)
     assert entry["action"] == "silence" and entry["after"]["note"] == "maintenance"
 
-    assert "invalid for" in one_line_error(
-        alert_cli.run("scheduler:silence", "--id", "noisy", "--for", "2x"), 2
+    bad_for, both, past, nobody = alert_cli.run_many(  # each refused: independent of one another
+        ("scheduler:silence", "--id", "noisy", "--for", "2x"),
+        ("scheduler:silence", "--id", "noisy", "--for", "1h", "--until", "2099-01-01T00:00:00Z"),
+        ("scheduler:silence", "--id", "noisy", "--until", "2001-01-01T00:00:00Z"),
+        ("scheduler:silence", "--id", "nobody", "--for", "1h"),
     )
-    both = alert_cli.run(
-        "scheduler:silence", "--id", "noisy", "--for", "1h", "--until", "2099-01-01T00:00:00Z"
-    )
+    assert "invalid for" in one_line_error(bad_for, 2)
     assert "either" in one_line_error(both, 2)
-    past = alert_cli.run("scheduler:silence", "--id", "noisy", "--until", "2001-01-01T00:00:00Z")
     assert "future" in one_line_error(past, 2)
-    one_line_error(alert_cli.run("scheduler:silence", "--id", "nobody", "--for", "1h"), 3)
+    one_line_error(nobody, 3)
     assert len(alert_cli.json("scheduler:silences")) == 1
 
 
@@ -143,9 +170,12 @@ def test_alert_test_sends_a_signed_message_and_a_failing_channel_exits_69_withou
     failed = alert_cli.run("scheduler:alert-test", "--channel", "tokened")
     assert one_line_error(failed, 69) == "error: alert channel 'tokened': HTTP 500 Internal Server Error"
     assert SECRET in alert_cli.hook.received[-1].path  # the URL held the secret; no output shows it
-    unreachable = one_line_error(alert_cli.run("scheduler:alert-test", "--channel", "dead"), 69)
+    dead, nope = alert_cli.run_many(  # neither reaches the receiver: at once
+        ("scheduler:alert-test", "--channel", "dead"), ("scheduler:alert-test", "--channel", "nope")
+    )
+    unreachable = one_line_error(dead, 69)
     assert "cannot reach the channel" in unreachable
-    unknown = one_line_error(alert_cli.run("scheduler:alert-test", "--channel", "nope"), 2)
+    unknown = one_line_error(nope, 2)
     assert "dead, hook, tokened" in unknown
 
 

@@ -123,8 +123,9 @@ def assert_one_line_error(result: Result, code: int) -> None:
 
 HEAVY = ("celery", "sqlalchemy", "kombu", "alembic")
 # What a read verb never needs: the broker clients, Alembic (the schema check is one SELECT), rich (stdout is
-# not a terminal here), pydantic (the settings are declared on scheduler.settings_model).
-NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings")
+# not a terminal here), pydantic (the settings are declared on scheduler.settings_model), blinker (the event
+# bus makes its signals for the first handler: none without a Redis broker).
+NOT_FOR_READING = ("celery", "kombu", "redis", "alembic", "rich", "pydantic", "pydantic_settings", "blinker")
 READ_VERBS = (
     ("scheduler:list",),
     ("scheduler:history",),
@@ -183,6 +184,16 @@ def test_read_verbs_import_no_broker_client_and_no_alembic(
     # No module.yaml here: nothing to parse, so no PyYAML; the tasks-file modules serve apply, plan, export.
     tasks_files = {"yaml", "scheduler.task_files", "scheduler.rules.taskfile", "scheduler.rules.taskplan"}
     assert modules & tasks_files == set()
+    # The records no read verb builds stay undefined (scheduler.records.DEFERRED), and the service's writing
+    # parts unimported: validation, versions, alerts, audit, the planner's SQL, the web console's queries.
+    assert "scheduler.records.deferred" not in modules
+    writing = {
+        *("scheduler.rules.validation", "scheduler.rules.versions", "scheduler.rules.alerts"),
+        *("scheduler.storage.alerts", "scheduler.storage.audit", "scheduler.storage.audit_chain"),
+        *("scheduler.storage.dispatch", "scheduler.storage.task_outcomes", "scheduler.storage.task_sets"),
+        *("scheduler.storage.manual_runs", "scheduler.storage.console", "scheduler.planning"),
+    }
+    assert modules & writing == set()
     # The embedded default never loads the PostgreSQL dialect package (the JSONB type is resolved lazily).
     postgres = "sqlalchemy.dialects.postgresql" in modules
     assert postgres == (db_url.startswith("postgresql") and args[0] != "scheduler:validate")

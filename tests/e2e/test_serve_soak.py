@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,19 @@ def soak(workdir: Path, load_s: float) -> dict[str, Any]:
     marks = workdir / "ran.txt"
     command = {"soak:mark": [sys.executable, "-I", "-S", "-c", MARK, str(marks)]}
     env = clean_env(SCHEDULER_COMMANDS=json.dumps(command))
-    for name, schedule in [*((name, "1s") for name in SCHEDULED), (MANUAL, "manual")]:
+
+    def create(name: str, schedule: str) -> None:
         # A long grace: a slot due before serve started, or while it was busy, still runs (none is skipped).
         created = cli(
             workdir, "scheduler:create", "--name", name, "--command", "soak:mark", "--schedule", schedule,
             "--retries", "0", "--misfire-grace", "600000", env=env,
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
+
+    first, *others = [*((name, "1s") for name in SCHEDULED), (MANUAL, "manual")]
+    create(*first)  # creates the embedded database; then the others at once
+    with ThreadPoolExecutor(len(others)) as pool:
+        list(pool.map(lambda task: create(*task), others))
     log = workdir / "serve.log"
     manual_exits: list[int] = []
     pings: list[subprocess.CompletedProcess[str]] = []
@@ -61,14 +68,17 @@ def soak(workdir: Path, load_s: float) -> dict[str, Any]:
         runners = [threading.Thread(target=run_by_hand) for _ in range(MANUAL_RUNNERS)]
         for runner in runners:
             runner.start()
-        while time.monotonic() < until:
-            time.sleep(min(10.0, max(until - time.monotonic(), 0)))
+        # One ping per 10 s of load, at the start of each 10 s (a ping waits its whole 5 s timeout for
+        # replies): every ping runs under the load, and none outlasts it.
+        while (chunk := time.monotonic()) < until:
             assert process.poll() is None, f"serve died:\n{log.read_text()}"
             ping = subprocess.run(
                 [sys.executable, "-m", "celery", "-A", "workers.app", "inspect", "ping", "--timeout", "5"],
                 cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             pings.append(ping)
+            time.sleep(max(min(chunk + 10.0, until) - time.monotonic(), 0))
+        assert process.poll() is None, f"serve died:\n{log.read_text()}"
         for runner in runners:
             runner.join(120)
         paused = cli(workdir, "scheduler:pause", env=env)
@@ -85,7 +95,7 @@ def soak(workdir: Path, load_s: float) -> dict[str, Any]:
             rows = executions()
             return rows if all(row.status not in ("pending", "queued", "running") for row in rows) else []
 
-        rows = wait_for(settled, 60, "executions still pending, queued or running", interval_s=0.5)
+        rows = wait_for(settled, 60, "executions still pending, queued or running", interval_s=0.1)
         assert process.poll() is None, f"serve died:\n{log.read_text()}"
         assert stop(process) == 0
         database.dispose()

@@ -4,11 +4,13 @@ tail; and ``scheduler:web`` refuses what it must before it starts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +51,25 @@ def sse_lines(url: str, until_s: float) -> list[dict[str, object]]:
 
 @pytest.mark.timeout(150)
 def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(4) as pool:
+        # Chromium starts while the tasks are created and serve gets ready (quit when the test ends).
+        browser = pool.submit(stack.enter_context, chromium())
+        serve_web(tmp_path, pool, browser)
+
+
+def serve_web(tmp_path: Path, pool: ThreadPoolExecutor, browser: Future[Any]) -> None:
     port = free_port()
+    # A short retry delay: the manual run below fails after its three attempts in well under a second.
     failing = created(tmp_path, "--name", "nightly-<b>x</b>", "--command", "test:fail", "--retries", "0",
+                      "--retry-delay", "100",
                       "--data", '{"message": "disk full", "token": "s3cret"}')  # fmt: skip
-    napping = created(tmp_path, "--name", "nap", "--command", "test:sleep", "--data", '{"seconds": 5}')
-    per_run = created(tmp_path, "--name", "per-run", "--command", "test:echo", "--schedule", "0 3 * * *",
-                      "--data", '{"message": "task\'s"}')  # fmt: skip
-    updated = cli(tmp_path, "scheduler:update", "--id", str(failing), "--retries", "2")  # version 2
+    # The embedded database exists now: the other tasks are created, and the first one updated, at once.
+    nap_task = pool.submit(created, tmp_path, "--name", "nap", "--command", "test:sleep", "--data",
+                           '{"seconds": 5}')  # fmt: skip
+    per_run_task = pool.submit(created, tmp_path, "--name", "per-run", "--command", "test:echo", "--schedule",
+                               "0 3 * * *", "--data", '{"message": "task\'s"}')  # fmt: skip
+    update = pool.submit(cli, tmp_path, "scheduler:update", "--id", str(failing), "--retries", "2")  # v2
+    napping, per_run, updated = nap_task.result(), per_run_task.result(), update.result()
     assert updated.returncode == 0, updated.stderr
     with serving(tmp_path, "--web", f"--web-port={port}", wait_ready=True) as process:
         console = ConsoleClient(f"http://127.0.0.1:{port}")
@@ -85,7 +99,7 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
         assert made.status == 201 and made.json()["task"]["source"] == "web"
         by_source = console.get("/api/tasks?source=cli", accept="application/json").json()["tasks"]
         assert {t["id"] for t in by_source} == {failing, napping, per_run}
-        in_browser(console.base, failing, nap)
+        in_browser(browser.result(), console.base, failing, nap)
         assert console.get(f"/api/tasks/{failing}", accept="application/json").json()["task"]["retries"] == 0
         lines = sse_lines(f"{console.base}/api/executions/{nap}/logs/stream", 60)
         assert [line["message"] for line in lines][:2] == ["sleeping 5 s", "slept 1 s of 5 s"]
@@ -101,33 +115,32 @@ def test_serve_web_shows_the_same_pages_and_live_tail_on_sqlite(tmp_path: Path) 
     assert [row["action"] for row in json.loads(audit.stdout)][:2] == ["pause", "run"]
 
 
-def in_browser(base: str, failing: int, nap: int) -> None:
+def in_browser(browser: Any, base: str, failing: int, nap: int) -> None:
     """Headless Chromium on the embedded default: the failed slot with its error on the task page, and the
     live tail of the running sleep (polling the database behind the event stream: no Redis here)."""
     from selenium.webdriver.common.by import By
 
-    with chromium() as browser:
-        browser.get(f"{base}/executions/{nap}")
-        assert browser.find_element(By.ID, "logs").get_attribute("data-live") == "yes"  # still running
-        wait_for(
-            lambda: "slept 4 s of 5 s" in browser.find_element(By.ID, "logs").text,
-            30,
-            "the live tail showed no new line",
-            interval_s=0.1,
-        )
-        browser.get(f"{base}/tasks/{failing}")
-        slot = browser.find_element(By.CSS_SELECTOR, "#timeline li.s-failed")
-        assert "RuntimeError: disk full" in slot.get_attribute("title")
-        assert browser.find_element(By.ID, "task-name").text == "nightly-<b>x</b>"
-        changes = browser.find_element(By.CSS_SELECTOR, '#versions tr[data-version="2"] td.changes').text
-        assert changes == "retries: 0 → 2"
-        browser.find_element(By.ID, "rollback-1").click()  # the local admin rolls back (CSRF from the page)
-        wait_for(
-            lambda: _cell(browser, '#versions tr[data-version="3"] td.changes') == "retries: 2 → 0",
-            10,
-            "the rollback did not show as version 3",
-            interval_s=0.1,
-        )
+    browser.get(f"{base}/executions/{nap}")
+    assert browser.find_element(By.ID, "logs").get_attribute("data-live") == "yes"  # still running
+    wait_for(
+        lambda: "slept 4 s of 5 s" in browser.find_element(By.ID, "logs").text,
+        30,
+        "the live tail showed no new line",
+        interval_s=0.1,
+    )
+    browser.get(f"{base}/tasks/{failing}")
+    slot = browser.find_element(By.CSS_SELECTOR, "#timeline li.s-failed")
+    assert "RuntimeError: disk full" in slot.get_attribute("title")
+    assert browser.find_element(By.ID, "task-name").text == "nightly-<b>x</b>"
+    changes = browser.find_element(By.CSS_SELECTOR, '#versions tr[data-version="2"] td.changes').text
+    assert changes == "retries: 0 → 2"
+    browser.find_element(By.ID, "rollback-1").click()  # the local admin rolls back (CSRF from the page)
+    wait_for(
+        lambda: _cell(browser, '#versions tr[data-version="3"] td.changes') == "retries: 2 → 0",
+        10,
+        "the rollback did not show as version 3",
+        interval_s=0.1,
+    )
 
 
 def _cell(browser: Any, css: str) -> str:

@@ -99,12 +99,13 @@ def test_secret_data_is_redacted_everywhere_the_scheduler_shows_it_and_reaches_t
         return result
 
     try:
-        planner = setup.planner("p", env=debug)  # starts while the worker gets ready
-        worker = setup.worker("w", env=debug)
+        # The planner starts while the tasks are created and the worker gets ready.
+        planner = setup.planner("p", env=debug)
         data = json.dumps(DATA)
         for output in ("json", "table"):
             run("scheduler:create", "--name", f"s-{output}", "--command", "test:echo", "--schedule", "2s",
                 "--data", data, "--misfire-grace", "60000", "--format", output)  # fmt: skip
+        worker = setup.worker("w", env=debug)  # their first slots (2 s on) wait for it on the queue
         created = json.loads(outputs[0][1].stdout)
         assert created["data"]["visible"] == VISIBLE and created["data"]["password"] == "***"
 

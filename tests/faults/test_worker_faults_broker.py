@@ -2,6 +2,10 @@
 (Redis unreachable while the planner dispatches) and 10b (a worker loses Redis mid-execution). All use a
 private ``redis-server`` with persistence off, so a restart loses every message; the database is the truth and
 nothing runs twice.
+
+The tests take turns on one private Redis and one worker (prefork, 2 pool processes; ``module_redis_turn``):
+each test restarts the server empty and waits until the worker consumes again, so the worker is connected
+and idle when the next test begins; the database is emptied between tests.
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ from pathlib import Path
 import pytest
 from faultkit import figures, run_figures
 from sqlalchemy import select
-from worker_support import PrivateRedis, WorkerWorld, private_redis, world_on
+from worker_support import (
+    MODULE_WORKER_CONCURRENCY,
+    ModuleWorker,
+    PrivateRedis,
+    WorkerWorld,
+    module_redis,
+    module_redis_turn,
+    module_redis_worker,
+    turn_on,
+)
 
 from scheduler.records import Execution
 from scheduler.storage.clock import db_now
@@ -22,11 +35,11 @@ from scheduler.storage.mapping import execution_from_row
 from scheduler.storage.tables import executions
 from tests.support.processes import wait_at_most, wait_for
 
-__all__ = ["private_redis"]
+__all__ = ["module_redis", "module_redis_turn", "module_redis_worker"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-BLOCKERS = 2  # one per pool process: they hold the worker busy while the others wait in Redis
+BLOCKERS = MODULE_WORKER_CONCURRENCY  # one per pool process: they hold the worker busy, the others wait
 TICKING_TASKS = 3
 
 
@@ -44,10 +57,11 @@ def database_now(world: WorkerWorld) -> datetime:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("queued", [8, pytest.param(200, marks=pytest.mark.slow)])
 def test_executions_queued_when_redis_restarts_empty_are_republished_and_run_once(
-    pg_url: str, private_redis: PrivateRedis, tmp_path: Path, queued: int
+    module_redis_turn: tuple[ModuleWorker, PrivateRedis], tmp_path: Path, queued: int
 ) -> None:
-    with world_on(pg_url, private_redis.url, tmp_path, max_concurrent_tasks=10_000) as world:
-        world.start_worker(concurrency=BLOCKERS)
+    shared, private_redis = module_redis_turn
+    with turn_on(shared, tmp_path, max_concurrent_tasks=10_000) as world:
+        world.module_worker()
         world.start_planner()
         blocking = [
             world.service.run_task_now(world.create(f"block{i}", "fault:append", data={"seconds": 3}).id)
@@ -84,11 +98,12 @@ def test_executions_queued_when_redis_restarts_empty_are_republished_and_run_onc
         assert all(world.publisher.sent[e.id] > sent_before[e.id] for e in waiting), "not republished"
 
 
-def run_redis_outage(pg_url: str, redis_server: PrivateRedis, tmp_path: Path, outage_s: float) -> None:
+def run_redis_outage(turn: tuple[ModuleWorker, PrivateRedis], tmp_path: Path, outage_s: float) -> None:
     # The sweep's republishing is pushed out of the way (recovery after 10 min): what is measured is that
     # the relay publishes each pending execution exactly once when the broker is back.
-    with world_on(pg_url, redis_server.url, tmp_path, recovery_after=600_000) as world:
-        world.start_worker(concurrency=2)
+    shared, redis_server = turn
+    with turn_on(shared, tmp_path, recovery_after=600_000) as world:
+        world.module_worker()
         world.start_planner()
         tasks = [world.create(f"tick{i}", "fault:append", schedule="1s") for i in range(TICKING_TASKS)]
         wait_for(
@@ -129,30 +144,31 @@ def run_redis_outage(pg_url: str, redis_server: PrivateRedis, tmp_path: Path, ou
 
 @pytest.mark.timeout(90)
 def test_redis_unreachable_for_10_s_keeps_executions_pending_then_publishes_and_runs_each_once(
-    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
+    module_redis_turn: tuple[ModuleWorker, PrivateRedis], tmp_path: Path
 ) -> None:
-    run_redis_outage(pg_url, private_redis, tmp_path, outage_s=10)
+    run_redis_outage(module_redis_turn, tmp_path, outage_s=10)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_redis_unreachable_for_30_s_keeps_executions_pending_then_publishes_and_runs_each_once(
-    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
+    module_redis_turn: tuple[ModuleWorker, PrivateRedis], tmp_path: Path
 ) -> None:
-    run_redis_outage(pg_url, private_redis, tmp_path, outage_s=30)
+    run_redis_outage(module_redis_turn, tmp_path, outage_s=30)
 
 
 @pytest.mark.timeout(90)
 def test_a_worker_that_loses_redis_mid_execution_consumes_again_once_it_is_back(
-    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
+    module_redis_turn: tuple[ModuleWorker, PrivateRedis], tmp_path: Path
 ) -> None:
     # When Redis dies, one execution runs (its message unacknowledged) and the other pool process waits for
     # work (a BRPOP in flight). With kombu's own Redis transport the consumer's teardown then failed with
     # AttributeError ('NoneType' object has no attribute 'hostname'; workers.redis_transport says why), which
     # Celery treats as unrecoverable: the worker consumed nothing more, waited for the running execution and
     # exited 1. It must reconnect and take new work as after any other loss.
-    with world_on(pg_url, private_redis.url, tmp_path) as world:
-        worker = world.start_worker(concurrency=2)
+    shared, private_redis = module_redis_turn
+    with turn_on(shared, tmp_path) as world:
+        worker = world.module_worker()
         world.start_planner()
         running = world.service.run_task_now(world.create("running", "fault:append", data={"seconds": 4}).id)
         world.wait_status(running.id, ["running"], 20)

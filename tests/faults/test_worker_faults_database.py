@@ -33,10 +33,11 @@ COMMAND_S = 3.0  # ends while the database is down: its outcome waits for the da
 
 
 def restart_during_a_run(world: WorkerWorld, server: Any, down_s: float) -> None:
-    world.start_worker(concurrency=2)
+    worker = world.start_worker(concurrency=2, wait=False)  # gets ready while the run is planned
     world.start_planner()
     task = world.create("through-restart", "fault:append", data={"seconds": COMMAND_S}, retries=1)
     execution = world.service.run_task_now(task.id)
+    worker.wait_ready()
     world.wait_status(execution.id, ["running"], 20)
     time.sleep(1.0)
     server.stop("fast")  # ends every session: the worker's, the planner's, the test's

@@ -30,12 +30,12 @@ def test_the_same_execution_delivered_twice_at_once_to_two_workers_runs_once(
     world: WorkerWorld, count: int
 ) -> None:
     workers = [world.start_worker(concurrency=2, wait=False) for _ in range(2)]
-    for worker in workers:
-        worker.wait_ready()
-    pending = [
+    pending = [  # while the workers get ready (nothing is published before both are)
         world.service.run_task_now(world.create(f"dup{i}", "fault:append", data={"seconds": COMMAND_S}).id)
         for i in range(count)
     ]
+    for worker in workers:
+        worker.wait_ready()
     twice = [
         Dispatch(e.id, e.queue, e.command, e.task_name, timeout_s=30.0) for e in pending for _ in range(2)
     ]

@@ -3,6 +3,9 @@ kills a command's whole process tree) and 8 (a poison command that kills its wor
 
 Heartbeats are 500 ms, so a silent execution is presumed dead after 1.5 s (3 beats); the planner runs in a
 thread of the test with a 200 ms tick. Recovery never waits for the broker's visibility timeout (2 h).
+
+The tests take turns on one worker (``module_world``: prefork, 2 pool processes); Celery replaces each pool
+process they kill, and each test's database rows are gone before the next begins.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ from typing import Any
 import pytest
 from faultkit import figures
 from sqlalchemy import select
-from worker_support import STALE_S, TICK_MS, WorkerWorld, worker_pid, world
+from worker_support import STALE_S, TICK_MS, WorkerWorld, module_worker, module_world, worker_pid
 
 from scheduler.observability.events import TASK_PAUSED
 from scheduler.storage.tables import audit
 from tests.support.processes import process_alive, wait_at_most, wait_for
 
-__all__ = ["world"]
+__all__ = ["module_worker", "module_world"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]
 
@@ -29,6 +32,11 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]
 # goes stale (3 beats), then a recheck or the planner's sweep acts (a tick or a recheck countdown), plus slack
 # for the claim and a busy machine.
 RECOVERY_BOUND_S = STALE_S + 2 * TICK_MS / 1000 + 2.5
+
+
+@pytest.fixture
+def world(module_world: WorkerWorld) -> WorkerWorld:
+    return module_world
 
 
 def sleeping_lines(world: WorkerWorld, execution_id: int) -> list[int]:
@@ -43,7 +51,7 @@ def sleeping_lines(world: WorkerWorld, execution_id: int) -> list[int]:
 def test_pool_processes_killed_mid_command_are_retried_or_lost_within_the_heartbeat_bound(
     world: WorkerWorld,
 ) -> None:
-    world.start_worker(concurrency=2)
+    world.module_worker()
     world.start_planner()
     outcomes = {1: "completed", 0: "lost"}  # retries -> how the execution ends
     executions = {}
@@ -51,7 +59,12 @@ def test_pool_processes_killed_mid_command_are_retried_or_lost_within_the_heartb
         task = world.create(f"victim-{retries}", "test:sleep", data={"seconds": 2.5}, retries=retries)
         executions[retries] = world.service.run_task_now(task.id)
     running = {retries: world.wait_status(e.id, ["running"], 20) for retries, e in executions.items()}
-    time.sleep(1.0)  # mid-command, after a heartbeat stored the first log line
+    # Mid-command, once a heartbeat stored the command's first log line (its start is counted below).
+    wait_for(
+        lambda: all(sleeping_lines(world, e.id) == [1] for e in executions.values()),
+        10,
+        "the commands' first log lines were never stored",
+    )
     for row in running.values():
         os.kill(worker_pid(row), signal.SIGKILL)
     killed = time.monotonic()
@@ -95,7 +108,7 @@ def test_pool_processes_killed_mid_command_are_retried_or_lost_within_the_heartb
 def test_the_hard_time_limit_kills_the_whole_process_tree_and_retries_follow_the_attempts(
     world: WorkerWorld, retries: int
 ) -> None:
-    world.start_worker()
+    world.module_worker()
     world.start_planner()
     task = world.create("tree", "fault:tree", timeout_ms=1000, retries=retries, retry_delay_ms=100)
     execution = world.service.run_task_now(task.id)
@@ -126,7 +139,7 @@ def test_the_hard_time_limit_kills_the_whole_process_tree_and_retries_follow_the
 
 
 def test_a_poison_command_stops_at_its_last_attempt_and_auto_pauses_its_task(world: WorkerWorld) -> None:
-    world.start_worker()
+    world.module_worker()
     world.start_planner()
     paused: list[dict[str, Any]] = []
     world.events.on(TASK_PAUSED, paused.append)

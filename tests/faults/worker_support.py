@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.commands.loading import load_registry
@@ -37,10 +38,18 @@ from scheduler.records import FINISHED_STATUSES, Dispatch, Execution
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.storage.db import make_engine
-from tests.support.celery_worker import WorkerProcess, app_with_commands, start_worker
+from tests.support import background
+from tests.support.celery_worker import SharedWorkerView, WorkerProcess, app_with_commands, start_worker
 from tests.support.processes import free_port, wait_for
 from tests.support.redis_queue import queue_idle
-from tests.support.services import IN_CI, delete_queue_keys
+from tests.support.services import (
+    IN_CI,
+    REDIS_URL,
+    create_pg_database,
+    delete_queue_keys,
+    drop_pg_database,
+    require,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -50,6 +59,8 @@ TICK_MS = 200
 RECOVERY_AFTER_MS = 1000  # the smallest the settings allow
 LEASE_TTL_MS = 2000
 STALE_S = 3 * HEARTBEAT_MS / 1000  # a silent running execution is presumed dead after this
+MODULE_WORKER_CONCURRENCY = 2
+SETTLE_S = 15.0
 
 
 # ------------------------------------------------------------------------------------------ fault commands
@@ -201,16 +212,31 @@ class PrivateRedis:
             client.close()
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+def _started_private_redis(workdir: Path) -> PrivateRedis:
     if shutil.which("redis-server") is None:
         if IN_CI:
             pytest.fail("redis-server is not installed (CI=true: a missing service is a failure)")
         pytest.skip("redis-server is not installed")
-    workdir = tmp_path / "redis"
     workdir.mkdir()
     server = PrivateRedis(workdir)
     server.start()
+    return server
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = _started_private_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """One private ``redis-server`` for a module's tests (with ``module_redis_turn``); each test finds it
+    running (and empty: every test that stops it starts it again empty, as a restart leaves it)."""
+    server = _started_private_redis(tmp_path_factory.mktemp("module-redis") / "redis")
     try:
         yield server
     finally:
@@ -218,6 +244,26 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 # ----------------------------------------------------------------------------------------------- the world
+
+
+def worker_env(database_url: str, broker_url: str, workdir: Path, queue: str) -> dict[str, str]:
+    """The environment of a worker of this module on ``database_url``, ``broker_url`` and ``queue``."""
+    config = workdir / "module.yaml"
+    if not config.exists():
+        config.write_text("config: {}\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SCHEDULER_", "PG"))}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
+        PYTHONUNBUFFERED="1",
+        NO_COLOR="1",
+        SCHEDULER_DATABASE_URL=database_url,
+        SCHEDULER_BROKER_URL=broker_url,
+        SCHEDULER_CONFIG_FILE=str(config),
+        SCHEDULER_HOME=str(workdir / ".scheduler"),
+        SCHEDULER_DEFAULT_QUEUE=queue,
+        SCHEDULER_HEARTBEAT_INTERVAL=str(HEARTBEAT_MS),
+    )
+    return env
 
 
 @dataclass
@@ -235,6 +281,8 @@ class WorkerWorld:
     queue: str = field(default_factory=lambda: f"fw-{uuid.uuid4().hex[:10]}")
     workers: list[WorkerProcess] = field(default_factory=list)
     planners: list[PlannerThread] = field(default_factory=list)
+    module: ModuleWorker | None = None  # the test module's worker, database and queue (``module_world``)
+    module_views: list[SharedWorkerView] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from workers.app import create_app
@@ -265,22 +313,7 @@ class WorkerWorld:
     # ------------------------------------------------------------------------------------------ processes
 
     def env(self) -> dict[str, str]:
-        config = self.workdir / "module.yaml"
-        if not config.exists():
-            config.write_text("config: {}\n")
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("SCHEDULER_", "PG"))}
-        env.update(
-            PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]),
-            PYTHONUNBUFFERED="1",
-            NO_COLOR="1",
-            SCHEDULER_DATABASE_URL=self.database_url,
-            SCHEDULER_BROKER_URL=self.broker_url,
-            SCHEDULER_CONFIG_FILE=str(config),
-            SCHEDULER_HOME=str(self.workdir / ".scheduler"),
-            SCHEDULER_DEFAULT_QUEUE=self.queue,
-            SCHEDULER_HEARTBEAT_INTERVAL=str(HEARTBEAT_MS),
-        )
-        return env
+        return worker_env(self.database_url, self.broker_url, self.workdir, self.queue)
 
     def start_worker(self, *, concurrency: int = 2, wait: bool = True) -> WorkerProcess:
         """``celery -A worker_support worker`` (prefork) on this queue, in its own process group."""
@@ -299,6 +332,15 @@ class WorkerWorld:
         if wait:
             worker.wait_ready()
         return worker
+
+    def module_worker(self) -> SharedWorkerView:
+        """The test module's worker (``module_world``: prefork, :data:`MODULE_WORKER_CONCURRENCY` pool
+        processes, the same environment :meth:`start_worker` gives), running and idle; its log from now on."""
+        assert self.module is not None, "a module worker needs the module_world fixture"
+        worker = self.module.running_worker()
+        view = SharedWorkerView(worker, worker.log_size())
+        self.module_views.append(view)
+        return view
 
     def start_planner(self) -> PlannerThread:
         """The real planner loop in a thread of the test process, on its own engine, publishing through
@@ -321,6 +363,8 @@ class WorkerWorld:
         for worker in self.workers:
             worker.kill()
         self.engine.dispose()
+        if self.module is not None:
+            return  # the module's queue: its worker still consumes it (ModuleWorker.settle, close)
         with contextlib.suppress(redis.RedisError):  # a private Redis may be down by now
             delete_queue_keys(self.broker_url, self.queue)
 
@@ -334,7 +378,7 @@ class WorkerWorld:
         return queue_idle(self.broker_url, self.queue)
 
     def worker_logs(self) -> str:
-        return "\n".join(worker.log()[-3000:] for worker in self.workers)
+        return "\n".join(worker.log()[-3000:] for worker in [*self.workers, *self.module_views])
 
     # ------------------------------------------------------------------------------------------ database
 
@@ -389,6 +433,152 @@ class WorkerWorld:
         """The runs file of an execution: one ``attempt pid`` line per start of its command."""
         path = self.runs_dir / f"{execution_id}.runs"
         return path.read_text().splitlines() if path.exists() else []
+
+
+# ----------------------------------------------------------------------------------- one worker per module
+
+
+@dataclass
+class ModuleWorker:
+    """One Celery worker for the tests of a module (each costs 2-3 s to start), with the database and queue it
+    serves: the tests take turns. Before each test every table but ``alembic_version`` is emptied (ids are not
+    restarted, so an id never names two executions in one module); after it the test waits until nothing of
+    the queue is left on the broker (no message waiting, reserved, retrying or running). A worker that does
+    not get there, or died, is replaced on a new queue, so nothing of one test reaches the next."""
+
+    database_name: str
+    database_url: str
+    broker_url: str
+    workdir: Path
+    queue: str = field(default_factory=lambda: f"fw-{uuid.uuid4().hex[:10]}")
+    worker: WorkerProcess | None = None
+
+    def world(self, workdir: Path, **overrides: Any) -> WorkerWorld:
+        return WorkerWorld(
+            self.database_url, self.broker_url, workdir, overrides, queue=self.queue, module=self
+        )
+
+    def running_worker(self) -> WorkerProcess:
+        if self.worker is not None and self.worker.process.poll() is not None:
+            self.retire()
+        if self.worker is None:
+            self.worker = start_worker(
+                "worker_support",
+                worker_env(self.database_url, self.broker_url, self.workdir, self.queue),
+                self.queue,
+                self.workdir / f"module-worker-{self.queue}.log",
+                cwd=HERE,
+                name=f"{self.queue}-m@%h",
+                concurrency=MODULE_WORKER_CONCURRENCY,
+            )
+        return self.worker
+
+    def empty_tables(self) -> None:
+        engine = make_engine(self.database_url)
+        try:
+            with engine.begin() as connection:
+                names = connection.execute(
+                    text(
+                        "SELECT quote_ident(tablename) FROM pg_tables"
+                        " WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+                    )
+                ).scalars()
+                connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+                connection.execute(text(f"TRUNCATE {', '.join(names)} CASCADE"))
+        finally:
+            engine.dispose()
+
+    def settle(self) -> None:
+        """Wait until nothing of the queue is on the broker (twice in a row); retire the worker otherwise."""
+        if self.worker is None:
+            return
+        seen: list[bool] = []
+
+        def settled() -> bool:
+            seen.append(queue_idle(self.broker_url, self.queue))
+            return seen[-2:] == [True, True]
+
+        try:
+            wait_for(settled, SETTLE_S, interval_s=0.1)
+        except (AssertionError, redis.RedisError):
+            self.retire()
+
+    def retire(self) -> None:
+        worker, queue = self.worker, self.queue
+        self.worker, self.queue = None, f"fw-{uuid.uuid4().hex[:10]}"
+        if worker is not None:
+            worker.kill()
+        with contextlib.suppress(redis.RedisError):
+            delete_queue_keys(self.broker_url, queue)
+
+    def close(self) -> None:
+        self.retire()
+        background.later(drop_pg_database, self.database_name)
+
+
+@contextlib.contextmanager
+def _module_worker(pg_template: str, broker_url: str, workdir: Path) -> Iterator[ModuleWorker]:
+    name, url = create_pg_database(pg_template)
+    shared = ModuleWorker(name, url, broker_url, workdir)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@contextlib.contextmanager
+def _turn(shared: ModuleWorker, workdir: Path, **overrides: Any) -> Iterator[WorkerWorld]:
+    shared.empty_tables()
+    scenario = shared.world(workdir, **overrides)
+    try:
+        yield scenario
+    finally:
+        scenario.close()
+        shared.settle()
+
+
+@pytest.fixture(scope="module")
+def module_worker(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleWorker]:
+    require("Redis", REDIS_URL, 6379)
+    with _module_worker(pg_template, REDIS_URL, tmp_path_factory.mktemp("module-worker")) as shared:
+        yield shared
+
+
+@pytest.fixture
+def module_world(module_worker: ModuleWorker, tmp_path: Path) -> Iterator[WorkerWorld]:
+    """Like ``world`` (PostgreSQL, the machine's Redis), on the module's database (emptied first) and queue,
+    whose worker :meth:`WorkerWorld.module_worker` hands out; after the test it is left idle (or replaced)."""
+    with _turn(module_worker, tmp_path) as scenario:
+        yield scenario
+
+
+@pytest.fixture(scope="module")
+def module_redis_worker(
+    pg_template: str, module_redis: PrivateRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModuleWorker]:
+    with _module_worker(pg_template, module_redis.url, tmp_path_factory.mktemp("module-worker")) as shared:
+        yield shared
+
+
+@pytest.fixture
+def module_redis_turn(
+    module_redis_worker: ModuleWorker, module_redis: PrivateRedis
+) -> Iterator[tuple[ModuleWorker, PrivateRedis]]:
+    """The module's worker on the module's private Redis, which the test may kill and start again (empty);
+    :func:`turn_on` gives the test its world on them. The server is running when the test begins."""
+    if not module_redis.answers():
+        module_redis.start()
+    yield module_redis_worker, module_redis
+    if not module_redis.answers():
+        module_redis.start()
+
+
+def turn_on(
+    shared: ModuleWorker, workdir: Path, **overrides: Any
+) -> contextlib.AbstractContextManager[WorkerWorld]:
+    """A test's turn on the module's worker: its world (``overrides``: settings of the planner and the test
+    process, not of the worker), on the database emptied first; afterwards the worker is left idle."""
+    return _turn(shared, workdir, **overrides)
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ class SharedWorld:
     workdir: Path
     queue: str = field(default_factory=unique_queue)
     worker: WorkerProcess | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)  # the module's ``SHARED_WORKER_ENV``
 
     def running_worker(self) -> WorkerProcess:
         """The module's worker; a fresh one (on a new queue) if there is none or it died."""
@@ -57,7 +58,11 @@ class SharedWorld:
             self.retire()
         if self.worker is None:
             env = scheduler_env(
-                self.database_url, self.broker_url, self.workdir, SCHEDULER_DEFAULT_QUEUE=self.queue
+                self.database_url,
+                self.broker_url,
+                self.workdir,
+                SCHEDULER_DEFAULT_QUEUE=self.queue,
+                **self.extra_env,
             )
             self.worker = start_worker(env, self.queue, self.workdir)
         return self.worker
@@ -116,10 +121,15 @@ class SharedWorld:
 
 
 @pytest.fixture(scope="module")
-def shared_world(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedWorld]:
+def shared_world(
+    request: pytest.FixtureRequest, pg_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedWorld]:
+    """The module's world; its worker's environment adds the module's ``SHARED_WORKER_ENV`` (a dict of
+    environment variables, if the module defines one: say, external commands that only its tests run)."""
     require("Redis", REDIS_URL, 6379)
     name, url = create_pg_database(pg_template)
-    world = SharedWorld(name, url, REDIS_URL, tmp_path_factory.mktemp("shared-world"))
+    extra_env = dict(getattr(request.module, "SHARED_WORKER_ENV", {}))
+    world = SharedWorld(name, url, REDIS_URL, tmp_path_factory.mktemp("shared-world"), extra_env=extra_env)
     try:
         yield world
     finally:

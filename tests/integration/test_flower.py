@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +202,10 @@ def table_row(page: str, task_uuid: str) -> str:
 def test_flower_lists_an_execution_by_readable_name_with_its_id_behind_basic_auth(
     flower_setup: EngineSetup,
 ) -> None:
-    flower_setup.start_worker(extra=["-E"])
+    worker = flower_setup.start_worker(extra=["-E"], wait=False)  # gets ready while Flower starts
     auth = "ops:" + uuid.uuid4().hex
     with running_flower(flower_setup, {"SCHEDULER_FLOWER_BASIC_AUTH": auth}, auth=auth) as flower:
+        worker.wait_ready()
         assert flower.get("/api/tasks", auth="")[0] == 401  # no credentials, no API
         assert flower.get("/api/tasks", auth="ops:wrong")[0] == 401
         readable, execution = run_echo(flower_setup)
@@ -225,11 +227,12 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
     Flower shows RETRY only until the worker takes the retry's message: the worker's ``task-received`` of it
     (with its ETA) sets the task back to RECEIVED, keeping the retry's time (``retried``) and our error."""
     require_chromium()
-    flower_setup.start_worker(extra=["-E"])
+    worker = flower_setup.start_worker(extra=["-E"], wait=False)  # gets ready while Flower starts
     tag = uuid.uuid4().hex[:6]
     # Loopback without auth (Chromium will not send user:pass@ credentials to the page's XHRs); the API
     # needs this variable to answer without auth.
     with running_flower(flower_setup, {"FLOWER_UNAUTHENTICATED_API": "true"}) as flower:
+        worker.wait_ready()
         readable, execution = run_echo(flower_setup)
         task = wait_listed(flower, readable, execution.id)
         fail = flower_setup.create(
@@ -245,12 +248,13 @@ def test_flower_shows_each_outcome_with_our_error_in_its_api_and_in_a_real_brows
         timed_out = wait_listed(flower, f"test:sleep [nap-{tag}]", runs["nap"].id, "FAILURE")
         retrying = wait_listed(flower, f"test:fail [waits-{tag}]", runs["waits"].id, "RECEIVED", retried=True)
         failed_filter = json.loads(flower.get("/api/tasks?state=FAILURE")[1])
-        tasks_page = dump_dom(flower.base + "/tasks")
-        failed_page = dump_dom(f"{flower.base}/task/{failed['uuid']}", budget_ms=1000)
-        task_page, timed_out_page, retrying_page = (
-            dump_dom(f"{flower.base}/task/{listed['uuid']}", budget_ms=1000)
-            for listed in (task, timed_out, retrying)
-        )
+        with ThreadPoolExecutor(3) as pool:  # the pages are independent: a few browsers at once
+            tasks_dump = pool.submit(dump_dom, flower.base + "/tasks")
+            failed_page, task_page, timed_out_page, retrying_page = pool.map(
+                lambda listed: dump_dom(f"{flower.base}/task/{listed['uuid']}", budget_ms=1000),
+                (failed, task, timed_out, retrying),
+            )
+            tasks_page = tasks_dump.result()
     execution_error = flower_setup.service.get_execution(runs["fail"].id).error
     assert execution_error == "RuntimeError: disk full"
     assert "attempt 3 of 3 failed: RuntimeError: disk full" in failed["exception"], failed

@@ -73,8 +73,12 @@ def scrape_until(port: int, predicate: Callable[[Samples], bool], timeout_s: flo
 
 
 @pytest.fixture
-def planner_loop(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Settings, Planner]]:
-    """A planner loop in a thread with metrics on a free port; its queue is deleted from Redis after."""
+def planner_loop(
+    pg_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Settings, Planner]]:
+    """A planner loop in a thread with metrics on a free port; its queue is deleted from Redis after. The
+    leader's status counts are refreshed every second (5 s in production): the test waits for a refresh."""
+    monkeypatch.setattr(metrics, "STATUS_REFRESH_S", 1.0)
     queue = unique_queue("metrics")
     settings = Settings(
         database_url=pg_url,
@@ -297,7 +301,7 @@ def test_serve_exposes_planner_and_worker_metrics_on_one_port(tmp_path: Path) ->
             leader = value(samples, "scheduler_planner_leader")
             return samples if completed >= 1 and leader == 1 else None
 
-        samples = wait_for(served, 60, interval_s=0.5, message="serve did not expose both kinds of metrics")
+        samples = wait_for(served, 60, interval_s=0.2, message="serve did not expose both kinds of metrics")
         assert value(samples, "scheduler_planner_dispatched_total") >= 1
         assert value(samples, "scheduler_planner_dispatch_lag_seconds_count", trigger="schedule") >= 1
         process.send_signal(signal.SIGTERM)

@@ -1,7 +1,8 @@
 """A once task ends as its run ends: ``completed`` when it succeeded, ``failed`` when its last attempt failed.
 
 Real processes: a planner tick (``scheduler:planner --once``) dispatches the once slots, a Celery worker runs
-them (retries included), and ``scheduler:list`` shows the outcome, as a table and as JSON.
+them (retries included), ``scheduler:run --wait`` runs one again; ``scheduler:list`` shows the outcome, as a
+table and as JSON (it and ``scheduler:resume`` run in-process: the same click application, no process start).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def _finished(setup: EngineSetup, task: Task) -> Execution:
 
 def _listed(setup: EngineSetup) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """``scheduler:list`` as JSON (name -> task object) and as a table (name -> its line)."""
-    listed = setup.cli("scheduler:list", "--format", "json").json()
-    table = setup.cli("scheduler:list")
+    listed = setup.invoke("scheduler:list", "--format", "json").json()
+    table = setup.invoke("scheduler:list")
     assert table.code == 0, table.stderr
     lines = {line.split()[1]: line for line in table.stdout.splitlines()[1:] if len(line.split()) > 1}
     return {task["name"]: task for task in listed}, lines
@@ -42,7 +43,7 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
     engine_setup: EngineSetup,
 ) -> None:
     setup = engine_setup
-    setup.start_worker()
+    worker = setup.start_worker(wait=False)  # gets ready while the tasks are created and planned
     failing = setup.create(
         "once-fails", "test:fail", schedule="now", retries=0, data={"message": "disk full"}
     )
@@ -58,6 +59,7 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
 
     tick = setup.cli("scheduler:planner", "--once", "--format", "json")
     assert tick.json()["created"] == 3, tick.stdout
+    worker.wait_ready()
 
     # While its run is retrying, a once task is still active: nothing is decided yet.
     wait_for(lambda: _only_execution(setup, retried).status == "retrying", 30, "never retrying")
@@ -85,12 +87,12 @@ def test_a_once_task_whose_run_fails_ends_failed_and_one_that_succeeds_ends_comp
         "ran once",
     )
     assert "completed (ran once)" in lines["once-fine"]
-    failed = setup.cli("scheduler:list", "--status", "failed", "--format", "json").json()
+    failed = setup.invoke("scheduler:list", "--status", "failed", "--format", "json").json()
     assert sorted(task["name"] for task in failed) == ["once-fails", "once-retried"]
 
     # A failed once task is not paused: resume leaves it alone; a manual run runs it again, and the outcome
     # of that run is the task's.
-    resumed = setup.cli("scheduler:resume", "--id", "once-fails")
+    resumed = setup.invoke("scheduler:resume", "--id", "once-fails")
     assert (resumed.code, resumed.stdout.strip()) == (0, "no task to resume"), resumed.stderr
     assert setup.cli("scheduler:run", "--id", "once-fails", "--wait").code == 1
     again = max(execution.id for execution in setup.service.history(task=failing.id))

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ def stop(process: subprocess.Popen[bytes]) -> int | None:
 
 @pytest.fixture(scope="module")
 def console(shared_world: SharedWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    shared_world.running_worker()
+    starter = ThreadPoolExecutor(1)
+    worker = starter.submit(shared_world.running_worker)  # gets ready while the planner and console start
+    starter.shutdown(wait=False)
     workdir = tmp_path_factory.mktemp("web-console")
     setup = build_setup(shared_world.database_url, shared_world.broker_url, shared_world.queue, workdir)
     users = ",".join(f"{name}:{role}:{hash_password(password(name))}" for name, role in USERS.items())
@@ -94,6 +97,7 @@ def console(shared_world: SharedWorld, tmp_path_factory: pytest.TempPathFactory)
 
     try:
         wait_for(ready, READY_S, "the web console did not answer /healthz", interval_s=0.1)
+        worker.result()
         yield found
     finally:
         code = stop(web)

@@ -24,6 +24,10 @@ from tests.support.processes import free_port, process_alive, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]
 
+# An external command that hangs (sleeps 300 s past any timeout); the module's worker knows it.
+EXT_HANG = ["/bin/sh", "-c", "echo started; echo $$ > {pidfile}; exec sleep 300"]
+SHARED_WORKER_ENV = {"SCHEDULER_COMMANDS": json.dumps({"ext:hang": EXT_HANG})}
+
 
 def test_run_wait_of_test_echo_prints_its_result_and_exits_0(worker_setup: EngineSetup) -> None:
     worker_setup.create("echo", "test:echo", data={"greeting": "hello", "n": 3})
@@ -102,19 +106,16 @@ def test_the_hard_limit_kills_a_command_that_ignores_its_timeout(
 
 
 def test_an_external_command_that_hangs_is_killed_at_its_timeout(
-    engine_setup: EngineSetup, tmp_path: Path
+    worker_setup: EngineSetup, tmp_path: Path
 ) -> None:
-    argv = ["/bin/sh", "-c", "echo started; echo $$ > {pidfile}; exec sleep 300"]
-    engine_setup.env["SCHEDULER_COMMANDS"] = json.dumps({"ext:hang": argv})
-    engine_setup.start_worker()
-    engine_setup.service.commands.add_external("ext:hang", argv)
+    worker_setup.service.commands.add_external("ext:hang", EXT_HANG)  # the module's worker knows it too
     pidfile = tmp_path / "ext.pid"
-    task = engine_setup.create("ext", "ext:hang", data={"pidfile": str(pidfile)}, timeout_ms=2000, retries=0)
-    execution = engine_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
+    task = worker_setup.create("ext", "ext:hang", data={"pidfile": str(pidfile)}, timeout_ms=2000, retries=0)
+    execution = worker_setup.service.run_task_now(task.id, wait=True, timeout_s=30)
     assert execution.status == "timed_out"
     pid = int(pidfile.read_text())
     wait_for(lambda: not process_alive(pid), 10, message=f"sleep {pid} survived")
-    messages = [line.message for line in engine_setup.service.logs(execution.id)]
+    messages = [line.message for line in worker_setup.service.logs(execution.id)]
     assert "started" in messages
 
 
@@ -165,12 +166,13 @@ def test_an_error_is_one_line_and_its_traceback_is_in_the_logs(worker_setup: Eng
     assert result.code == 1
     execution = json.loads(result.stdout)
     assert execution["error"] == f"ValueError: bad value in execution {execution['id']}"
-    logged = worker_setup.cli(
+    # The reads in-process (the same click application); the runs, whose stderr is the point, as processes.
+    logged = worker_setup.invoke(
         "scheduler:logs", "--execution", str(execution["id"]), "--format", "json"
     ).json()
     messages = "\n".join(line["message"] for line in logged)
     assert "Traceback (most recent call last)" in messages and "in nested" in messages
-    history = worker_setup.cli("scheduler:history", "--task", "raiser")
+    history = worker_setup.invoke("scheduler:history", "--task", "raiser")
     assert history.code == 0, history.stderr
     assert f"ValueError: bad value in execution {execution['id']}" in history.stdout
     assert "Traceback" not in history.stdout

@@ -55,13 +55,15 @@ def slots(setup: EngineSetup, task_id: int) -> list[tuple[object, str]]:
 
 @pytest.mark.timeout(90)
 def test_an_interval_task_runs_once_per_slot_with_planner_and_worker(engine_setup: EngineSetup) -> None:
-    engine_setup.start_worker()
+    # The worker gets ready while the planner runs: what it dispatches meanwhile waits on the queue.
+    worker = engine_setup.start_worker(wait=False)
     task = engine_setup.create("every-second", "test:echo", schedule="1s", data={"tick": True})
     planner = start_planner(engine_setup)
     try:
         time.sleep(6.5)
     finally:
         assert stop(planner) == 0
+    worker.wait_ready()
     # Let the last dispatched executions finish (whatever their outcome: the assertions below judge it).
     wait_for(
         lambda: all(s in FINISHED_STATUSES for _, s in slots(engine_setup, task.id)), 15, "still running"

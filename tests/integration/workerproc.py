@@ -191,6 +191,21 @@ class EngineSetup:
     def cli(self, *args: str, timeout_s: float = 90) -> CliResult:
         return run_cli(self.env, *args, cwd=self.workdir, timeout_s=timeout_s)
 
+    def invoke(self, *args: str) -> CliResult:
+        """``systemprompt <args>`` in this process: the same click application (error policy, exit codes,
+        output) through click's ``CliRunner``, with this setup's ``SCHEDULER_*`` environment and working
+        directory, without a process start. For the tests that are not about the executable."""
+        from click.testing import CliRunner
+
+        from cli.main import cli
+
+        env: dict[str, str | None] = {key: None for key in os.environ if key.startswith("SCHEDULER_")}
+        env |= {key: value for key, value in self.env.items() if key.startswith("SCHEDULER_")}
+        env |= {"NO_COLOR": self.env.get("NO_COLOR"), "COLUMNS": self.env.get("COLUMNS")}
+        with contextlib.chdir(self.workdir):
+            result = CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
     def __post_init__(self) -> None:
         self._workers: list[WorkerProcess] = []
         # The same service without a publisher: its manual runs stay pending, for tests that publish by hand.

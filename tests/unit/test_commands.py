@@ -3,6 +3,7 @@ templates, plugins."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import re
@@ -678,3 +679,27 @@ def test_fail_raises_with_the_message() -> None:
     ctx, _ = context({})
     with pytest.raises(RuntimeError, match=r"^test failure$"):
         builtins.fail(ctx)
+
+
+def test_the_plugin_scan_reads_entry_points_only_when_a_distribution_declares_the_group(
+    plugin_dist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = commands
+    assert registry._declares_group(registry.ENTRY_POINT_GROUP)  # the fixture's distribution
+    assert not registry._declares_group("some.group.nobody.declares")
+    assert registry._declares_group("some.other.group")
+
+    listed: list[str] = []
+    original = importlib.metadata.entry_points
+
+    def spy(**params: Any) -> Any:
+        listed.append(params["group"])
+        return original(**params)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", spy)
+    monkeypatch.setattr(registry, "ENTRY_POINT_GROUP", "some.group.nobody.declares")
+    assert registry._load_plugins() == []
+    assert listed == []  # no distribution declares it: entry_points() is not called
+    monkeypatch.setattr(registry, "ENTRY_POINT_GROUP", "some.other.group")
+    assert registry._load_plugins() == []  # its one entry point's module is missing: logged, skipped
+    assert listed == ["some.other.group"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 from queue import Empty
@@ -125,3 +126,29 @@ def test_prune_removes_what_a_killed_publisher_left_in_staging_and_keeps_bad_fil
         os.utime(path, (time.time() - 3600, time.time() - 3600))
     assert prune(tmp_path, older_than_s=600) == 1
     assert not staged.exists() and bad.exists()
+
+
+def test_a_worker_told_to_stop_stops_waiting_for_messages_and_a_client_waits_its_whole_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's worker on this transport asks for messages with a 2 s timeout and looks for a shutdown request
+    only between two asks: the transport ends a wait once the worker was told to stop (Ctrl-C, SIGTERM)."""
+    from celery.signals import worker_shutting_down
+
+    from workers import filesystem_transport
+
+    monkeypatch.setattr(filesystem_transport, "_told_to_stop", threading.Event())  # this test's own
+    with embedded_connection(tmp_path) as connection:
+        queue = connection.SimpleQueue("idle")  # consumes an empty queue: every wait runs to its end
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=0.6)
+        assert time.monotonic() - started >= 0.6  # nobody asked to stop: the whole timeout
+
+        # What the worker's SIGTERM handler sends (warm shutdown).
+        worker_shutting_down.send(sender="test-worker", sig="SIGTERM", how="Warm", exitcode=0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=30)
+        assert time.monotonic() - started < 2.0
+        queue.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -91,6 +93,17 @@ def test_the_bus_redacts_each_payload_once_and_calls_handlers_in_order() -> None
     bus.emit("not-an-event", payload)  # nobody listens: nothing happens
     with pytest.raises(ValueError, match="unknown event"):
         bus.on("not-an-event", print)
+
+
+def test_a_bus_without_handlers_emits_nothing_and_imports_no_blinker() -> None:
+    script = (
+        "import sys; from scheduler.observability.events import TASK_CREATED, EventBus; bus = EventBus(); "
+        "bus.emit(TASK_CREATED, {'task': {}}); print('blinker' in sys.modules); "
+        "heard = []; bus.on(TASK_CREATED, heard.append); bus.emit(TASK_CREATED, {'task': {}}); "
+        "print('blinker' in sys.modules, heard)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["False", "True [{'task': {}}]"], done.stdout + done.stderr
 
 
 def test_a_failing_handler_stops_the_emit_like_before() -> None:

@@ -1,196 +1,18 @@
-"""The scheduler's frozen records, in one module that imports nothing of the scheduler.
-
-- what the service and the CLI return (:class:`Task`, :class:`Execution`, ...), with their stable JSON form
-  (:meth:`to_json`: the fields in declaration order);
-- what the layers hand each other: the planner's :class:`Dispatch` and :class:`TaskAdvance`, the worker's
-  :class:`ClaimedExecution` and :class:`PendingLog`, the sweep's :class:`OpenExecution`, the audit's
-  :class:`AuditRecord`, a tick's :class:`TickReport`. Storage, planning, execution and observability all
-  import them from here, so none of them needs another's modules for its types.
-"""
+"""The records no read verb builds: import them from :mod:`scheduler.records`, which imports this module the
+first time one of them is looked up there (see ``scheduler.records.DEFERRED``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, get_args
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-# ``completed``: nothing more to run (a once task: it succeeded); ``failed``: a once task whose run failed.
-TaskStatus = Literal["active", "paused", "completed", "failed"]
-# ``waiting``: a backfill's execution the planner has not released yet (at most max_parallel at a time).
-ExecutionStatus = Literal[
-    "waiting",
-    "pending",
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "timed_out",
-    "retrying",
-    "cancelled",
-    "lost",
-    "skipped",
-]
-TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
-EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
-BACKFILL_STATUSES: tuple[str, ...] = ("running", "completed", "cancelled")
-FINISHED_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost", "skipped")
-# How a run ended (a skipped slot is a decision, not a run).
-OUTCOME_STATUSES: tuple[str, ...] = ("completed", "failed", "timed_out", "cancelled", "lost")
-SUCCESS_STATUSES: tuple[str, ...] = ("completed",)
-FAILURE_STATUSES: tuple[str, ...] = ("failed", "timed_out", "lost")
+from scheduler.records import _JsonRecord
+
+# -------------------------------------- the read verbs' neighbours: backfills, calendars, audit, statistics
 
 
-def iso_utc(value: datetime | None) -> str | None:
-    """ISO-8601 in UTC with a trailing ``Z``: the one time format of the JSON output."""
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive values; everything is stored in UTC.
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """The same instant, aware and in UTC (SQLite returns naive UTC)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class _JsonRecord:
-    def to_json(self) -> dict[str, Any]:
-        """Field name -> value, datetimes as ISO-8601 UTC strings."""
-        out: dict[str, Any] = {}
-        for field in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            out[field.name] = iso_utc(value) if isinstance(value, datetime) else value
-        return out
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskDefinition(_JsonRecord):
-    """What a task's definition sets: the columns a new task is inserted with (validated, times aware UTC)."""
-
-    name: str
-    command: str
-    schedule: str
-    schedule_kind: str
-    timezone: str
-    data: dict[str, Any]
-    status: str
-    queue: str
-    retries: int
-    retry_delay_ms: int
-    retry_backoff: float
-    timeout_ms: int
-    overlap_policy: str
-    misfire_policy: str
-    misfire_grace_ms: int | None
-    auto_pause_after: int | None
-    start_at: datetime | None
-    end_at: datetime | None
-    max_runs: int | None
-    anchor_at: datetime
-    next_run_at: datetime | None
-    # Several schedules: every schedule's text (``schedule`` is the first); None with one schedule.
-    schedules: list[str] | None = None
-    jitter_ms: int | None = None  # each slot runs at a deterministic offset in [0, jitter) after it
-    exclude: list[str] | None = None  # names of exclusion calendars: their days do not run
-    only_in: list[str] | None = None  # names of calendars: only their days run
-
-    def columns(self) -> dict[str, Any]:
-        """The definition's columns, by name (a :class:`Task`'s own fields excluded)."""
-        return {field.name: getattr(self, field.name) for field in fields(TaskDefinition)}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Task(TaskDefinition):
-    """A stored task: its definition, and what the database and the planner keep about it."""
-
-    id: int
-    status_reason: str | None
-    last_run_at: datetime | None
-    run_count: int
-    consecutive_failures: int
-    created_at: datetime
-    updated_at: datetime
-    # Who owns the task (docs/tasks-as-code.md) and its key in its tasks file; the defaults are the column's.
-    source: str = "cli"
-    key: str | None = None
-    paused_until: datetime | None = None  # a timed pause: the planner resumes the task then
-
-
-class DueTask(NamedTuple):
-    """A due task as the planner reads it: only the columns it plans with, each the :class:`Task` field of
-    that name (the planner's SELECT and its mapping follow these fields). A tuple, not a frozen dataclass: the
-    planner builds a thousand per batch, and a frozen dataclass's ``__init__`` (a ``setattr`` per field) cost
-    as much as planning them."""
-
-    id: int
-    name: str
-    command: str
-    queue: str
-    schedule: str
-    schedule_kind: str
-    schedules: list[str] | None
-    timezone: str
-    anchor_at: datetime
-    jitter_ms: int | None
-    exclude: list[str] | None
-    only_in: list[str] | None
-    next_run_at: datetime | None
-    end_at: datetime | None
-    max_runs: int | None
-    run_count: int
-    last_run_at: datetime | None
-    status_reason: str | None
-    misfire_policy: str
-    misfire_grace_ms: int | None
-    overlap_policy: str
-    retries: int
-    timeout_ms: int
-
-
-# What the planning rules take: a due task as the planner reads it, or a whole stored task.
-TaskToPlan = Task | DueTask
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListedTask(Task):
-    """A task as ``scheduler:list`` shows it: ``last_outcome`` is the status of its latest finished run
-    (:data:`OUTCOME_STATUSES`; None before the first), and ``next_run_at`` is None unless the planner will
-    fire it (as ``scheduler:next`` says: a paused task has none)."""
-
-    last_outcome: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Execution(_JsonRecord):
-    id: int
-    task_id: int | None
-    task_name: str
-    command: str
-    scheduled_for: datetime
-    trigger: str
-    status: str
-    reason: str | None
-    attempt: int
-    max_attempts: int
-    queue: str
-    worker: str | None
-    created_at: datetime
-    enqueued_at: datetime | None
-    started_at: datetime | None
-    heartbeat_at: datetime | None
-    finished_at: datetime | None
-    duration_ms: int | None
-    result: Any
-    error: str | None
-    data: dict[str, Any] | None = None  # per-run data, merged over the task's when it runs (None: none)
-    backfill_id: int | None = None  # the backfill that created it
-    schedule: str | None = None  # the schedule text that produced the slot (None: a manual run)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Backfill(_JsonRecord):
     """A backfill of a task over a past range (``status``: running, completed or cancelled).
 
@@ -213,7 +35,7 @@ class Backfill(_JsonRecord):
     progress: dict[str, int] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class BackfillSlot(_JsonRecord):
     """One slot of a backfill preview: the instant, its wall time in the task's zone (with the UTC offset),
     a DST note when the zone's offset changed since the previous slot or the wall time occurs twice, and the
@@ -227,7 +49,7 @@ class BackfillSlot(_JsonRecord):
     excluded: str | None = None  # why a calendar of the task excludes this slot (it is not backfilled)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Calendar(_JsonRecord):
     """A named set of local days: ``days`` is ``{"dates": [...], "ranges": [[first, last], ...],
     "weekdays": ["sat", ...]}`` (ISO dates, ranges inclusive); ``tasks`` names the tasks that use it."""
@@ -240,16 +62,7 @@ class Calendar(_JsonRecord):
     tasks: list[str] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogLine(_JsonRecord):
-    execution_id: int
-    attempt: int
-    at: datetime
-    level: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AuditEntry(_JsonRecord):
     """One row of the audit trail.
 
@@ -277,7 +90,7 @@ class AuditEntry(_JsonRecord):
     row_hash: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AuditVerdict(_JsonRecord):
     """What verifying the audit chain found: ``intact``, or the first row (``broken_at``) that breaks it and
     why (``problem``). ``rows`` counts the rows checked; ``head_id``/``head_hash`` are the newest row's, worth
@@ -291,7 +104,7 @@ class AuditVerdict(_JsonRecord):
     problem: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class TaskStats(_JsonRecord):
     """Execution statistics of one task (``task_id`` set) or of all tasks."""
 
@@ -313,22 +126,7 @@ class TaskStats(_JsonRecord):
     last_run_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NextRun(_JsonRecord):
-    """A coming fire time: ``at`` is when it runs (its ``slot`` plus the task's jitter), ``schedule`` the
-    text that produced the slot, ``excluded`` why a calendar leaves it out (it is then recorded skipped),
-    ``skipped`` who skipped it ahead of time and why (``scheduler:skip``)."""
-
-    task_id: int
-    task_name: str
-    at: datetime
-    slot: datetime | None = None
-    schedule: str | None = None
-    excluded: str | None = None
-    skipped: str | None = None
-
-
-# ------------------------------------------------------------------------------- between the layers
+# --------------------------------------------------------------------------------------- between the layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,17 +152,6 @@ class TaskAdvance:
     last_run_at: datetime | None
     status: str
     status_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One audit row to write: ``before``/``after`` are task JSON, secrets redacted (None: no side)."""
-
-    action: str
-    task_id: int | None
-    task_name: str | None
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -491,12 +278,10 @@ class TickReport:
     released: int = 0  # backfill executions released to the relay
 
 
-# ------------------------------------------------------------------------------------------------ alerts
-
-ALERT_CONDITIONS: tuple[str, ...] = ("failure", "late", "missing", "long", "no_leader")
+# --------------------------------------------------------------------------------------------------- alerts
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AlertRules(_JsonRecord):
     """A task's effective alert rules (docs/alerts.md); None or 0 means the rule is off."""
 
@@ -527,7 +312,7 @@ class TaskFacts:
     running_since: datetime | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Incident(_JsonRecord):
     """One alert incident: a condition of a task (or of the scheduler) from its start to its end."""
 
@@ -546,7 +331,7 @@ class Incident(_JsonRecord):
         return self.resolved_at is None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class AlertDelivery(_JsonRecord):
     """One message to one channel in the delivery outbox (``pending``, ``sent`` or ``failed``)."""
 
@@ -563,7 +348,7 @@ class AlertDelivery(_JsonRecord):
     sent_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False, repr=False)
 class Silence(_JsonRecord):
     """Incidents of ``task_id`` between ``starts_at`` and ``ends_at`` are recorded but not sent."""
 
