@@ -30,7 +30,8 @@ format: $(STAMP)
 
 # Three test processes on two cores: most tests wait on servers and child processes. worksteal hands each
 # process a contiguous run of tests (a module's shared worker is started once, not once per process) and
-# rebalances by stealing; it beat the default `load` by 17% on tests/integration (n=2/3/4 within 3%).
+# rebalances by stealing; it beat the default `load` by 17% on tests/integration. -n 4 was slower (350 s against
+# 332 s for -n 3 on 2026-12-07: the tests' summed time grew 28%, the processes they start compete for 2 cores).
 # The lint runs beside the tests (its output is shown when they end): mypy from a fresh clone takes ~15 s of one
 # core, which the tests, waiting on servers and processes, leave free. Either failing fails the target.
 # Bytecode caches on: the suite starts hundreds of systemprompt, planner and worker processes, and with
