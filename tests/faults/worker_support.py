@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from scheduler.commands.loading import load_registry
@@ -48,6 +47,7 @@ from tests.support.services import (
     create_pg_database,
     delete_queue_keys,
     drop_pg_database,
+    empty_pg_tables,
     require,
 )
 
@@ -474,19 +474,8 @@ class ModuleWorker:
         return self.worker
 
     def empty_tables(self) -> None:
-        engine = make_engine(self.database_url)
-        try:
-            with engine.begin() as connection:
-                names = connection.execute(
-                    text(
-                        "SELECT quote_ident(tablename) FROM pg_tables"
-                        " WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
-                    )
-                ).scalars()
-                connection.execute(text("SET LOCAL lock_timeout = '10s'"))
-                connection.execute(text(f"TRUNCATE {', '.join(names)} CASCADE"))
-        finally:
-            engine.dispose()
+        """Delete every row but the schema's version (without restarting ids)."""
+        empty_pg_tables(self.database_url)
 
     def settle(self) -> None:
         """Wait until nothing of the queue is on the broker (twice in a row); retire the worker otherwise."""

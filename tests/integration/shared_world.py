@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from workerproc import EngineSetup, build_setup, scheduler_env, start_worker, unique_queue
 
-from scheduler.storage.db import make_engine
 from tests.support import background
 from tests.support.celery_worker import SharedWorkerView, WorkerProcess
 from tests.support.processes import wait_for
@@ -34,6 +32,7 @@ from tests.support.services import (
     create_pg_database,
     delete_queue_keys,
     drop_pg_database,
+    empty_pg_tables,
     require,
 )
 
@@ -69,19 +68,7 @@ class SharedWorld:
 
     def empty_tables(self) -> None:
         """Delete every row but the schema's version (without restarting ids)."""
-        engine = make_engine(self.database_url)
-        try:
-            with engine.begin() as connection:
-                names = connection.execute(
-                    text(
-                        "SELECT quote_ident(tablename) FROM pg_tables"
-                        " WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
-                    )
-                ).scalars()
-                connection.execute(text("SET LOCAL lock_timeout = '10s'"))
-                connection.execute(text(f"TRUNCATE {', '.join(names)} CASCADE"))
-        finally:
-            engine.dispose()
+        empty_pg_tables(self.database_url)
 
     def settle(self) -> None:
         """Wait until the worker is idle (twice in a row: a message moves from the list to the hash); retire

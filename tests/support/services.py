@@ -68,6 +68,24 @@ def drop_pg_database(name: str) -> None:
     admin.dispose()
 
 
+def empty_pg_tables(database_url: str) -> None:
+    """Delete every row of the PostgreSQL database at ``database_url`` but the schema's version (ids are not
+    restarted): a module's tests that share one database and one worker start each from empty tables."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            names = connection.execute(
+                text(
+                    "SELECT quote_ident(tablename) FROM pg_tables"
+                    " WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+                )
+            ).scalars()
+            connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+            connection.execute(text(f"TRUNCATE {', '.join(names)} CASCADE"))
+    finally:
+        engine.dispose()
+
+
 def delete_queue_keys(broker_url: str, queue: str) -> None:
     """Delete what a test's queue left on the Redis broker at ``broker_url``: the queue's lists and kombu's
     bindings of it (every test has its own queue name, so nothing else is touched)."""
