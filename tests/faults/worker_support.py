@@ -40,7 +40,7 @@ from scheduler.storage.db import make_engine
 from tests.support import background
 from tests.support.celery_worker import SharedWorkerView, WorkerProcess, app_with_commands, start_worker
 from tests.support.processes import free_port, wait_for
-from tests.support.redis_queue import queue_idle
+from tests.support.redis_queue import queue_idle, queue_settles
 from tests.support.services import (
     IN_CI,
     REDIS_URL,
@@ -479,17 +479,7 @@ class ModuleWorker:
 
     def settle(self) -> None:
         """Wait until nothing of the queue is on the broker (twice in a row); retire the worker otherwise."""
-        if self.worker is None:
-            return
-        seen: list[bool] = []
-
-        def settled() -> bool:
-            seen.append(queue_idle(self.broker_url, self.queue))
-            return seen[-2:] == [True, True]
-
-        try:
-            wait_for(settled, SETTLE_S, interval_s=0.1)
-        except (AssertionError, redis.RedisError):
+        if self.worker is not None and not queue_settles(self.broker_url, self.queue, SETTLE_S):
             self.retire()
 
     def retire(self) -> None:

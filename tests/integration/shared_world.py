@@ -25,8 +25,7 @@ from workerproc import EngineSetup, build_setup, scheduler_env, start_worker, un
 
 from tests.support import background
 from tests.support.celery_worker import SharedWorkerView, WorkerProcess
-from tests.support.processes import wait_for
-from tests.support.redis_queue import queue_idle
+from tests.support.redis_queue import queue_settles
 from tests.support.services import (
     REDIS_URL,
     create_pg_database,
@@ -73,17 +72,7 @@ class SharedWorld:
     def settle(self) -> None:
         """Wait until the worker is idle (twice in a row: a message moves from the list to the hash); retire
         it if it does not get there."""
-        if self.worker is None:
-            return
-        seen: list[bool] = []
-
-        def settled() -> bool:
-            seen.append(queue_idle(self.broker_url, self.queue))
-            return seen[-2:] == [True, True]
-
-        try:
-            wait_for(settled, SETTLE_S, interval_s=0.1)
-        except AssertionError:
+        if self.worker is not None and not queue_settles(self.broker_url, self.queue, SETTLE_S):
             self.retire()
 
     def retire(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from workerproc import EngineSetup
 
 from tests.support.processes import wait_for
-from tests.support.redis_queue import queue_idle
+from tests.support.redis_queue import queue_settles
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(90)]
 
@@ -50,12 +50,7 @@ def test_a_killed_last_attempt_is_not_run_again_by_the_worker(
     # gone from the broker (none waiting, reserved or held for a recheck), then look.
     gave_up = f"nothing to do: execution {execution.id} is running"
     wait_for(lambda: gave_up in worker.log(), 20, f"the worker never logged {gave_up!r}")
-    idle: list[bool] = []
-
-    def drained() -> bool:  # twice in a row: a message moving from the list to a worker is on neither
-        idle.append(queue_idle(worker_setup.broker_url, worker_setup.queue))
-        return idle[-2:] == [True, True]
-
-    wait_for(drained, 20, "the redelivered message never left the broker", interval_s=0.1)
+    drained = queue_settles(worker_setup.broker_url, worker_setup.queue, 20)
+    assert drained, "the redelivered message never left the broker"
     assert not pidfile.exists(), "the killed last attempt was started again"
     assert worker_setup.service.get_execution(execution.id).status == "running"

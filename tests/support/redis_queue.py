@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections import Counter
 
 import redis
@@ -33,3 +34,20 @@ def queue_idle(broker_url: str, queue: str) -> bool:
         return not any(queue.encode() in entry for entry in client.hvals("unacked"))
     finally:
         client.close()
+
+
+def queue_settles(broker_url: str, queue: str, timeout_s: float) -> bool:
+    """Whether :func:`queue_idle` holds twice in a row, 0.1 s apart, within ``timeout_s`` (a message moving
+    from the list to a worker's ``unacked`` hash is on neither for a moment); False if the broker is down."""
+    deadline = time.monotonic() + timeout_s
+    was_idle = False
+    try:
+        while time.monotonic() < deadline:
+            idle = queue_idle(broker_url, queue)
+            if idle and was_idle:
+                return True
+            was_idle = idle
+            time.sleep(0.1)
+    except redis.RedisError:
+        return False
+    return False
