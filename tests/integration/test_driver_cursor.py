@@ -4,7 +4,6 @@ driver errors raised as SQLAlchemy's exceptions, and a connection whose session 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,21 +12,11 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy import exc as sa_exc
 from test_worker_runs import add_execution, add_task
 
-from scheduler.storage.db import make_engine
 from scheduler.storage.driver_cursor import run_on_driver
 from scheduler.storage.run_statements import pg_claim, pg_finish_statement, pg_takeover
 from scheduler.storage.runs import claim_execution
 from scheduler.storage.tables import executions
 from scheduler.storage.transactions import write_transaction
-
-
-@pytest.fixture
-def engines(pg_driver_url: str) -> Iterator[tuple[Engine, Engine]]:
-    """(plain engine, autocommit engine) on one fresh database, through one driver."""
-    plain, hot = make_engine(pg_driver_url), make_engine(pg_driver_url, autocommit=True)
-    yield plain, hot
-    plain.dispose()
-    hot.dispose()
 
 
 def _finish_params(execution_id: int, result: Any) -> dict[str, Any]:

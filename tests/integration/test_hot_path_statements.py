@@ -10,7 +10,6 @@ them).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,15 +27,6 @@ from tests.support.statements import record_statements
 
 STALE = timedelta(seconds=30)
 PSYCOPG_DEFAULT_THRESHOLD = 5  # psycopg 3 prepares a statement once it ran this many times on a connection
-
-
-@pytest.fixture
-def engines(pg_driver_url: str) -> Iterator[tuple[Engine, Engine]]:
-    """(plain engine, autocommit engine) on one fresh database, through one driver."""
-    plain, hot = make_engine(pg_driver_url), make_engine(pg_driver_url, autocommit=True)
-    yield plain, hot
-    plain.dispose()
-    hot.dispose()
 
 
 def _comparable(claim: ClaimedExecution) -> dict[str, Any]:
